@@ -1,0 +1,127 @@
+"""Broker credentials and ACL rendered from the database (DESIGN §2-3).
+
+Three files in MCHAT_BROKER_DIR: `passwd` (Mosquitto $7$ lines for the bridge and every active
+employee), `acl` (static patterns) and `groups` (one "group_id employee_id" line per current
+membership, read by the mchat_auth plugin so group ACL costs nothing on reload). Files are
+written atomically and only when changed; the broker is then sent SIGHUP.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from bridge.broker import hash_password, reload_broker, write_atomically
+
+logger = logging.getLogger("mchat.bridge.acl")
+
+ACL_TEXT = """\
+# Rendered by MChat (bridge/acl.py); edits are overwritten. DESIGN.md section 3.
+user {bridge_user}
+topic readwrite #
+
+pattern write mchat/msg/req/%c/#
+pattern read mchat/msg/resp/%c/#
+pattern read mchat/inbox/%u
+pattern write mchat/status/%u
+pattern read mchat/status/+
+pattern read mchat/profile/+
+pattern read mchat/system/notify
+"""
+# Group topics (mchat/group/{id}) are answered by the plugin from the `groups` file.
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    changed: tuple[str, ...]
+    reloaded: bool
+
+
+def _bridge_password_line() -> str:
+    # A salt derived from the secret keeps the line stable, so a render with no change
+    # rewrites nothing and reloads nothing.
+    salt = hashlib.sha256(f"{settings.SECRET_KEY}:bridge-salt".encode()).digest()[:12]
+    hashed = hash_password(settings.MCHAT_BRIDGE_PASSWORD, salt=salt)
+    return f"{settings.MCHAT_BRIDGE_USERNAME}:{hashed}"
+
+
+def render_passwd() -> str:
+    from org.models import Employee
+
+    lines = [_bridge_password_line()]
+    rows = Employee.objects.filter(is_active=True).order_by("employee_id")
+    lines += [f"{eid}:{hashed}" for eid, hashed in rows.values_list("employee_id", "mqtt_password_hash")]
+    return "\n".join(lines) + "\n"
+
+
+def render_acl() -> str:
+    return ACL_TEXT.format(bridge_user=settings.MCHAT_BRIDGE_USERNAME)
+
+
+def render_groups() -> str:
+    from messaging.selectors import group_memberships_for_broker
+
+    return "".join(f"{gid} {eid}\n" for gid, eid in group_memberships_for_broker())
+
+
+def sync(directory: Path | None = None) -> SyncResult:
+    """Render all three files; reload the broker if any changed. Serialised across processes."""
+    directory = Path(directory or settings.MCHAT_BROKER_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".sync.lock", "w") as lock:
+        # The database is read under the lock, so the last writer always saw the latest commit.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rendered = {"passwd": render_passwd(), "acl": render_acl(), "groups": render_groups()}
+        changed = []
+        for name, text in rendered.items():
+            path = directory / name
+            if not path.exists() or path.read_text() != text:
+                write_atomically(path, text)
+                changed.append(name)
+        reloaded = bool(changed) and reload_broker(directory / "mosquitto.pid")
+    if changed:
+        logger.info("broker files changed: %s; reloaded=%s", ", ".join(changed), reloaded)
+    return SyncResult(tuple(changed), reloaded)
+
+
+class _Debouncer:
+    """Coalesces the sync requests of a burst of commits into one render."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def request(self) -> None:
+        delay = settings.MCHAT_BROKER_SYNC_DEBOUNCE
+        if delay <= 0:
+            sync()
+            return
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(delay, self._run)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _run(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            sync()
+        except Exception:  # noqa: BLE001 - a failed render must not kill the timer thread silently
+            logger.exception("broker file sync failed")
+        finally:
+            connection.close()
+
+
+_debouncer = _Debouncer()
+
+
+def request_sync() -> None:
+    _debouncer.request()

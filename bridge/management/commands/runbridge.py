@@ -1,0 +1,41 @@
+import logging
+import signal
+import socket
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+
+from bridge.client import BridgeClient
+
+DEVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+class Command(BaseCommand):
+    help = "Run the MQTT bridge: serve mchat/msg/req/# until SIGTERM or SIGINT."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--instance",
+            default="b1",
+            help="Stable name of this process (client id mchat-bridge_{instance}); keep it the "
+            "same across restarts so the persistent session's queued requests are served.",
+        )
+        parser.add_argument(
+            "--shared",
+            action="store_true",
+            help="Share the request stream with other bridge processes (MQTT 5 shared "
+            "subscription $share/mchat-bridge/...). Each process needs its own --instance.",
+        )
+
+    def handle(self, *args, instance: str, shared: bool, **options):
+        if not instance or len(instance) > 64 or set(instance) - DEVICE_CHARS:
+            raise CommandError("--instance: 1-64 characters of [A-Za-z0-9-]")
+        logging.getLogger("mchat").setLevel(logging.INFO)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        bridge = BridgeClient(instance=instance, shared=shared)
+        self.stdout.write(
+            f"bridge {bridge.client_id} on {socket.gethostname()}: serving {bridge.filter}"
+        )
+        bridge.run(stop)

@@ -1,0 +1,64 @@
+"""The bridge's urls.py: every action, the handler that serves it, and its rate-limit class.
+
+Handlers are named by dotted path and imported on first use, like Django's URLconf views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import import_module
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Route:
+    action: str
+    target: str  # "module:function"
+    action_class: str  # rate-limit bucket: auth, read, write, message
+
+    @cached_property
+    def handler(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(import_module(module), name)
+
+
+def _table(*routes: Route) -> dict[str, Route]:
+    return {route.action: route for route in routes}
+
+
+H = "bridge.handlers"
+
+ROUTES: dict[str, Route] = _table(
+    # identity (spec 3.1, 3.2)
+    Route("auth.bind", f"{H}.auth:bind", "auth"),
+    Route("auth.challenge", f"{H}.auth:challenge", "auth"),
+    # organisation (spec 3.3-3.6)
+    Route("employee.create", f"{H}.org:employee_create", "write"),
+    Route("employee.update", f"{H}.org:employee_update", "write"),
+    Route("org.tree", f"{H}.org:org_tree", "read"),
+    Route("department.create", f"{H}.org:department_create", "write"),
+    Route("department.update", f"{H}.org:department_update", "write"),
+    Route("department.delete", f"{H}.org:department_delete", "write"),
+    # groups (spec 3.7-3.10, plus group.update / group.list / group.info)
+    Route("group.create", f"{H}.groups:group_create", "write"),
+    Route("group.dismiss", f"{H}.groups:group_dismiss", "write"),
+    Route("group.member_add", f"{H}.groups:group_member_add", "write"),
+    Route("group.member_remove", f"{H}.groups:group_member_remove", "write"),
+    Route("group.update", f"{H}.groups:group_update", "write"),
+    Route("group.list", f"{H}.groups:group_list", "read"),
+    Route("group.info", f"{H}.groups:group_info", "read"),
+    # messages (spec 3.11-3.13, plus history, conversations, recall)
+    Route("msg.send_private", f"{H}.messages:send_private", "message"),
+    Route("msg.send_group", f"{H}.messages:send_group", "message"),
+    Route("msg.read_ack", f"{H}.messages:read_ack", "message"),
+    Route("msg.recall", f"{H}.messages:recall", "message"),
+    Route("msg.history", f"{H}.messages:history", "read"),
+    Route("conversation.list", f"{H}.messages:conversation_list", "read"),
+    # storage and agents (spec 3.14-3.16)
+    Route("config.storage", f"{H}.files:config_storage", "read"),
+    Route("file.upload_url", f"{H}.files:upload_url", "write"),
+    Route("file.download_url", f"{H}.files:download_url", "read"),
+    Route("agent.capability_list", f"{H}.agents:capability_list", "read"),
+)

@@ -1,0 +1,105 @@
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from mptt.models import MPTTModel, TreeForeignKey
+
+# Employee ids are MQTT usernames and topic levels: lowercase ASCII, digits and "_" only.
+# A client id is "{employee_id}_{device}" with no "_" in device (DESIGN §2).
+EMPLOYEE_ID_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
+DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
+
+
+class Department(MPTTModel):
+    department_id = models.CharField(
+        _("部门编号"), max_length=64, unique=True, validators=[RegexValidator(DEPARTMENT_ID_PATTERN)]
+    )
+    name = models.CharField(_("名称"), max_length=100)
+    parent = TreeForeignKey(
+        "self",
+        verbose_name=_("上级部门"),
+        null=True,
+        blank=True,
+        related_name="children",
+        on_delete=models.PROTECT,
+    )
+    sort_order = models.IntegerField(_("排序"), default=0)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class MPTTMeta:
+        order_insertion_by = ["sort_order", "name"]
+
+    class Meta:
+        verbose_name = _("部门")
+        verbose_name_plural = _("部门")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Employee(models.Model):
+    employee_id = models.CharField(
+        _("员工编号"), max_length=64, unique=True, validators=[RegexValidator(EMPLOYEE_ID_PATTERN)]
+    )
+    name = models.CharField(_("姓名"), max_length=100)
+    department = TreeForeignKey(
+        Department,
+        verbose_name=_("部门"),
+        null=True,
+        blank=True,
+        related_name="employees",
+        on_delete=models.PROTECT,
+    )
+    manager = models.ForeignKey(
+        "self",
+        verbose_name=_("直属上级"),
+        null=True,
+        blank=True,
+        related_name="reports",
+        on_delete=models.SET_NULL,
+    )
+    is_ai_agent = models.BooleanField(_("AI Agent"), default=False)
+    is_org_admin = models.BooleanField(_("组织管理员"), default=False)
+    is_active = models.BooleanField(_("在职"), default=True)
+    title = models.CharField(_("职位"), max_length=100, blank=True)
+    email = models.EmailField(_("邮箱"), blank=True)
+    phone = models.CharField(_("电话"), max_length=32, blank=True)
+    avatar = models.CharField(_("头像"), max_length=500, blank=True)
+    signature = models.CharField(_("个性签名"), max_length=200, blank=True)
+    # Mosquitto password_file format ($7$, PBKDF2-SHA512): the password itself is never stored.
+    mqtt_password_hash = models.CharField(_("MQTT 凭证摘要"), max_length=200, editable=False)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+    last_seen_at = models.DateTimeField(_("最后在线"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("员工")
+        verbose_name_plural = _("员工")
+        indexes = [models.Index(fields=["is_active", "department"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.employee_id})"
+
+
+class Device(models.Model):
+    """A client id an employee has used; recorded by auth.bind."""
+
+    employee = models.ForeignKey(Employee, related_name="devices", on_delete=models.CASCADE)
+    client_id = models.CharField(max_length=130, unique=True)
+    device = models.CharField(max_length=64)
+    bound_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("设备")
+        verbose_name_plural = _("设备")
+
+
+class AuthChallenge(models.Model):
+    """A one-time second factor for sensitive actions (DESIGN §5); the token is stored hashed."""
+
+    challenge_id = models.CharField(max_length=40, unique=True)
+    employee = models.ForeignKey(Employee, related_name="challenges", on_delete=models.CASCADE)
+    token_hash = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)

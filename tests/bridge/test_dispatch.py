@@ -1,0 +1,192 @@
+"""The request pipeline (DESIGN §4) with raw bytes in and decoded responses out."""
+
+import json
+
+import pytest
+
+from bridge.models import ProcessedRequest
+from bridge.protocol import encode
+from bridge.ratelimit import RateLimiter
+from bridge.dispatch import Dispatcher
+from bridge.routes import ROUTES, Route
+from mchat.errors import BadRequest
+from org.models import AuthChallenge, Device
+from tests.factories import EmployeeFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice():
+    return EmployeeFactory(employee_id="emp_alice_001", name="Alice")
+
+
+def _nothing_stored():
+    return ProcessedRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\xff\xfe{}", "payload 不是有效的 UTF-8"),
+        (b"{not json", "payload 不是有效的 JSON"),
+        (b"[1, 2]", "payload 必须是 JSON 对象"),
+        (b"42", "payload 必须是 JSON 对象"),
+        (b'{"seq_id": "x"}', "action 不能为空"),
+        (b'{"action": 7}', "action 必须是字符串"),
+        (b'{"action": "no.such"}', "未知的 action：no.such"),
+    ],
+)
+def test_malformed_payload_is_400_naming_the_problem(call, alice, raw, message):
+    response = call(alice, raw=raw, seq_id="s1")
+    assert response == {"seq_id": "s1", "code": 400, "message": message, "data": None}
+    assert _nothing_stored()
+
+
+def test_payload_seq_id_must_match_topic(call, alice):
+    response = call(alice, "auth.challenge", seq_id="s1", raw=encode({"action": "auth.challenge", "seq_id": "s2"}))
+    assert response["code"] == 400
+    assert "seq_id" in response["message"]
+    assert not AuthChallenge.objects.exists()
+
+
+def test_payload_over_limit_is_400(call, alice, settings, dispatcher):
+    dispatcher.max_payload = 1024
+    body = encode({"action": "auth.challenge", "pad": "x" * 2000})
+    response = call(alice, raw=body)
+    assert response["code"] == 400
+    assert "1024" in response["message"]
+    assert not AuthChallenge.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("topic", "reply_topic", "fragment"),
+    [
+        ("mchat/msg/req/emp_alice_001_dev1/a/b", "mchat/msg/resp/emp_alice_001_dev1/a/b", "Topic 层级"),
+        ("mchat/msg/req/emp_alice_001_dev1", "mchat/msg/resp/emp_alice_001_dev1", "Topic 层级"),
+        ("mchat/msg/req/emp_alice_001_dev1/", "mchat/msg/resp/emp_alice_001_dev1/", "seq_id 不能为空"),
+        ("mchat/msg/req/emp_alice_001_dev1/" + "x" * 129, None, "seq_id 格式"),
+    ],
+)
+def test_bad_topic_levels_get_400_on_the_mirrored_reply_topic(
+    dispatcher, published, alice, topic, reply_topic, fragment
+):
+    outcome = dispatcher.handle(topic, encode({"action": "auth.challenge"}))
+    assert outcome.response["code"] == 400
+    assert fragment in outcome.response["message"]
+    assert published.messages[-1].topic == (reply_topic or "mchat/msg/resp/" + topic.split("req/", 1)[1])
+    assert not AuthChallenge.objects.exists()
+
+
+def test_topics_without_a_client_to_answer_are_dropped(dispatcher, published):
+    for topic in ("mchat/other", "mchat/msg/req/", "mchat/msg/req/NOT VALID/s1"):
+        outcome = dispatcher.handle(topic, b"{}")
+        assert outcome.response is None
+    assert published.messages == []
+
+
+def test_unknown_employee_gets_401(dispatcher, published):
+    outcome = dispatcher.handle("mchat/msg/req/emp_ghost_001_dev1/s1", encode({"action": "auth.challenge"}))
+    assert outcome.response["code"] == 401
+    assert published.messages[0].topic == "mchat/msg/resp/emp_ghost_001_dev1/s1"
+
+
+def test_inactive_employee_gets_401(call):
+    former = EmployeeFactory(is_active=False)
+    assert call(former, "auth.challenge")["code"] == 401
+    assert not AuthChallenge.objects.exists()
+
+
+def test_bind_confirms_own_identity_and_records_device(call, alice):
+    response = call(alice, "auth.bind", seq_id="b1", device="phone", employee_id="emp_alice_001")
+    assert response == {"seq_id": "b1", "code": 0, "message": "ok", "data": {}}
+    assert Device.objects.get().client_id == "emp_alice_001_phone"
+
+
+def test_bind_to_someone_else_is_403(call, alice):
+    EmployeeFactory(employee_id="emp_bob_001")
+    response = call(alice, "auth.bind", employee_id="emp_bob_001")
+    assert response["code"] == 403
+    assert not Device.objects.exists()
+
+
+def test_bind_without_employee_id_names_the_field(call, alice):
+    response = call(alice, "auth.bind")
+    assert response["code"] == 400
+    assert response["message"].startswith("employee_id")
+
+
+def test_challenge_has_spec_shape(call, alice):
+    data = call(alice, "auth.challenge")["data"]
+    assert set(data) == {"challenge_id", "token", "expires_at"}
+    assert data["challenge_id"].startswith("ch_")
+    assert data["expires_at"].endswith("Z")
+    stored = AuthChallenge.objects.get()
+    assert stored.token_hash != data["token"]
+
+
+def test_repeat_seq_id_replays_the_answer_and_executes_nothing(call, alice, published):
+    first = call(alice, "auth.challenge", seq_id="same")
+    second = call(alice, "auth.challenge", seq_id="same")
+    assert first == second
+    assert AuthChallenge.objects.count() == 1
+    assert len(published.to("mchat/msg/resp/emp_alice_001_dev1/same")) == 2
+
+
+def test_same_seq_id_from_another_device_is_another_request(call, alice):
+    call(alice, "auth.challenge", seq_id="same", device="a")
+    call(alice, "auth.challenge", seq_id="same", device="b")
+    assert AuthChallenge.objects.count() == 2
+
+
+def test_refusals_are_replayed_too(call, alice):
+    EmployeeFactory(employee_id="emp_bob_001")
+    first = call(alice, "auth.bind", seq_id="r", employee_id="emp_bob_001")
+    # A retry under the same seq_id gets the stored answer, not a fresh execution.
+    second = call(alice, "auth.bind", seq_id="r", employee_id="emp_alice_001")
+    assert first == second
+    assert first["code"] == 403
+    assert not Device.objects.exists()
+
+
+def _exploding(request):
+    raise RuntimeError("secret database password in here")
+
+
+def _refusing(request):
+    raise BadRequest("member_ids 不能为空")
+
+
+def test_unexpected_error_is_500_without_exception_text(published, alice, caplog):
+    routes = {"boom": Route("boom", "tests.bridge.test_dispatch:_exploding", "write")}
+    dispatcher = Dispatcher(published, routes=routes, limiter=RateLimiter({}))
+    outcome = dispatcher.handle("mchat/msg/req/emp_alice_001_dev1/s1", encode({"action": "boom"}))
+    assert outcome.response["code"] == 500
+    assert "secret" not in json.dumps(outcome.response, ensure_ascii=False)
+    assert outcome.response["data"]["error_id"] in outcome.response["message"]
+    assert "secret database password" in caplog.text  # the traceback is logged, not sent
+    assert _nothing_stored()  # a retry may succeed
+
+
+def test_handler_refusal_rolls_back_and_is_recorded(published, alice):
+    routes = {"refuse": Route("refuse", "tests.bridge.test_dispatch:_refusing", "write")}
+    dispatcher = Dispatcher(published, routes=routes, limiter=RateLimiter({}))
+    outcome = dispatcher.handle("mchat/msg/req/emp_alice_001_dev1/s1", encode({"action": "refuse"}))
+    assert outcome.response == {"seq_id": "s1", "code": 400, "message": "member_ids 不能为空", "data": None}
+    assert ProcessedRequest.objects.get().response == outcome.response
+
+
+def test_rate_limit_gives_429_with_retry_after(published, alice):
+    dispatcher = Dispatcher(published, limiter=RateLimiter({"auth": [1, 2]}))
+    codes = [
+        dispatcher.handle(f"mchat/msg/req/emp_alice_001_dev1/s{i}", encode({"action": "auth.challenge"})).response
+        for i in range(3)
+    ]
+    assert [c["code"] for c in codes] == [0, 0, 429]
+    assert codes[2]["data"]["retry_after_ms"] > 0
+    assert AuthChallenge.objects.count() == 2
+
+
+def test_every_route_resolves_to_a_callable():
+    for route in ROUTES.values():
+        assert callable(route.handler), route.action

@@ -1,0 +1,54 @@
+"""Fixtures shared by every test package.
+
+Every test publishes into an in-memory publisher (never a real broker by accident) and renders
+broker files into its own temporary directory, synchronously.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from bridge import publisher as publisher_module
+from bridge.dispatch import Dispatcher
+from bridge.protocol import encode
+from bridge.ratelimit import RateLimiter
+
+
+@pytest.fixture(autouse=True)
+def published():
+    memory = publisher_module.MemoryPublisher()
+    publisher_module.install(memory)
+    yield memory
+    publisher_module.install(None)
+
+
+@pytest.fixture(autouse=True)
+def _broker_files_per_test(settings, tmp_path):
+    settings.MCHAT_BROKER_DIR = tmp_path / "broker"
+    settings.MCHAT_BROKER_SYNC_DEBOUNCE = 0
+
+
+@pytest.fixture
+def dispatcher(published):
+    return Dispatcher(published, limiter=RateLimiter({}))
+
+
+@pytest.fixture
+def call(dispatcher, django_capture_on_commit_callbacks):
+    """Send one request through the whole pipeline as `employee`; return the response dict.
+
+    `raw` replaces the JSON payload with exact bytes; `topic` replaces the request topic.
+    Deliveries registered on commit are published before this returns.
+    """
+
+    def send(employee, action=None, *, seq_id=None, device="dev1", raw=None, topic=None, **fields):
+        seq_id = seq_id or uuid.uuid4().hex
+        client_id = f"{employee.employee_id}_{device}"
+        payload = raw if raw is not None else encode({"action": action, **fields})
+        with django_capture_on_commit_callbacks(execute=True):
+            outcome = dispatcher.handle(topic or f"mchat/msg/req/{client_id}/{seq_id}", payload)
+        return outcome.response
+
+    return send
