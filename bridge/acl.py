@@ -9,7 +9,6 @@ written atomically and only when changed; the broker is then sent SIGHUP.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from bridge.broker import hash_password, reload_broker, write_atomically
+from bridge.broker import (
+    hash_password,
+    password_line,
+    reload_broker,
+    request_kick,
+    verify_password,
+    write_atomically,
+)
 
 logger = logging.getLogger("mchat.bridge.acl")
 
@@ -44,18 +50,24 @@ class SyncResult:
     reloaded: bool
 
 
-def _bridge_password_line() -> str:
-    # A salt derived from the secret keeps the line stable, so a render with no change
-    # rewrites nothing and reloads nothing.
-    salt = hashlib.sha256(f"{settings.SECRET_KEY}:bridge-salt".encode()).digest()[:12]
-    hashed = hash_password(settings.MCHAT_BRIDGE_PASSWORD, salt=salt)
-    return f"{settings.MCHAT_BRIDGE_USERNAME}:{hashed}"
+def _bridge_password_line(current_passwd: Path) -> str:
+    """The bridge's own login; an existing line that still verifies is kept as it is, so a
+    render with no change rewrites nothing and reloads nothing."""
+    user, password = settings.MCHAT_BRIDGE_USERNAME, settings.MCHAT_BRIDGE_PASSWORD
+    try:
+        first = current_passwd.read_text().split("\n", 1)[0]
+    except FileNotFoundError:
+        first = ""
+    name, _, hashed = first.partition(":")
+    if name == user and verify_password(password, hashed):
+        return first
+    return password_line(user, hash_password(password))
 
 
-def render_passwd() -> str:
+def render_passwd(current_passwd: Path) -> str:
     from org.models import Employee
 
-    lines = [_bridge_password_line()]
+    lines = [_bridge_password_line(current_passwd)]
     rows = Employee.objects.filter(is_active=True).order_by("employee_id")
     lines += [f"{eid}:{hashed}" for eid, hashed in rows.values_list("employee_id", "mqtt_password_hash")]
     return "\n".join(lines) + "\n"
@@ -78,7 +90,7 @@ def sync(directory: Path | None = None) -> SyncResult:
     with open(directory / ".sync.lock", "w") as lock:
         # The database is read under the lock, so the last writer always saw the latest commit.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rendered = {"passwd": render_passwd(), "acl": render_acl(), "groups": render_groups()}
+        rendered = {"passwd": render_passwd(directory / "passwd"), "acl": render_acl(), "groups": render_groups()}
         changed = []
         for name, text in rendered.items():
             path = directory / name
@@ -89,6 +101,16 @@ def sync(directory: Path | None = None) -> SyncResult:
     if changed:
         logger.info("broker files changed: %s; reloaded=%s", ", ".join(changed), reloaded)
     return SyncResult(tuple(changed), reloaded)
+
+
+def kick_on_next_sync(employee_ids: list[str], directory: Path | None = None) -> None:
+    """Live sessions of these employees are disconnected at the next reload (credential reset:
+    Mosquitto keeps a user whose password merely changed connected)."""
+    directory = Path(directory or settings.MCHAT_BROKER_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".sync.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        request_kick(directory / "kick", employee_ids)
 
 
 class _Debouncer:

@@ -87,7 +87,7 @@ def employee_credential_reset(*, actor: Employee | None, employee: Employee) -> 
     password = _new_password()
     employee.mqtt_password_hash = hash_password(password)
     employee.save(update_fields=["mqtt_password_hash", "updated_at"])
-    events.broker_credentials_changed()
+    events.credential_reset(employee.employee_id)
     return IssuedCredential(employee=employee, password=password)
 
 

@@ -1,0 +1,49 @@
+# MChat: `make up` runs the whole system on this machine, `make test` runs the suite.
+# Both install what is missing first (Debian packages when root, the virtualenv, the plugin).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-stamp
+SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
+TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium tmux
+
+.PHONY: up test test-pg system-deps test-system-deps venv plugin migrate lint clean
+
+up: system-deps venv plugin
+	$(PY) manage.py runstack
+
+test: test-system-deps venv plugin
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The suite against a throwaway PostgreSQL cluster (and Redis), as CI runs it.
+test-pg: test-system-deps venv plugin
+	.ci/with-services $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+system-deps:
+	@.ci/ensure-packages $(SYSTEM_PACKAGES)
+
+test-system-deps:
+	@.ci/ensure-packages $(TEST_SYSTEM_PACKAGES)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+plugin:
+	$(MAKE) -s -C broker
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	$(MAKE) -C broker clean
+	rm -rf $(VENV)
