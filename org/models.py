@@ -76,9 +76,77 @@ class Employee(models.Model):
         verbose_name = _("员工")
         verbose_name_plural = _("员工")
         indexes = [models.Index(fields=["is_active", "department"])]
+        permissions = [("reset_credentials", _("可以重置员工的 MQTT 凭证"))]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.employee_id})"
+
+
+class AgentProfile(models.Model):
+    """What an AI-agent employee offers (spec 3.15) and who answers for it."""
+
+    employee = models.OneToOneField(
+        Employee, verbose_name=_("Agent"), related_name="agent_profile", on_delete=models.CASCADE
+    )
+    owner = models.ForeignKey(
+        Employee,
+        verbose_name=_("负责人"),
+        null=True,
+        blank=True,
+        related_name="owned_agents",
+        on_delete=models.SET_NULL,
+    )
+    description = models.CharField(_("简介"), max_length=500, blank=True)
+    capabilities = models.JSONField(_("能力"), default=list, blank=True)
+    skills_badge = models.JSONField(_("技能徽章"), default=list, blank=True)
+    # How long msg.send_private waits for the agent's acknowledgement before answering 504.
+    ack_deadline_seconds = models.PositiveIntegerField(_("应答时限（秒）"), default=10)
+
+    class Meta:
+        verbose_name = _("Agent 配置")
+        verbose_name_plural = _("Agent 配置")
+
+    def __str__(self) -> str:
+        return str(self.employee)
+
+
+class OrgVersion(models.Model):
+    """The organisation's version, one row (pk=1).
+
+    Bumped in the same transaction as every change org.tree shows, so a client holding the
+    current version re-fetches nothing. Its row lock also serialises tree writes (MPTT updates
+    must not interleave); on SQLite the database-wide write lock does that.
+    """
+
+    counter = models.BigIntegerField(default=0)
+    # Random per change: a counter alone could repeat after the database is recreated.
+    token = models.CharField(max_length=16, default="")
+
+    class Meta:
+        verbose_name = _("组织版本")
+        verbose_name_plural = _("组织版本")
+
+    @property
+    def version(self) -> str:
+        return f"{self.counter}.{self.token}"
+
+
+class SystemNotice(models.Model):
+    """A notice broadcast to every employee on mchat/system/notify (spec 3.19)."""
+
+    notify_id = models.CharField(_("通知编号"), max_length=40, unique=True, editable=False)
+    title = models.CharField(_("标题"), max_length=200)
+    text = models.TextField(_("内容"), max_length=5000)
+    sent_by = models.CharField(_("发布人"), max_length=150, blank=True, editable=False)
+    created_at = models.DateTimeField(_("发布时间"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("系统通知")
+        verbose_name_plural = _("系统通知")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
 
 
 class Device(models.Model):
