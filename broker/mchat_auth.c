@@ -1,0 +1,596 @@
+/*
+ * mchat_auth: MChat's Mosquitto 2.0 plugin (plugin API v5).
+ *
+ * BASIC_AUTH: a CONNECT is refused unless its client id is exactly
+ * "{username}_{device}", device = 1-64 chars of [A-Za-z0-9-]. Otherwise the
+ * plugin defers, so password_file decides. This binds client ids to employees,
+ * which makes the %c/%u patterns of acl_file a real boundary (no impersonation,
+ * no takeover of another employee's live id).
+ *
+ * ACL_CHECK: read access to "mchat/group/{group_id}" is answered from a
+ * membership table, so group access needs no per-employee acl_file lines (whose
+ * reload cost grows quadratically). Mosquitto 2.0 asks plugins before acl_file
+ * and their answer is final: a member may read without any acl_file line, and a
+ * non-member is denied whatever acl_file says. Everything else, including
+ * SUBSCRIBE, is deferred to acl_file. Mosquitto checks READ on every delivery,
+ * so a subscription made before joining starts delivering once the member is
+ * added, and stops as soon as the member is removed.
+ *
+ * RELOAD (SIGHUP): the membership table is read again, then every username
+ * listed in plugin_opt_kick_file (one per line) is disconnected and the file is
+ * removed. Mosquitto itself already disconnects, on reload, live sessions whose
+ * user was removed from password_file or whose password changed; the kick file
+ * is an explicit request on top of that (e.g. MChat's credential reset).
+ *
+ * Options:
+ *   plugin_opt_group_file   "{group_id} {employee_id}" per line; '#' comments
+ *   plugin_opt_bridge_user  the bridge's username (default "mchat-bridge"):
+ *                           its group-topic checks are deferred to acl_file
+ *   plugin_opt_kick_file    optional: usernames to disconnect at the next reload
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+/* Debian ships mosquitto.h (the error and log constants) in libmosquitto-dev,
+ * not in mosquitto-dev; fall back to the values of the 2.0 ABI. */
+#if defined(__has_include)
+#if __has_include(<mosquitto.h>)
+#include <mosquitto.h>
+#define MCHAT_HAVE_MOSQUITTO_H 1
+#endif
+#endif
+#ifndef MCHAT_HAVE_MOSQUITTO_H
+#define MOSQ_ERR_SUCCESS 0
+#define MOSQ_ERR_NOMEM 1
+#define MOSQ_ERR_AUTH 11
+#define MOSQ_ERR_ACL_DENIED 12
+#define MOSQ_ERR_PLUGIN_DEFER 17
+#define MOSQ_LOG_INFO (1 << 0)
+#define MOSQ_LOG_NOTICE (1 << 1)
+#define MOSQ_LOG_WARNING (1 << 2)
+#define MOSQ_LOG_ERR (1 << 3)
+#endif
+
+#define DEVICE_MAX_LEN 64
+#define GROUP_PREFIX "mchat/group/"
+#define GROUP_PREFIX_LEN (sizeof(GROUP_PREFIX) - 1)
+
+/* ------------------------------------------------------------------------
+ * Membership set: open addressing, linear probing. A key is the line
+ * "group_id employee_id" (space-separated; ids never contain spaces), stored
+ * in one arena that is the file's own contents.
+ * ------------------------------------------------------------------------ */
+
+struct member_slot {
+	const char *key; /* NULL = empty slot */
+	uint64_t hash;
+	uint32_t len;
+};
+
+struct member_set {
+	char *arena;               /* file contents, keys point into it */
+	struct member_slot *slots; /* capacity is a power of two */
+	size_t capacity;
+	size_t count;
+};
+
+#define FNV_OFFSET 14695981039346656037ULL
+#define FNV_PRIME 1099511628211ULL
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+{
+	for(size_t i = 0; i < n; i++){
+		h ^= (unsigned char)s[i];
+		h *= FNV_PRIME;
+	}
+	return h;
+}
+
+static uint64_t member_hash(const char *gid, size_t glen, const char *eid, size_t elen)
+{
+	uint64_t h = fnv1a(FNV_OFFSET, gid, glen);
+	h = fnv1a(h, " ", 1);
+	return fnv1a(h, eid, elen);
+}
+
+static void member_set_free(struct member_set *set)
+{
+	if(set == NULL) return;
+	mosquitto_free(set->arena);
+	mosquitto_free(set->slots);
+	mosquitto_free(set);
+}
+
+/* Inserts a key unless already present. The slot array never fills: its
+ * capacity is at least twice the number of lines. */
+static void member_set_add(struct member_set *set, const char *key, uint32_t len, uint64_t hash)
+{
+	size_t mask = set->capacity - 1;
+	size_t i = (size_t)hash & mask;
+
+	while(set->slots[i].key != NULL){
+		if(set->slots[i].hash == hash && set->slots[i].len == len
+				&& memcmp(set->slots[i].key, key, len) == 0){
+			return;
+		}
+		i = (i + 1) & mask;
+	}
+	set->slots[i].key = key;
+	set->slots[i].hash = hash;
+	set->slots[i].len = len;
+	set->count++;
+}
+
+/* Keys are inserted a few lines after they are parsed, with the slot each one
+ * hashes to prefetched meanwhile: a large table does not fit in the caches,
+ * and a memory stall per key would otherwise dominate the load time. */
+#define INSERT_LAG 8
+
+struct insert_queue {
+	struct member_slot items[INSERT_LAG];
+	size_t count;
+};
+
+static void insert_queue_push(struct member_set *set, struct insert_queue *q,
+		const char *key, uint32_t len, uint64_t hash)
+{
+	__builtin_prefetch(&set->slots[(size_t)hash & (set->capacity - 1)], 1);
+	struct member_slot *item = &q->items[q->count % INSERT_LAG];
+	if(q->count >= INSERT_LAG) member_set_add(set, item->key, item->len, item->hash);
+	item->key = key;
+	item->len = len;
+	item->hash = hash;
+	q->count++;
+}
+
+static void insert_queue_drain(struct member_set *set, struct insert_queue *q)
+{
+	size_t n = q->count < INSERT_LAG ? q->count : INSERT_LAG;
+	for(size_t i = 0; i < n; i++){
+		struct member_slot *item = &q->items[i];
+		member_set_add(set, item->key, item->len, item->hash);
+	}
+	q->count = 0;
+}
+
+static bool member_set_contains(const struct member_set *set,
+		const char *gid, size_t glen, const char *eid, size_t elen)
+{
+	if(set == NULL || set->count == 0) return false;
+
+	uint64_t hash = member_hash(gid, glen, eid, elen);
+	size_t len = glen + 1 + elen;
+	size_t mask = set->capacity - 1;
+	size_t i = (size_t)hash & mask;
+
+	while(set->slots[i].key != NULL){
+		const struct member_slot *s = &set->slots[i];
+		if(s->hash == hash && s->len == len
+				&& memcmp(s->key, gid, glen) == 0
+				&& s->key[glen] == ' '
+				&& memcmp(s->key + glen + 1, eid, elen) == 0){
+			return true;
+		}
+		i = (i + 1) & mask;
+	}
+	return false;
+}
+
+static bool is_id_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		|| c == '_' || c == '-';
+}
+
+static bool is_device_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		|| c == '-';
+}
+
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
+/* Reads a whole file into a NUL-terminated buffer. Returns NULL and sets
+ * errno on failure. */
+static char *read_file(const char *path, size_t *out_len)
+{
+	FILE *f = fopen(path, "rb");
+	if(f == NULL) return NULL;
+
+	struct stat st;
+	if(fstat(fileno(f), &st) != 0){
+		int saved = errno;
+		fclose(f);
+		errno = saved;
+		return NULL;
+	}
+	size_t cap = (size_t)st.st_size + 1;
+	char *buf = mosquitto_malloc(cap);
+	if(buf == NULL){
+		fclose(f);
+		errno = ENOMEM;
+		return NULL;
+	}
+	size_t len = 0;
+	for(;;){
+		if(len + 1 == cap){ /* file grew since fstat */
+			char *bigger = mosquitto_realloc(buf, cap * 2);
+			if(bigger == NULL){
+				mosquitto_free(buf);
+				fclose(f);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = bigger;
+			cap *= 2;
+		}
+		size_t n = fread(buf + len, 1, cap - 1 - len, f);
+		len += n;
+		if(n == 0) break;
+	}
+	int failed = ferror(f);
+	fclose(f);
+	if(failed){
+		mosquitto_free(buf);
+		errno = EIO;
+		return NULL;
+	}
+	buf[len] = '\0';
+	*out_len = len;
+	return buf;
+}
+
+/* Parses the group file into a new set. Returns NULL on any error (logged);
+ * a missing file gives an empty set. */
+static struct member_set *member_set_load(const char *path)
+{
+	struct member_set *set = mosquitto_calloc(1, sizeof(*set));
+	if(set == NULL) goto nomem;
+
+	size_t len = 0;
+	set->arena = read_file(path, &len);
+	if(set->arena == NULL){
+		if(errno == ENOENT){
+			mosquitto_log_printf(MOSQ_LOG_WARNING,
+					"mchat_auth: group file %s does not exist: no group memberships", path);
+			set->capacity = 0;
+			return set;
+		}
+		mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot read group file %s: %s",
+				path, strerror(errno));
+		member_set_free(set);
+		return NULL;
+	}
+
+	if(memchr(set->arena, '\0', len) != NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+				"mchat_auth: group file %s contains a NUL byte; keeping the previous memberships", path);
+		member_set_free(set);
+		return NULL;
+	}
+	size_t lines = 1;
+	for(size_t i = 0; i < len; i++){
+		if(set->arena[i] == '\n') lines++;
+	}
+	set->capacity = 16;
+	while(set->capacity < lines * 2) set->capacity *= 2;
+	set->slots = mosquitto_calloc(set->capacity, sizeof(struct member_slot));
+	if(set->slots == NULL) goto nomem;
+
+	struct insert_queue pending = {0};
+	char *line = set->arena;
+	size_t lineno = 0;
+	while(line != NULL && *line != '\0'){
+		lineno++;
+		char *nl = strchr(line, '\n');
+		char *next = NULL;
+		if(nl != NULL){
+			*nl = '\0';
+			next = nl + 1;
+		}
+
+		char *p = line;
+		while(is_blank(*p)) p++;
+		if(*p == '\0' || *p == '#'){
+			line = next;
+			continue;
+		}
+		char *gid = p;
+		while(is_id_char(*p)) p++;
+		char *gid_end = p;
+		if(gid_end == gid || (*p != ' ' && *p != '\t')) goto bad_line;
+		while(*p == ' ' || *p == '\t') p++;
+		char *eid = p;
+		while(is_id_char(*p)) p++;
+		char *eid_end = p;
+		if(eid_end == eid) goto bad_line;
+		while(is_blank(*p)) p++;
+		if(*p != '\0') goto bad_line;
+
+		/* Normalise to "gid eid" in place: the key must be contiguous. */
+		size_t glen = (size_t)(gid_end - gid);
+		size_t elen = (size_t)(eid_end - eid);
+		if(glen + 1 + elen > UINT32_MAX) goto bad_line;
+		*gid_end = ' ';
+		memmove(gid_end + 1, eid, elen);
+		insert_queue_push(set, &pending, gid, (uint32_t)(glen + 1 + elen),
+				member_hash(gid, glen, gid_end + 1, elen));
+		line = next;
+		continue;
+
+bad_line:
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+				"mchat_auth: group file %s line %zu is not \"{group_id} {employee_id}\"; "
+				"keeping the previous memberships", path, lineno);
+		member_set_free(set);
+		return NULL;
+	}
+	insert_queue_drain(set, &pending);
+	return set;
+
+nomem:
+	mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: out of memory loading %s", path);
+	member_set_free(set);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Plugin state and callbacks
+ * ------------------------------------------------------------------------ */
+
+struct mchat_auth {
+	mosquitto_plugin_id_t *id;
+	char *bridge_user;
+	char *group_file; /* NULL: no memberships */
+	char *kick_file;  /* NULL: no kicking on reload */
+	struct member_set *members;
+};
+
+static double elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) * 1e3
+		+ (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static void load_members(struct mchat_auth *st)
+{
+	if(st->group_file == NULL) return;
+
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	struct member_set *fresh = member_set_load(st->group_file);
+	if(fresh == NULL) return; /* error logged; the previous table stays */
+
+	member_set_free(st->members);
+	st->members = fresh;
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "mchat_auth: loaded %zu group memberships in %.1f ms",
+			fresh->count, elapsed_ms(&start));
+}
+
+/* Disconnects every username listed in the kick file. The file is first
+ * renamed, so a writer replacing it meanwhile is not lost, and then removed,
+ * so the next reload does not kick the same users again. */
+static void kick_listed_users(struct mchat_auth *st)
+{
+	if(st->kick_file == NULL) return;
+
+	size_t plen = strlen(st->kick_file);
+	char *taken = mosquitto_malloc(plen + sizeof(".taken"));
+	if(taken == NULL) return;
+	memcpy(taken, st->kick_file, plen);
+	memcpy(taken + plen, ".taken", sizeof(".taken"));
+
+	if(rename(st->kick_file, taken) != 0){
+		if(errno != ENOENT){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot take kick file %s: %s",
+					st->kick_file, strerror(errno));
+		}
+		mosquitto_free(taken);
+		return;
+	}
+	size_t len = 0;
+	char *text = read_file(taken, &len);
+	if(text == NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot read kick file %s: %s",
+				taken, strerror(errno));
+	}
+	unlink(taken);
+	mosquitto_free(taken);
+	if(text == NULL) return;
+
+	char *save = NULL;
+	for(char *name = strtok_r(text, " \t\r\n", &save); name != NULL;
+			name = strtok_r(NULL, " \t\r\n", &save)){
+		/* with_will is asked for, but Mosquitto 2.0.11 sends no will for an MQTT 5
+		 * client it kicks (nor for one it disconnects on reload): whoever
+		 * requests the kick publishes the employee's offline status. */
+		mosquitto_kick_client_by_username(name, true);
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "mchat_auth: disconnected the sessions of %s", name);
+	}
+	mosquitto_free(text);
+}
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	(void)event;
+	(void)userdata;
+
+	const char *username = ed->username;
+	const char *client_id = mosquitto_client_id(ed->client);
+
+	if(username == NULL || username[0] == '\0' || client_id == NULL){
+		return MOSQ_ERR_AUTH;
+	}
+	/* Topic metacharacters in a username would turn %u patterns into
+	 * wildcards. */
+	if(strpbrk(username, "/+#") != NULL){
+		return MOSQ_ERR_AUTH;
+	}
+	size_t ulen = strlen(username);
+	if(strncmp(client_id, username, ulen) != 0 || client_id[ulen] != '_'){
+		goto refuse;
+	}
+	const char *device = client_id + ulen + 1;
+	size_t dlen = 0;
+	while(device[dlen] != '\0'){
+		if(!is_device_char(device[dlen]) || dlen >= DEVICE_MAX_LEN) goto refuse;
+		dlen++;
+	}
+	if(dlen == 0) goto refuse;
+	return MOSQ_ERR_PLUGIN_DEFER;
+
+refuse:
+	mosquitto_log_printf(MOSQ_LOG_NOTICE,
+			"mchat_auth: refused client id \"%s\" for user \"%s\": not {username}_{device}",
+			client_id, username);
+	return MOSQ_ERR_AUTH;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_acl_check *ed = event_data;
+	struct mchat_auth *st = userdata;
+	(void)event;
+
+	const char *topic = ed->topic;
+	if(topic == NULL || strncmp(topic, GROUP_PREFIX, GROUP_PREFIX_LEN) != 0){
+		return MOSQ_ERR_PLUGIN_DEFER;
+	}
+	const char *gid = topic + GROUP_PREFIX_LEN;
+	size_t glen = 0;
+	while(gid[glen] != '\0'){
+		/* Deeper topics and wildcard filters are left to acl_file. */
+		if(gid[glen] == '/' || gid[glen] == '+' || gid[glen] == '#') return MOSQ_ERR_PLUGIN_DEFER;
+		glen++;
+	}
+	if(glen == 0) return MOSQ_ERR_PLUGIN_DEFER;
+
+	const char *username = mosquitto_client_username(ed->client);
+	if(username == NULL) return MOSQ_ERR_ACL_DENIED;
+	if(strcmp(username, st->bridge_user) == 0) return MOSQ_ERR_PLUGIN_DEFER;
+
+	/* SUBSCRIBE is left to acl_file (which grants it): a client told that it
+	 * joined a group may subscribe before the broker has reloaded the table,
+	 * and must not be refused for good. Each delivery is checked here. */
+	if(ed->access != MOSQ_ACL_READ) return MOSQ_ERR_PLUGIN_DEFER;
+	if(member_set_contains(st->members, gid, glen, username, strlen(username))){
+		return MOSQ_ERR_SUCCESS;
+	}
+	return MOSQ_ERR_ACL_DENIED;
+}
+
+static int on_reload(int event, void *event_data, void *userdata)
+{
+	struct mchat_auth *st = userdata;
+	(void)event;
+	(void)event_data;
+
+	load_members(st);
+	kick_listed_users(st);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static void state_free(struct mchat_auth *st)
+{
+	if(st == NULL) return;
+	mosquitto_free(st->bridge_user);
+	mosquitto_free(st->group_file);
+	mosquitto_free(st->kick_file);
+	member_set_free(st->members);
+	mosquitto_free(st);
+}
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+	for(int i = 0; i < supported_version_count; i++){
+		if(supported_versions[i] == 5) return 5;
+	}
+	return -1;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+		struct mosquitto_opt *options, int option_count)
+{
+	struct mchat_auth *st = mosquitto_calloc(1, sizeof(*st));
+	if(st == NULL) return MOSQ_ERR_NOMEM;
+	st->id = identifier;
+
+	const char *bridge_user = "mchat-bridge";
+	for(int i = 0; i < option_count; i++){
+		if(strcmp(options[i].key, "bridge_user") == 0 && options[i].value[0] != '\0'){
+			bridge_user = options[i].value;
+		}else if(strcmp(options[i].key, "group_file") == 0 && options[i].value[0] != '\0'){
+			mosquitto_free(st->group_file);
+			st->group_file = mosquitto_strdup(options[i].value);
+			if(st->group_file == NULL) goto nomem;
+		}else if(strcmp(options[i].key, "kick_file") == 0 && options[i].value[0] != '\0'){
+			mosquitto_free(st->kick_file);
+			st->kick_file = mosquitto_strdup(options[i].value);
+			if(st->kick_file == NULL) goto nomem;
+		}
+	}
+	st->bridge_user = mosquitto_strdup(bridge_user);
+	if(st->bridge_user == NULL) goto nomem;
+
+	if(st->group_file == NULL){
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+				"mchat_auth: no plugin_opt_group_file: group topics are readable by no one");
+	}
+	load_members(st);
+	/* Kicks requested while the broker was down are moot: nobody is connected. */
+	if(st->kick_file != NULL) unlink(st->kick_file);
+
+	int rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, st);
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, st);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, st);
+	}
+	if(rc != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot register callbacks (%d)", rc);
+		mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+		mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+		mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+		state_free(st);
+		return rc;
+	}
+
+	*userdata = st;
+	mosquitto_log_printf(MOSQ_LOG_INFO, "mchat_auth: ready (bridge user \"%s\")", st->bridge_user);
+	return MOSQ_ERR_SUCCESS;
+
+nomem:
+	state_free(st);
+	return MOSQ_ERR_NOMEM;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
+{
+	struct mchat_auth *st = userdata;
+	(void)options;
+	(void)option_count;
+
+	if(st == NULL) return MOSQ_ERR_SUCCESS;
+	mosquitto_callback_unregister(st->id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+	mosquitto_callback_unregister(st->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	mosquitto_callback_unregister(st->id, MOSQ_EVT_RELOAD, on_reload, NULL);
+	state_free(st);
+	return MOSQ_ERR_SUCCESS;
+}
