@@ -74,6 +74,12 @@ def connect_async(client: mqtt.Client, *, persistent: bool) -> None:
     )
 
 
+def _session_end() -> Properties:
+    properties = Properties(PacketTypes.DISCONNECT)
+    properties.SessionExpiryInterval = 0
+    return properties
+
+
 def server_publisher_client() -> mqtt.Client:
     """For processes that publish but serve no requests (web admin, Celery workers)."""
     device = f"srv-{socket.gethostname()[:40]}-{os.getpid()}".replace("_", "-")
@@ -91,7 +97,8 @@ class BridgeClient:
     idempotency record makes the redelivery harmless.
     """
 
-    def __init__(self, *, instance: str, shared: bool):
+    def __init__(self, *, instance: str, shared: bool, keep_session: bool = True):
+        self.keep_session = keep_session
         self.client_id = f"{settings.MCHAT_BRIDGE_USERNAME}_{instance}"
         shared_filter = f"$share/{protocol.SHARED_GROUP}/{protocol.REQUEST_FILTER}"
         self.filter = shared_filter if shared else protocol.REQUEST_FILTER
@@ -150,6 +157,6 @@ class BridgeClient:
                     self.client.ack(mid, qos)
         finally:
             self._accepting.clear()
-            self.client.disconnect()
+            self.client.disconnect(properties=None if self.keep_session else _session_end())
             self.client.loop_stop()
             logger.info("bridge %s stopped", self.client_id)

@@ -15,6 +15,8 @@ from bridge.dispatch import Dispatcher
 from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
 
+pytest_plugins = ["tests.live"]
+
 
 @pytest.fixture(autouse=True)
 def published():

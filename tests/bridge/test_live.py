@@ -1,0 +1,79 @@
+"""The foundation end to end: real Mosquitto with the plugin, a real bridge, real clients."""
+
+import json
+import threading
+
+import pytest
+
+from bridge.client import BridgeClient
+from org import services
+from org.models import AuthChallenge
+
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+
+
+def test_admin_binds_and_gets_a_challenge_over_mqtt(live):
+    admin, password = live.issue("演示管理员", org_admin=True)
+    device = live.connect(admin, password, device="laptop")
+
+    bound = device.request("auth.bind", seq_id="bb0e8400", employee_id=admin.employee_id)
+    assert bound == {"seq_id": "bb0e8400", "code": 0, "message": "ok", "data": {}}
+
+    challenge = device.request("auth.challenge", seq_id="cc0e8400")
+    assert challenge["code"] == 0
+    assert set(challenge["data"]) == {"challenge_id", "token", "expires_at"}
+
+
+def test_bad_input_over_mqtt_gets_400_and_the_bridge_keeps_serving(live):
+    alice, password = live.issue("Alice")
+    device = live.connect(alice, password)
+    for seq_id, raw in [("a", b"\xff"), ("b", b"[]"), ("c", b'{"action": 1}'), ("d", b'{"action":"x.y"}')]:
+        device.publish_request(seq_id, raw)
+        assert device.response(seq_id)["code"] == 400
+    assert device.request("auth.challenge")["code"] == 0
+
+
+def test_a_new_credential_works_and_a_reset_one_is_cut_off(live):
+    bob, password = live.issue("Bob")
+    device = live.connect(bob, password)
+    assert device.request("auth.challenge")["code"] == 0
+    services.employee_credential_reset(actor=None, employee=bob)
+    assert device.mqtt.disconnected.wait(3), "the old credential's session must be disconnected"
+    with pytest.raises(ConnectionRefusedError):
+        live.connect(bob, password, device="again")
+
+
+def test_requests_queued_while_the_bridge_is_down_are_served_after_restart(live):
+    carol, password = live.issue("Carol")
+    device = live.connect(carol, password)
+    live.stop_bridge()
+    live.start_bridge(instance="restart", keep_session=True)  # a persistent session exists now
+    live.stop_bridge()
+    for n in range(5):
+        device.publish_request(f"q{n}", json.dumps({"action": "auth.challenge"}).encode())
+    live.start_bridge(instance="restart")
+    answers = [device.response(f"q{n}") for n in range(5)]
+    assert [a["code"] for a in answers] == [0] * 5
+    assert AuthChallenge.objects.count() == 5
+
+
+def test_two_shared_bridges_answer_each_request_exactly_once(live):
+    live.stop_bridge()
+    dave, password = live.issue("Dave")
+    device = live.connect(dave, password)
+    live.start_bridge(instance="s1", shared=True)
+    second = BridgeClient(instance="s2", shared=True, keep_session=False)
+    stop = threading.Event()
+    thread = threading.Thread(target=second.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert second.connected.wait(10)
+        for n in range(20):
+            device.publish_request(f"s{n}", json.dumps({"action": "auth.challenge"}).encode())
+        for n in range(20):
+            assert device.response(f"s{n}")["code"] == 0
+        assert AuthChallenge.objects.count() == 20
+        assert len(device.mqtt.messages) == 20  # no duplicate answers
+    finally:
+        stop.set()
+        thread.join(10)
