@@ -166,6 +166,15 @@ MCHAT_RATE_LIMITS = {
 }
 MCHAT_CHALLENGE_TTL_SECONDS = int(os.environ.get("MCHAT_CHALLENGE_TTL_SECONDS", "300"))
 
+# --- Groups and messages (DESIGN §5) ------------------------------------------------------
+# How long a sender may recall its own message (group owners and admins may always).
+MCHAT_RECALL_WINDOW_SECONDS = int(os.environ.get("MCHAT_RECALL_WINDOW_SECONDS", "120"))
+MCHAT_GROUP_MAX_MEMBERS = int(os.environ.get("MCHAT_GROUP_MAX_MEMBERS", "2000"))
+# Group read receipts: at most one event per message per this many seconds.
+MCHAT_RECEIPT_INTERVAL_SECONDS = float(os.environ.get("MCHAT_RECEIPT_INTERVAL_SECONDS", "1.0"))
+# System notifications to more inboxes than this go through Celery tasks of this size.
+MCHAT_NOTIFY_BATCH_SIZE = int(os.environ.get("MCHAT_NOTIFY_BATCH_SIZE", "100"))
+
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from org.models import Employee
@@ -12,6 +13,7 @@ class Group(models.Model):
         Employee, verbose_name=_("群主"), related_name="owned_groups", on_delete=models.PROTECT
     )
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
     dismissed_at = models.DateTimeField(_("解散时间"), null=True, blank=True)
 
     class Meta:
@@ -20,6 +22,10 @@ class Group(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_dismissed(self) -> bool:
+        return self.dismissed_at is not None
 
 
 class GroupMember(models.Model):
@@ -30,8 +36,8 @@ class GroupMember(models.Model):
 
     group = models.ForeignKey(Group, related_name="memberships", on_delete=models.CASCADE)
     employee = models.ForeignKey(Employee, related_name="group_memberships", on_delete=models.CASCADE)
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-    joined_at = models.DateTimeField(auto_now_add=True)
+    role = models.CharField(_("角色"), max_length=10, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(_("入群时间"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("群成员")
@@ -39,3 +45,151 @@ class GroupMember(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["group", "employee"], name="group_member_once")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.group_id}:{self.employee_id} ({self.role})"
+
+    @property
+    def manages_group(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class Conversation(models.Model):
+    """A private pair or a group: the unit that numbers its messages 1, 2, 3... without gaps."""
+
+    class Kind(models.TextChoices):
+        PRIVATE = "private", _("单聊")
+        GROUP = "group", _("群聊")
+
+    kind = models.CharField(_("类型"), max_length=10, choices=Kind.choices)
+    group = models.OneToOneField(
+        Group, null=True, blank=True, related_name="conversation", on_delete=models.CASCADE
+    )
+    # A private pair in canonical order (lower pk first), so each pair has one row.
+    employee_low = models.ForeignKey(
+        Employee, null=True, blank=True, related_name="+", on_delete=models.CASCADE
+    )
+    employee_high = models.ForeignKey(
+        Employee, null=True, blank=True, related_name="+", on_delete=models.CASCADE
+    )
+    # Taken with UPDATE ... RETURNING inside the sender's transaction: the row lock orders
+    # concurrent senders across processes and a rollback gives the number back.
+    last_seq = models.BigIntegerField(_("最新序号"), default=0)
+    last_activity_at = models.DateTimeField(_("最近活动"), db_index=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("会话")
+        verbose_name_plural = _("会话")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["employee_low", "employee_high"],
+                condition=Q(kind="private"),
+                name="conversation_private_pair_once",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="group", group__isnull=False, employee_low__isnull=True)
+                    | Q(kind="private", group__isnull=True, employee_low__isnull=False,
+                        employee_high__isnull=False)
+                ),
+                name="conversation_kind_fields",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.GROUP:
+            return f"group:{self.group_id}"
+        return f"private:{self.employee_low_id}-{self.employee_high_id}"
+
+    @property
+    def is_group(self) -> bool:
+        return self.kind == self.Kind.GROUP
+
+    def peer_of(self, employee: Employee) -> Employee:
+        """The other participant of a private conversation (oneself in a note-to-self)."""
+        return self.employee_high if self.employee_low_id == employee.pk else self.employee_low
+
+
+class Message(models.Model):
+    class ContentType(models.TextChoices):
+        TEXT = "text", _("文本")
+        IMAGE = "image", _("图片")
+        FILE = "file", _("文件")
+
+    conversation = models.ForeignKey(Conversation, related_name="messages", on_delete=models.CASCADE)
+    seq = models.BigIntegerField(_("会话内序号"))
+    msg_id = models.CharField(_("消息编号"), max_length=40, unique=True)
+    sender = models.ForeignKey(
+        Employee, verbose_name=_("发送者"), related_name="sent_messages", on_delete=models.PROTECT
+    )
+    # Exactly what the sender's request carried after validation: a string for plain text,
+    # else {"type": ..., body fields} (spec 1.3). Deliveries and history serve it unchanged.
+    content = models.JSONField(_("内容"))
+    content_type = models.CharField(_("内容类型"), max_length=10, choices=ContentType.choices)
+    sent_at = models.DateTimeField(_("发送时间"))
+    recalled_at = models.DateTimeField(_("撤回时间"), null=True, blank=True)
+    recalled_by = models.ForeignKey(
+        Employee, null=True, blank=True, related_name="+", on_delete=models.PROTECT
+    )
+    # The request that created it: a repeat of (client_id, seq_id) never makes a second message,
+    # even after the bridge's idempotency record has expired.
+    client_id = models.CharField(max_length=130, blank=True)
+    seq_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        verbose_name = _("消息")
+        verbose_name_plural = _("消息")
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_seq_once"),
+            models.UniqueConstraint(
+                fields=["client_id", "seq_id"], condition=~Q(seq_id=""), name="message_request_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.msg_id
+
+    @property
+    def is_recalled(self) -> bool:
+        return self.recalled_at is not None
+
+
+class ReadPosition(models.Model):
+    """How far one participant has read one conversation (the seq of the last read message)."""
+
+    conversation = models.ForeignKey(
+        Conversation, related_name="read_positions", on_delete=models.CASCADE
+    )
+    employee = models.ForeignKey(Employee, related_name="read_positions", on_delete=models.CASCADE)
+    last_read_seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("已读位置")
+        verbose_name_plural = _("已读位置")
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "employee"], name="read_position_once")
+        ]
+        indexes = [models.Index(fields=["conversation", "last_read_seq"])]
+
+
+class ReceiptTally(models.Model):
+    """Coalescing state of one group message's read receipts, shared by every process.
+
+    `pending`: read positions moved past the message since the last event. An event is due
+    when pending and `emitted_at` is at least MCHAT_RECEIPT_INTERVAL_SECONDS ago;
+    `scheduled_for` records a delayed flush already queued, so only one is queued at a time.
+    """
+
+    message = models.OneToOneField(
+        Message, primary_key=True, related_name="receipt_tally", on_delete=models.CASCADE
+    )
+    conversation = models.ForeignKey(Conversation, related_name="+", on_delete=models.CASCADE)
+    pending = models.BooleanField(default=False)
+    emitted_at = models.DateTimeField(null=True, blank=True)
+    emitted_count = models.IntegerField(default=0)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "pending"])]

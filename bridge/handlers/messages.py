@@ -1,0 +1,186 @@
+"""Message actions: spec 3.11-3.13, plus msg.recall, msg.history, conversation.list."""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from bridge.handlers import Request, validate
+from bridge.handlers.groups import REQUIRED, id_field
+from bridge.protocol import isoformat_z
+from mchat.errors import BadRequest
+from messaging import payloads, selectors, services
+from messaging.models import Conversation
+
+HISTORY_MAX = 100
+CONVERSATIONS_MAX = 100
+CONVERSATION_TYPES = [Conversation.Kind.PRIVATE.value, Conversation.Kind.GROUP.value]
+
+
+class ContentField(serializers.JSONField):
+    """Any JSON here; messaging.content decides what is valid (and names content.* fields)."""
+
+    def __init__(self, **options):
+        super().__init__(error_messages=REQUIRED, **options)
+
+
+class SendPrivateInput(serializers.Serializer):
+    to_employee_id = id_field()
+    content = ContentField()
+
+
+class SendGroupInput(serializers.Serializer):
+    group_id = id_field()
+    content = ContentField()
+
+
+class MessageRef(serializers.Serializer):
+    msg_id = serializers.CharField(max_length=40, error_messages=REQUIRED)
+
+
+class ReadAckInput(MessageRef):
+    conversation_type = serializers.ChoiceField(choices=CONVERSATION_TYPES, required=False)
+    peer_employee_id = id_field(required=False)
+    group_id = id_field(required=False)
+
+
+class ConversationInput(serializers.Serializer):
+    conversation_type = serializers.ChoiceField(choices=CONVERSATION_TYPES, error_messages=REQUIRED)
+    peer_employee_id = id_field(required=False)
+    group_id = id_field(required=False)
+
+    def validate(self, attrs):
+        needed = "group_id" if attrs["conversation_type"] == "group" else "peer_employee_id"
+        if not attrs.get(needed):
+            raise serializers.ValidationError({needed: _("不能为空")})
+        return attrs
+
+
+class HistoryInput(ConversationInput):
+    before_seq = serializers.IntegerField(min_value=1, required=False)
+    after_seq = serializers.IntegerField(min_value=0, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=HISTORY_MAX, default=50)
+
+
+class ConversationListInput(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=CONVERSATIONS_MAX, default=50)
+    cursor = serializers.CharField(max_length=64, required=False)
+
+
+def send_private(request: Request) -> dict:
+    fields = validate(SendPrivateInput, request.payload)
+    message = services.message_send_private(
+        actor=request.employee,
+        to_employee_id=fields["to_employee_id"],
+        content=fields["content"],
+        client_id=request.client_id,
+        seq_id=request.seq_id,
+    )
+    return {
+        "msg_id": message.msg_id,
+        "to_employee_id": fields["to_employee_id"],
+        "sent_at": isoformat_z(message.sent_at),
+        "seq": message.seq,
+    }
+
+
+def send_group(request: Request) -> dict:
+    fields = validate(SendGroupInput, request.payload)
+    message = services.message_send_group(
+        actor=request.employee,
+        group_id=fields["group_id"],
+        content=fields["content"],
+        client_id=request.client_id,
+        seq_id=request.seq_id,
+    )
+    return {
+        "msg_id": message.msg_id,
+        "group_id": fields["group_id"],
+        "sent_at": isoformat_z(message.sent_at),
+        "seq": message.seq,
+    }
+
+
+def read_ack(request: Request) -> dict:
+    fields = validate(ReadAckInput, request.payload)
+    ack = services.read_ack(actor=request.employee, **fields)
+    return {
+        "msg_id": ack.message.msg_id,
+        "conversation_type": ack.conversation.kind,
+        "last_read_seq": ack.last_read_seq,
+        "read_at": isoformat_z(ack.read_at),
+    }
+
+
+def recall(request: Request) -> dict:
+    fields = validate(MessageRef, request.payload)
+    message = services.message_recall(actor=request.employee, msg_id=fields["msg_id"])
+    return {
+        "msg_id": message.msg_id,
+        "seq": message.seq,
+        "recalled_at": isoformat_z(message.recalled_at),
+    }
+
+
+def history(request: Request) -> dict:
+    fields = validate(HistoryInput, request.payload)
+    before, after = fields.get("before_seq"), fields.get("after_seq")
+    if before is not None and after is not None and after >= before:
+        raise BadRequest(_("after_seq 必须小于 before_seq"))
+    ref = selectors.ConversationRef(
+        fields["conversation_type"], fields.get("peer_employee_id"), fields.get("group_id")
+    )
+    conversation = selectors.conversation_for_reading(actor=request.employee, ref=ref)
+    data = _conversation_ref(ref)
+    if conversation is None:
+        return {**data, "messages": [], "has_more": False, "last_seq": 0, "last_read_seq": 0}
+    page, more = selectors.message_history(
+        conversation=conversation, before_seq=before, after_seq=after, limit=fields["limit"]
+    )
+    return {
+        **data,
+        "messages": [payloads.stored_message_payload(m, conversation) for m in page],
+        "has_more": more,
+        "last_seq": conversation.last_seq,
+        "last_read_seq": selectors.read_position(conversation=conversation, employee=request.employee),
+    }
+
+
+def conversation_list(request: Request) -> dict:
+    fields = validate(ConversationListInput, request.payload)
+    summaries, next_cursor = selectors.conversations_of(
+        employee=request.employee, limit=fields["limit"], cursor=fields.get("cursor")
+    )
+    return {
+        "conversations": [_summary(s, request) for s in summaries],
+        "next_cursor": next_cursor,
+    }
+
+
+def _conversation_ref(ref: selectors.ConversationRef) -> dict:
+    if ref.conversation_type == "group":
+        return {"conversation_type": "group", "group_id": ref.group_id}
+    return {"conversation_type": "private", "peer_employee_id": ref.peer_employee_id}
+
+
+def _summary(summary: selectors.ConversationSummary, request: Request) -> dict:
+    conversation = summary.conversation
+    if conversation.is_group:
+        where = {
+            "conversation_type": "group",
+            "group_id": conversation.group.group_id,
+            "name": conversation.group.name,
+            "dismissed": conversation.group.is_dismissed,
+        }
+    else:
+        peer = conversation.peer_of(request.employee)
+        where = {"conversation_type": "private", "peer_employee_id": peer.employee_id, "name": peer.name}
+    last = summary.last_message
+    return {
+        **where,
+        "last_seq": conversation.last_seq,
+        "last_read_seq": summary.last_read_seq,
+        "unread_count": summary.unread_count,
+        "last_message": payloads.stored_message_payload(last, conversation) if last else None,
+        "last_activity_at": isoformat_z(conversation.last_activity_at),
+    }

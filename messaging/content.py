@@ -1,0 +1,115 @@
+"""Message content (spec 1.3): what a sender may put in `content`, validated and normalised.
+
+A JSON string is plain text and is kept as a string. An object names its `type` and carries
+that type's body fields at the same level:
+
+    "你好"                                            text
+    {"type": "text", "text": "你好"}                  text
+    {"type": "image", "url": "https://...", "width": 800, "height": 600}
+    {"type": "file", "url": "https://...", "name": "报告.pdf", "size": 102400}
+
+Only the fields listed here are kept; deliveries and history serve the normalised value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.utils.translation import gettext as _
+
+from mchat.errors import BadRequest
+
+TEXT_MAX_CHARS = 10_000
+URL_MAX_CHARS = 2048
+FILE_NAME_MAX_CHARS = 255
+IMAGE_MAX_SIDE = 100_000
+FILE_MAX_BYTES = 1 << 40
+
+
+@dataclass(frozen=True)
+class Content:
+    type: str  # Message.ContentType value
+    value: str | dict  # stored and delivered as is
+
+
+def content_parse(raw: Any) -> Content:
+    """Validated content, or BadRequest naming the offending field (content, content.url...)."""
+    if isinstance(raw, str):
+        return Content("text", _text(raw, "content"))
+    if not isinstance(raw, dict):
+        raise BadRequest(_("content 必须是字符串或对象"))
+    kind = raw.get("type")
+    if kind == "text":
+        return Content("text", {"type": "text", "text": _text(raw.get("text"), "content.text")})
+    if kind == "image":
+        return Content(
+            "image",
+            {
+                "type": "image",
+                "url": _url(raw.get("url")),
+                "width": _count(raw.get("width"), "content.width", minimum=1, maximum=IMAGE_MAX_SIDE),
+                "height": _count(raw.get("height"), "content.height", minimum=1, maximum=IMAGE_MAX_SIDE),
+            },
+        )
+    if kind == "file":
+        return Content(
+            "file",
+            {
+                "type": "file",
+                "url": _url(raw.get("url")),
+                "name": _file_name(raw.get("name")),
+                "size": _count(raw.get("size"), "content.size", minimum=0, maximum=FILE_MAX_BYTES),
+            },
+        )
+    if kind is None:
+        raise BadRequest(_("content.type 不能为空"))
+    raise BadRequest(_("content.type 必须是 text、image 或 file"))
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        raise BadRequest(_("%(field)s 不能为空") % {"field": field})
+    if not isinstance(value, str):
+        raise BadRequest(_("%(field)s 必须是字符串") % {"field": field})
+    if not value.strip():
+        raise BadRequest(_("%(field)s 不能为空") % {"field": field})
+    if len(value) > TEXT_MAX_CHARS:
+        raise BadRequest(
+            _("%(field)s 不能超过 %(limit)d 个字符") % {"field": field, "limit": TEXT_MAX_CHARS}
+        )
+    return value
+
+
+def _url(value: Any) -> str:
+    if value is None or value == "":
+        raise BadRequest(_("content.url 不能为空"))
+    if not isinstance(value, str) or len(value) > URL_MAX_CHARS:
+        raise BadRequest(_("content.url 必须是不超过 %(limit)d 个字符的 URL") % {"limit": URL_MAX_CHARS})
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+        raise BadRequest(_("content.url 必须是 http 或 https URL"))
+    return value
+
+
+def _count(value: Any, field: str, *, minimum: int, maximum: int) -> int:
+    if value is None:
+        raise BadRequest(_("%(field)s 不能为空") % {"field": field})
+    # bool is an int in Python but not a size
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise BadRequest(
+            _("%(field)s 必须是 %(min)d 到 %(max)d 之间的整数")
+            % {"field": field, "min": minimum, "max": maximum}
+        )
+    return value
+
+
+def _file_name(value: Any) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRequest(_("content.name 不能为空"))
+    if not isinstance(value, str) or len(value) > FILE_NAME_MAX_CHARS or "/" in value:
+        raise BadRequest(
+            _("content.name 必须是不含“/”、不超过 %(limit)d 个字符的文件名") % {"limit": FILE_NAME_MAX_CHARS}
+        )
+    return value

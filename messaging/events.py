@@ -1,0 +1,43 @@
+"""Deliveries of messages, receipts and group notifications; all published after commit.
+
+Topics (spec 2.3): a private message goes to both participants' inboxes (the sender's other
+devices place it by `to_employee_id`), a group message is ONE publish to the group topic that
+the broker fans out to members, receipts and notifications go to inboxes. QoS 1 throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bridge.protocol import group_topic, inbox_topic
+from bridge.publisher import publish_json_on_commit
+from messaging import payloads
+from messaging.models import Conversation, Message
+
+
+def message_sent(message: Message, conversation: Conversation) -> None:
+    payload = payloads.message_payload(message, conversation)
+    _to_conversation(conversation, payload)
+
+
+def message_recalled(message: Message, conversation: Conversation) -> None:
+    _to_conversation(conversation, payload=payloads.recall_payload(message, conversation))
+
+
+def read_receipt(*, to_employee_id: str, receipt: dict) -> None:
+    """A private receipt, a coalesced group tally, or a reader's own position (other devices)."""
+    publish_json_on_commit(inbox_topic(to_employee_id), receipt, qos=1)
+
+
+def system_notification(*, employee_ids: Iterable[str], notification: dict) -> None:
+    for employee_id in employee_ids:
+        publish_json_on_commit(inbox_topic(employee_id), notification, qos=1)
+
+
+def _to_conversation(conversation: Conversation, payload: dict) -> None:
+    if conversation.is_group:
+        publish_json_on_commit(group_topic(conversation.group.group_id), payload, qos=1)
+        return
+    # The recipient first; then the sender's own inbox (once, for a note to oneself).
+    for employee_id in dict.fromkeys([payload["to_employee_id"], payload["from_employee_id"]]):
+        publish_json_on_commit(inbox_topic(employee_id), payload, qos=1)

@@ -1,0 +1,47 @@
+"""Every write and business rule of groups and messages (keyword-only, transactional)."""
+
+from messaging.services.groups import (
+    GroupCreated,
+    GroupUpdated,
+    MembershipChange,
+    group_create,
+    group_dismiss,
+    group_member_add,
+    group_member_remove,
+    group_update,
+)
+from messaging.services.messages import (
+    ReadAck,
+    conversation_seq_next,
+    message_recall,
+    message_send_group,
+    message_send_private,
+    private_conversation_get_or_create,
+    read_ack,
+    read_position_move,
+)
+from messaging.services.notifications import group_notify, system_notification_deliver
+from messaging.services.receipts import group_receipt_counts, group_receipts_flush
+
+__all__ = [
+    "GroupCreated",
+    "GroupUpdated",
+    "MembershipChange",
+    "ReadAck",
+    "conversation_seq_next",
+    "group_create",
+    "group_dismiss",
+    "group_member_add",
+    "group_member_remove",
+    "group_notify",
+    "group_receipt_counts",
+    "group_receipts_flush",
+    "group_update",
+    "message_recall",
+    "message_send_group",
+    "message_send_private",
+    "private_conversation_get_or_create",
+    "read_ack",
+    "read_position_move",
+    "system_notification_deliver",
+]

@@ -1,0 +1,295 @@
+"""Sending, recalling and acknowledging messages (spec 3.11-3.13, DESIGN §5).
+
+Every message takes the next number of its conversation inside the sender's transaction
+(`conversation_seq_next`), so numbers are gap-free and strictly increasing per conversation
+across any number of bridge processes. Deliveries go out after commit (messaging.events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from bridge.protocol import isoformat_z
+from mchat.errors import BadRequest, NotFound, PermissionDenied
+from messaging import events, ids, selectors
+from messaging.content import Content, content_parse
+from messaging.models import Conversation, GroupMember, Message, ReadPosition
+from messaging.services.receipts import group_receipts_note
+from org.models import Employee
+
+
+def message_send_private(
+    *,
+    actor: Employee,
+    to_employee_id: str,
+    content,
+    client_id: str = "",
+    seq_id: str = "",
+) -> Message:
+    """A private message to an active employee (oneself included: a note to self).
+
+    Delivered to the recipient's inbox and, for the sender's other devices, to the sender's.
+    A repeated (client_id, seq_id) returns the message it created and delivers nothing again.
+    """
+    parsed = content_parse(content)
+    recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
+    with transaction.atomic():
+        conversation = private_conversation_get_or_create(a=actor, b=recipient)
+        repeated = _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
+        if repeated is not None:
+            return repeated
+        message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+        events.message_sent(message, conversation)
+    return message
+
+
+def message_send_group(
+    *,
+    actor: Employee,
+    group_id: str,
+    content,
+    client_id: str = "",
+    seq_id: str = "",
+) -> Message:
+    """A message to a group the actor belongs to: one publish to the group topic."""
+    parsed = content_parse(content)
+    with transaction.atomic():
+        access = selectors.group_access(actor=actor, group_id=group_id)
+        conversation = selectors.group_conversation(group=access.group)
+        repeated = _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
+        if repeated is not None:
+            return repeated
+        message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+        events.message_sent(message, conversation)
+    return message
+
+
+def message_recall(*, actor: Employee | None, msg_id: str) -> Message:
+    """The sender within MCHAT_RECALL_WINDOW_SECONDS; a group's owner and admins at any time.
+
+    The content is kept for the record but no longer served; participants get a recall event.
+    Recalling a recalled message again answers the same and sends nothing.
+    """
+    with transaction.atomic():
+        # Locked: of two concurrent recalls, the second sees the first and sends nothing.
+        message = Message.objects.select_for_update().get(pk=_visible_message(actor, msg_id).pk)
+        conversation = _conversation_loaded(message.conversation_id)
+        message.conversation = conversation
+        if message.is_recalled:
+            return message
+        if conversation.is_group and conversation.group.is_dismissed:
+            raise NotFound(_("群组不存在或已解散：%(id)s") % {"id": conversation.group.group_id})
+        if actor is not None:
+            _check_may_recall(actor, message, conversation)
+        message.recalled_at = timezone.now()
+        message.recalled_by = actor
+        message.save(update_fields=["recalled_at", "recalled_by"])
+        events.message_recalled(message, conversation)
+    return message
+
+
+@dataclass(frozen=True)
+class ReadAck:
+    message: Message
+    conversation: Conversation
+    last_read_seq: int
+    read_at: datetime
+    advanced: bool
+
+
+def read_ack(
+    *,
+    actor: Employee,
+    msg_id: str,
+    conversation_type: str | None = None,
+    peer_employee_id: str | None = None,
+    group_id: str | None = None,
+) -> ReadAck:
+    """The actor has read its conversation up to `msg_id` (spec 3.13).
+
+    Moves the actor's read position forward (never back). Private: the peer gets a receipt
+    for each ack that moved it. Group: senders of the newly read messages get coalesced
+    counts (services.receipts). The actor's other devices learn the new position.
+    """
+    read_at = timezone.now()
+    with transaction.atomic():
+        message = _visible_message(actor, msg_id)
+        conversation = message.conversation
+        _check_reference(message, conversation, actor, conversation_type, peer_employee_id, group_id)
+        previous = read_position_move(conversation=conversation, employee=actor, seq=message.seq, at=read_at)
+        advanced = previous < message.seq
+        if advanced:
+            _announce_read(actor, message, conversation, previous=previous, read_at=read_at)
+    return ReadAck(message, conversation, max(previous, message.seq), read_at, advanced)
+
+
+def read_position_move(
+    *, conversation: Conversation, employee: Employee, seq: int, at: datetime | None = None
+) -> int:
+    """Move the employee's read position up to `seq` if it is behind; return where it was.
+
+    Locks the position row for the rest of the transaction, so concurrent acks of one reader
+    move it in order. Callers that wait for an acknowledgement (AI agents) can compare the
+    returned value with a message's seq.
+    """
+    at = at or timezone.now()
+    position = (
+        ReadPosition.objects.select_for_update()
+        .filter(conversation=conversation, employee=employee)
+        .first()
+    )
+    if position is None:
+        position, _created = ReadPosition.objects.get_or_create(conversation=conversation, employee=employee)
+    previous = position.last_read_seq
+    if previous < seq:
+        position.last_read_seq = seq
+        position.updated_at = at
+        position.save(update_fields=["last_read_seq", "updated_at"])
+    return previous
+
+
+def private_conversation_get_or_create(*, a: Employee, b: Employee) -> Conversation:
+    low, high = selectors.private_pair(a, b)
+    conversation, created = Conversation.objects.get_or_create(
+        kind=Conversation.Kind.PRIVATE,
+        employee_low=low,
+        employee_high=high,
+        defaults={"last_activity_at": timezone.now()},
+    )
+    if created:
+        ReadPosition.objects.bulk_create(
+            [ReadPosition(conversation=conversation, employee=e) for e in {low.pk: low, high.pk: high}.values()]
+        )
+    # The caller's objects: no extra queries for the employee ids in payloads.
+    conversation.employee_low, conversation.employee_high = low, high
+    return conversation
+
+
+def conversation_seq_next(conversation: Conversation, *, at: datetime) -> int:
+    """The next message number of `conversation`, taken in the current transaction.
+
+    One UPDATE ... RETURNING: the row lock it takes orders concurrent senders (other processes
+    included) until commit, and a rollback returns the number, so there are never gaps.
+    """
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    latest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + 1, "
+            f"last_activity_at = {latest}(last_activity_at, %s) WHERE id = %s RETURNING last_seq",
+            [connection.ops.adapt_datetimefield_value(at), conversation.pk],
+        )
+        (seq,) = cursor.fetchone()
+    conversation.last_seq = seq
+    return seq
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+
+def _message_append(
+    conversation: Conversation, *, sender: Employee, content: Content, client_id: str, seq_id: str
+) -> Message:
+    seq = conversation_seq_next(conversation, at=timezone.now())
+    # Taken under the conversation's row lock: sent_at never goes back as seq goes up.
+    sent_at = timezone.now()
+    message = Message.objects.create(
+        conversation=conversation,
+        seq=seq,
+        msg_id=ids.message_id(),
+        sender=sender,
+        content=content.value,
+        content_type=content.type,
+        sent_at=sent_at,
+        client_id=client_id,
+        seq_id=seq_id,
+    )
+    # Whoever writes has read everything before: their own messages are never unread.
+    ReadPosition.objects.filter(
+        conversation=conversation, employee=sender, last_read_seq__lt=seq
+    ).update(last_read_seq=seq, updated_at=sent_at)
+    return message
+
+
+def _message_of_request(conversation: Conversation, *, client_id: str, seq_id: str) -> Message | None:
+    """The message an earlier delivery of this request created, if any."""
+    if not seq_id:
+        return None
+    earlier = Message.objects.filter(client_id=client_id, seq_id=seq_id).select_related("sender").first()
+    if earlier is None:
+        return None
+    if earlier.conversation_id != conversation.pk:
+        raise BadRequest(_("seq_id 已被本设备的另一条消息使用"))
+    return earlier
+
+
+def _visible_message(actor: Employee | None, msg_id: str) -> Message:
+    if actor is None:
+        message = Message.objects.filter(msg_id=msg_id).select_related("sender").first()
+        if message is None:
+            raise NotFound(_("消息不存在：%(id)s") % {"id": msg_id})
+        return message
+    return selectors.message_for_participant(actor=actor, msg_id=msg_id)
+
+
+def _conversation_loaded(pk: int) -> Conversation:
+    return Conversation.objects.select_related("group", "employee_low", "employee_high").get(pk=pk)
+
+
+def _check_may_recall(actor: Employee, message: Message, conversation: Conversation) -> None:
+    if conversation.is_group:
+        role = (
+            GroupMember.objects.filter(group_id=conversation.group_id, employee=actor)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if role in (GroupMember.Role.OWNER, GroupMember.Role.ADMIN):
+            return
+    if message.sender_id != actor.pk:
+        raise PermissionDenied()
+    window = settings.MCHAT_RECALL_WINDOW_SECONDS
+    if timezone.now() - message.sent_at > timedelta(seconds=window):
+        raise PermissionDenied(_("已超过可撤回时间（%(seconds)d 秒）") % {"seconds": window})
+
+
+def _check_reference(message, conversation, actor, conversation_type, peer_employee_id, group_id) -> None:
+    """The optional conversation fields of a read_ack must name the message's conversation."""
+    if conversation_type is not None and conversation_type != conversation.kind:
+        raise NotFound(_("消息不存在：%(id)s") % {"id": message.msg_id})
+    if conversation.is_group:
+        if group_id is not None and group_id != conversation.group.group_id:
+            raise NotFound(_("消息不存在：%(id)s") % {"id": message.msg_id})
+    elif peer_employee_id is not None and peer_employee_id != conversation.peer_of(actor).employee_id:
+        raise NotFound(_("消息不存在：%(id)s") % {"id": message.msg_id})
+
+
+def _announce_read(actor, message, conversation, *, previous: int, read_at: datetime) -> None:
+    when = isoformat_z(read_at)
+    if conversation.is_group:
+        where = {"conversation_type": "group", "group_id": conversation.group.group_id}
+        group_receipts_note(conversation=conversation, reader=actor, after_seq=previous, up_to_seq=message.seq)
+    else:
+        peer = conversation.peer_of(actor)
+        where = {"conversation_type": "private", "peer_employee_id": peer.employee_id}
+        if peer.pk != actor.pk:
+            events.read_receipt(
+                to_employee_id=peer.employee_id,
+                receipt={
+                    "type": "read_receipt",
+                    "conversation_type": "private",
+                    "reader_id": actor.employee_id,
+                    "msg_id": message.msg_id,
+                    "seq": message.seq,
+                    "read_at": when,
+                },
+            )
+    events.read_receipt(
+        to_employee_id=actor.employee_id,
+        receipt={"type": "read_position", **where, "last_read_seq": message.seq, "read_at": when},
+    )
