@@ -16,6 +16,11 @@
  * so a subscription made before joining starts delivering once the member is
  * added, and stops as soon as the member is removed.
  *
+ * TICK: the group file is also watched (a stat at most every 100 ms) and read
+ * again when it was replaced, without SIGHUP. A SIGHUP is not free: Mosquitto
+ * then re-verifies the password of every live session (PBKDF2, about 0.1 ms
+ * each), so membership changes should not need one.
+ *
  * RELOAD (SIGHUP): the membership table is read again, then every username
  * listed in plugin_opt_kick_file (one per line) is disconnected and the file is
  * removed. Mosquitto itself already disconnects, on reload, live sessions whose
@@ -62,6 +67,7 @@
 #endif
 
 #define DEVICE_MAX_LEN 64
+#define WATCH_INTERVAL_MS 100
 #define GROUP_PREFIX "mchat/group/"
 #define GROUP_PREFIX_LEN (sizeof(GROUP_PREFIX) - 1)
 
@@ -351,12 +357,44 @@ nomem:
  * Plugin state and callbacks
  * ------------------------------------------------------------------------ */
 
+/* What identifies one version of a file that is replaced atomically. */
+struct file_version {
+	bool exists;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+
+static struct file_version file_version_of(const char *path)
+{
+	struct file_version v;
+	struct stat st;
+	memset(&v, 0, sizeof(v));
+	if(stat(path, &st) == 0){
+		v.exists = true;
+		v.dev = st.st_dev;
+		v.ino = st.st_ino;
+		v.size = st.st_size;
+		v.mtime = st.st_mtim;
+	}
+	return v;
+}
+
+static bool file_version_equal(const struct file_version *a, const struct file_version *b)
+{
+	return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size
+		&& a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
 struct mchat_auth {
 	mosquitto_plugin_id_t *id;
 	char *bridge_user;
 	char *group_file; /* NULL: no memberships */
 	char *kick_file;  /* NULL: no kicking on reload */
 	struct member_set *members;
+	struct file_version group_file_version; /* the version last read */
+	struct timespec group_file_checked;
 };
 
 static double elapsed_ms(const struct timespec *start)
@@ -373,6 +411,9 @@ static void load_members(struct mchat_auth *st)
 
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
+	/* Taken before reading: a replacement during the read is seen next tick.
+	 * Recorded even if the file is bad, so a bad file is not re-read each tick. */
+	st->group_file_version = file_version_of(st->group_file);
 	struct member_set *fresh = member_set_load(st->group_file);
 	if(fresh == NULL) return; /* error logged; the previous table stays */
 
@@ -506,6 +547,23 @@ static int on_reload(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	struct mchat_auth *st = userdata;
+	(void)event;
+	(void)event_data;
+
+	if(st->group_file == NULL) return MOSQ_ERR_SUCCESS;
+	if(elapsed_ms(&st->group_file_checked) < WATCH_INTERVAL_MS) return MOSQ_ERR_SUCCESS;
+	clock_gettime(CLOCK_MONOTONIC, &st->group_file_checked);
+
+	struct file_version now = file_version_of(st->group_file);
+	if(!file_version_equal(&now, &st->group_file_version)){
+		load_members(st);
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
 static void state_free(struct mchat_auth *st)
 {
 	if(st == NULL) return;
@@ -563,11 +621,15 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, st);
 	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, st);
+	}
 	if(rc != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot register callbacks (%d)", rc);
 		mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 		mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 		mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+		mosquitto_callback_unregister(identifier, MOSQ_EVT_TICK, on_tick, NULL);
 		state_free(st);
 		return rc;
 	}
@@ -591,6 +653,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	mosquitto_callback_unregister(st->id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(st->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 	mosquitto_callback_unregister(st->id, MOSQ_EVT_RELOAD, on_reload, NULL);
+	mosquitto_callback_unregister(st->id, MOSQ_EVT_TICK, on_tick, NULL);
 	state_free(st);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -112,6 +112,15 @@ static void reload(void)
 	callbacks[MOSQ_EVT_RELOAD](MOSQ_EVT_RELOAD, &ed, callback_userdata[MOSQ_EVT_RELOAD]);
 }
 
+/* Ticks after the plugin's watch interval has passed. */
+static void tick(void)
+{
+	struct timespec pause = {0, 110 * 1000 * 1000};
+	struct mosquitto_evt_tick ed = {0};
+	nanosleep(&pause, NULL);
+	callbacks[MOSQ_EVT_TICK](MOSQ_EVT_TICK, &ed, callback_userdata[MOSQ_EVT_TICK]);
+}
+
 static void write_text(const char *path, const char *text)
 {
 	FILE *f = fopen(path, "w");
@@ -253,6 +262,22 @@ int main(int argc, char **argv)
 	reload();
 	CHECK(kicked[0] == '\0');
 
+	/* Without SIGHUP: a replaced group file is read again on a tick. */
+	char replacement[4200];
+	snprintf(replacement, sizeof(replacement), "%s.new", groups);
+	write_text(replacement, "g7 emp_a\n");
+	CHECK(rename(replacement, groups) == 0);
+	tick();
+	CHECK(acl("emp_a", "mchat/group/g7", MOSQ_ACL_READ) == MOSQ_ERR_SUCCESS);
+	CHECK(acl("emp_a", "mchat/group/g1", MOSQ_ACL_READ) == MOSQ_ERR_ACL_DENIED);
+	last_log[0] = '\0';
+	tick();
+	CHECK(last_log[0] == '\0');
+	remove(groups);
+	tick();
+	CHECK(acl("emp_a", "mchat/group/g7", MOSQ_ACL_READ) == MOSQ_ERR_ACL_DENIED);
+	CHECK(strstr(last_log, "loaded 0 group memberships") != NULL);
+
 	/* Many reloads of a larger file: the leak check at exit covers them. */
 	FILE *f = fopen(groups, "w");
 	for(int i = 0; i < 5000; i++) fprintf(f, "g%d emp_%d\n", i % 50, i);
@@ -266,6 +291,7 @@ int main(int argc, char **argv)
 
 	CHECK(mosquitto_plugin_cleanup(userdata, NULL, 0) == MOSQ_ERR_SUCCESS);
 	CHECK(callbacks[MOSQ_EVT_ACL_CHECK] == NULL);
+	CHECK(callbacks[MOSQ_EVT_TICK] == NULL);
 
 	if(failures){
 		fprintf(stderr, "%d check(s) failed\n", failures);

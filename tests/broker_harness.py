@@ -245,6 +245,18 @@ class TestClient(mqtt.Client):
             self._cond.notify_all()
 
 
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01
+) -> bool:
+    """Poll `predicate` until it is true; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def _set_nodelay(client: Any, userdata: Any, sock: Any) -> None:
     # Without TCP_NODELAY on both ends a request waits ~40-90 ms for Nagle + delayed ACK.
     if isinstance(sock, socket.socket):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.broker_harness import BrokerHarness, mqtt_client, try_connect
+from tests.broker_harness import BrokerHarness, mqtt_client, try_connect, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -279,6 +279,21 @@ def test_group_reads_follow_the_membership_file(broker, connect):
     assert not member.disconnected.is_set()
     wait_marker(outsider, "3")
     assert b"three" in {m.payload for m in outsider.messages_on("mchat/group/g1")}
+
+
+def test_replaced_group_file_applies_without_sighup(broker, connect):
+    # A SIGHUP makes Mosquitto re-verify every live session's password; membership changes
+    # avoid it because the plugin watches the file.
+    bridge = connect("mchat-bridge", "mchat-bridge_b1")
+    newcomer = connect("emp_b", "emp_b_dev1")
+    newcomer.subscribe_and_wait("mchat/group/g1")
+
+    broker.write_groups([("g1", "emp_a"), ("g1", "emp_b")])
+
+    assert wait_until(lambda: "loaded 2 group memberships" in broker.log(), timeout=2.0)
+    bridge.publish_and_wait("mchat/group/g1", b"welcome")
+    assert newcomer.wait_for_topic("mchat/group/g1") is not None
+    assert "Reloading config." not in broker.log()
 
 
 def test_plugin_denial_is_final_even_if_acl_file_grants(broker, connect):
