@@ -2,8 +2,9 @@
 
 Three files in MCHAT_BROKER_DIR: `passwd` (Mosquitto $7$ lines for the bridge and every active
 employee), `acl` (static patterns) and `groups` (one "group_id employee_id" line per current
-membership, read by the mchat_auth plugin so group ACL costs nothing on reload). Files are
-written atomically and only when changed; the broker is then sent SIGHUP.
+membership, which the mchat_auth plugin watches and answers group ACL from). Files are written
+atomically and only when changed; the broker is sent SIGHUP when passwd or acl changed, which
+also disconnects the sessions of a removed user or a changed password.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from bridge.broker import (
     hash_password,
     password_line,
     reload_broker,
-    request_kick,
     verify_password,
     write_atomically,
 )
@@ -97,20 +97,13 @@ def sync(directory: Path | None = None) -> SyncResult:
             if not path.exists() or path.read_text() != text:
                 write_atomically(path, text)
                 changed.append(name)
-        reloaded = bool(changed) and reload_broker(directory / "mosquitto.pid")
+        # The plugin picks up a new groups file by itself (it watches it); a SIGHUP makes
+        # Mosquitto re-check every live session's password, so send one only when needed.
+        needs_reload = any(name in changed for name in ("passwd", "acl"))
+        reloaded = needs_reload and reload_broker(directory / "mosquitto.pid")
     if changed:
         logger.info("broker files changed: %s; reloaded=%s", ", ".join(changed), reloaded)
     return SyncResult(tuple(changed), reloaded)
-
-
-def kick_on_next_sync(employee_ids: list[str], directory: Path | None = None) -> None:
-    """Live sessions of these employees are disconnected at the next reload (credential reset:
-    Mosquitto keeps a user whose password merely changed connected)."""
-    directory = Path(directory or settings.MCHAT_BROKER_DIR)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".sync.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        request_kick(directory / "kick", employee_ids)
 
 
 class _Debouncer:
