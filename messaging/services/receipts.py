@@ -80,7 +80,8 @@ def group_receipts_flush(*, conversation_pk: int) -> int:
             if tally.emitted_at is not None and tally.emitted_at + interval > now:
                 waiting.append(tally)
             else:
-                emitted += _emit(tally, now)
+                _emit(tally, now)
+                emitted += 1
         _schedule(conversation_pk, waiting, interval=interval, now=now)
     return emitted
 
@@ -99,30 +100,27 @@ def group_receipt_counts(message: Message, *, group_pk: int) -> tuple[int, int]:
     return read.count(), members.count()
 
 
-def _emit(tally: ReceiptTally, now: datetime) -> int:
+def _emit(tally: ReceiptTally, now: datetime) -> None:
     message = tally.message
     group = tally.conversation.group
     read_count, member_count = group_receipt_counts(message, group_pk=group.pk)
-    changed = tally.emitted_at is None or read_count != tally.emitted_count
-    if changed:
-        events.read_receipt(
-            to_employee_id=message.sender.employee_id,
-            receipt={
-                "type": "read_receipt",
-                "conversation_type": "group",
-                "group_id": group.group_id,
-                "msg_id": message.msg_id,
-                "seq": message.seq,
-                "read_count": read_count,
-                "member_count": member_count,
-            },
-        )
-        tally.emitted_at = now
-        tally.emitted_count = read_count
+    events.read_receipt(
+        to_employee_id=message.sender.employee_id,
+        receipt={
+            "type": "read_receipt",
+            "conversation_type": "group",
+            "group_id": group.group_id,
+            "msg_id": message.msg_id,
+            "seq": message.seq,
+            "read_count": read_count,
+            "member_count": member_count,
+        },
+    )
     tally.pending = False
+    tally.emitted_at = now
+    tally.emitted_count = read_count
     tally.scheduled_for = None
     tally.save(update_fields=["pending", "emitted_at", "emitted_count", "scheduled_for"])
-    return int(changed)
 
 
 def _schedule(conversation_pk: int, waiting: list[ReceiptTally], *, interval: timedelta, now: datetime) -> None:
