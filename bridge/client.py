@@ -90,7 +90,8 @@ def server_publisher_client() -> mqtt.Client:
 
 
 class BridgeClient:
-    """Receives requests (persistent session, manual acks) and dispatches them one by one.
+    """Receives requests (persistent session, manual acks) and dispatches what has arrived
+    in batches (see bridge.dispatch).
 
     A request is acknowledged to the broker only after it has been answered, so a crash
     before that leaves it with the broker, which redelivers it to the next session; the
@@ -135,6 +136,19 @@ class BridgeClient:
             self._inbox.put((message.topic, message.payload, message.mid, message.qos))
         # else: shutting down; left unacknowledged, the broker redelivers it next session
 
+    def _next_batch(self) -> list[tuple]:
+        """What has arrived, up to MCHAT_BRIDGE_BATCH messages (waits briefly for the first)."""
+        try:
+            batch = [self._inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < settings.MCHAT_BRIDGE_BATCH:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set, then answer what was already received and disconnect."""
         self._accepting.set()
@@ -145,16 +159,16 @@ class BridgeClient:
             while not stop.is_set() or not self._inbox.empty():
                 if stop.is_set():
                     self._accepting.clear()
-                try:
-                    topic, payload, mid, qos = self._inbox.get(timeout=0.2)
-                except queue.Empty:
+                batch = self._next_batch()
+                if not batch:
                     if time.monotonic() - last_maintenance > IDLE_MAINTENANCE_SECONDS:
                         close_old_connections()
                         last_maintenance = time.monotonic()
                     continue
-                self.dispatcher.handle(topic, payload)
-                if qos:
-                    self.client.ack(mid, qos)
+                self.dispatcher.handle_batch([(topic, payload) for topic, payload, _, _ in batch])
+                for _, _, mid, qos in batch:
+                    if qos:
+                        self.client.ack(mid, qos)
         finally:
             self._accepting.clear()
             self.client.disconnect(properties=None if self.keep_session else _session_end())

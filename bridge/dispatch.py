@@ -3,11 +3,18 @@
 topic -> envelope -> identity -> idempotency -> rate limit -> route -> handler in a
 transaction that also records the answer -> publish after commit. Every exception ends here
 as a code; nothing escapes to the MQTT loop.
+
+Requests that arrive together are served together: one query finds their employees, one
+finds earlier answers, and their handlers run in one transaction, each inside its own
+savepoint so a refusal or an error undoes only that request. One commit then covers the
+batch, and responses and deliveries go out after it. If the batch cannot commit, each request
+is served again on its own, so a bad neighbour never costs the others their answer.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,7 +28,8 @@ from bridge.publisher import Publisher
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
-from org.selectors import employee_for_connection
+from org.models import Employee
+from org.selectors import employees_for_connections
 
 logger = logging.getLogger("mchat.bridge")
 
@@ -33,6 +41,30 @@ class Outcome:
     reply_topic: str | None
     response: dict | None
     replayed: bool = False
+
+
+@dataclass
+class _Work:
+    """One message on its way through the pipeline."""
+
+    topic: str
+    raw: bytes
+    parsed: protocol.RequestTopic | None = None
+    route: Route | None = None
+    payload: dict | None = None
+    employee: Employee | None = None
+    response: dict | None = None
+    decided: bool = False  # response is final (None: nothing to publish)
+    replayed: bool = False
+    lost_race: bool = False  # another process recorded this request first
+    same_as: _Work | None = None  # an earlier copy of this request in the same batch
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.parsed.client_id, self.parsed.seq_id)
+
+    def decide(self, response: dict | None, *, replayed: bool = False) -> None:
+        self.response, self.decided, self.replayed = response, True, replayed
 
 
 class Dispatcher:
@@ -50,105 +82,172 @@ class Dispatcher:
         self.max_payload = max_payload or settings.MCHAT_MAX_PAYLOAD
 
     def handle(self, topic: str, raw: bytes) -> Outcome:
-        """Never raises: the MQTT loop must survive any input."""
+        return self.handle_batch([(topic, raw)])[0]
+
+    def handle_batch(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome]:
+        """Answer every message; never raises (the MQTT loop must survive any input)."""
+        works = [_Work(topic, raw) for topic, raw in messages]
         try:
-            return self._handle(topic, raw)
+            self._decode(works)
+            self._identify(works)
+            self._replay_recorded(works)
+            self._limit(works)
+            self._execute(works)
         except Exception as exc:  # noqa: BLE001 - last line of defence for the loop
-            internal_error_reply(exc, context=f"dispatch of {topic!r}")
-            return Outcome(None, None)
+            for work in works:
+                if not work.decided and work.parsed is not None:
+                    work.decide(self._internal_error(work, exc))
+        return [self._publish(work) for work in works]
 
-    def _handle(self, topic: str, raw: bytes) -> Outcome:
-        try:
-            parsed = protocol.parse_request_topic(topic)
-        except protocol.UnanswerableTopic:
-            logger.warning("dropped a message on %r: no client to answer", topic[:300])
-            return Outcome(None, None)
-        except BadRequest as exc:
-            return self._reply(exc.topic, self._error(exc.topic.seq_id, exc))  # type: ignore[attr-defined]
+    # --- stages -------------------------------------------------------------------------------
 
-        try:
-            envelope = protocol.decode_envelope(raw, seq_id=parsed.seq_id, max_bytes=self.max_payload)
-            route = self.routes.get(envelope.action)
-            if route is None:
-                raise BadRequest(_("未知的 action：%(action)s") % {"action": envelope.action[:64]})
-            employee = employee_for_connection(employee_id=parsed.employee_id)
-            if employee is None:
-                raise Unauthenticated(_("连接未绑定到在职员工"))
-        except MChatError as exc:
-            return self._reply(parsed, self._error(parsed.seq_id, exc))
-        except DatabaseError as exc:
-            return self._reply(parsed, self._internal_error(parsed.seq_id, exc, topic))
-
-        stored = self._stored_response(parsed)
-        if stored is not None:
-            return self._reply(parsed, stored, replayed=True)
-
-        try:
-            self.limiter.take(employee_id=employee.employee_id, action_class=route.action_class)
-        except MChatError as exc:
-            return self._reply(parsed, self._error(parsed.seq_id, exc))
-
-        request = Request(parsed.client_id, parsed.seq_id, route.action, envelope.payload, employee)
-        return self._execute(parsed, route, request, topic)
-
-    def _execute(self, parsed: protocol.RequestTopic, route: Route, request: Request, topic: str):
-        try:
-            with transaction.atomic():
-                data = route.handler(request)
-                response = protocol.response_payload(
-                    parsed.seq_id, 0, "ok", {} if data is None else data
+    def _decode(self, works: list[_Work]) -> None:
+        for work in works:
+            try:
+                work.parsed = protocol.parse_request_topic(work.topic)
+            except protocol.UnanswerableTopic:
+                logger.warning("dropped a message on %r: no client to answer", work.topic[:300])
+                work.decide(None)
+                continue
+            except BadRequest as exc:
+                work.parsed = exc.topic  # type: ignore[attr-defined]
+                work.decide(self._error(work, exc))
+                continue
+            try:
+                envelope = protocol.decode_envelope(
+                    work.raw, seq_id=work.parsed.seq_id, max_bytes=self.max_payload
                 )
-                self._record(parsed, route.action, response)
-        except MChatError as exc:
-            # A refusal is an answer too: a retry gets the same one and executes nothing.
-            response = self._error(parsed.seq_id, exc)
+                work.route = self.routes.get(envelope.action)
+                if work.route is None:
+                    raise BadRequest(_("未知的 action：%(action)s") % {"action": envelope.action[:64]})
+                work.payload = envelope.payload
+            except MChatError as exc:
+                work.decide(self._error(work, exc))
+
+    def _identify(self, works: list[_Work]) -> None:
+        open_works = [w for w in works if not w.decided]
+        if not open_works:
+            return
+        employees = employees_for_connections(employee_ids={w.parsed.employee_id for w in open_works})
+        for work in open_works:
+            work.employee = employees.get(work.parsed.employee_id)
+            if work.employee is None:
+                work.decide(self._error(work, Unauthenticated(_("连接未绑定到在职员工"))))
+
+    def _replay_recorded(self, works: list[_Work]) -> None:
+        """A request answered before gets the same answer and executes nothing again."""
+        open_works = [w for w in works if not w.decided]
+        if not open_works:
+            return
+        recorded = self._recorded({w.key for w in open_works})
+        first_of: dict[tuple[str, str], _Work] = {}
+        for work in open_works:
+            if work.key in recorded:
+                work.decide(recorded[work.key], replayed=True)
+            elif work.key in first_of:
+                work.same_as = first_of[work.key]
+                work.decided = True
+            else:
+                first_of[work.key] = work
+
+    def _limit(self, works: list[_Work]) -> None:
+        for work in works:
+            if work.decided:
+                continue
+            try:
+                self.limiter.take(
+                    employee_id=work.employee.employee_id, action_class=work.route.action_class
+                )
+            except MChatError as exc:
+                work.decide(self._error(work, exc))
+
+    def _execute(self, works: list[_Work]) -> None:
+        batch = [w for w in works if not w.decided]
+        if len(batch) == 1:
+            self._execute_one(batch[0], in_batch=False)
+        elif batch:
             try:
                 with transaction.atomic():
-                    self._record(parsed, route.action, response)
-            except IntegrityError:
-                return self._replay_concurrent(parsed, topic)
+                    for work in batch:
+                        self._execute_one(work, in_batch=True)
             except DatabaseError:
-                connection.close_if_unusable_or_obsolete()  # answer anyway, unrecorded
-        except IntegrityError as exc:
-            # Either a concurrent duplicate recorded first (replay its answer) or a handler bug.
-            stored = self._stored_response(parsed)
-            if stored is not None:
-                return self._reply(parsed, stored, replayed=True)
-            response = self._internal_error(parsed.seq_id, exc, topic)
-        except Exception as exc:  # noqa: BLE001 - 500, logged, never stored: a retry may succeed
-            response = self._internal_error(parsed.seq_id, exc, topic)
-        return self._reply(parsed, response)
+                logger.warning("a batch of %d requests failed to commit; serving them one by one", len(batch))
+                connection.close_if_unusable_or_obsolete()
+                for work in batch:
+                    work.response, work.decided, work.lost_race = None, False, False
+                    self._execute_one(work, in_batch=False)
+        for work in batch:
+            if work.lost_race:
+                recorded = self._recorded({work.key})
+                if work.key in recorded:
+                    work.decide(recorded[work.key], replayed=True)
+                else:
+                    work.decide(self._internal_error(work, RuntimeError("recorded answer vanished")))
 
-    def _record(self, parsed: protocol.RequestTopic, action: str, response: dict) -> None:
+    def _execute_one(self, work: _Work, *, in_batch: bool) -> None:
+        request = Request(work.parsed.client_id, work.parsed.seq_id, work.route.action, work.payload, work.employee)
+        try:
+            with transaction.atomic():
+                data = work.route.handler(request)
+                response = protocol.response_payload(work.parsed.seq_id, 0, "ok", {} if data is None else data)
+                self._record(work, response)
+            work.decide(response)
+        except MChatError as exc:
+            # A refusal is an answer too: a retry gets the same one and executes nothing.
+            response = self._error(work, exc)
+            try:
+                with transaction.atomic():
+                    self._record(work, response)
+                work.decide(response)
+            except IntegrityError:
+                work.lost_race = True
+            except DatabaseError:
+                if in_batch:
+                    raise
+                connection.close_if_unusable_or_obsolete()
+                work.decide(response)  # answered, though unrecorded
+        except IntegrityError:
+            # Another process recorded this request first, or the handler broke a constraint:
+            # after commit, replay the recorded answer if there is one.
+            work.lost_race = True
+        except DatabaseError as exc:
+            if in_batch:
+                raise  # the batch's transaction is in doubt: serve each request on its own
+            work.decide(self._internal_error(work, exc))
+        except Exception as exc:  # noqa: BLE001 - 500, logged, never recorded: a retry may succeed
+            work.decide(self._internal_error(work, exc))
+
+    # --- answers ------------------------------------------------------------------------------
+
+    def _record(self, work: _Work, response: dict) -> None:
+        client_id, seq_id = work.key
         ProcessedRequest.objects.create(
-            client_id=parsed.client_id, seq_id=parsed.seq_id, action=action, response=response
+            client_id=client_id, seq_id=seq_id, action=work.route.action, response=response
         )
 
-    def _stored_response(self, parsed: protocol.RequestTopic) -> dict | None:
-        return (
-            ProcessedRequest.objects.filter(client_id=parsed.client_id, seq_id=parsed.seq_id)
-            .values_list("response", flat=True)
-            .first()
-        )
+    def _recorded(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        rows = ProcessedRequest.objects.filter(
+            client_id__in={c for c, _ in keys}, seq_id__in={s for _, s in keys}
+        ).values_list("client_id", "seq_id", "response")
+        return {(c, s): response for c, s, response in rows if (c, s) in keys}
 
-    def _replay_concurrent(self, parsed: protocol.RequestTopic, topic: str) -> Outcome:
-        stored = self._stored_response(parsed)
-        if stored is None:
-            return self._reply(parsed, self._internal_error(parsed.seq_id, None, topic))
-        return self._reply(parsed, stored, replayed=True)
+    def _error(self, work: _Work, exc: MChatError) -> dict:
+        return protocol.response_payload(work.parsed.seq_id, exc.code, str(exc.message), exc.data)
 
-    def _error(self, seq_id: str, exc: MChatError) -> dict:
-        return protocol.response_payload(seq_id, exc.code, str(exc.message), exc.data)
-
-    def _internal_error(self, seq_id: str, exc: BaseException | None, topic: str) -> dict:
+    def _internal_error(self, work: _Work, exc: BaseException) -> dict:
         if isinstance(exc, DatabaseError):
             # A broken connection must not poison the next request: drop it, reconnect lazily.
             connection.close_if_unusable_or_obsolete()
-        message, data = internal_error_reply(
-            exc or RuntimeError("answer vanished"), context=f"request on {topic!r}"
-        )
-        return protocol.response_payload(seq_id, 500, message, data)
+        message, data = internal_error_reply(exc, context=f"request on {work.topic!r}")
+        return protocol.response_payload(work.parsed.seq_id, 500, message, data)
 
-    def _reply(self, parsed: protocol.RequestTopic, response: dict, *, replayed=False) -> Outcome:
-        self.publisher.publish(parsed.reply_topic, protocol.encode(response), qos=1)
-        return Outcome(parsed.reply_topic, response, replayed)
+    def _publish(self, work: _Work) -> Outcome:
+        if work.same_as is not None:
+            work.decide(work.same_as.response, replayed=True)
+        if work.parsed is None or work.response is None:
+            return Outcome(None if work.parsed is None else work.parsed.reply_topic, None)
+        try:
+            self.publisher.publish(work.parsed.reply_topic, protocol.encode(work.response), qos=1)
+        except Exception as exc:  # noqa: BLE001 - a publisher failure must not stop the loop
+            internal_error_reply(exc, context=f"publishing the answer to {work.topic!r}")
+        return Outcome(work.parsed.reply_topic, work.response, work.replayed)

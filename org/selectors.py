@@ -11,13 +11,11 @@ from org.models import Department, Employee, OrgVersion
 INITIAL_VERSION = "0."
 
 
-def employee_for_connection(*, employee_id: str) -> Employee | None:
-    """The active employee behind an MQTT connection, or None (the bridge answers 401)."""
-    return (
-        Employee.objects.filter(employee_id=employee_id, is_active=True)
-        .only("id", "employee_id", "name", "is_org_admin", "is_ai_agent", "is_active")
-        .first()
-    )
+def employees_for_connections(*, employee_ids: set[str]) -> dict[str, Employee]:
+    """The active employees behind MQTT connections, by employee_id, in one query; an id
+    missing from the answer is unknown or inactive (the bridge answers 401)."""
+    employees = Employee.objects.filter(employee_id__in=employee_ids, is_active=True)
+    return {employee.employee_id: employee for employee in employees}
 
 
 def org_version() -> str:

@@ -190,3 +190,48 @@ def test_rate_limit_gives_429_with_retry_after(published, alice):
 def test_every_route_resolves_to_a_callable():
     for route in ROUTES.values():
         assert callable(route.handler), route.action
+
+
+def _batch_routes():
+    return {
+        "auth.challenge": ROUTES["auth.challenge"],
+        "boom": Route("boom", "tests.bridge.test_dispatch:_exploding", "write"),
+        "refuse": Route("refuse", "tests.bridge.test_dispatch:_refusing", "write"),
+    }
+
+
+def test_a_batch_answers_each_request_on_its_own(published, alice, django_capture_on_commit_callbacks):
+    dispatcher = Dispatcher(published, routes=_batch_routes(), limiter=RateLimiter({}))
+    topic = "mchat/msg/req/emp_alice_001_dev1/{}".format
+    messages = [
+        (topic("ok1"), encode({"action": "auth.challenge"})),
+        (topic("bad"), b"not json"),
+        (topic("boom"), encode({"action": "boom"})),
+        (topic("refuse"), encode({"action": "refuse"})),
+        (topic("ok2"), encode({"action": "auth.challenge"})),
+        (topic("ok1"), encode({"action": "auth.challenge"})),  # a redelivered copy
+        ("mchat/elsewhere", b"{}"),
+        ("mchat/msg/req/emp_ghost_001_dev1/x", encode({"action": "auth.challenge"})),
+    ]
+    outcomes = dispatcher.handle_batch(messages)
+    codes = [o.response and o.response["code"] for o in outcomes]
+    assert codes == [0, 400, 500, 400, 0, 0, None, 401]
+    assert outcomes[5].replayed and outcomes[5].response == outcomes[0].response
+    # Only the two successes executed; the refusal was recorded, the 500 was not.
+    assert AuthChallenge.objects.count() == 2
+    assert set(ProcessedRequest.objects.values_list("seq_id", flat=True)) == {"ok1", "ok2", "refuse"}
+    assert len(published.messages) == 7
+
+
+def test_a_batch_replays_answers_recorded_earlier(published, alice):
+    dispatcher = Dispatcher(published, limiter=RateLimiter({}))
+    first = dispatcher.handle("mchat/msg/req/emp_alice_001_dev1/s1", encode({"action": "auth.challenge"}))
+    outcomes = dispatcher.handle_batch(
+        [
+            ("mchat/msg/req/emp_alice_001_dev1/s1", encode({"action": "auth.challenge"})),
+            ("mchat/msg/req/emp_alice_001_dev1/s2", encode({"action": "auth.challenge"})),
+        ]
+    )
+    assert outcomes[0].replayed and outcomes[0].response == first.response
+    assert not outcomes[1].replayed and outcomes[1].response["code"] == 0
+    assert AuthChallenge.objects.count() == 2
