@@ -36,15 +36,14 @@ def broker_credentials_changed() -> None:
 
 
 def credential_reset(employee_id: str) -> None:
-    """A new password: the broker must also drop the sessions logged in with the old one."""
-    transaction.on_commit(lambda: acl.kick_on_next_sync([employee_id]))
-    transaction.on_commit(acl.request_sync)
+    """A new password: Mosquitto drops the sessions of a changed passwd line on reload."""
+    broker_credentials_changed()
 
 
 def employee_deactivated(employee_id: str) -> None:
-    """The passwd line goes away (new logins refused) and live sessions are kicked; the
-    kick also publishes each session's will, so the employee shows offline."""
-    credential_reset(employee_id)
+    """The passwd line goes away: new logins refused, live sessions dropped on reload.
+    Mosquitto publishes no will for sessions it drops that way."""
+    broker_credentials_changed()
 
 
 def profile_payload(employee: Employee) -> dict:

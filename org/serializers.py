@@ -26,6 +26,18 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true/false only: a JSON client sending "no" or 0 gets a 400, not a guess.
+    ("true"/"false" strings are accepted for the browsable API's forms.)"""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        if data in ("true", "false", "True", "False"):
+            return data.lower() == "true"
+        self.fail("invalid", input=data)
+
+
 def _text(max_length: int, **kwargs) -> serializers.CharField:
     return serializers.CharField(
         max_length=max_length, allow_blank=True, trim_whitespace=True, required=False, **kwargs
@@ -59,8 +71,8 @@ class EmployeeFieldsInput(StrictSerializer):
     phone = _text(32)
     avatar = _text(500)
     signature = _text(200)
-    is_org_admin = serializers.BooleanField(required=False)
-    is_active = serializers.BooleanField(required=False)
+    is_org_admin = StrictBooleanField(required=False)
+    is_active = StrictBooleanField(required=False)
     agent = AgentInput(required=False)
 
 
@@ -68,8 +80,8 @@ class EmployeeCreateInput(serializers.Serializer):
     """employee.create (spec 3.3); unknown keys are ignored like any request envelope field."""
 
     name = serializers.CharField(max_length=100, error_messages=_EMPTY)
-    is_ai_agent = serializers.BooleanField(default=False)
-    is_org_admin = serializers.BooleanField(default=False)
+    is_ai_agent = StrictBooleanField(default=False)
+    is_org_admin = StrictBooleanField(default=False)
     department_id = _public_id(required=False, allow_null=True, allow_blank=True)
     manager_id = _public_id(required=False, allow_null=True, allow_blank=True)
     title = _text(100)

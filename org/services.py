@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -136,6 +137,9 @@ def _clean_text(value: Any, field: str, *, required: bool = False) -> str:
     text = "" if value is None else str(value).strip()
     if required and not text:
         raise BadRequest(_("%(field)s 不能为空") % {"field": field})
+    # Control characters (NUL cannot even be stored by PostgreSQL) have no place in a profile.
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise BadRequest(_("%(field)s 不能包含控制字符") % {"field": field})
     return text
 
 
@@ -578,7 +582,9 @@ def department_move(
         Department.objects.filter(pk=node.pk).exclude(sort_order=number).update(
             sort_order=number, updated_at=now
         )
-    department.refresh_from_db()
+    # A fresh instance: MPTT's save() compares with the values loaded, and a stale sort_order
+    # would make it re-position the node after the explicit move.
+    department = Department.objects.get(pk=department.pk)
     if index < len(siblings):
         anchor, where = siblings[index], "left"
     elif index > 0:
@@ -589,11 +595,9 @@ def department_move(
         if department.parent_id is not None:
             Department._tree_manager.move_node(department, None)
     else:
-        anchor.refresh_from_db()
-        Department._tree_manager.move_node(department, anchor, where)
+        Department._tree_manager.move_node(department, Department.objects.get(pk=anchor.pk), where)
     _org_changed()
-    department.refresh_from_db()
-    return department
+    return Department.objects.get(pk=department.pk)
 
 
 @transaction.atomic
