@@ -178,6 +178,45 @@ MCHAT_RECEIPT_INTERVAL_SECONDS = float(os.environ.get("MCHAT_RECEIPT_INTERVAL_SE
 # System notifications to more inboxes than this go through Celery tasks of this size.
 MCHAT_NOTIFY_BATCH_SIZE = int(os.environ.get("MCHAT_NOTIFY_BATCH_SIZE", "100"))
 
+# --- Files and object storage (DESIGN §1, §5) ----------------------------------------------
+# "local": files under MCHAT_STORAGE_DIR, moved through Django views behind signed, expiring,
+# single-use URLs; "s3": any S3-compatible store, presigned URLs and STS credentials.
+MCHAT_STORAGE = os.environ.get("MCHAT_STORAGE", "local")
+MCHAT_STORAGE_DIR = Path(os.environ.get("MCHAT_STORAGE_DIR", VAR_DIR / "files"))
+MCHAT_FILE_MAX_BYTES = int(os.environ.get("MCHAT_FILE_MAX_BYTES", str(50 * 1024 * 1024)))
+# Content types a client may upload: exact types or "major/*".
+MCHAT_FILE_ALLOWED_TYPES = [
+    t.strip()
+    for t in os.environ.get(
+        "MCHAT_FILE_ALLOWED_TYPES",
+        "image/*,audio/*,video/*,text/plain,text/csv,text/markdown,application/pdf,"
+        "application/zip,application/x-7z-compressed,application/gzip,application/json,"
+        "application/msword,application/vnd.ms-excel,application/vnd.ms-powerpoint,"
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document,"
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet,"
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ).split(",")
+    if t.strip()
+]
+MCHAT_UPLOAD_URL_TTL_SECONDS = int(os.environ.get("MCHAT_UPLOAD_URL_TTL_SECONDS", "900"))
+MCHAT_DOWNLOAD_URL_TTL_SECONDS = int(os.environ.get("MCHAT_DOWNLOAD_URL_TTL_SECONDS", "300"))
+# config.storage: lifetime of temporary credentials (STS accepts 900 s to 12 h).
+MCHAT_STORAGE_CREDENTIALS_TTL_SECONDS = int(
+    os.environ.get("MCHAT_STORAGE_CREDENTIALS_TTL_SECONDS", "3600")
+)
+# Where clients reach this Django for the local backend's upload and download URLs.
+MCHAT_PUBLIC_BASE_URL = os.environ.get("MCHAT_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+MCHAT_S3_ENDPOINT_URL = os.environ.get("MCHAT_S3_ENDPOINT_URL") or None  # None: AWS itself
+MCHAT_S3_BUCKET = os.environ.get("MCHAT_S3_BUCKET", "mchat-files")
+MCHAT_S3_REGION = os.environ.get("MCHAT_S3_REGION", "us-east-1")
+MCHAT_S3_ACCESS_KEY = os.environ.get("MCHAT_S3_ACCESS_KEY") or None  # None: boto3's own chain
+MCHAT_S3_SECRET_KEY = os.environ.get("MCHAT_S3_SECRET_KEY") or None
+# STS: AssumeRole on this role when set (AWS, MinIO), else GetFederationToken.
+MCHAT_STS_ENDPOINT_URL = os.environ.get("MCHAT_STS_ENDPOINT_URL") or MCHAT_S3_ENDPOINT_URL
+MCHAT_STS_ROLE_ARN = os.environ.get("MCHAT_STS_ROLE_ARN", "")
+# Organisation-wide notices to every inbox go through Celery tasks of this many recipients.
+MCHAT_NOTICE_BATCH_SIZE = int(os.environ.get("MCHAT_NOTICE_BATCH_SIZE", "500"))
+
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

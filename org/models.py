@@ -171,3 +171,30 @@ class AuthChallenge(models.Model):
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+# --- Presence (spec 3.17) ----------------------------------------------------------------------
+
+
+class DevicePresence(models.Model):
+    """What the bridge last learnt about one client id from mchat/status/{employee_id}.
+
+    An employee is online while any of its devices is; see org.presence.
+    """
+
+    employee = models.ForeignKey(Employee, related_name="device_presences", on_delete=models.CASCADE)
+    client_id = models.CharField(max_length=130, unique=True)
+    # The "device" field of the online payload (web, ios...), as the client describes itself.
+    device = models.CharField(max_length=64, blank=True)
+    online = models.BooleanField(default=False)
+    online_since = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(_("最后在线"), null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("设备在线状态")
+        verbose_name_plural = _("设备在线状态")
+        indexes = [models.Index(fields=["employee", "online"])]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} ({'online' if self.online else 'offline'})"
