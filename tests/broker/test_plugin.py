@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.acl import ACL_TEXT
 from tests.broker_harness import BrokerHarness, mqtt_client, try_connect, wait_until
 
 pytestmark = pytest.mark.broker
 
-BASE_ACL = """\
-user mchat-bridge
-topic readwrite #
-
-pattern write mchat/msg/req/%c/#
-pattern read mchat/msg/resp/%c/#
-pattern read mchat/inbox/%u
-pattern write mchat/status/%u
-pattern read mchat/status/+
-pattern read mchat/profile/+
-pattern read mchat/system/notify
-"""
+# The ACL exactly as the bridge renders it from the database.
+BASE_ACL = ACL_TEXT.format(bridge_user="mchat-bridge")
 
 USERS = {"emp_a": "secret-a", "emp_b": "secret-b", "mchat-bridge": "secret-bridge"}
 NOT_AUTHORIZED = 135  # MQTT 5 CONNACK / SUBACK reason code
