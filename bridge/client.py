@@ -16,8 +16,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bridge import protocol, publisher
+from bridge import protocol, publisher, status
 from bridge.dispatch import Dispatcher
 
 logger = logging.getLogger("mchat.bridge")
@@ -57,6 +58,7 @@ def make_client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     )
     client.username_pw_set(settings.MCHAT_BRIDGE_USERNAME, settings.MCHAT_BRIDGE_PASSWORD)
     client.on_socket_open = _nodelay
+    client.enable_logger(logging.getLogger("mchat.bridge.mqtt"))  # packets, at DEBUG
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -121,6 +123,9 @@ class BridgeClient:
         # Subscriptions are restored on every (re)connect; a persistent session that switched
         # between shared and plain mode must not keep the other filter.
         client.subscribe(self.filter, qos=1)
+        # Presence (org.presence): never shared, so every bridge sees each employee's status
+        # messages in order; retained ones only when the subscription is new (a fresh session).
+        client.subscribe(status.STATUS_FILTER, options=SubscribeOptions(qos=1, retainHandling=1))
         if flags.session_present:
             client.unsubscribe(self._other_filter)
         self.connected.set()
@@ -165,7 +170,13 @@ class BridgeClient:
                         close_old_connections()
                         last_maintenance = time.monotonic()
                     continue
-                self.dispatcher.handle_batch([(topic, payload) for topic, payload, _, _ in batch])
+                # Status messages are not requests: org.presence, no reply, never a dispatch.
+                requests = [(t, p) for t, p, _, _ in batch if not status.is_status_topic(t)]
+                for topic, payload, _, _ in batch:
+                    if status.is_status_topic(topic):
+                        status.handle_status_message(topic, payload)
+                if requests:
+                    self.dispatcher.handle_batch(requests)
                 for _, _, mid, qos in batch:
                     if qos:
                         self.client.ack(mid, qos)
