@@ -136,6 +136,8 @@ class Message(models.Model):
     # even after the bridge's idempotency record has expired.
     client_id = models.CharField(max_length=130, blank=True)
     seq_id = models.CharField(max_length=128, blank=True)
+    # The uploaded object an image/file message refers to (content.key): who may download it.
+    file_key = models.CharField(_("文件对象键"), max_length=300, blank=True, db_index=True)
 
     class Meta:
         verbose_name = _("消息")
@@ -193,3 +195,53 @@ class ReceiptTally(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["conversation", "pending"])]
+
+
+# --- Files in object storage (DESIGN §5 "Files"; messaging.files) ------------------------------
+
+
+class StoredFile(models.Model):
+    """An object an employee was allowed to upload under its own prefix (file.upload_url).
+
+    `size` and `content_type` are what the upload was granted for; `uploaded_at` is set once
+    the bytes are known to be there (local: the upload view; S3: checked with HEAD).
+    """
+
+    key = models.CharField(_("对象键"), max_length=300, unique=True)
+    owner = models.ForeignKey(
+        Employee, verbose_name=_("上传者"), related_name="stored_files", on_delete=models.PROTECT
+    )
+    name = models.CharField(_("文件名"), max_length=255)
+    content_type = models.CharField(_("内容类型"), max_length=127)
+    size = models.BigIntegerField(_("大小（字节）"))
+    backend = models.CharField(_("存储后端"), max_length=10)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    uploaded_at = models.DateTimeField(_("上传完成时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("文件")
+        verbose_name_plural = _("文件")
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def is_uploaded(self) -> bool:
+        return self.uploaded_at is not None
+
+
+class UsedFileUrl(models.Model):
+    """A spent single-use URL of the local backend: its nonce is never accepted again.
+
+    Rows past `expires_at` may be deleted: the URL would be refused as expired anyway.
+    """
+
+    nonce = models.CharField(max_length=32, unique=True)
+    key = models.CharField(max_length=300)
+    method = models.CharField(max_length=6)
+    used_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = _("已使用的文件链接")
+        verbose_name_plural = _("已使用的文件链接")
