@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 
 from bridge.protocol import isoformat_z
 from mchat.errors import BadRequest, PermissionDenied
-from messaging import ids, selectors
+from messaging import events, ids, selectors
 from messaging.models import Conversation, Group, GroupMember, ReadPosition
 from messaging.services.notifications import group_notify
 from org import events as org_events
@@ -98,6 +98,7 @@ def group_dismiss(
         group.dismissed_at = timezone.now()
         group.save(update_fields=["dismissed_at", "updated_at"])
         org_events.broker_credentials_changed()
+        events.group_access_revoked()
         group_notify(
             group=group,
             employee_ids=selectors.group_member_ids(group=group),
@@ -178,6 +179,7 @@ def group_member_remove(
             conversation=conversation, employee_id__in=[m.employee_id for m in rows]
         ).delete()
         org_events.broker_credentials_changed()
+        events.group_access_revoked()
         removed = [m.employee.employee_id for m in rows]
         remaining = selectors.group_member_ids(group=group)
         leaving = actor is not None and removed == [actor.employee_id]
