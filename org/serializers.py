@@ -95,6 +95,12 @@ class EmployeeCreateInput(serializers.Serializer):
         error_messages={"invalid": _("只能包含小写字母和数字（1-40 位）")},
         help_text="Readable part of the new id: ai_{id_slug}_001 (default: the name's pinyin).",
     )
+    employee_id = _public_id(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="An explicit id (e.g. from an HR system); default: generated from the name.",
+    )
     agent = AgentInput(required=False)
 
 

@@ -38,6 +38,7 @@ from org import events
 from org.employee_ids import employee_id_stem, next_department_id, next_employee_id
 from org.models import (
     DEPARTMENT_ID_PATTERN,
+    EMPLOYEE_ID_PATTERN,
     AgentProfile,
     AuthChallenge,
     Department,
@@ -250,10 +251,13 @@ def employee_create(
     avatar: str = "",
     signature: str = "",
     id_slug: str | None = None,
+    employee_id: str | None = None,
     agent: Mapping[str, Any] | None = None,
 ) -> IssuedCredential:
     """employee.create (spec 3.3): org admins only. The id is readable (emp_zhangsan_001,
-    ai_sales_001 with id_slug "sales"); the password is returned once and stored hashed.
+    ai_sales_001 with id_slug "sales"), or `employee_id` when given (an HR system's own id,
+    e.g. on import: must be free and match EMPLOYEE_ID_PATTERN). The password is returned
+    once and stored hashed.
 
     An agent gets an AgentProfile; its owner defaults to the creating employee (a human).
     Publishes a "created" profile event (spec 3.18 shape) so clients watching
@@ -279,17 +283,21 @@ def employee_create(
     password = _new_password()
     employee.mqtt_password_hash = hash_password(password)
     _full_clean(employee, exclude=["employee_id", "mqtt_password_hash"])
-    stem = employee_id_stem(name=name, is_ai_agent=bool(is_ai_agent), slug=id_slug)
-    for _attempt in range(5):
-        employee.employee_id = next_employee_id(stem)
-        try:
-            with transaction.atomic():
-                employee.save(force_insert=True)
-            break
-        except IntegrityError:
-            employee.pk = None  # another writer took the same counter; take the next one
+    if employee_id:
+        employee.employee_id = _free_employee_id(employee_id)
+        employee.save(force_insert=True)
     else:
-        raise BadRequest(_("无法生成唯一的员工编号，请重试"))
+        stem = employee_id_stem(name=name, is_ai_agent=bool(is_ai_agent), slug=id_slug)
+        for _attempt in range(5):
+            employee.employee_id = next_employee_id(stem)
+            try:
+                with transaction.atomic():
+                    employee.save(force_insert=True)
+                break
+            except IntegrityError:
+                employee.pk = None  # another writer took the same counter; take the next one
+        else:
+            raise BadRequest(_("无法生成唯一的员工编号，请重试"))
     if is_ai_agent:
         settings_ = dict(agent or {})
         if "owner" not in settings_ and actor is not None and not actor.is_ai_agent:
@@ -301,6 +309,17 @@ def employee_create(
     events.employee_profile_changed(employee, fields=events.PROFILE_FIELDS, event="created")
     events.broker_credentials_changed()
     return IssuedCredential(employee=employee, password=password)
+
+
+def _free_employee_id(employee_id: Any) -> str:
+    employee_id = str(employee_id)
+    if not re.fullmatch(EMPLOYEE_ID_PATTERN, employee_id):
+        raise BadRequest(
+            _("employee_id 格式不正确：须为小写字母开头的 3-64 位小写字母、数字或下划线")
+        )
+    if Employee.objects.filter(employee_id=employee_id).exists():
+        raise BadRequest(_("employee_id 已存在：%(id)s") % {"id": employee_id})
+    return employee_id
 
 
 def _check_update_allowed(
