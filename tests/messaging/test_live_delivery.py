@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 
 from bridge import acl
 from bridge.broker import hash_password
@@ -216,7 +217,14 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
         live.start_bridge(instance="seq1", shared=True)
         extra = BridgeClient(instance="seq2", shared=True, keep_session=False)
         stop = threading.Event()
-        thread = threading.Thread(target=extra.run, args=(stop,), daemon=True)
+
+        def serve() -> None:
+            try:
+                extra.run(stop)
+            finally:
+                connection.close()  # this thread's own database connection
+
+        thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         assert extra.connected.wait(10)
     try:
