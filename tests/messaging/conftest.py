@@ -20,9 +20,13 @@ def receipt_wakeups(monkeypatch):
     return wakeups
 
 
+_REAL_WAKEUP = receipts.eager_wakeup
+
+
 @pytest.fixture
-def real_receipt_timer(monkeypatch):
-    monkeypatch.undo()
+def real_receipt_timer(monkeypatch, receipt_wakeups):
+    """The real eager-mode timer thread, for tests whose data is committed (live ones)."""
+    monkeypatch.setattr(receipts, "eager_wakeup", _REAL_WAKEUP)
 
 
 @pytest.fixture

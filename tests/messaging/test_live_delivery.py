@@ -298,3 +298,45 @@ def test_an_offline_member_gets_queued_messages_and_fills_gaps_from_history(live
     history = back.request("msg.history", conversation_type="group", group_id=group_id, after_seq=1)
     assert [m["content"] for m in history["data"]["messages"]] == ["m2", "m3", "m4"]
     assert history["data"]["has_more"] is False and history["data"]["last_seq"] == 4
+
+
+def test_group_read_receipts_are_coalesced_and_the_last_count_arrives(live, real_receipt_timer, settings):
+    """Eager Celery (no worker): the first ack is told at once, the rest of the burst once the
+    interval has passed, by the in-process timer; never one event per member."""
+    settings.MCHAT_RECEIPT_INTERVAL_SECONDS = 0.5
+    alice, alice_pw = live.issue("Alice")
+    readers = _bulk_employees("reader", 12)
+    _sync_broker(live)
+    sender = live.connect(alice, alice_pw)
+    inbox = f"mchat/inbox/{alice.employee_id}"
+    sender.subscribe(inbox)
+    group_id = sender.request("group.create", name="回执", member_ids=[r.employee_id for r in readers])["data"][
+        "group_id"
+    ]
+    msg_id = sender.request("msg.send_group", group_id=group_id, content="请确认")["data"]["msg_id"]
+    devices = [live.connect(r, PASSWORD) for r in readers]
+    started = time.monotonic()
+    for device in devices:
+        device.publish_request("ack", json.dumps({"action": "msg.read_ack", "msg_id": msg_id}).encode())
+    for device in devices:
+        assert device.response("ack")["code"] == 0
+
+    def counts():
+        return [m["read_count"] for m in sender.messages(inbox) if m.get("type") == "read_receipt"]
+
+    assert sender.wait_for(lambda msgs: 12 in counts(), timeout=5)
+    elapsed = time.monotonic() - started
+    time.sleep(0.7)  # nothing more may follow
+    seen = counts()
+    assert seen[0] >= 1 and seen[-1] == 12 and seen == sorted(seen)
+    assert len(seen) <= 1 + elapsed / 0.5 + 1
+    receipt = [m for m in sender.messages(inbox) if m.get("type") == "read_receipt"][-1]
+    assert receipt == {
+        "type": "read_receipt",
+        "conversation_type": "group",
+        "group_id": group_id,
+        "msg_id": msg_id,
+        "seq": 1,
+        "read_count": 12,
+        "member_count": 12,
+    }
