@@ -7,6 +7,10 @@ that type's body fields at the same level:
     {"type": "text", "text": "你好"}                  text
     {"type": "image", "url": "https://...", "width": 800, "height": 600}
     {"type": "file", "url": "https://...", "name": "报告.pdf", "size": 102400}
+    {"type": "file", "key": "emp_x/2025/02/.../报告.pdf", "name": "报告.pdf", "size": 102400}
+
+An image or file may name an uploaded object by `key` (file.upload_url) instead of, or beside,
+a `url`; the sending service checks that the key is the sender's (messaging.files).
 
 Only the fields listed here are kept; deliveries and history serve the normalised value.
 """
@@ -26,12 +30,17 @@ URL_MAX_CHARS = 2048
 FILE_NAME_MAX_CHARS = 255
 IMAGE_MAX_SIDE = 100_000
 FILE_MAX_BYTES = 1 << 40
+KEY_MAX_CHARS = 300
 
 
 @dataclass(frozen=True)
 class Content:
     type: str  # Message.ContentType value
     value: str | dict  # stored and delivered as is
+
+    @property
+    def file_key(self) -> str | None:
+        return self.value.get("key") if isinstance(self.value, dict) else None
 
 
 def content_parse(raw: Any) -> Content:
@@ -48,7 +57,7 @@ def content_parse(raw: Any) -> Content:
             "image",
             {
                 "type": "image",
-                "url": _url(raw.get("url")),
+                **_location(raw),
                 "width": _count(raw.get("width"), "content.width", minimum=1, maximum=IMAGE_MAX_SIDE),
                 "height": _count(raw.get("height"), "content.height", minimum=1, maximum=IMAGE_MAX_SIDE),
             },
@@ -58,7 +67,7 @@ def content_parse(raw: Any) -> Content:
             "file",
             {
                 "type": "file",
-                "url": _url(raw.get("url")),
+                **_location(raw),
                 "name": _file_name(raw.get("name")),
                 "size": _count(raw.get("size"), "content.size", minimum=0, maximum=FILE_MAX_BYTES),
             },
@@ -80,6 +89,18 @@ def _text(value: Any, field: str) -> str:
             _("%(field)s 不能超过 %(limit)d 个字符") % {"field": field, "limit": TEXT_MAX_CHARS}
         )
     return value
+
+
+def _location(raw: dict) -> dict:
+    """`url`, or an uploaded object's `key` (with an optional `url` beside it)."""
+    key = raw.get("key")
+    if key is None:
+        return {"url": _url(raw.get("url"))}
+    if not isinstance(key, str) or not key or len(key) > KEY_MAX_CHARS:
+        raise BadRequest(_("content.key 必须是不超过 %(limit)d 个字符的字符串") % {"limit": KEY_MAX_CHARS})
+    if raw.get("url") in (None, ""):
+        return {"key": key}
+    return {"key": key, "url": _url(raw.get("url"))}
 
 
 def _url(value: Any) -> str:

@@ -19,6 +19,7 @@ from bridge.protocol import isoformat_z
 from mchat.errors import BadRequest, NotFound, PermissionDenied
 from messaging import events, ids, selectors
 from messaging.content import Content, content_parse
+from messaging.files import file_reference_check
 from messaging.models import Conversation, GroupMember, Message, ReadPosition
 from messaging.services.receipts import group_receipts_note
 from org.models import Employee
@@ -196,6 +197,8 @@ def conversation_seq_next(conversation: Conversation, *, at: datetime) -> int:
 def _message_append(
     conversation: Conversation, *, sender: Employee, content: Content, client_id: str, seq_id: str
 ) -> Message:
+    if content.file_key:
+        file_reference_check(sender=sender, key=content.file_key)
     seq = conversation_seq_next(conversation, at=timezone.now())
     # Taken under the conversation's row lock: sent_at never goes back as seq goes up.
     sent_at = timezone.now()
@@ -209,6 +212,7 @@ def _message_append(
         sent_at=sent_at,
         client_id=client_id,
         seq_id=seq_id,
+        file_key=content.file_key or "",
     )
     # Whoever writes has read everything before: their own messages are never unread.
     ReadPosition.objects.filter(
