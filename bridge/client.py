@@ -154,6 +154,21 @@ class BridgeClient:
                 break
         return batch
 
+    def _confirm_acks(self) -> None:
+        """Make sure the broker has taken our acknowledgements before we go.
+
+        Requests keep arriving until the very end, so closing the socket may reset the
+        connection, and a reset makes the broker drop what it had not read yet: acknowledged
+        requests would come back to the next session. The broker reads in order, so once it
+        confirms a publish sent after our acks, it has processed them.
+        """
+        info = self.client.publish(f"mchat/bridge/{self.client_id}/stopping", b"", qos=1)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            try:
+                info.wait_for_publish(timeout=5)
+            except (RuntimeError, ValueError):
+                logger.warning("could not confirm the last acknowledgements before stopping")
+
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set, then answer what was already received and disconnect."""
         self._accepting.set()
@@ -182,6 +197,7 @@ class BridgeClient:
                         self.client.ack(mid, qos)
         finally:
             self._accepting.clear()
+            self._confirm_acks()
             self.client.disconnect(properties=None if self.keep_session else _session_end())
             self.client.loop_stop()
             logger.info("bridge %s stopped", self.client_id)

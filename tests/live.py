@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from bridge import acl
@@ -110,6 +114,32 @@ class LiveStack:
         self._thread = None
         self.bridge = None
 
+    def spawn_bridge(self, *, instance: str, shared: bool = False) -> subprocess.Popen:
+        """`manage.py runbridge` as a real process on the test database (so it can be killed)."""
+        command = [sys.executable, "manage.py", "runbridge", "--instance", instance]
+        return subprocess.Popen(
+            command + (["--shared"] if shared else []),
+            cwd=settings.BASE_DIR,
+            env=self.subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def subprocess_env(self) -> dict[str, str]:
+        """Settings for a server process that must share this test's database and broker."""
+        return {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "MCHAT_MQTT_URL": settings.MCHAT_MQTT_URL,
+            "MCHAT_BROKER_DIR": str(self.directory),
+            "MCHAT_BRIDGE_PASSWORD": settings.MCHAT_BRIDGE_PASSWORD,
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "MCHAT_BROKER_SYNC_DEBOUNCE": "0",
+            # Streams of test requests are not what rate limits are for.
+            "MCHAT_RATE_LIMITS": json.dumps({name: [10_000, 10_000] for name in settings.MCHAT_RATE_LIMITS}),
+        }
+
     def issue(self, name: str, *, org_admin: bool = False, agent: bool = False) -> tuple[Employee, str]:
         """A new employee through the real service (broker files re-rendered on commit)."""
         issued = services.employee_create(actor=None, name=name, is_org_admin=org_admin, is_ai_agent=agent)
@@ -126,6 +156,15 @@ class LiveStack:
         for client in self._clients:
             client.close()
         self._clients.clear()
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the database this test runs on (pytest-django's test database)."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture(scope="session")

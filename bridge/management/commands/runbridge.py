@@ -30,7 +30,6 @@ class Command(BaseCommand):
     def handle(self, *args, instance: str, shared: bool, **options):
         if not instance or len(instance) > 64 or set(instance) - DEVICE_CHARS:
             raise CommandError("--instance: 1-64 characters of [A-Za-z0-9-]")
-        logging.getLogger("mchat").setLevel(logging.INFO)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
