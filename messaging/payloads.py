@@ -52,7 +52,7 @@ def recall_payload(message: Message, conversation: Conversation) -> dict:
         "type": "recall",
         "msg_id": message.msg_id,
         "seq": message.seq,
-        "recalled_by": message.recalled_by.employee_id,
+        "recalled_by": message.recalled_by.employee_id if message.recalled_by else None,
         "recalled_at": isoformat_z(message.recalled_at),
     }
     if conversation.is_group:
