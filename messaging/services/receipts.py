@@ -23,7 +23,13 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from messaging import events
-from messaging.models import Conversation, GroupMember, Message, ReadPosition, ReceiptTally
+from messaging.models import (
+    Conversation,
+    GroupMember,
+    Message,
+    ReadPosition,
+    ReceiptTally,
+)
 from org.models import Employee
 
 logger = logging.getLogger("mchat.messaging.receipts")
@@ -162,7 +168,7 @@ def _run_flush_task(conversation_pk: int) -> None:
 
     try:
         tasks.group_receipts_flush.delay(conversation_pk)
-    except Exception:  # noqa: BLE001 - a timer thread has nobody to report to but the log
+    except Exception:  # a timer thread has nobody to report to but the log
         logger.exception("delayed receipt flush of conversation %s failed", conversation_pk)
     finally:
         connections.close_all()

@@ -16,8 +16,8 @@ from django.db import connection
 from bridge import acl
 from bridge.broker import hash_password
 from bridge.client import BridgeClient
-from bridge.publisher import current as current_publisher
 from bridge.protocol import encode
+from bridge.publisher import current as current_publisher
 from org.models import Employee
 from tests.messaging.crowd import Crowd, Member
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2025, 2, 3, 10, 0, 0, tzinfo=dt_timezone.utc)
+        self.now = datetime(2025, 2, 3, 10, 0, 0, tzinfo=UTC)
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
@@ -205,7 +206,7 @@ def test_the_rate_bound_holds_over_many_intervals(call, published, clock, alice)
         if len(_receipts(published, alice)) > before:
             event_times.append((clock.now - start).total_seconds())
         clock.advance(0.25)
-    assert all(later - earlier >= 1.0 for earlier, later in zip(event_times, event_times[1:]))
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(event_times))
     assert event_times == [0.0, 1.0, 2.0, 3.0, 4.0]  # the first ack after each window emits
     counts = [r["read_count"] for r in _receipts(published, alice)]
     assert counts == [1, 5, 9, 13, 17]
