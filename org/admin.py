@@ -100,6 +100,10 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_members=Count("employees"))
 
+    @admin.display(description=gettext_lazy("名称"))
+    def indented_title(self, item):
+        return super().indented_title(item)
+
     @admin.display(description=gettext_lazy("人数"))
     def member_count(self, department):
         return getattr(department, "_members", None)
