@@ -25,3 +25,12 @@ def system_notification_deliver(employee_ids: list[str], notification: dict) -> 
     from messaging.services import system_notification_deliver as deliver
 
     deliver(employee_ids=employee_ids, notification=notification)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, ignore_result=True)
+def file_records_purge() -> None:
+    """Spent single-use URLs past their expiry and uploads never made (messaging.files);
+    meant for a periodic schedule (celery beat), e.g. hourly."""
+    from messaging.files import file_records_purge as purge
+
+    purge()

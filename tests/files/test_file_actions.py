@@ -171,3 +171,20 @@ def test_config_storage_local_is_honest(call, uploader, settings):
     assert "image/*" in data["allowed_types"]
     assert (data["upload_action"], data["download_action"]) == ("file.upload_url", "file.download_url")
     assert parse_datetime(data["expires_at"]) > timezone.now()
+
+
+def test_purge_forgets_expired_spent_urls_and_abandoned_grants(call, uploader, local_storage):
+    from messaging import files
+    from messaging.models import UsedFileUrl
+
+    kept = uploaded(call, uploader)
+    abandoned = granted(call, uploader)
+    fresh = granted(call, uploader)
+    StoredFile.objects.filter(key=abandoned["key"]).update(created_at=timezone.now() - timedelta(days=2))
+    StoredFile.objects.filter(key=kept["key"]).update(created_at=timezone.now() - timedelta(days=2))
+    assert UsedFileUrl.objects.count() == 1  # the upload of `kept`
+
+    urls, removed = files.file_records_purge(now=timezone.now() + timedelta(hours=1))
+    assert (urls, removed) == (1, 1)
+    assert set(StoredFile.objects.values_list("key", flat=True)) == {kept["key"], fresh["key"]}
+    assert (local_storage / kept["key"]).exists()

@@ -1,0 +1,21 @@
+"""Celery tasks of the organisation: ids in, one service call."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, ignore_result=True)
+def notice_fan_out(notification: dict) -> None:
+    from org.notifications import notice_fan_out as fan_out
+
+    fan_out(notification=notification)
+
+
+@shared_task(ignore_result=True)
+def notice_deliver(employee_ids: list[str], notification: dict) -> None:
+    from org.notifications import notice_deliver as deliver
+
+    deliver(employee_ids=employee_ids, notification=notification)
+
