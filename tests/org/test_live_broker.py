@@ -1,0 +1,74 @@
+"""Org changes on a real Mosquitto (with the mchat plugin) through a real bridge."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.broker_harness import mqtt_client, try_connect
+
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_created_employees_credential_works_within_a_second(live):
+    admin, password = live.issue("组织管理员", org_admin=True)
+    console = live.connect(admin, password)
+
+    response = console.request("employee.create", name="新同事", title="工程师")
+    answered = time.monotonic()
+    assert response["code"] == 0, response
+    connection = response["data"]["mqtt_connection"]
+    assert connection["broker_port"] == live.port
+    username, secret = connection["mqtt_username"], connection["mqtt_password"]
+
+    accepted = None
+    while time.monotonic() - answered < 1.0:
+        if try_connect(live.port, username, secret, f"{username}_probe") == 0:
+            accepted = time.monotonic() - answered
+            break
+        time.sleep(0.02)
+    assert accepted is not None, "the new credential was not accepted within 1 s"
+
+    newcomer = live.connect(username, secret, device="laptop")
+    tree = newcomer.request("org.tree")
+    assert tree["code"] == 0
+    assert username in [e["employee_id"] for e in tree["data"]["employees"]]
+
+
+def test_deactivation_disconnects_live_sessions_and_refuses_new_ones(live):
+    admin, admin_password = live.issue("组织管理员", org_admin=True)
+    bob, bob_password = live.issue("Bob")
+    console = live.connect(admin, admin_password)
+    phone = live.connect(bob, bob_password, device="phone")
+    laptop = live.connect(bob, bob_password, device="laptop")
+    assert phone.request("org.tree")["code"] == 0
+
+    response = console.request("employee.update", employee_id=bob.employee_id, updates={"is_active": False})
+    assert response["code"] == 0, response
+
+    assert phone.mqtt.disconnected.wait(3), "the phone session must be disconnected"
+    assert laptop.mqtt.disconnected.wait(3), "the laptop session must be disconnected"
+    with pytest.raises(ConnectionRefusedError):
+        mqtt_client(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_again", timeout=3)
+
+    # Reactivated, the same credential logs in again.
+    assert console.request("employee.update", employee_id=bob.employee_id, updates={"is_active": True})["code"] == 0
+    deadline = time.monotonic() + 3
+    while try_connect(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_back") != 0:
+        assert time.monotonic() < deadline, "the reactivated credential was not accepted"
+        time.sleep(0.05)
+
+
+def test_profile_changes_reach_subscribers(live):
+    admin, admin_password = live.issue("组织管理员", org_admin=True)
+    alice, alice_password = live.issue("Alice")
+    watcher = live.connect(alice, alice_password)
+    watcher.subscribe("mchat/profile/+")
+    console = live.connect(admin, admin_password)
+
+    assert console.request("employee.update", employee_id=alice.employee_id, updates={"signature": "忙碌中"})["code"] == 0
+    topic = f"mchat/profile/{alice.employee_id}"
+    assert watcher.wait_for_count(topic, 1, timeout=5), "no profile event on the broker"
+    [event] = watcher.messages(topic)
+    assert (event["event"], event["fields"], event["profile"]["signature"]) == ("updated", ["signature"], "忙碌中")
