@@ -91,3 +91,28 @@ def test_control_characters_are_refused(name):
 
     with pytest.raises(BadRequest, match="name 不能包含控制字符"):
         services.employee_create(actor=None, name=name)
+
+
+def test_an_explicit_employee_id_is_used_when_free_and_valid():
+    from mchat.errors import BadRequest
+
+    assert services.employee_create(actor=None, name="经理", employee_id="mgr_001").employee.employee_id == "mgr_001"
+    with pytest.raises(BadRequest, match="employee_id 已存在：mgr_001"):
+        services.employee_create(actor=None, name="经理", employee_id="mgr_001")
+    with pytest.raises(BadRequest, match="employee_id 格式不正确"):
+        services.employee_create(actor=None, name="经理", employee_id="Mgr-001")
+
+
+def test_createemployee_command_prints_the_credential_once(capsys):
+    import json
+
+    from django.core.management import call_command
+
+    services.department_create(actor=None, name="销售部", department_id="dept_sales")
+    call_command("createemployee", "--name", "销售小助", "--agent", "--id-slug", "sales", "--department", "dept_sales", "--json")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["employee_id"] == "ai_sales_001"
+    assert printed["mqtt_connection"]["mqtt_username"] == "ai_sales_001"
+    from org.models import Employee
+
+    assert Employee.objects.get(employee_id="ai_sales_001").department.department_id == "dept_sales"

@@ -16,12 +16,21 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--org-admin", action="store_true")
         parser.add_argument("--agent", action="store_true", help="an AI agent employee")
+        parser.add_argument("--department", help="department_id, e.g. dept_sales")
+        parser.add_argument("--title", default="")
+        parser.add_argument("--id-slug", help="readable part of the id: ai_{slug}_001")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     def handle(self, *args, name: str, org_admin: bool, agent: bool, json: bool, **options):
         try:
             issued = services.employee_create(
-                actor=None, name=name, is_org_admin=org_admin, is_ai_agent=agent
+                actor=None,
+                name=name,
+                is_org_admin=org_admin,
+                is_ai_agent=agent,
+                department_id=options.get("department"),
+                title=options.get("title") or "",
+                id_slug=options.get("id_slug"),
             )
         except MChatError as exc:
             raise CommandError(str(exc.message)) from exc
