@@ -79,7 +79,9 @@ class DepartmentForm(forms.ModelForm):
         regex=r"^[a-z][a-z0-9_]{2,63}$",
         required=False,
         label=gettext_lazy("部门编号"),
-        help_text=gettext_lazy("留空则按名称拼音生成，如 dept_xiaoshoubu；创建后不可修改。"),
+        help_text=gettext_lazy(
+            "留空则按名称拼音生成，如 dept_xiaoshoubu；创建后不可修改。"
+        ),
     )
 
     class Meta:
@@ -91,7 +93,13 @@ class DepartmentForm(forms.ModelForm):
 class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPTTAdmin):
     form = DepartmentForm
     resource_classes = [DepartmentResource]
-    list_display = ("tree_actions", "indented_title", "department_id", "sort_order", "member_count")
+    list_display = (
+        "tree_actions",
+        "indented_title",
+        "department_id",
+        "sort_order",
+        "member_count",
+    )
     list_display_links = ("indented_title",)
     search_fields = ("name", "department_id")
     expand_tree_by_default = True
@@ -148,7 +156,9 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
             cut = queryset.get(pk=request.POST.get("cut_item"))
             pasted_on = queryset.get(pk=request.POST.get("pasted_on"))
         except (Department.DoesNotExist, TypeError, ValueError):
-            self.message_user(request, _("部门已不存在，请刷新后重试"), level=messages.ERROR)
+            self.message_user(
+                request, _("部门已不存在，请刷新后重试"), level=messages.ERROR
+            )
             return HttpResponse("FAIL, invalid objects.")
         if not self.has_change_permission(request, cut):
             self.message_user(request, _("无权执行该操作"), level=messages.ERROR)
@@ -163,7 +173,9 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
         except MChatError as exc:
             self.message_user(request, str(exc.message), level=messages.ERROR)
             return HttpResponse("FAIL, invalid move.")
-        self.log_change(request, moved, [{"changed": {"fields": ["parent", "sort_order"]}}])
+        self.log_change(
+            request, moved, [{"changed": {"fields": ["parent", "sort_order"]}}]
+        )
         self.message_user(request, _("已移动部门：%(name)s") % {"name": moved.name})
         return HttpResponse("OK, moved.")
 
@@ -193,7 +205,9 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
 
     def delete_model(self, request, obj):
         services.department_delete(
-            actor=None, department_id=obj.department_id, move_to=request.POST.get("move_to") or None
+            actor=None,
+            department_id=obj.department_id,
+            move_to=request.POST.get("move_to") or None,
         )
 
 
@@ -223,15 +237,25 @@ class StringListField(forms.CharField):
 
 class AgentProfileForm(forms.ModelForm):
     capabilities = StringListField(
-        required=False, label=gettext_lazy("能力"), help_text=gettext_lazy("每行一项，或用逗号分隔")
+        required=False,
+        label=gettext_lazy("能力"),
+        help_text=gettext_lazy("每行一项，或用逗号分隔"),
     )
     skills_badge = StringListField(
-        required=False, label=gettext_lazy("技能徽章"), help_text=gettext_lazy("每行一项，或用逗号分隔")
+        required=False,
+        label=gettext_lazy("技能徽章"),
+        help_text=gettext_lazy("每行一项，或用逗号分隔"),
     )
 
     class Meta:
         model = AgentProfile
-        fields = ["owner", "description", "capabilities", "skills_badge", "ack_deadline_seconds"]
+        fields = [
+            "owner",
+            "description",
+            "capabilities",
+            "skills_badge",
+            "ack_deadline_seconds",
+        ]
 
 
 class AgentProfileInline(admin.StackedInline):
@@ -251,21 +275,40 @@ class EmployeeAddForm(forms.ModelForm):
         regex=ID_SLUG_PATTERN,
         required=False,
         label=gettext_lazy("编号前缀"),
-        help_text=gettext_lazy("可选：小写字母或数字，如 sales 生成 ai_sales_001；默认用姓名拼音。"),
+        help_text=gettext_lazy(
+            "可选：小写字母或数字，如 sales 生成 ai_sales_001；默认用姓名拼音。"
+        ),
     )
 
     class Meta:
         model = Employee
         fields = [
-            "name", "id_slug", "is_ai_agent", "department", "manager", "title", "email",
-            "phone", "avatar", "signature", "is_org_admin",
+            "name",
+            "id_slug",
+            "is_ai_agent",
+            "department",
+            "manager",
+            "title",
+            "email",
+            "phone",
+            "avatar",
+            "signature",
+            "is_org_admin",
         ]
 
 
 _PUBLIC = {"department": "department_id", "manager": "manager_id"}
 _CHANGE_FIELDS = (
-    "name", "department", "manager", "title", "email", "phone", "avatar", "signature",
-    "is_org_admin", "is_active",
+    "name",
+    "department",
+    "manager",
+    "title",
+    "email",
+    "phone",
+    "avatar",
+    "signature",
+    "is_org_admin",
+    "is_active",
 )
 
 
@@ -281,8 +324,15 @@ def _public_value(value):
 class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdmin):
     resource_classes = [EmployeeResource]
     list_display = (
-        "employee_id", "name", "department", "manager", "title", "is_ai_agent", "is_org_admin",
-        "is_active", "last_seen_at",
+        "employee_id",
+        "name",
+        "department",
+        "manager",
+        "title",
+        "is_ai_agent",
+        "is_org_admin",
+        "is_active",
+        "last_seen_at",
     )
     list_display_links = ("employee_id", "name")
     list_filter = (
@@ -312,7 +362,18 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
                 (_("资料"), {"fields": ["email", "phone", "avatar", "signature"]}),
             ]
         return [
-            (None, {"fields": ["employee_id", "name", "is_ai_agent", "is_org_admin", "is_active"]}),
+            (
+                None,
+                {
+                    "fields": [
+                        "employee_id",
+                        "name",
+                        "is_ai_agent",
+                        "is_org_admin",
+                        "is_active",
+                    ]
+                },
+            ),
             (_("组织"), {"fields": ["department", "manager", "title"]}),
             (_("资料"), {"fields": ["email", "phone", "avatar", "signature"]}),
             (_("记录"), {"fields": ["created_at", "updated_at", "last_seen_at"]}),
@@ -321,7 +382,13 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return ("employee_id", "is_ai_agent", "created_at", "updated_at", "last_seen_at")
+        return (
+            "employee_id",
+            "is_ai_agent",
+            "created_at",
+            "updated_at",
+            "last_seen_at",
+        )
 
     def get_inlines(self, request, obj):
         return [AgentProfileInline] if obj is None or obj.is_ai_agent else []
@@ -330,7 +397,9 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         return False  # employees are deactivated, never deleted (their messages stay)
 
     def get_search_results(self, request, queryset, search_term):
-        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        queryset, duplicates = super().get_search_results(
+            request, queryset, search_term
+        )
         # Autocomplete for manager / agent owner: active people only.
         field = request.GET.get("field_name")
         if field in ("manager", "owner"):
@@ -357,7 +426,10 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
                 is_org_admin=data.get("is_org_admin", False),
                 department_id=_public_value(data.get("department")),
                 manager_id=_public_value(data.get("manager")),
-                **{f: data.get(f, "") for f in ("title", "email", "phone", "avatar", "signature")},
+                **{
+                    f: data.get(f, "")
+                    for f in ("title", "email", "phone", "avatar", "signature")
+                },
                 agent=agent if data.get("is_ai_agent") else None,
             )
             request._mchat_issued = [issued]
@@ -371,12 +443,18 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             if agent:
                 updates["agent"] = agent
             if updates:
-                services.employee_update(actor=None, employee_id=obj.employee_id, updates=updates)
+                services.employee_update(
+                    actor=None, employee_id=obj.employee_id, updates=updates
+                )
             saved = Employee.objects.get(pk=obj.pk)
         _adopt(obj, saved)
         for formset in formsets:
             # Saved by the service above, not by formset.save(); the change message reads these.
-            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = (
+                [],
+                [],
+                [],
+            )
 
     @staticmethod
     def _agent_settings(formsets, *, only_changed: bool) -> dict | None:
@@ -384,9 +462,13 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             if formset.model is not AgentProfile:
                 continue
             for inline in formset.forms:
-                if not inline.has_changed() and (only_changed or not inline.cleaned_data):
+                if not inline.has_changed() and (
+                    only_changed or not inline.cleaned_data
+                ):
                     continue
-                fields = inline.changed_data if only_changed else list(inline.cleaned_data)
+                fields = (
+                    inline.changed_data if only_changed else list(inline.cleaned_data)
+                )
                 settings = {
                     name: _public_value(inline.cleaned_data.get(name))
                     for name in fields
@@ -460,7 +542,9 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         for line in refused:
             self.message_user(request, line, level=messages.ERROR)
 
-    @admin.action(description=gettext_lazy("停用所选员工（断开其连接）"), permissions=["change"])
+    @admin.action(
+        description=gettext_lazy("停用所选员工（断开其连接）"), permissions=["change"]
+    )
     def deactivate(self, request, queryset):
         self._set_active(request, queryset, False)
 

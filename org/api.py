@@ -57,7 +57,10 @@ class _StaffWith(permissions.BasePermission):
     def has_permission(self, request, view):
         user = request.user
         return bool(
-            user and user.is_authenticated and user.is_staff and user.has_perms(self.required)
+            user
+            and user.is_authenticated
+            and user.is_staff
+            and user.has_perms(self.required)
         )
 
 
@@ -82,10 +85,14 @@ def _validated(serializer_class, data) -> dict:
 
 
 @extend_schema_view(
-    list=extend_schema(summary="部门列表（树序）", responses=DepartmentOutput(many=True)),
+    list=extend_schema(
+        summary="部门列表（树序）", responses=DepartmentOutput(many=True)
+    ),
     retrieve=extend_schema(summary="部门详情", responses=DepartmentOutput),
     create=extend_schema(
-        summary="创建部门", request=DepartmentCreateInput, responses={201: DepartmentOutput}
+        summary="创建部门",
+        request=DepartmentCreateInput,
+        responses={201: DepartmentOutput},
     ),
     partial_update=extend_schema(
         summary="修改部门（改名、移动、排序）",
@@ -95,14 +102,18 @@ def _validated(serializer_class, data) -> dict:
     destroy=extend_schema(
         summary="删除部门",
         description="有员工或子部门时须用 move_to 指定转移到的部门，否则 400。",
-        parameters=[OpenApiParameter("move_to", OpenApiTypes.STR, OpenApiParameter.QUERY)],
+        parameters=[
+            OpenApiParameter("move_to", OpenApiTypes.STR, OpenApiParameter.QUERY)
+        ],
         responses={204: None},
     ),
 )
 class DepartmentViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    queryset = Department.objects.none()  # for DjangoModelPermissions; reads use selectors
+    queryset = (
+        Department.objects.none()
+    )  # for DjangoModelPermissions; reads use selectors
     serializer_class = DepartmentOutput
     permission_classes = [StaffModelPermissions]
     lookup_field = "department_id"
@@ -119,7 +130,9 @@ class DepartmentViewSet(
         department = services.department_create(
             actor=None, **_validated(DepartmentCreateInput, request.data)
         )
-        return Response(DepartmentOutput(department).data, status=status.HTTP_201_CREATED)
+        return Response(
+            DepartmentOutput(department).data, status=status.HTTP_201_CREATED
+        )
 
     def partial_update(self, request: Request, department_id: str) -> Response:
         department = services.department_update(
@@ -133,7 +146,9 @@ class DepartmentViewSet(
         services.department_delete(
             actor=None,
             department_id=department_id,
-            move_to=request.query_params.get("move_to") or request.data.get("move_to") or None,
+            move_to=request.query_params.get("move_to")
+            or request.data.get("move_to")
+            or None,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -151,7 +166,9 @@ class DepartmentViewSet(
             ),
             OpenApiParameter("is_ai_agent", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("is_active", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
-            OpenApiParameter("q", OpenApiTypes.STR, OpenApiParameter.QUERY, description="搜索"),
+            OpenApiParameter(
+                "q", OpenApiTypes.STR, OpenApiParameter.QUERY, description="搜索"
+            ),
         ],
     ),
     retrieve=extend_schema(summary="员工详情"),
@@ -170,7 +187,9 @@ class DepartmentViewSet(
 class EmployeeViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    queryset = Employee.objects.none()  # for DjangoModelPermissions; reads use selectors
+    queryset = (
+        Employee.objects.none()
+    )  # for DjangoModelPermissions; reads use selectors
     serializer_class = EmployeeOutput
     permission_classes = [StaffModelPermissions]
     pagination_class = EmployeePages
@@ -192,14 +211,22 @@ class EmployeeViewSet(
         return selectors.employee_get(employee_id=self.kwargs["employee_id"])
 
     def create(self, request: Request) -> Response:
-        issued = services.employee_create(actor=None, **_validated(EmployeeCreateInput, request.data))
+        issued = services.employee_create(
+            actor=None, **_validated(EmployeeCreateInput, request.data)
+        )
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, employee_id: str) -> Response:
         change = services.employee_update(
-            actor=None, employee_id=employee_id, updates=_validated(EmployeeFieldsInput, request.data)
+            actor=None,
+            employee_id=employee_id,
+            updates=_validated(EmployeeFieldsInput, request.data),
         )
-        return Response(EmployeeOutput(selectors.employee_get(employee_id=change.employee.employee_id)).data)
+        return Response(
+            EmployeeOutput(
+                selectors.employee_get(employee_id=change.employee.employee_id)
+            ).data
+        )
 
     @extend_schema(
         summary="重置 MQTT 凭证",
@@ -216,12 +243,17 @@ class EmployeeViewSet(
     )
     def reset_credentials(self, request: Request, employee_id: str) -> Response:
         employee = selectors.employee_get(employee_id=employee_id)
-        return Response(_issued(services.employee_credential_reset(actor=None, employee=employee)))
+        return Response(
+            _issued(services.employee_credential_reset(actor=None, employee=employee))
+        )
 
 
 def _issued(issued: services.IssuedCredential) -> dict:
     employee = selectors.employee_get(employee_id=issued.employee.employee_id)
-    return {**EmployeeOutput(employee).data, "mqtt_connection": issued.mqtt_connection()}
+    return {
+        **EmployeeOutput(employee).data,
+        "mqtt_connection": issued.mqtt_connection(),
+    }
 
 
 def _flag(value: str | None) -> bool | None:
@@ -236,8 +268,12 @@ class OrgTreeView(APIView):
     @extend_schema(
         summary="组织树（spec 3.5）",
         description="带上次的 version 请求：未变化时只返回 {version, unchanged: true}。",
-        parameters=[OpenApiParameter("version", OpenApiTypes.STR, OpenApiParameter.QUERY)],
+        parameters=[
+            OpenApiParameter("version", OpenApiTypes.STR, OpenApiParameter.QUERY)
+        ],
         responses=OrgTreeOutput,
     )
     def get(self, request: Request) -> Response:
-        return Response(selectors.org_tree(known_version=request.query_params.get("version")))
+        return Response(
+            selectors.org_tree(known_version=request.query_params.get("version"))
+        )

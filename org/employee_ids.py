@@ -18,13 +18,19 @@ MAX_STEM = 40
 def _ascii_slug(text: str) -> str:
     """Chinese as pinyin, accents dropped ("Zoë" -> "zoe"), anything else removed."""
     romanised = "".join(lazy_pinyin(text))
-    decomposed = unicodedata.normalize("NFKD", romanised).encode("ascii", "ignore").decode()
+    decomposed = (
+        unicodedata.normalize("NFKD", romanised).encode("ascii", "ignore").decode()
+    )
     return _NON_ID.sub("", decomposed.lower())[:MAX_STEM]
 
 
 def employee_id_stem(*, name: str, is_ai_agent: bool, slug: str | None = None) -> str:
-    """"emp_" + the name's pinyin for people, "ai_" + a slug (or the name's pinyin) for agents."""
-    stem = _ascii_slug(slug or "") or _ascii_slug(name) or ("agent" if is_ai_agent else "user")
+    """ "emp_" + the name's pinyin for people, "ai_" + a slug (or the name's pinyin) for agents."""
+    stem = (
+        _ascii_slug(slug or "")
+        or _ascii_slug(name)
+        or ("agent" if is_ai_agent else "user")
+    )
     return f"{'ai' if is_ai_agent else 'emp'}_{stem}"
 
 
@@ -42,7 +48,7 @@ def next_employee_id(stem: str) -> str:
 
 
 def next_department_id(*, name: str, slug: str | None = None) -> str:
-    """"dept_" + slug or the name's pinyin; a counter (dept_huadong_002) only when taken."""
+    """ "dept_" + slug or the name's pinyin; a counter (dept_huadong_002) only when taken."""
     stem = f"dept_{_ascii_slug(slug or '') or _ascii_slug(name) or 'department'}"
     if not Department.objects.filter(department_id=stem).exists():
         return stem

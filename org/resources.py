@@ -25,8 +25,24 @@ from org.models import Department, Employee
 class ChineseBooleanWidget(widgets.BooleanWidget):
     """Also 是/否 (what HR spreadsheets say); empty means "not given"."""
 
-    TRUE_VALUES = [*widgets.BooleanWidget.TRUE_VALUES, "是", "yes", "Yes", "YES", "y", "Y"]
-    FALSE_VALUES = [*widgets.BooleanWidget.FALSE_VALUES, "否", "no", "No", "NO", "n", "N"]
+    TRUE_VALUES = [
+        *widgets.BooleanWidget.TRUE_VALUES,
+        "是",
+        "yes",
+        "Yes",
+        "YES",
+        "y",
+        "Y",
+    ]
+    FALSE_VALUES = [
+        *widgets.BooleanWidget.FALSE_VALUES,
+        "否",
+        "no",
+        "No",
+        "NO",
+        "n",
+        "N",
+    ]
 
     def clean(self, value, row=None, **kwargs):
         if isinstance(value, str):
@@ -77,7 +93,9 @@ class ServiceResource(resources.ModelResource):
 class DepartmentResource(ServiceResource):
     department_id = fields.Field(attribute="department_id", column_name="department_id")
     name = fields.Field(attribute="name", column_name="name")
-    parent_id = fields.Field(column_name="parent_id", dehydrate_method="dehydrate_parent_id")
+    parent_id = fields.Field(
+        column_name="parent_id", dehydrate_method="dehydrate_parent_id"
+    )
     sort_order = fields.Field(
         attribute="sort_order", column_name="sort_order", widget=widgets.IntegerWidget()
     )
@@ -130,15 +148,21 @@ class EmployeeResource(ServiceResource):
     department_id = fields.Field(
         column_name="department_id", dehydrate_method="dehydrate_department_id"
     )
-    manager_id = fields.Field(column_name="manager_id", dehydrate_method="dehydrate_manager_id")
+    manager_id = fields.Field(
+        column_name="manager_id", dehydrate_method="dehydrate_manager_id"
+    )
     title = fields.Field(attribute="title", column_name="title")
     email = fields.Field(attribute="email", column_name="email")
     phone = fields.Field(attribute="phone", column_name="phone")
     is_ai_agent = fields.Field(
-        attribute="is_ai_agent", column_name="is_ai_agent", widget=ChineseBooleanWidget()
+        attribute="is_ai_agent",
+        column_name="is_ai_agent",
+        widget=ChineseBooleanWidget(),
     )
     is_org_admin = fields.Field(
-        attribute="is_org_admin", column_name="is_org_admin", widget=ChineseBooleanWidget()
+        attribute="is_org_admin",
+        column_name="is_org_admin",
+        widget=ChineseBooleanWidget(),
     )
     is_active = fields.Field(
         attribute="is_active", column_name="is_active", widget=ChineseBooleanWidget()
@@ -164,7 +188,9 @@ class EmployeeResource(ServiceResource):
         clean_model_instances = False
 
     def get_export_queryset(self, request=None):
-        return Employee.objects.select_related("department", "manager").order_by("employee_id")
+        return Employee.objects.select_related("department", "manager").order_by(
+            "employee_id"
+        )
 
     def dehydrate_department_id(self, employee: Employee) -> str:
         return employee.department.department_id if employee.department_id else ""
@@ -180,7 +206,9 @@ class EmployeeResource(ServiceResource):
     def save_through_service(self, instance, is_create, row):
         texts = {column: _text(row, column) for column in EMPLOYEE_TEXT_COLUMNS}
         flags = {column: self._flag(row, column) for column in EMPLOYEE_FLAG_COLUMNS}
-        refs = {column: _text(row, column) for column in ("department_id", "manager_id")}
+        refs = {
+            column: _text(row, column) for column in ("department_id", "manager_id")
+        }
         if is_create:
             issued = services.employee_create(
                 actor=None,
@@ -197,11 +225,16 @@ class EmployeeResource(ServiceResource):
                     actor=None, employee_id=issued.employee.employee_id
                 ).employee
             return issued.employee
-        if flags["is_ai_agent"] is not None and flags["is_ai_agent"] != instance.is_ai_agent:
+        if (
+            flags["is_ai_agent"] is not None
+            and flags["is_ai_agent"] != instance.is_ai_agent
+        ):
             raise ValidationError({"is_ai_agent": _("创建后不可修改")})
         updates: dict[str, Any] = {k: v for k, v in texts.items() if v is not None}
         updates |= {k: (v or None) for k, v in refs.items() if v is not None}
-        updates |= {k: v for k, v in flags.items() if v is not None and k != "is_ai_agent"}
+        updates |= {
+            k: v for k, v in flags.items() if v is not None and k != "is_ai_agent"
+        }
         if not updates:
             return Employee.objects.get(pk=instance.pk)
         return services.employee_update(

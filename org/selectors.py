@@ -61,7 +61,11 @@ def org_tree(*, known_version: str | None = None) -> dict:
         )
         .order_by("department__tree_id", "department__lft", "employee_id")
         .values_list(
-            "employee_id", "name", "department__department_id", "manager__employee_id", "is_ai_agent"
+            "employee_id",
+            "name",
+            "department__department_id",
+            "manager__employee_id",
+            "is_ai_agent",
         )
     ]
     return {"version": version, "departments": departments, "employees": employees}
@@ -105,14 +109,18 @@ def employee_list(
         employees = employees.filter(is_active=is_active)
     if search:
         employees = employees.filter(
-            Q(name__icontains=search) | Q(employee_id__icontains=search) | Q(email__icontains=search)
+            Q(name__icontains=search)
+            | Q(employee_id__icontains=search)
+            | Q(email__icontains=search)
         )
     return employees
 
 
 def department_get(*, department_id: str) -> Department:
     department = (
-        Department.objects.select_related("parent").filter(department_id=department_id).first()
+        Department.objects.select_related("parent")
+        .filter(department_id=department_id)
+        .first()
     )
     if department is None:
         raise NotFound(_("部门不存在：%(id)s") % {"id": department_id})

@@ -40,7 +40,11 @@ class StrictBooleanField(serializers.BooleanField):
 
 def _text(max_length: int, **kwargs) -> serializers.CharField:
     return serializers.CharField(
-        max_length=max_length, allow_blank=True, trim_whitespace=True, required=False, **kwargs
+        max_length=max_length,
+        allow_blank=True,
+        trim_whitespace=True,
+        required=False,
+        **kwargs,
     )
 
 
@@ -57,7 +61,9 @@ class AgentInput(StrictSerializer):
         child=serializers.CharField(max_length=50), max_length=20, required=False
     )
     owner = _public_id(required=False, allow_null=True, allow_blank=True)
-    ack_deadline_seconds = serializers.IntegerField(min_value=1, max_value=600, required=False)
+    ack_deadline_seconds = serializers.IntegerField(
+        min_value=1, max_value=600, required=False
+    )
 
 
 class EmployeeFieldsInput(StrictSerializer):
@@ -163,7 +169,13 @@ class AgentOutput(serializers.ModelSerializer):
 
     class Meta:
         model = AgentProfile
-        fields = ["description", "capabilities", "skills_badge", "owner", "ack_deadline_seconds"]
+        fields = [
+            "description",
+            "capabilities",
+            "skills_badge",
+            "owner",
+            "ack_deadline_seconds",
+        ]
 
 
 class EmployeeOutput(serializers.ModelSerializer):
@@ -233,7 +245,14 @@ class DepartmentOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Department
-        fields = ["department_id", "name", "parent_id", "sort_order", "created_at", "updated_at"]
+        fields = [
+            "department_id",
+            "name",
+            "parent_id",
+            "sort_order",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class OrgTreeDepartmentOutput(serializers.Serializer):

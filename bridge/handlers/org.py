@@ -31,7 +31,9 @@ def employee_create(request: Request) -> dict:
 def employee_update(request: Request) -> dict:
     fields = validate(EmployeeUpdateInput, request.payload)
     change = services.employee_update(
-        actor=request.employee, employee_id=fields["employee_id"], updates=fields["updates"]
+        actor=request.employee,
+        employee_id=fields["employee_id"],
+        updates=fields["updates"],
     )
     return {
         "employee_id": change.employee.employee_id,
@@ -64,7 +66,9 @@ def department_create(request: Request) -> dict:
 def department_update(request: Request) -> dict:
     fields = validate(DepartmentUpdateInput, request.payload)
     department = services.department_update(
-        actor=request.employee, department_id=fields["department_id"], updates=fields["updates"]
+        actor=request.employee,
+        department_id=fields["department_id"],
+        updates=fields["updates"],
     )
     return _department(department)
 

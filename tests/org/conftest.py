@@ -11,7 +11,9 @@ from tests.factories import EmployeeFactory
 
 @pytest.fixture
 def org_admin(db):
-    return EmployeeFactory(employee_id="emp_admin_001", name="管理员", is_org_admin=True)
+    return EmployeeFactory(
+        employee_id="emp_admin_001", name="管理员", is_org_admin=True
+    )
 
 
 @pytest.fixture
@@ -32,7 +34,11 @@ def agent(db, alice):
         name="销售小助",
         is_ai_agent=True,
         id_slug="sales",
-        agent={"owner": alice.employee_id, "capabilities": ["订单查询"], "skills_badge": ["⚡实时响应"]},
+        agent={
+            "owner": alice.employee_id,
+            "capabilities": ["订单查询"],
+            "skills_badge": ["⚡实时响应"],
+        },
     ).employee
 
 
@@ -47,7 +53,13 @@ def challenge():
     return issue
 
 
-def make_department(department_id: str, *, parent: Department | None = None, sort_order: int = 0, name=None):
+def make_department(
+    department_id: str,
+    *,
+    parent: Department | None = None,
+    sort_order: int = 0,
+    name=None,
+):
     """Through the service, so MPTT ordering is exactly what production produces."""
     return services.department_create(
         actor=None,

@@ -27,7 +27,16 @@ INLINE = {
 
 
 def _employee_form(**fields) -> dict:
-    return {**INLINE, "name": "", "title": "", "email": "", "phone": "", "avatar": "", "signature": "", **fields}
+    return {
+        **INLINE,
+        "name": "",
+        "title": "",
+        "email": "",
+        "phone": "",
+        "avatar": "",
+        "signature": "",
+        **fields,
+    }
 
 
 def _passwords(html: str) -> list[str]:
@@ -78,7 +87,9 @@ def test_employee_list_filters_and_search(admin_client, org_admin, alice, agent)
     sales = make_department("dept_sales", name="销售部")
     EmployeeFactory(employee_id="emp_zhang_001", name="张伟", department=sales)
     url = reverse("admin:org_employee_changelist")
-    by_department = admin_client.get(url, {"department__id__inhierarchy": sales.pk}).content.decode()
+    by_department = admin_client.get(
+        url, {"department__id__inhierarchy": sales.pk}
+    ).content.decode()
     assert "emp_zhang_001" in by_department and "emp_alice_001" not in by_department
     agents = admin_client.get(url, {"is_ai_agent__exact": "1"}).content.decode()
     assert agent.employee_id in agents and "emp_alice_001" not in agents
@@ -86,18 +97,30 @@ def test_employee_list_filters_and_search(admin_client, org_admin, alice, agent)
     assert "emp_zhang_001" in found and "emp_alice_001" not in found
 
 
-def test_manager_autocomplete_offers_active_people_only(admin_client, alice, bob, agent):
+def test_manager_autocomplete_offers_active_people_only(
+    admin_client, alice, bob, agent
+):
     Employee.objects.filter(pk=bob.pk).update(is_active=False)
     response = admin_client.get(
         reverse("admin:autocomplete"),
-        {"app_label": "org", "model_name": "employee", "field_name": "manager", "term": ""},
+        {
+            "app_label": "org",
+            "model_name": "employee",
+            "field_name": "manager",
+            "term": "",
+        },
     )
     ids = {r["text"] for r in response.json()["results"]}
     assert any("emp_alice_001" in t for t in ids)
     assert not any("emp_bob_001" in t for t in ids)
     owners = admin_client.get(
         reverse("admin:autocomplete"),
-        {"app_label": "org", "model_name": "agentprofile", "field_name": "owner", "term": ""},
+        {
+            "app_label": "org",
+            "model_name": "agentprofile",
+            "field_name": "owner",
+            "term": "",
+        },
     ).json()["results"]
     assert not any(agent.employee_id in r["text"] for r in owners)
 
@@ -108,7 +131,8 @@ def test_manager_autocomplete_offers_active_people_only(admin_client, alice, bob
 def test_add_employee_shows_the_password_once(hr, settings, published):
     sales = make_department("dept_sales", name="销售部")
     response = hr.post(
-        reverse("admin:org_employee_add"), _employee_form(name="王五", department=str(sales.pk))
+        reverse("admin:org_employee_add"),
+        _employee_form(name="王五", department=str(sales.pk)),
     )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -117,10 +141,15 @@ def test_add_employee_shows_the_password_once(hr, settings, published):
     assert verify_password(password, employee.mqtt_password_hash)
     assert password not in employee.mqtt_password_hash
     assert employee.department == sales
-    assert f"emp_wangwu_001:{employee.mqtt_password_hash}" in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+    assert (
+        f"emp_wangwu_001:{employee.mqtt_password_hash}"
+        in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+    )
     assert published.to("mchat/profile/emp_wangwu_001")[0]["event"] == "created"
     # The change page never shows it again.
-    page = hr.get(reverse("admin:org_employee_change", args=[employee.pk])).content.decode()
+    page = hr.get(
+        reverse("admin:org_employee_change", args=[employee.pk])
+    ).content.decode()
     assert password not in page
 
 
@@ -143,14 +172,22 @@ def test_add_agent_with_its_profile_inline(hr, alice):
     assert response.status_code == 200, response.content.decode()[:2000]
     profile = AgentProfile.objects.get(employee__employee_id="ai_service_001")
     assert profile.capabilities == ["退款查询", "物流查询", "发票"]
-    assert (profile.owner, profile.ack_deadline_seconds, profile.skills_badge) == (alice, 20, ["⚡实时响应"])
+    assert (profile.owner, profile.ack_deadline_seconds, profile.skills_badge) == (
+        alice,
+        20,
+        ["⚡实时响应"],
+    )
 
 
 def test_change_employee_goes_through_the_service(hr, bob, published):
     sales = make_department("dept_sales", name="销售部")
     before = org_version()
-    form = _employee_form(name="Bob", department=str(sales.pk), title="销售", is_active="on")
-    form.pop("agent_profile-TOTAL_FORMS")  # humans have no agent inline on the change page
+    form = _employee_form(
+        name="Bob", department=str(sales.pk), title="销售", is_active="on"
+    )
+    form.pop(
+        "agent_profile-TOTAL_FORMS"
+    )  # humans have no agent inline on the change page
     response = hr.post(reverse("admin:org_employee_change", args=[bob.pk]), form)
     assert response.status_code == 302
     bob.refresh_from_db()
@@ -162,21 +199,36 @@ def test_change_employee_goes_through_the_service(hr, bob, published):
 
 def test_a_service_refusal_is_shown_on_the_form(admin_client, alice, bob):
     Employee.objects.filter(pk=alice.pk).update(manager=bob)
-    form = {"name": "Bob", "manager": str(alice.pk), "is_active": "on", "title": "", "email": "", "phone": "", "avatar": "", "signature": ""}
-    response = admin_client.post(reverse("admin:org_employee_change", args=[bob.pk]), form)
+    form = {
+        "name": "Bob",
+        "manager": str(alice.pk),
+        "is_active": "on",
+        "title": "",
+        "email": "",
+        "phone": "",
+        "avatar": "",
+        "signature": "",
+    }
+    response = admin_client.post(
+        reverse("admin:org_employee_change", args=[bob.pk]), form
+    )
     assert response.status_code == 200
     assert "manager_id 会形成循环的汇报关系" in response.content.decode()
     bob.refresh_from_db()
     assert bob.manager is None
 
 
-def test_reset_credentials_confirms_then_shows_new_passwords_once(hr, alice, bob, settings):
+def test_reset_credentials_confirms_then_shows_new_passwords_once(
+    hr, alice, bob, settings
+):
     url = reverse("admin:org_employee_changelist")
     selection = {"action": "reset_credentials", "_selected_action": [alice.pk, bob.pk]}
     confirm = hr.post(url, selection)
     assert confirm.status_code == 200
     assert "确认重置" in confirm.content.decode()
-    assert Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
+    assert (
+        Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
+    )
 
     done = hr.post(url, {**selection, "post": "yes"})
     assert done.status_code == 200
@@ -185,11 +237,14 @@ def test_reset_credentials_confirms_then_shows_new_passwords_once(hr, alice, bob
     assert len(passwords) == 2
     for employee in (alice, bob):
         fresh = Employee.objects.get(pk=employee.pk)
-        assert not verify_password("secret", fresh.mqtt_password_hash)  # the factory's old one
+        assert not verify_password(
+            "secret", fresh.mqtt_password_hash
+        )  # the factory's old one
         assert any(verify_password(p, fresh.mqtt_password_hash) for p in passwords)
-    assert f"{alice.employee_id}:{Employee.objects.get(pk=alice.pk).mqtt_password_hash}" in (
-        settings.MCHAT_BROKER_DIR / "passwd"
-    ).read_text()
+    assert (
+        f"{alice.employee_id}:{Employee.objects.get(pk=alice.pk).mqtt_password_hash}"
+        in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+    )
 
 
 def test_reset_needs_its_own_permission(client, staff, alice):
@@ -197,8 +252,13 @@ def test_reset_needs_its_own_permission(client, staff, alice):
     url = reverse("admin:org_employee_changelist")
     page = client.get(url).content.decode()
     assert "reset_credentials" not in page
-    response = client.post(url, {"action": "reset_credentials", "_selected_action": [alice.pk], "post": "yes"})
-    assert Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
+    response = client.post(
+        url,
+        {"action": "reset_credentials", "_selected_action": [alice.pk], "post": "yes"},
+    )
+    assert (
+        Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
+    )
     assert response.status_code in (200, 302)
     staff.user_permissions.add(Permission.objects.get(codename="reset_credentials"))
     assert "reset_credentials" in client.get(url).content.decode()
@@ -209,14 +269,24 @@ def test_deactivate_and_reactivate_actions(hr, bob, settings, published):
     url = reverse("admin:org_employee_changelist")
     hr.post(url, {"action": "deactivate", "_selected_action": [bob.pk]})
     assert not Employee.objects.get(pk=bob.pk).is_active
-    assert f"{bob.employee_id}:" not in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+    assert (
+        f"{bob.employee_id}:" not in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+    )
     hr.post(url, {"action": "reactivate", "_selected_action": [bob.pk]})
     assert Employee.objects.get(pk=bob.pk).is_active
-    assert [e["event"] for e in published.to(f"mchat/profile/{bob.employee_id}")] == ["deactivated", "reactivated"]
+    assert [e["event"] for e in published.to(f"mchat/profile/{bob.employee_id}")] == [
+        "deactivated",
+        "reactivated",
+    ]
 
 
 def test_employees_cannot_be_deleted_only_deactivated(admin_client, bob):
-    assert admin_client.get(reverse("admin:org_employee_delete", args=[bob.pk])).status_code == 403
+    assert (
+        admin_client.get(
+            reverse("admin:org_employee_delete", args=[bob.pk])
+        ).status_code
+        == 403
+    )
 
 
 # --- departments -------------------------------------------------------------------------------
@@ -225,12 +295,21 @@ def test_employees_cannot_be_deleted_only_deactivated(admin_client, bob):
 def test_add_and_change_department(admin_client):
     sales = make_department("dept_sales", name="销售部")
     response = admin_client.post(
-        reverse("admin:org_department_add"), {"name": "华东区", "parent": str(sales.pk), "sort_order": "1", "department_id": ""}
+        reverse("admin:org_department_add"),
+        {
+            "name": "华东区",
+            "parent": str(sales.pk),
+            "sort_order": "1",
+            "department_id": "",
+        },
     )
     assert response.status_code == 302
     east = Department.objects.get(department_id="dept_huadongqu")
     assert east.parent == sales
-    admin_client.post(reverse("admin:org_department_change", args=[east.pk]), {"name": "华东销售区", "parent": "", "sort_order": "0"})
+    admin_client.post(
+        reverse("admin:org_department_change", args=[east.pk]),
+        {"name": "华东销售区", "parent": "", "sort_order": "0"},
+    )
     east.refresh_from_db()
     assert (east.name, east.parent) == ("华东销售区", None)
     assert assert_tree_consistent() == ["dept_huadongqu", "dept_sales"]
@@ -240,7 +319,8 @@ def test_department_cycle_is_a_form_error(admin_client):
     sales = make_department("dept_sales", name="销售部")
     east = make_department("dept_east", parent=sales)
     response = admin_client.post(
-        reverse("admin:org_department_change", args=[sales.pk]), {"name": "销售部", "parent": str(east.pk), "sort_order": "0"}
+        reverse("admin:org_department_change", args=[sales.pk]),
+        {"name": "销售部", "parent": str(east.pk), "sort_order": "0"},
     )
     assert response.status_code == 200
     assert Department.objects.get(pk=sales.pk).parent is None
@@ -252,15 +332,29 @@ def test_drag_and_drop_moves_through_the_service(hr):
     before = org_version()
     response = hr.post(
         reverse("admin:org_department_changelist"),
-        {"cmd": "move_node", "cut_item": tech.pk, "pasted_on": sales.pk, "position": "left"},
+        {
+            "cmd": "move_node",
+            "cut_item": tech.pk,
+            "pasted_on": sales.pk,
+            "position": "left",
+        },
     )
     assert response.content == b"OK, moved."
     assert assert_tree_consistent() == ["dept_tech", "dept_sales"]
-    assert list(Department.objects.order_by("sort_order").values_list("department_id", flat=True)) == ["dept_tech", "dept_sales"]
+    assert list(
+        Department.objects.order_by("sort_order").values_list(
+            "department_id", flat=True
+        )
+    ) == ["dept_tech", "dept_sales"]
     assert org_version() != before
     refused = hr.post(
         reverse("admin:org_department_changelist"),
-        {"cmd": "move_node", "cut_item": sales.pk, "pasted_on": sales.pk, "position": "last-child"},
+        {
+            "cmd": "move_node",
+            "cut_item": sales.pk,
+            "pasted_on": sales.pk,
+            "position": "last-child",
+        },
     )
     assert refused.content.startswith(b"FAIL")
 
@@ -288,7 +382,8 @@ def test_delete_department_asks_where_members_go(hr, published):
 
 def test_broadcast_a_system_notice(hr, published):
     response = hr.post(
-        reverse("admin:org_systemnotice_add"), {"title": "系统维护", "text": "今晚 22:00 维护 30 分钟"}
+        reverse("admin:org_systemnotice_add"),
+        {"title": "系统维护", "text": "今晚 22:00 维护 30 分钟"},
     )
     assert response.status_code == 302
     notice = SystemNotice.objects.get()
@@ -303,4 +398,6 @@ def test_broadcast_a_system_notice(hr, published):
         "created_at": message.payload["created_at"],
     }
     assert re.fullmatch(r"notify_[0-9a-f]{24}", notice.notify_id)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message.payload["created_at"])
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message.payload["created_at"]
+    )

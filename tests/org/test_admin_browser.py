@@ -12,7 +12,11 @@ import pytest
 from bridge.broker import verify_password
 from org.models import Department, Employee
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(300),
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,10 +39,14 @@ def browser_page(monkeypatch):
     # ordinary blocking calls made between browser steps.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS
+        )
         try:
             # A Chinese-speaking HR user: the browser asks for zh-CN like theirs does.
-            context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+            context = browser.new_context(
+                locale="zh-CN", viewport={"width": 1280, "height": 900}
+            )
             page = context.new_page()
             page.set_default_timeout(20_000)
             yield page
@@ -47,10 +55,14 @@ def browser_page(monkeypatch):
 
 
 def _password_cells(page) -> list[str]:
-    return [cell.inner_text().strip() for cell in page.locator("code.mchat-password").all()]
+    return [
+        cell.inner_text().strip() for cell in page.locator("code.mchat-password").all()
+    ]
 
 
-def test_hr_creates_department_and_employee_and_resets_a_credential(live_server, admin_user, browser_page):
+def test_hr_creates_department_and_employee_and_resets_a_credential(
+    live_server, admin_user, browser_page
+):
     page = browser_page
     page.goto(f"{live_server.url}/admin/login/")
     assert "MChat 组织管理后台" in page.content()
@@ -67,7 +79,9 @@ def test_hr_creates_department_and_employee_and_resets_a_credential(live_server,
     page.click("input[name=_save]")
     page.wait_for_url(f"{live_server.url}/admin/org/department/")
     assert page.locator("#result_list").inner_text().count("dept_xiaoshoubu") == 1
-    page.screenshot(path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True)
+    page.screenshot(
+        path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True
+    )
 
     # An employee, the department chosen through the autocomplete widget.
     page.goto(f"{live_server.url}/admin/org/employee/add/")
@@ -81,7 +95,9 @@ def test_hr_creates_department_and_employee_and_resets_a_credential(live_server,
     assert "以下密码只显示这一次" in page.content()
     [first_password] = _password_cells(page)
     employee = Employee.objects.get(employee_id="emp_zhangsan_001")
-    assert employee.department == Department.objects.get(department_id="dept_xiaoshoubu")
+    assert employee.department == Department.objects.get(
+        department_id="dept_xiaoshoubu"
+    )
     assert verify_password(first_password, employee.mqtt_password_hash)
 
     # Reset its credential from the list: confirm, then the new password, once.
@@ -93,7 +109,9 @@ def test_hr_creates_department_and_employee_and_resets_a_credential(live_server,
     page.click("input[type=submit][value=确认重置]")
     page.wait_for_selector("#mchat-credentials")
     [new_password] = _password_cells(page)
-    page.screenshot(path=str(SCREENSHOT_DIR / "mchat-admin-credential-reset.png"), full_page=True)
+    page.screenshot(
+        path=str(SCREENSHOT_DIR / "mchat-admin-credential-reset.png"), full_page=True
+    )
     assert new_password != first_password
     assert page.content().count(new_password) == 1
     employee.refresh_from_db()

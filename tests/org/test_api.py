@@ -27,24 +27,56 @@ def org(db):
 
 def _integration_client(*codenames: str, staff: bool = True) -> APIClient:
     """An integration account authenticated by token, holding exactly these permissions."""
-    user = User.objects.create_user(f"hr-{len(codenames)}-{staff}-{User.objects.count()}", is_staff=staff)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="org", codename__in=codenames))
+    user = User.objects.create_user(
+        f"hr-{len(codenames)}-{staff}-{User.objects.count()}", is_staff=staff
+    )
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="org", codename__in=codenames
+        )
+    )
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
+    )
     return client
 
 
 # (method, path, body, permission that allows it, expected success status)
 ENDPOINTS = [
     ("get", "/api/v1/departments/", None, ["view_department"], 200),
-    ("post", "/api/v1/departments/", {"name": "华东区", "parent_id": "dept_sales"}, ["add_department"], 201),
+    (
+        "post",
+        "/api/v1/departments/",
+        {"name": "华东区", "parent_id": "dept_sales"},
+        ["add_department"],
+        201,
+    ),
     ("get", "/api/v1/departments/dept_sales/", None, ["view_department"], 200),
-    ("patch", "/api/v1/departments/dept_tech/", {"sort_order": 0}, ["change_department"], 200),
+    (
+        "patch",
+        "/api/v1/departments/dept_tech/",
+        {"sort_order": 0},
+        ["change_department"],
+        200,
+    ),
     ("delete", "/api/v1/departments/dept_empty/", None, ["delete_department"], 204),
     ("get", "/api/v1/employees/", None, ["view_employee"], 200),
-    ("post", "/api/v1/employees/", {"name": "王五", "department_id": "dept_sales"}, ["add_employee"], 201),
+    (
+        "post",
+        "/api/v1/employees/",
+        {"name": "王五", "department_id": "dept_sales"},
+        ["add_employee"],
+        201,
+    ),
     ("get", "/api/v1/employees/emp_bob_001/", None, ["view_employee"], 200),
-    ("patch", "/api/v1/employees/emp_bob_001/", {"title": "销售"}, ["change_employee"], 200),
+    (
+        "patch",
+        "/api/v1/employees/emp_bob_001/",
+        {"title": "销售"},
+        ["change_employee"],
+        200,
+    ),
     (
         "post",
         "/api/v1/employees/emp_bob_001/reset-credentials/",
@@ -57,7 +89,11 @@ ENDPOINTS = [
 
 
 def _request(client: APIClient, method: str, path: str, body):
-    return getattr(client, method)(path, body, format="json") if body is not None else getattr(client, method)(path)
+    return (
+        getattr(client, method)(path, body, format="json")
+        if body is not None
+        else getattr(client, method)(path)
+    )
 
 
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
@@ -77,16 +113,27 @@ def test_a_bad_token_is_401(org, method, path, body, perms, ok):
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
 def test_without_the_permission_is_403(org, method, path, body, perms, ok):
     # Every other org permission, but not the one(s) this endpoint needs.
-    others = Permission.objects.filter(content_type__app_label="org").exclude(codename__in=perms)
+    others = Permission.objects.filter(content_type__app_label="org").exclude(
+        codename__in=perms
+    )
     client = _integration_client(*others.values_list("codename", flat=True))
     response = _request(client, method, path, body)
     assert response.status_code == 403
-    assert response.json() == {"code": 403, "message": response.json()["message"], "data": None}
+    assert response.json() == {
+        "code": 403,
+        "message": response.json()["message"],
+        "data": None,
+    }
 
 
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
 def test_non_staff_is_403_even_with_the_permission(org, method, path, body, perms, ok):
-    assert _request(_integration_client(*perms, staff=False), method, path, body).status_code == 403
+    assert (
+        _request(
+            _integration_client(*perms, staff=False), method, path, body
+        ).status_code
+        == 403
+    )
 
 
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
@@ -100,15 +147,24 @@ def test_with_the_permission_succeeds(org, method, path, body, perms, ok):
 
 @pytest.fixture
 def hr(db):
-    codenames = Permission.objects.filter(content_type__app_label="org").values_list("codename", flat=True)
+    codenames = Permission.objects.filter(content_type__app_label="org").values_list(
+        "codename", flat=True
+    )
     return _integration_client(*codenames)
 
 
-def test_create_employee_returns_the_credential_once(hr, org, settings, django_capture_on_commit_callbacks):
+def test_create_employee_returns_the_credential_once(
+    hr, org, settings, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         response = hr.post(
             "/api/v1/employees/",
-            {"name": "销售小助", "is_ai_agent": True, "id_slug": "sales", "agent": {"capabilities": ["订单查询"]}},
+            {
+                "name": "销售小助",
+                "is_ai_agent": True,
+                "id_slug": "sales",
+                "agent": {"capabilities": ["订单查询"]},
+            },
             format="json",
         )
     assert response.status_code == 201
@@ -128,29 +184,66 @@ def test_employee_list_filters_and_pages(hr, org):
     tech = Department.objects.get(department_id="dept_tech")
     for i in range(3):
         EmployeeFactory(department=tech, name=f"工程师{i}")
-    page = hr.get("/api/v1/employees/", {"department_id": "dept_tech", "page_size": 2}).json()
+    page = hr.get(
+        "/api/v1/employees/", {"department_id": "dept_tech", "page_size": 2}
+    ).json()
     assert page["count"] == 3 and len(page["results"]) == 2
     assert all(e["department_id"] == "dept_tech" for e in page["results"])
     found = hr.get("/api/v1/employees/", {"q": "Bob"}).json()["results"]
     assert [e["employee_id"] for e in found] == ["emp_bob_001"]
     unknown = hr.get("/api/v1/employees/", {"department_id": "dept_nowhere"})
-    assert (unknown.status_code, unknown.json()["message"]) == (400, "department_id 不存在：dept_nowhere")
+    assert (unknown.status_code, unknown.json()["message"]) == (
+        400,
+        "department_id 不存在：dept_nowhere",
+    )
 
 
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "message"),
     [
-        ("get", "/api/v1/employees/emp_ghost_001/", None, 404, "员工不存在：emp_ghost_001"),
-        ("patch", "/api/v1/employees/emp_ghost_001/", {"name": "x"}, 404, "员工不存在：emp_ghost_001"),
+        (
+            "get",
+            "/api/v1/employees/emp_ghost_001/",
+            None,
+            404,
+            "员工不存在：emp_ghost_001",
+        ),
+        (
+            "patch",
+            "/api/v1/employees/emp_ghost_001/",
+            {"name": "x"},
+            404,
+            "员工不存在：emp_ghost_001",
+        ),
         ("get", "/api/v1/departments/dept_ghost/", None, 404, "部门不存在：dept_ghost"),
         ("post", "/api/v1/employees/", {}, 400, "name 不能为空"),
-        ("post", "/api/v1/employees/", {"name": "x", "department_id": "dept_nowhere"}, 400, "department_id 不存在：dept_nowhere"),
-        ("patch", "/api/v1/employees/emp_bob_001/", {"nickname": "x"}, 400, "nickname 不是可修改的字段"),
-        ("patch", "/api/v1/departments/dept_sales/", {"parent_id": "dept_sales"}, 400, "parent_id 不能是该部门自身或其下级部门"),
+        (
+            "post",
+            "/api/v1/employees/",
+            {"name": "x", "department_id": "dept_nowhere"},
+            400,
+            "department_id 不存在：dept_nowhere",
+        ),
+        (
+            "patch",
+            "/api/v1/employees/emp_bob_001/",
+            {"nickname": "x"},
+            400,
+            "nickname 不是可修改的字段",
+        ),
+        (
+            "patch",
+            "/api/v1/departments/dept_sales/",
+            {"parent_id": "dept_sales"},
+            400,
+            "parent_id 不能是该部门自身或其下级部门",
+        ),
         ("delete", "/api/v1/departments/dept_sales/", None, 400, "move_to"),
     ],
 )
-def test_errors_use_the_bridges_codes_and_messages(hr, org, method, path, body, status, message):
+def test_errors_use_the_bridges_codes_and_messages(
+    hr, org, method, path, body, status, message
+):
     response = _request(hr, method, path, body)
     assert response.status_code == status
     payload = response.json()
@@ -161,20 +254,29 @@ def test_errors_use_the_bridges_codes_and_messages(hr, org, method, path, body, 
 def test_delete_with_move_to(hr, org):
     response = hr.delete("/api/v1/departments/dept_sales/?move_to=dept_tech")
     assert response.status_code == 204
-    assert Employee.objects.get(employee_id="emp_bob_001").department.department_id == "dept_tech"
+    assert (
+        Employee.objects.get(employee_id="emp_bob_001").department.department_id
+        == "dept_tech"
+    )
     assert assert_tree_consistent() == ["dept_tech", "dept_empty"]
 
 
 def test_deactivate_over_rest(hr, org, published, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = hr.patch("/api/v1/employees/emp_bob_001/", {"is_active": False}, format="json")
+        response = hr.patch(
+            "/api/v1/employees/emp_bob_001/", {"is_active": False}, format="json"
+        )
     assert response.status_code == 200 and response.json()["is_active"] is False
     assert published.to("mchat/profile/emp_bob_001")[0]["event"] == "deactivated"
 
 
 def test_org_tree_version(hr, org):
     tree = hr.get("/api/v1/org/tree/").json()
-    assert [d["department_id"] for d in tree["departments"]] == ["dept_sales", "dept_tech", "dept_empty"]
+    assert [d["department_id"] for d in tree["departments"]] == [
+        "dept_sales",
+        "dept_tech",
+        "dept_empty",
+    ]
     assert hr.get("/api/v1/org/tree/", {"version": tree["version"]}).json() == {
         "version": tree["version"],
         "unchanged": True,
@@ -188,7 +290,11 @@ def test_schema_and_docs_are_served(hr, admin_client):
     schema = hr.get("/api/schema/")
     assert schema.status_code == 200
     text = schema.content.decode()
-    for path in ("/api/v1/departments/", "/api/v1/employees/{employee_id}/reset-credentials/", "/api/v1/org/tree/"):
+    for path in (
+        "/api/v1/departments/",
+        "/api/v1/employees/{employee_id}/reset-credentials/",
+        "/api/v1/org/tree/",
+    ):
         assert path in text
     assert admin_client.get("/api/docs/").status_code == 200
 
@@ -204,7 +310,9 @@ def test_org_schema_generates_without_warnings():
 
     GENERATOR_STATS.reset()
     with GENERATOR_STATS.silence():
-        schema = SchemaGenerator(patterns=urls.urlpatterns).get_schema(request=None, public=True)
+        schema = SchemaGenerator(patterns=urls.urlpatterns).get_schema(
+            request=None, public=True
+        )
     problems = {**GENERATOR_STATS._warn_cache, **GENERATOR_STATS._error_cache}
     GENERATOR_STATS.reset()
     assert not problems
@@ -216,4 +324,6 @@ def test_reset_credentials_needs_its_own_permission(org):
     client = _integration_client("view_employee", "change_employee", "add_employee")
     response = client.post("/api/v1/employees/emp_bob_001/reset-credentials/")
     assert response.status_code == 403
-    assert verify_password("secret", Employee.objects.get(employee_id="emp_bob_001").mqtt_password_hash)
+    assert verify_password(
+        "secret", Employee.objects.get(employee_id="emp_bob_001").mqtt_password_hash
+    )

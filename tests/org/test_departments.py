@@ -42,48 +42,94 @@ def _parent(department_id: str) -> str | None:
 
 
 def test_siblings_follow_sort_order_whatever_the_insert_order(call, org_admin, tree):
-    response = call(org_admin, "department.create", name="华北区", parent_id="dept_sales", sort_order=0)
+    response = call(
+        org_admin,
+        "department.create",
+        name="华北区",
+        parent_id="dept_sales",
+        sort_order=0,
+    )
     assert response["code"] == 0, response
     assert response["data"]["department_id"] == "dept_huabeiqu"
     assert response["data"]["parent_id"] == "dept_sales"
-    assert _ids() == ["dept_sales", "dept_huabeiqu", "dept_east", "dept_west", "dept_tech"]
+    assert _ids() == [
+        "dept_sales",
+        "dept_huabeiqu",
+        "dept_east",
+        "dept_west",
+        "dept_tech",
+    ]
     root = call(org_admin, "department.create", name="行政部", sort_order=0)
     assert root["data"]["parent_id"] is None
     assert _ids()[0] == "dept_xingzhengbu"
 
 
 def test_create_with_an_explicit_id(call, org_admin, tree):
-    assert call(org_admin, "department.create", name="华南区", department_id="dept_south")["data"]["department_id"] == "dept_south"
+    assert (
+        call(org_admin, "department.create", name="华南区", department_id="dept_south")[
+            "data"
+        ]["department_id"]
+        == "dept_south"
+    )
     taken = call(org_admin, "department.create", name="x", department_id="dept_south")
-    assert (taken["code"], taken["message"]) == (400, "department_id 已存在：dept_south")
+    assert (taken["code"], taken["message"]) == (
+        400,
+        "department_id 已存在：dept_south",
+    )
     bad = call(org_admin, "department.create", name="x", department_id="Dept-South")
     assert bad["code"] == 400 and bad["message"].startswith("department_id 格式不正确")
 
 
 def test_create_under_an_unknown_parent_is_400(call, org_admin):
     response = call(org_admin, "department.create", name="x", parent_id="dept_nowhere")
-    assert (response["code"], response["message"]) == (400, "parent_id 不存在：dept_nowhere")
+    assert (response["code"], response["message"]) == (
+        400,
+        "parent_id 不存在：dept_nowhere",
+    )
 
 
 def test_move_to_another_parent_and_reorder(call, org_admin, tree):
     response = call(
-        org_admin, "department.update", department_id="dept_east", updates={"parent_id": "dept_tech", "sort_order": 5}
+        org_admin,
+        "department.update",
+        department_id="dept_east",
+        updates={"parent_id": "dept_tech", "sort_order": 5},
     )
     assert response["code"] == 0, response
     assert response["data"]["parent_id"] == "dept_tech"
     assert _ids() == ["dept_sales", "dept_west", "dept_tech", "dept_east"]
-    call(org_admin, "department.update", department_id="dept_tech", updates={"sort_order": 0})
+    call(
+        org_admin,
+        "department.update",
+        department_id="dept_tech",
+        updates={"sort_order": 0},
+    )
     assert _ids() == ["dept_tech", "dept_east", "dept_sales", "dept_west"]
-    to_root = call(org_admin, "department.update", department_id="dept_east", updates={"parent_id": None})
+    to_root = call(
+        org_admin,
+        "department.update",
+        department_id="dept_east",
+        updates={"parent_id": None},
+    )
     assert to_root["data"]["parent_id"] is None
     assert _parent("dept_east") is None
     _ids()
 
 
 @pytest.mark.parametrize("new_parent", ["dept_sales", "dept_east"])
-def test_a_department_cannot_move_under_itself_or_a_descendant(call, org_admin, tree, new_parent):
-    response = call(org_admin, "department.update", department_id="dept_sales", updates={"parent_id": new_parent})
-    assert (response["code"], response["message"]) == (400, "parent_id 不能是该部门自身或其下级部门")
+def test_a_department_cannot_move_under_itself_or_a_descendant(
+    call, org_admin, tree, new_parent
+):
+    response = call(
+        org_admin,
+        "department.update",
+        department_id="dept_sales",
+        updates={"parent_id": new_parent},
+    )
+    assert (response["code"], response["message"]) == (
+        400,
+        "parent_id 不能是该部门自身或其下级部门",
+    )
     assert _parent("dept_sales") is None
     _ids()
 
@@ -93,14 +139,26 @@ def test_a_department_cannot_move_under_itself_or_a_descendant(call, org_admin, 
     [
         ("dept_ghost", {"name": "x"}, 404, "部门不存在：dept_ghost"),
         ("dept_east", {}, 400, "updates 不能为空"),
-        ("dept_east", {"department_id": "dept_x"}, 400, "updates.department_id 不是可修改的字段"),
+        (
+            "dept_east",
+            {"department_id": "dept_x"},
+            400,
+            "updates.department_id 不是可修改的字段",
+        ),
         ("dept_east", {"name": " "}, 400, "updates.name 不能为空"),
         ("dept_east", {"sort_order": "first"}, 400, "updates.sort_order"),
-        ("dept_east", {"parent_id": "dept_nowhere"}, 400, "parent_id 不存在：dept_nowhere"),
+        (
+            "dept_east",
+            {"parent_id": "dept_nowhere"},
+            400,
+            "parent_id 不存在：dept_nowhere",
+        ),
     ],
 )
 def test_update_refusals(call, org_admin, tree, department_id, updates, code, message):
-    response = call(org_admin, "department.update", department_id=department_id, updates=updates)
+    response = call(
+        org_admin, "department.update", department_id=department_id, updates=updates
+    )
     assert (response["code"], response["data"]) == (code, None)
     assert message in response["message"]
 
@@ -109,8 +167,14 @@ def test_every_department_write_changes_the_version(call, org_admin, tree, chall
     seen = {org_version()}
     writes = [
         ("department.create", {"name": "华南区", "parent_id": "dept_sales"}),
-        ("department.update", {"department_id": "dept_east", "updates": {"name": "华东销售区"}}),
-        ("department.update", {"department_id": "dept_east", "updates": {"parent_id": "dept_tech"}}),
+        (
+            "department.update",
+            {"department_id": "dept_east", "updates": {"name": "华东销售区"}},
+        ),
+        (
+            "department.update",
+            {"department_id": "dept_east", "updates": {"parent_id": "dept_tech"}},
+        ),
         ("department.delete", {"department_id": "dept_east"}),
     ]
     for action, fields in writes:
@@ -125,7 +189,12 @@ def test_every_department_write_changes_the_version(call, org_admin, tree, chall
 
 
 def test_delete_an_empty_department(call, org_admin, tree, challenge):
-    response = call(org_admin, "department.delete", department_id="dept_west", **challenge(org_admin))
+    response = call(
+        org_admin,
+        "department.delete",
+        department_id="dept_west",
+        **challenge(org_admin),
+    )
     assert response["code"] == 0, response
     assert response["data"]["department_id"] == "dept_west"
     assert response["data"]["moved_to"] is None
@@ -133,27 +202,49 @@ def test_delete_an_empty_department(call, org_admin, tree, challenge):
     assert _ids() == ["dept_sales", "dept_east", "dept_tech"]
 
 
-def test_delete_with_members_is_refused_without_move_to(call, org_admin, tree, challenge):
+def test_delete_with_members_is_refused_without_move_to(
+    call, org_admin, tree, challenge
+):
     EmployeeFactory(department=tree["west"])
-    response = call(org_admin, "department.delete", department_id="dept_west", **challenge(org_admin))
+    response = call(
+        org_admin,
+        "department.delete",
+        department_id="dept_west",
+        **challenge(org_admin),
+    )
     assert response["code"] == 400
     assert "move_to" in response["message"]
     assert Department.objects.filter(department_id="dept_west").exists()
 
 
-def test_delete_with_children_is_refused_without_move_to(call, org_admin, tree, challenge):
-    response = call(org_admin, "department.delete", department_id="dept_sales", **challenge(org_admin))
+def test_delete_with_children_is_refused_without_move_to(
+    call, org_admin, tree, challenge
+):
+    response = call(
+        org_admin,
+        "department.delete",
+        department_id="dept_sales",
+        **challenge(org_admin),
+    )
     assert response["code"] == 400
     assert "move_to" in response["message"]
     assert _ids() == ["dept_sales", "dept_east", "dept_west", "dept_tech"]
 
 
-def test_delete_with_move_to_moves_members_and_children(call, org_admin, tree, challenge, published):
+def test_delete_with_move_to_moves_members_and_children(
+    call, org_admin, tree, challenge, published
+):
     member = EmployeeFactory(employee_id="emp_member_001", department=tree["sales"])
-    former = EmployeeFactory(employee_id="emp_former_001", department=tree["sales"], is_active=False)
+    former = EmployeeFactory(
+        employee_id="emp_former_001", department=tree["sales"], is_active=False
+    )
     published.clear()
     response = call(
-        org_admin, "department.delete", department_id="dept_sales", move_to="dept_tech", **challenge(org_admin)
+        org_admin,
+        "department.delete",
+        department_id="dept_sales",
+        move_to="dept_tech",
+        **challenge(org_admin),
     )
     assert response["code"] == 0, response
     data = response["data"]
@@ -165,7 +256,10 @@ def test_delete_with_move_to_moves_members_and_children(call, org_admin, tree, c
     assert Employee.objects.get(pk=member.pk).department.department_id == "dept_tech"
     assert Employee.objects.get(pk=former.pk).department.department_id == "dept_tech"
     [event] = published.to("mchat/profile/emp_member_001")
-    assert (event["fields"], event["profile"]["department_id"]) == (["department_id"], "dept_tech")
+    assert (event["fields"], event["profile"]["department_id"]) == (
+        ["department_id"],
+        "dept_tech",
+    )
     assert published.to("mchat/profile/emp_former_001") == []  # not in the org any more
 
 
@@ -177,25 +271,55 @@ def test_delete_with_move_to_moves_members_and_children(call, org_admin, tree, c
         ("dept_nowhere", "move_to 不存在：dept_nowhere"),
     ],
 )
-def test_delete_move_to_must_be_outside_the_department(call, org_admin, tree, challenge, move_to, message):
-    response = call(org_admin, "department.delete", department_id="dept_sales", move_to=move_to, **challenge(org_admin))
+def test_delete_move_to_must_be_outside_the_department(
+    call, org_admin, tree, challenge, move_to, message
+):
+    response = call(
+        org_admin,
+        "department.delete",
+        department_id="dept_sales",
+        move_to=move_to,
+        **challenge(org_admin),
+    )
     assert (response["code"], response["message"]) == (400, message)
     _ids()
 
 
 def test_delete_of_an_unknown_department_is_404(call, org_admin, challenge):
-    response = call(org_admin, "department.delete", department_id="dept_ghost", **challenge(org_admin))
+    response = call(
+        org_admin,
+        "department.delete",
+        department_id="dept_ghost",
+        **challenge(org_admin),
+    )
     assert (response["code"], response["message"]) == (404, "部门不存在：dept_ghost")
 
 
-def test_delete_needs_a_fresh_challenge_of_the_caller(call, org_admin, alice, tree, challenge):
-    assert call(org_admin, "department.delete", department_id="dept_west")["code"] == 401
+def test_delete_needs_a_fresh_challenge_of_the_caller(
+    call, org_admin, alice, tree, challenge
+):
+    assert (
+        call(org_admin, "department.delete", department_id="dept_west")["code"] == 401
+    )
     someone_elses = challenge(alice)
-    assert call(org_admin, "department.delete", department_id="dept_west", **someone_elses)["code"] == 401
+    assert (
+        call(
+            org_admin, "department.delete", department_id="dept_west", **someone_elses
+        )["code"]
+        == 401
+    )
     wrong_token = {**challenge(org_admin), "token": "guess"}
-    assert call(org_admin, "department.delete", department_id="dept_west", **wrong_token)["code"] == 401
+    assert (
+        call(org_admin, "department.delete", department_id="dept_west", **wrong_token)[
+            "code"
+        ]
+        == 401
+    )
     fresh = challenge(org_admin)
-    assert call(org_admin, "department.delete", department_id="dept_west", **fresh)["code"] == 0
+    assert (
+        call(org_admin, "department.delete", department_id="dept_west", **fresh)["code"]
+        == 0
+    )
     # spent: a second use (another request) is refused
     response = call(org_admin, "department.delete", department_id="dept_east", **fresh)
     assert response["code"] == 401
@@ -208,27 +332,84 @@ def test_delete_needs_a_fresh_challenge_of_the_caller(call, org_admin, alice, tr
 @pytest.mark.parametrize(
     ("moved", "target", "position", "order", "parent"),
     [
-        ("dept_west", "dept_east", "left", ["dept_sales", "dept_west", "dept_east", "dept_tech"], "dept_sales"),
-        ("dept_east", "dept_west", "right", ["dept_sales", "dept_west", "dept_east", "dept_tech"], "dept_sales"),
-        ("dept_tech", "dept_sales", "first-child", ["dept_sales", "dept_tech", "dept_east", "dept_west"], "dept_sales"),
-        ("dept_tech", "dept_sales", "last-child", ["dept_sales", "dept_east", "dept_west", "dept_tech"], "dept_sales"),
-        ("dept_east", "dept_sales", "left", ["dept_east", "dept_sales", "dept_west", "dept_tech"], None),
-        ("dept_west", "dept_tech", "right", ["dept_sales", "dept_east", "dept_tech", "dept_west"], None),
-        ("dept_east", "dept_tech", "last-child", ["dept_sales", "dept_west", "dept_tech", "dept_east"], "dept_tech"),
+        (
+            "dept_west",
+            "dept_east",
+            "left",
+            ["dept_sales", "dept_west", "dept_east", "dept_tech"],
+            "dept_sales",
+        ),
+        (
+            "dept_east",
+            "dept_west",
+            "right",
+            ["dept_sales", "dept_west", "dept_east", "dept_tech"],
+            "dept_sales",
+        ),
+        (
+            "dept_tech",
+            "dept_sales",
+            "first-child",
+            ["dept_sales", "dept_tech", "dept_east", "dept_west"],
+            "dept_sales",
+        ),
+        (
+            "dept_tech",
+            "dept_sales",
+            "last-child",
+            ["dept_sales", "dept_east", "dept_west", "dept_tech"],
+            "dept_sales",
+        ),
+        (
+            "dept_east",
+            "dept_sales",
+            "left",
+            ["dept_east", "dept_sales", "dept_west", "dept_tech"],
+            None,
+        ),
+        (
+            "dept_west",
+            "dept_tech",
+            "right",
+            ["dept_sales", "dept_east", "dept_tech", "dept_west"],
+            None,
+        ),
+        (
+            "dept_east",
+            "dept_tech",
+            "last-child",
+            ["dept_sales", "dept_west", "dept_tech", "dept_east"],
+            "dept_tech",
+        ),
     ],
 )
-def test_drag_and_drop_positions_stick_as_sort_order(tree, moved, target, position, order, parent):
-    services.department_move(actor=None, department_id=moved, target_id=target, position=position)
-    assert _ids() == order  # also: a rebuild from (parent, sort_order, name) gives the same tree
+def test_drag_and_drop_positions_stick_as_sort_order(
+    tree, moved, target, position, order, parent
+):
+    services.department_move(
+        actor=None, department_id=moved, target_id=target, position=position
+    )
+    assert (
+        _ids() == order
+    )  # also: a rebuild from (parent, sort_order, name) gives the same tree
     assert _parent(moved) == parent
     # The order survives a later insert anywhere.
-    make_department("dept_new", parent=Department.objects.get(department_id="dept_sales"), sort_order=99)
+    make_department(
+        "dept_new",
+        parent=Department.objects.get(department_id="dept_sales"),
+        sort_order=99,
+    )
     assert [d for d in _ids() if d != "dept_new"] == order
 
 
 def test_drag_under_own_descendant_is_refused(tree):
     with pytest.raises(BadRequest, match="不能是该部门自身或其下级部门"):
-        services.department_move(actor=None, department_id="dept_sales", target_id="dept_east", position="last-child")
+        services.department_move(
+            actor=None,
+            department_id="dept_sales",
+            target_id="dept_east",
+            position="last-child",
+        )
     assert _ids() == ["dept_sales", "dept_east", "dept_west", "dept_tech"]
 
 
@@ -252,13 +433,21 @@ def test_concurrent_tree_writes_never_corrupt_the_tree():
                 try:
                     if rng.random() < 0.5:
                         services.department_move(
-                            actor=None, department_id=moved, target_id=target,
-                            position=rng.choice(["left", "right", "first-child", "last-child"]),
+                            actor=None,
+                            department_id=moved,
+                            target_id=target,
+                            position=rng.choice(
+                                ["left", "right", "first-child", "last-child"]
+                            ),
                         )
                     else:
                         services.department_update(
-                            actor=None, department_id=moved,
-                            updates={"parent_id": target, "sort_order": rng.randint(0, 5)},
+                            actor=None,
+                            department_id=moved,
+                            updates={
+                                "parent_id": target,
+                                "sort_order": rng.randint(0, 5),
+                            },
                         )
                 except BadRequest:
                     pass  # a move under its own descendant: refused, fine

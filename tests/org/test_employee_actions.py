@@ -18,12 +18,16 @@ def _passwd(settings) -> str:
 # --- employee.create ---------------------------------------------------------------------------
 
 
-def test_create_returns_a_working_credential_shown_once(call, org_admin, settings, published):
+def test_create_returns_a_working_credential_shown_once(
+    call, org_admin, settings, published
+):
     settings.MCHAT_PUBLIC_MQTT_HOST = "broker.example.com"
     settings.MCHAT_PUBLIC_MQTT_PORT = 8883
     settings.MCHAT_PUBLIC_MQTT_TLS = True
     DepartmentFactory(department_id="dept_sales", name="销售部")
-    response = call(org_admin, "employee.create", name="张三", department_id="dept_sales")
+    response = call(
+        org_admin, "employee.create", name="张三", department_id="dept_sales"
+    )
 
     assert response["code"] == 0, response
     data = response["data"]
@@ -66,7 +70,12 @@ def test_create_agent_with_profile(call, org_admin, alice):
 
 def test_agent_owner_defaults_to_the_creating_admin(call, org_admin):
     response = call(org_admin, "employee.create", name="助手", is_ai_agent=True)
-    assert AgentProfile.objects.get(employee__employee_id=response["data"]["employee_id"]).owner == org_admin
+    assert (
+        AgentProfile.objects.get(
+            employee__employee_id=response["data"]["employee_id"]
+        ).owner
+        == org_admin
+    )
 
 
 def test_create_announces_the_newcomer_on_its_profile_topic(call, org_admin, published):
@@ -83,13 +92,28 @@ def test_create_announces_the_newcomer_on_its_profile_topic(call, org_admin, pub
     [
         ({}, "name 不能为空"),
         ({"name": "   "}, "name 不能为空"),
-        ({"name": "x", "department_id": "dept_nowhere"}, "department_id 不存在：dept_nowhere"),
-        ({"name": "x", "manager_id": "emp_nobody_001"}, "manager_id 不存在或已停用：emp_nobody_001"),
+        (
+            {"name": "x", "department_id": "dept_nowhere"},
+            "department_id 不存在：dept_nowhere",
+        ),
+        (
+            {"name": "x", "manager_id": "emp_nobody_001"},
+            "manager_id 不存在或已停用：emp_nobody_001",
+        ),
         ({"name": "x", "email": "not-an-email"}, "email"),
         ({"name": "x", "agent": {"capabilities": ["a"]}}, "agent 仅适用于 AI Agent"),
-        ({"name": "x", "is_ai_agent": True, "agent": {"owner": "emp_nobody_001"}}, "agent.owner"),
-        ({"name": "x", "is_ai_agent": True, "agent": {"colour": "red"}}, "agent.colour"),
-        ({"name": "x", "is_ai_agent": True, "agent": {"capabilities": "订单查询"}}, "agent.capabilities"),
+        (
+            {"name": "x", "is_ai_agent": True, "agent": {"owner": "emp_nobody_001"}},
+            "agent.owner",
+        ),
+        (
+            {"name": "x", "is_ai_agent": True, "agent": {"colour": "red"}},
+            "agent.colour",
+        ),
+        (
+            {"name": "x", "is_ai_agent": True, "agent": {"capabilities": "订单查询"}},
+            "agent.capabilities",
+        ),
         ({"name": "x", "id_slug": "Not Valid!"}, "id_slug"),
     ],
 )
@@ -103,7 +127,11 @@ def test_create_refuses_bad_input_naming_the_field(call, org_admin, fields, mess
 
 def test_agent_owner_must_be_a_human(call, org_admin, agent):
     response = call(
-        org_admin, "employee.create", name="子助手", is_ai_agent=True, agent={"owner": agent.employee_id}
+        org_admin,
+        "employee.create",
+        name="子助手",
+        is_ai_agent=True,
+        agent={"owner": agent.employee_id},
     )
     assert response["code"] == 400
     assert "agent.owner 必须是人类员工" in response["message"]
@@ -112,14 +140,20 @@ def test_agent_owner_must_be_a_human(call, org_admin, agent):
 # --- employee.update ---------------------------------------------------------------------------
 
 
-def test_update_by_admin_publishes_the_spec_profile_event(call, org_admin, bob, published):
+def test_update_by_admin_publishes_the_spec_profile_event(
+    call, org_admin, bob, published
+):
     DepartmentFactory(department_id="dept_sales", name="销售部")
     manager = EmployeeFactory(employee_id="mgr_002", name="经理")
     response = call(
         org_admin,
         "employee.update",
         employee_id=bob.employee_id,
-        updates={"name": "Bob（销售）", "department_id": "dept_sales", "manager_id": "mgr_002"},
+        updates={
+            "name": "Bob（销售）",
+            "department_id": "dept_sales",
+            "manager_id": "mgr_002",
+        },
     )
     assert response["code"] == 0, response
     assert response["data"]["employee_id"] == bob.employee_id
@@ -148,7 +182,9 @@ def test_update_by_admin_publishes_the_spec_profile_event(call, org_admin, bob, 
 
 def test_profile_event_goes_out_only_after_commit(call, bob, published):
     # Dispatcher commits before the capture ends; a failing update publishes nothing.
-    response = call(bob, "employee.update", employee_id=bob.employee_id, updates={"name": "x"})
+    response = call(
+        bob, "employee.update", employee_id=bob.employee_id, updates={"name": "x"}
+    )
     assert response["code"] == 403
     assert published.to(f"mchat/profile/{bob.employee_id}") == []
 
@@ -167,9 +203,16 @@ def test_self_may_change_own_avatar_and_signature(call, bob, published):
     assert event["fields"] == ["avatar", "signature"]
 
 
-def test_unchanged_values_publish_nothing_and_keep_the_version(call, org_admin, bob, published):
+def test_unchanged_values_publish_nothing_and_keep_the_version(
+    call, org_admin, bob, published
+):
     version = org_version()
-    response = call(org_admin, "employee.update", employee_id=bob.employee_id, updates={"name": bob.name})
+    response = call(
+        org_admin,
+        "employee.update",
+        employee_id=bob.employee_id,
+        updates={"name": bob.name},
+    )
     assert response["code"] == 0
     assert response["data"]["fields"] == []
     assert published.to(f"mchat/profile/{bob.employee_id}") == []
@@ -178,7 +221,10 @@ def test_unchanged_values_publish_nothing_and_keep_the_version(call, org_admin, 
 
 def test_contact_changes_are_not_broadcast(call, org_admin, bob, published):
     response = call(
-        org_admin, "employee.update", employee_id=bob.employee_id, updates={"email": "bob@example.com"}
+        org_admin,
+        "employee.update",
+        employee_id=bob.employee_id,
+        updates={"email": "bob@example.com"},
     )
     assert response["data"]["fields"] == ["email"]
     assert published.to(f"mchat/profile/{bob.employee_id}") == []
@@ -192,7 +238,10 @@ def test_agent_settings_change_and_announce_badges(call, org_admin, agent, publi
         updates={"agent": {"skills_badge": ["🏅金牌客服"], "ack_deadline_seconds": 30}},
     )
     assert response["code"] == 0, response
-    assert response["data"]["fields"] == ["agent.skills_badge", "agent.ack_deadline_seconds"]
+    assert response["data"]["fields"] == [
+        "agent.skills_badge",
+        "agent.ack_deadline_seconds",
+    ]
     profile = AgentProfile.objects.get(employee=agent)
     assert (profile.skills_badge, profile.ack_deadline_seconds) == (["🏅金牌客服"], 30)
     [event] = published.to(f"mchat/profile/{agent.employee_id}")
@@ -215,26 +264,48 @@ def test_agent_settings_change_and_announce_badges(call, org_admin, agent, publi
     ],
 )
 def test_update_refuses_bad_input(call, org_admin, bob, updates, code, message):
-    response = call(org_admin, "employee.update", employee_id=bob.employee_id, updates=updates)
+    response = call(
+        org_admin, "employee.update", employee_id=bob.employee_id, updates=updates
+    )
     assert (response["code"], response["data"]) == (code, None)
     assert message in response["message"]
 
 
 def test_update_of_an_unknown_employee_is_404_naming_it(call, org_admin):
-    response = call(org_admin, "employee.update", employee_id="emp_ghost_001", updates={"name": "x"})
+    response = call(
+        org_admin, "employee.update", employee_id="emp_ghost_001", updates={"name": "x"}
+    )
     assert response["code"] == 404
     assert response["message"] == "员工不存在：emp_ghost_001"
 
 
 def test_manager_cycles_are_refused(call, org_admin, alice, bob):
-    assert call(org_admin, "employee.update", employee_id=bob.employee_id, updates={"manager_id": alice.employee_id})["code"] == 0
-    response = call(org_admin, "employee.update", employee_id=alice.employee_id, updates={"manager_id": bob.employee_id})
+    assert (
+        call(
+            org_admin,
+            "employee.update",
+            employee_id=bob.employee_id,
+            updates={"manager_id": alice.employee_id},
+        )["code"]
+        == 0
+    )
+    response = call(
+        org_admin,
+        "employee.update",
+        employee_id=alice.employee_id,
+        updates={"manager_id": bob.employee_id},
+    )
     assert response["code"] == 400
     assert "manager_id 会形成循环" in response["message"]
 
 
 def test_admin_cannot_deactivate_itself(call, org_admin):
-    response = call(org_admin, "employee.update", employee_id=org_admin.employee_id, updates={"is_active": False})
+    response = call(
+        org_admin,
+        "employee.update",
+        employee_id=org_admin.employee_id,
+        updates={"is_active": False},
+    )
     assert response["code"] == 403
     assert Employee.objects.get(pk=org_admin.pk).is_active
 
@@ -242,12 +313,19 @@ def test_admin_cannot_deactivate_itself(call, org_admin):
 # --- deactivation ------------------------------------------------------------------------------
 
 
-def test_deactivation_revokes_the_login_and_leaves_the_tree(call, org_admin, bob, settings, published):
+def test_deactivation_revokes_the_login_and_leaves_the_tree(
+    call, org_admin, bob, settings, published
+):
     acl.sync()
     assert f"{bob.employee_id}:" in _passwd(settings)
     version = org_version()
 
-    response = call(org_admin, "employee.update", employee_id=bob.employee_id, updates={"is_active": False})
+    response = call(
+        org_admin,
+        "employee.update",
+        employee_id=bob.employee_id,
+        updates={"is_active": False},
+    )
     assert response["code"] == 0, response
     assert f"{bob.employee_id}:" not in _passwd(settings)
     [event] = published.to(f"mchat/profile/{bob.employee_id}")
@@ -263,8 +341,20 @@ def test_deactivation_revokes_the_login_and_leaves_the_tree(call, org_admin, bob
 
 
 def test_reactivation_restores_the_login(call, org_admin, bob, settings, published):
-    call(org_admin, "employee.update", employee_id=bob.employee_id, updates={"is_active": False})
-    response = call(org_admin, "employee.update", employee_id=bob.employee_id, updates={"is_active": True})
+    call(
+        org_admin,
+        "employee.update",
+        employee_id=bob.employee_id,
+        updates={"is_active": False},
+    )
+    response = call(
+        org_admin,
+        "employee.update",
+        employee_id=bob.employee_id,
+        updates={"is_active": True},
+    )
     assert response["code"] == 0
     assert f"{bob.employee_id}:{bob.mqtt_password_hash}" in _passwd(settings)
-    assert published.to(f"mchat/profile/{bob.employee_id}")[-1]["event"] == "reactivated"
+    assert (
+        published.to(f"mchat/profile/{bob.employee_id}")[-1]["event"] == "reactivated"
+    )

@@ -44,19 +44,37 @@ def test_deactivation_disconnects_live_sessions_and_refuses_new_ones(live):
     laptop = live.connect(bob, bob_password, device="laptop")
     assert phone.request("org.tree")["code"] == 0
 
-    response = console.request("employee.update", employee_id=bob.employee_id, updates={"is_active": False})
+    response = console.request(
+        "employee.update", employee_id=bob.employee_id, updates={"is_active": False}
+    )
     assert response["code"] == 0, response
 
     assert phone.mqtt.disconnected.wait(3), "the phone session must be disconnected"
     assert laptop.mqtt.disconnected.wait(3), "the laptop session must be disconnected"
     with pytest.raises(ConnectionRefusedError):
-        mqtt_client(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_again", timeout=3)
+        mqtt_client(
+            live.port,
+            bob.employee_id,
+            bob_password,
+            f"{bob.employee_id}_again",
+            timeout=3,
+        )
 
     # Reactivated, the same credential logs in again.
-    assert console.request("employee.update", employee_id=bob.employee_id, updates={"is_active": True})["code"] == 0
+    assert (
+        console.request(
+            "employee.update", employee_id=bob.employee_id, updates={"is_active": True}
+        )["code"]
+        == 0
+    )
     deadline = time.monotonic() + 3
-    while try_connect(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_back") != 0:
-        assert time.monotonic() < deadline, "the reactivated credential was not accepted"
+    while (
+        try_connect(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_back")
+        != 0
+    ):
+        assert time.monotonic() < deadline, (
+            "the reactivated credential was not accepted"
+        )
         time.sleep(0.05)
 
 
@@ -67,8 +85,19 @@ def test_profile_changes_reach_subscribers(live):
     watcher.subscribe("mchat/profile/+")
     console = live.connect(admin, admin_password)
 
-    assert console.request("employee.update", employee_id=alice.employee_id, updates={"signature": "忙碌中"})["code"] == 0
+    assert (
+        console.request(
+            "employee.update",
+            employee_id=alice.employee_id,
+            updates={"signature": "忙碌中"},
+        )["code"]
+        == 0
+    )
     topic = f"mchat/profile/{alice.employee_id}"
     assert watcher.wait_for_count(topic, 1, timeout=5), "no profile event on the broker"
     [event] = watcher.messages(topic)
-    assert (event["event"], event["fields"], event["profile"]["signature"]) == ("updated", ["signature"], "忙碌中")
+    assert (event["event"], event["fields"], event["profile"]["signature"]) == (
+        "updated",
+        ["signature"],
+        "忙碌中",
+    )

@@ -22,7 +22,10 @@ def _bob_update(**updates):
 
 
 def _agent_update(**agent):
-    return lambda ctx: {"employee_id": ctx["agent"].employee_id, "updates": {"agent": agent}}
+    return lambda ctx: {
+        "employee_id": ctx["agent"].employee_id,
+        "updates": {"agent": agent},
+    }
 
 
 # (action, request builder, {actor: expected code})
@@ -30,17 +33,45 @@ MATRIX = [
     ("employee.create", lambda ctx: {"name": "王五"}, {ADMIN: 0, OTHER: 403}),
     (
         "employee.create",
-        lambda ctx: {"name": "助手", "is_ai_agent": True, "agent": {"capabilities": ["x"]}},
+        lambda ctx: {
+            "name": "助手",
+            "is_ai_agent": True,
+            "agent": {"capabilities": ["x"]},
+        },
         {ADMIN: 0, OTHER: 403},
     ),
     ("employee.update", _bob_update(name="新名字"), {ADMIN: 0, SELF: 403, OTHER: 403}),
     ("employee.update", _bob_update(title="经理"), {ADMIN: 0, SELF: 403, OTHER: 403}),
-    ("employee.update", _bob_update(department_id="dept_sales"), {ADMIN: 0, SELF: 403, OTHER: 403}),
-    ("employee.update", _bob_update(manager_id="emp_alice_001"), {ADMIN: 0, SELF: 403, OTHER: 403}),
-    ("employee.update", _bob_update(is_org_admin=True), {ADMIN: 0, SELF: 403, OTHER: 403}),
-    ("employee.update", _bob_update(is_active=False), {ADMIN: 0, SELF: 403, OTHER: 403}),
-    ("employee.update", _bob_update(email="b@example.com"), {ADMIN: 0, SELF: 403, OTHER: 403}),
-    ("employee.update", _bob_update(avatar="https://a/b.png"), {ADMIN: 0, SELF: 0, OTHER: 403}),
+    (
+        "employee.update",
+        _bob_update(department_id="dept_sales"),
+        {ADMIN: 0, SELF: 403, OTHER: 403},
+    ),
+    (
+        "employee.update",
+        _bob_update(manager_id="emp_alice_001"),
+        {ADMIN: 0, SELF: 403, OTHER: 403},
+    ),
+    (
+        "employee.update",
+        _bob_update(is_org_admin=True),
+        {ADMIN: 0, SELF: 403, OTHER: 403},
+    ),
+    (
+        "employee.update",
+        _bob_update(is_active=False),
+        {ADMIN: 0, SELF: 403, OTHER: 403},
+    ),
+    (
+        "employee.update",
+        _bob_update(email="b@example.com"),
+        {ADMIN: 0, SELF: 403, OTHER: 403},
+    ),
+    (
+        "employee.update",
+        _bob_update(avatar="https://a/b.png"),
+        {ADMIN: 0, SELF: 0, OTHER: 403},
+    ),
     ("employee.update", _bob_update(signature="你好"), {ADMIN: 0, SELF: 0, OTHER: 403}),
     (
         "employee.update",
@@ -68,7 +99,11 @@ MATRIX = [
         {ADMIN: 0, SELF: 403, OWNER: 403, OTHER: 403},
     ),
     ("org.tree", lambda ctx: {}, {ADMIN: 0, SELF: 0, OTHER: 0}),
-    ("department.create", lambda ctx: {"name": "华东区", "parent_id": "dept_sales"}, {ADMIN: 0, OTHER: 403}),
+    (
+        "department.create",
+        lambda ctx: {"name": "华东区", "parent_id": "dept_sales"},
+        {ADMIN: 0, OTHER: 403},
+    ),
     (
         "department.update",
         lambda ctx: {"department_id": "dept_east", "updates": {"name": "华东销售区"}},
@@ -85,7 +120,9 @@ MATRIX = [
 def _cases():
     for row, (action, build, expectations) in enumerate(MATRIX):
         for actor, expected in expectations.items():
-            yield pytest.param(action, build, actor, expected, id=f"{row:02d}-{action}-{actor}")
+            yield pytest.param(
+                action, build, actor, expected, id=f"{row:02d}-{action}-{actor}"
+            )
 
 
 def _actor(role: str, ctx: dict, action: str, request: dict) -> Employee:
@@ -94,7 +131,9 @@ def _actor(role: str, ctx: dict, action: str, request: dict) -> Employee:
     if role == OWNER:
         return ctx["alice"]  # the agent fixture's owner
     if role == SELF:  # the target itself; for reads, any plain employee
-        return Employee.objects.get(employee_id=request.get("employee_id", ctx["bob"].employee_id))
+        return Employee.objects.get(
+            employee_id=request.get("employee_id", ctx["bob"].employee_id)
+        )
     # OTHER: an employee with no relation to the target
     return ctx["carol"]
 
@@ -102,17 +141,45 @@ def _actor(role: str, ctx: dict, action: str, request: dict) -> Employee:
 def _state() -> tuple:
     employees = list(
         Employee.objects.order_by("pk").values_list(
-            "employee_id", "name", "title", "email", "avatar", "signature", "department_id",
-            "manager_id", "is_org_admin", "is_active",
+            "employee_id",
+            "name",
+            "title",
+            "email",
+            "avatar",
+            "signature",
+            "department_id",
+            "manager_id",
+            "is_org_admin",
+            "is_active",
         )
     )
-    agents = list(AgentProfile.objects.order_by("pk").values_list("capabilities", "skills_badge", "description", "owner_id"))
-    departments = list(Department.objects.order_by("pk").values_list("department_id", "name", "parent_id", "sort_order"))
+    agents = list(
+        AgentProfile.objects.order_by("pk").values_list(
+            "capabilities", "skills_badge", "description", "owner_id"
+        )
+    )
+    departments = list(
+        Department.objects.order_by("pk").values_list(
+            "department_id", "name", "parent_id", "sort_order"
+        )
+    )
     return employees, agents, departments, org_version()
 
 
 @pytest.mark.parametrize(("action", "build", "role", "expected"), list(_cases()))
-def test_permission_matrix(call, published, org_admin, alice, bob, agent, challenge, action, build, role, expected):
+def test_permission_matrix(
+    call,
+    published,
+    org_admin,
+    alice,
+    bob,
+    agent,
+    challenge,
+    action,
+    build,
+    role,
+    expected,
+):
     sales = DepartmentFactory(department_id="dept_sales", name="销售部")
     DepartmentFactory(department_id="dept_east", name="华东区", parent=sales)
     ctx = {

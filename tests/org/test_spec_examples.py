@@ -126,16 +126,28 @@ def assert_shape(actual, documented, path="$"):
         if documented and isinstance(documented[0], dict):
             union: dict = {}
             for item in documented:
-                union.update({k: v for k, v in item.items() if k not in union or union[k] is None})
+                union.update(
+                    {
+                        k: v
+                        for k, v in item.items()
+                        if k not in union or union[k] is None
+                    }
+                )
             for i, item in enumerate(actual):
                 assert_shape(item, union, f"{path}[{i}]")
         else:
             for i, item in enumerate(actual):
-                assert_shape(item, documented[0] if documented else None, f"{path}[{i}]")
+                assert_shape(
+                    item, documented[0] if documented else None, f"{path}[{i}]"
+                )
     elif actual is not None:
-        assert type(actual) is type(documented), f"{path}: {actual!r} vs documented {documented!r}"
+        assert type(actual) is type(documented), (
+            f"{path}: {actual!r} vs documented {documented!r}"
+        )
         if path.endswith(("_at", "created_at")):
-            assert actual.endswith("Z") and len(actual) == len(documented), f"{path}: {actual!r}"
+            assert actual.endswith("Z") and len(actual) == len(documented), (
+                f"{path}: {actual!r}"
+            )
 
 
 def _send(call, employee, example: str, **extra):
@@ -154,25 +166,42 @@ def spec_org(db):
 
 
 def test_spec_3_3_to_3_5_examples(call, spec_org, settings, published):
-    settings.MCHAT_PUBLIC_MQTT_HOST, settings.MCHAT_PUBLIC_MQTT_PORT = "broker.example.com", 8883
+    settings.MCHAT_PUBLIC_MQTT_HOST, settings.MCHAT_PUBLIC_MQTT_PORT = (
+        "broker.example.com",
+        8883,
+    )
     settings.MCHAT_PUBLIC_MQTT_TLS = True
     created = _send(call, spec_org, SPEC_3_3_REQUEST)
     assert_shape(created, json.loads(SPEC_3_3_RESPONSE))
     assert created["data"]["employee_id"] == "emp_zhangsan_001"
     assert created["data"]["mqtt_connection"]["broker_host"] == "broker.example.com"
-    services.employee_create(actor=None, name="销售小助", is_ai_agent=True, id_slug="sales", department_id="dept_sales")
+    services.employee_create(
+        actor=None,
+        name="销售小助",
+        is_ai_agent=True,
+        id_slug="sales",
+        department_id="dept_sales",
+    )
 
     published.clear()
     updated = _send(call, spec_org, SPEC_3_4_REQUEST)
     assert_shape(updated, json.loads(SPEC_3_4_RESPONSE))
     [profile_event] = published.to("mchat/profile/emp_zhangsan_001")
     assert_shape(profile_event, json.loads(SPEC_3_18_PROFILE))
-    assert profile_event["fields"] == ["name", "manager_id"]  # department_id was already dept_sales
+    assert profile_event["fields"] == [
+        "name",
+        "manager_id",
+    ]  # department_id was already dept_sales
 
     tree = _send(call, spec_org, SPEC_3_5_REQUEST)
     assert_shape(tree, json.loads(SPEC_3_5_RESPONSE))
-    assert [d["department_id"] for d in tree["data"]["departments"]] == ["dept_sales", "dept_tech"]
-    assert {"emp_zhangsan_001", "ai_sales_001"} <= {e["employee_id"] for e in tree["data"]["employees"]}
+    assert [d["department_id"] for d in tree["data"]["departments"]] == [
+        "dept_sales",
+        "dept_tech",
+    ]
+    assert {"emp_zhangsan_001", "ai_sales_001"} <= {
+        e["employee_id"] for e in tree["data"]["employees"]
+    }
 
 
 def test_spec_3_6_examples(call, spec_org, challenge):
@@ -184,7 +213,11 @@ def test_spec_3_6_examples(call, spec_org, challenge):
     make_department("dept_east", name="华东区")
     updated = _send(call, spec_org, SPEC_3_6_UPDATE)
     assert updated["code"] == 0, updated
-    assert (updated["data"]["name"], updated["data"]["parent_id"], updated["data"]["sort_order"]) == (
+    assert (
+        updated["data"]["name"],
+        updated["data"]["parent_id"],
+        updated["data"]["sort_order"],
+    ) == (
         "华东销售区",
         "dept_sales",
         2,
@@ -193,7 +226,12 @@ def test_spec_3_6_examples(call, spec_org, challenge):
     # department.delete is sensitive (DESIGN §5): the documented request plus a challenge.
     refused = _send(call, spec_org, SPEC_3_6_DELETE)
     assert refused["code"] == 401
-    deleted = _send(call, spec_org, SPEC_3_6_DELETE.replace("dept_seq_003", "dept_seq_004"), **challenge(spec_org))
+    deleted = _send(
+        call,
+        spec_org,
+        SPEC_3_6_DELETE.replace("dept_seq_003", "dept_seq_004"),
+        **challenge(spec_org),
+    )
     assert_shape(deleted, GENERIC_RESPONSE)
     assert deleted["code"] == 0, deleted
     assert deleted["data"]["department_id"] == "dept_east"
