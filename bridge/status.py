@@ -85,7 +85,7 @@ def handle_status_message(topic: str, raw: bytes) -> presence.Presence | None:
             device=report.device,
             from_server=report.from_server,
         )
-    except Exception:  # noqa: BLE001 - logged; the next status message may succeed
+    except Exception:  # logged; the loop goes on and the next status message may succeed
         logger.exception("status message on %r failed", topic[:200])
         try:
             connection.close_if_unusable_or_obsolete()

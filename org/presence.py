@@ -57,7 +57,8 @@ def presence_status_received(
     from_server: bool = False,
     at: datetime | None = None,
 ) -> Presence | None:
-    """Apply one payload seen on mchat/status/{employee_id}; None for an unknown employee.
+    """Apply one payload seen on mchat/status/{employee_id}; None for an unknown employee (or
+    an inactive one coming online).
 
     Device payloads: `client_id` (which must be one of this employee's, `{employee_id}_{device}`)
     goes online or offline. An offline payload without `client_id` (an older client's Will)
@@ -75,11 +76,12 @@ def presence_status_received(
         # The employee row serialises concurrent reports (several bridge processes).
         employee = (
             Employee.objects.select_for_update()
-            .filter(employee_id=employee_id, is_active=True)
-            .only("id", "employee_id", "last_seen_at")
+            .filter(employee_id=employee_id)
+            .only("id", "employee_id", "is_active", "last_seen_at")
             .first()
         )
-        if employee is None:
+        # A deactivated employee's sessions are kicked: their Wills still take devices offline.
+        if employee is None or (not employee.is_active and status == ONLINE):
             return None
         devices = DevicePresence.objects.filter(employee=employee)
         was_online = devices.filter(online=True).count()

@@ -12,8 +12,7 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode
@@ -75,7 +74,7 @@ class LocalBackend:
 
     def expiry(self, now: datetime, method: str) -> datetime:
         """Whole seconds, as the URL carries it: the expires_at a client is told is exact."""
-        return datetime.fromtimestamp(int(now.timestamp()) + _lifetime(method), tz=dt_timezone.utc)
+        return datetime.fromtimestamp(int(now.timestamp()) + _lifetime(method), tz=UTC)
 
     def verify(self, token: str, *, key: str, method: str, now: datetime) -> UrlGrant:
         """The grant a URL's token carries, or 403 (tampered, for another key or method, expired)."""
@@ -88,7 +87,7 @@ class LocalBackend:
             raise PermissionDenied(_("链接签名无效")) from None
         if not isinstance(data, dict) or data.get("k") != key or data.get("m") != method:
             raise PermissionDenied(_("链接签名无效"))
-        expires = datetime.fromtimestamp(int(data.get("x", 0)), tz=dt_timezone.utc)
+        expires = datetime.fromtimestamp(int(data.get("x", 0)), tz=UTC)
         if now >= expires:
             raise PermissionDenied(_("链接已过期"))
         return UrlGrant(key=key, method=method, nonce=str(data.get("n", "")), expires_at=expires)

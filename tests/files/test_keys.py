@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from messaging.storage import keys
 
-AT = datetime(2025, 2, 3, 10, 0, tzinfo=timezone.utc)
+AT = datetime(2025, 2, 3, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

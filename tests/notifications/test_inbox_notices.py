@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import pytest
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
@@ -45,7 +47,7 @@ def test_every_active_employee_in_batches_of_500(batches, published, django_capt
             all_active=True, type="maintenance", title="系统维护", body="今晚 22:00 停机维护 30 分钟"
         )
     assert [len(b) for b in batches] == [500, 500, 203]
-    assert sorted(sum(batches, [])) == sorted(everyone)
+    assert sorted(chain.from_iterable(batches)) == sorted(everyone)
 
     assert set(notification) == {"notify_id", "type", "title", "body", "created_at"}
     assert notification["notify_id"].startswith("notify_")
@@ -73,10 +75,9 @@ def test_named_recipients_without_repeats(batches, published, django_capture_on_
 
 def test_nothing_goes_out_before_commit_or_after_a_rollback(batches, published):
     people(3)
-    with pytest.raises(RuntimeError):
-        with transaction.atomic():
-            notifications.notice_to_inboxes(all_active=True, title="x", body="y")
-            raise RuntimeError("rolled back")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notifications.notice_to_inboxes(all_active=True, title="x", body="y")
+        raise RuntimeError("rolled back")
     assert batches == [] and published.messages == []
 
 

@@ -107,6 +107,16 @@ def test_another_employees_client_id_and_unknown_employees_are_ignored(
     assert not DevicePresence.objects.exists()
 
 
+def test_a_deactivated_employees_wills_still_take_its_devices_offline(
+    pat, published, django_capture_on_commit_callbacks
+):
+    received(django_capture_on_commit_callbacks, **online("emp_pat_001_phone"))
+    Employee.objects.filter(pk=pat.pk).update(is_active=False)  # the kick fires the Will
+    went = received(django_capture_on_commit_callbacks, status="offline", client_id="emp_pat_001_phone")
+    assert (went.status, went.online_devices) == ("offline", 0)
+    assert not DevicePresence.objects.filter(online=True).exists()
+
+
 def test_redelivery_is_harmless(pat, published, django_capture_on_commit_callbacks):
     first = received(django_capture_on_commit_callbacks, **online("emp_pat_001_phone"))
     since = DevicePresence.objects.get().online_since
