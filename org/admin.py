@@ -523,7 +523,9 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         with transaction.atomic():
             issued = [
                 services.employee_credential_reset(actor=None, employee=employee)
-                for employee in queryset.select_for_update()
+                for employee in Employee.objects.filter(
+                    pk__in=queryset.values("pk")
+                ).order_by("employee_id")
             ]
         return self._credentials_page(request, issued, created=False)
 
