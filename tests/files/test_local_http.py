@@ -180,3 +180,15 @@ def test_the_local_views_answer_404_when_s3_is_configured(call, uploader, base_u
     up = grant(call, uploader, body)
     settings.MCHAT_STORAGE = "s3"
     assert put(up, body).status_code == 404
+
+
+def test_concurrent_uses_of_one_url_succeed_once(call, uploader, base_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = b"contended"
+    up = grant(call, uploader, body)
+    assert put(up, body).status_code == 200
+    url = download(call, uploader, up["key"])["url"]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = sorted(pool.map(lambda _: requests.get(url, timeout=HTTP_TIMEOUT).status_code, range(6)))
+    assert codes == [200, 403, 403, 403, 403, 403]
