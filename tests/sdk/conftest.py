@@ -1,0 +1,67 @@
+"""SDK clients on the live stack (tests/live.py): real Mosquitto, a real bridge, mchat_sdk."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mchat_sdk import Client
+from org import services
+
+
+def connection_for(live, employee, password: str) -> dict:
+    """The spec 3.3 mqtt_connection of an employee on the live test broker."""
+    return {
+        "broker_host": "127.0.0.1",
+        "broker_port": live.port,
+        "use_tls": False,
+        "mqtt_username": employee.employee_id,
+        "mqtt_password": password,
+    }
+
+
+@pytest.fixture
+def sdk(live):
+    """sdk(employee, password, device=...) -> a connected mchat_sdk.Client, closed at teardown."""
+    clients: list[Client] = []
+
+    def connect(employee, password: str, *, device: str = "sdk", **options) -> Client:
+        options.setdefault("request_timeout", 10.0)
+        client = Client(connection_for(live, employee, password), device=device, **options)
+        clients.append(client)
+        return client.connect()
+
+    yield connect
+    for client in clients:
+        # Ended, not kept: the next test re-issues the same employee ids with new passwords,
+        # and Mosquitto 2.0.11 can crash expiring an offline session whose credential changed.
+        client.close(end_session=True)
+
+
+@pytest.fixture
+def issue_agent(live):
+    """issue_agent(name, capabilities=[...], ack_deadline_seconds=...) -> (employee, password)."""
+
+    def issue(name: str, **agent):
+        issued = services.employee_create(actor=None, name=name, is_ai_agent=True, agent=agent)
+        return issued.employee, issued.password
+
+    return issue
+
+
+def wait_memberships_loaded(live, count: int, timeout: float = 5.0) -> None:
+    """Until the broker's plugin has (re)loaded the groups file with `count` memberships
+    (it watches the file; a member's first delivery can precede the reload by ~100 ms)."""
+    needle = f"mchat_auth: loaded {count} group memberships"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [
+            line
+            for line in live.broker.log_file.read_text(errors="replace").splitlines()
+            if "group memberships" in line
+        ]
+        if lines and needle in lines[-1]:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"the broker did not load {count} group memberships")
