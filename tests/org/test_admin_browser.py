@@ -31,13 +31,18 @@ CHROMIUM_ARGS = [
 SCREENSHOT_DIR = Path(os.environ.get("MCHAT_SCREENSHOT_DIR", "/tmp"))
 
 
-@pytest.fixture
-def browser_page(monkeypatch):
+def _password_cells(page) -> list[str]:
+    return [
+        cell.inner_text().strip() for cell in page.locator("code.mchat-password").all()
+    ]
+
+
+def _hr_session(base: str) -> dict:
+    """Everything the HR user does and sees in the browser. No database access in here:
+    Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls."""
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-    # ordinary blocking calls made between browser steps.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    seen: dict = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS
@@ -49,77 +54,87 @@ def browser_page(monkeypatch):
             )
             page = context.new_page()
             page.set_default_timeout(20_000)
-            yield page
+
+            page.goto(f"{base}/admin/login/")
+            seen["login_page"] = page.content()
+            page.fill("#id_username", "admin")
+            page.fill("#id_password", "password")
+            page.click("input[type=submit]")
+            page.wait_for_url(f"{base}/admin/")
+            seen["index_page"] = page.content()
+
+            # A department.
+            page.goto(f"{base}/admin/org/department/add/")
+            page.fill("#id_name", "销售部")
+            page.fill("#id_sort_order", "1")
+            page.click("input[name=_save]")
+            page.wait_for_url(f"{base}/admin/org/department/")
+            seen["department_list"] = page.locator("#result_list").inner_text()
+            page.screenshot(
+                path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True
+            )
+
+            # An employee, the department chosen through the autocomplete widget.
+            page.goto(f"{base}/admin/org/employee/add/")
+            page.fill("#id_name", "张三")
+            page.fill("#id_title", "销售经理")
+            page.click("[aria-labelledby=select2-id_department-container]")
+            page.fill(".select2-container--open .select2-search__field", "销售")
+            page.locator(".select2-results__option", has_text="销售部").click()
+            page.click("input[name=_save]")
+            page.wait_for_selector("#mchat-credentials")
+            seen["created_page"] = page.content()
+            seen["first_passwords"] = _password_cells(page)
+
+            # Reset its credential from the list: confirm, then the new password, once.
+            page.goto(f"{base}/admin/org/employee/")
+            page.locator("#result_list tr", has_text="emp_zhangsan_001").locator(
+                "input[name=_selected_action]"
+            ).check()
+            page.select_option("select[name=action]", "reset_credentials")
+            page.click("button[name=index]")
+            page.wait_for_selector("text=确认重置")
+            page.click("input[type=submit][value=确认重置]")
+            page.wait_for_selector("#mchat-credentials")
+            seen["reset_page"] = page.content()
+            seen["new_passwords"] = _password_cells(page)
+            page.screenshot(
+                path=str(SCREENSHOT_DIR / "mchat-admin-credential-reset.png"),
+                full_page=True,
+            )
+
+            # Then the employee's own page and the list again.
+            page.click("#mchat-credentials a")  # the employee's change page
+            page.wait_for_selector("#employee_form")
+            seen["employee_page"] = page.content()
+            page.goto(f"{base}/admin/org/employee/")
+            seen["employee_list"] = page.content()
         finally:
             browser.close()
-
-
-def _password_cells(page) -> list[str]:
-    return [
-        cell.inner_text().strip() for cell in page.locator("code.mchat-password").all()
-    ]
+    return seen
 
 
 def test_hr_creates_department_and_employee_and_resets_a_credential(
-    live_server, admin_user, browser_page
+    live_server, admin_user
 ):
-    page = browser_page
-    page.goto(f"{live_server.url}/admin/login/")
-    assert "MChat 组织管理后台" in page.content()
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
-    assert "站点管理" in page.content()
+    seen = _hr_session(live_server.url)
 
-    # A department.
-    page.goto(f"{live_server.url}/admin/org/department/add/")
-    page.fill("#id_name", "销售部")
-    page.fill("#id_sort_order", "1")
-    page.click("input[name=_save]")
-    page.wait_for_url(f"{live_server.url}/admin/org/department/")
-    assert page.locator("#result_list").inner_text().count("dept_xiaoshoubu") == 1
-    page.screenshot(
-        path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True
-    )
+    assert "MChat 组织管理后台" in seen["login_page"]
+    assert "站点管理" in seen["index_page"]
+    assert seen["department_list"].count("dept_xiaoshoubu") == 1
+    assert "以下密码只显示这一次" in seen["created_page"]
+    [first_password] = seen["first_passwords"]
+    [new_password] = seen["new_passwords"]
+    assert new_password != first_password
+    assert seen["reset_page"].count(new_password) == 1
+    for later in ("employee_page", "employee_list"):
+        assert "emp_zhangsan_001" in seen[later]
+        assert new_password not in seen[later] and first_password not in seen[later]
 
-    # An employee, the department chosen through the autocomplete widget.
-    page.goto(f"{live_server.url}/admin/org/employee/add/")
-    page.fill("#id_name", "张三")
-    page.fill("#id_title", "销售经理")
-    page.click("[aria-labelledby=select2-id_department-container]")
-    page.fill(".select2-container--open .select2-search__field", "销售")
-    page.locator(".select2-results__option", has_text="销售部").click()
-    page.click("input[name=_save]")
-    page.wait_for_selector("#mchat-credentials")
-    assert "以下密码只显示这一次" in page.content()
-    [first_password] = _password_cells(page)
     employee = Employee.objects.get(employee_id="emp_zhangsan_001")
     assert employee.department == Department.objects.get(
         department_id="dept_xiaoshoubu"
     )
-    assert verify_password(first_password, employee.mqtt_password_hash)
-
-    # Reset its credential from the list: confirm, then the new password, once.
-    page.goto(f"{live_server.url}/admin/org/employee/")
-    page.check(f"input[name=_selected_action][value='{employee.pk}']")
-    page.select_option("select[name=action]", "reset_credentials")
-    page.click("button[name=index]")
-    page.wait_for_selector("text=确认重置")
-    page.click("input[type=submit][value=确认重置]")
-    page.wait_for_selector("#mchat-credentials")
-    [new_password] = _password_cells(page)
-    page.screenshot(
-        path=str(SCREENSHOT_DIR / "mchat-admin-credential-reset.png"), full_page=True
-    )
-    assert new_password != first_password
-    assert page.content().count(new_password) == 1
-    employee.refresh_from_db()
+    assert employee.title == "销售经理"
     assert verify_password(new_password, employee.mqtt_password_hash)
     assert not verify_password(first_password, employee.mqtt_password_hash)
-
-    # Nowhere else: not on the employee's page, not in the list.
-    for url in (f"/admin/org/employee/{employee.pk}/change/", "/admin/org/employee/"):
-        page.goto(f"{live_server.url}{url}")
-        assert new_password not in page.content()
-        assert "emp_zhangsan_001" in page.content()
