@@ -13,6 +13,7 @@ from bridge import acl
 from bridge.protocol import SYSTEM_NOTIFY_TOPIC, isoformat_z, profile_topic
 from bridge.publisher import publish_json_on_commit
 from org.models import AgentProfile, Employee, SystemNotice
+from org.presence import presence_signed_off
 
 # The public profile (spec 3.18 `profile`): what every employee may see on mchat/profile/+.
 # Contact details (email, phone) and is_org_admin stay out of this broadcast.
@@ -40,10 +41,11 @@ def credential_reset(employee_id: str) -> None:
     broker_credentials_changed()
 
 
-def employee_deactivated(employee_id: str) -> None:
+def employee_deactivated(employee: Employee) -> None:
     """The passwd line goes away: new logins refused, live sessions dropped on reload.
-    Mosquitto publishes no will for sessions it drops that way."""
+    Mosquitto publishes no Will for sessions it drops that way, so presence says offline."""
     broker_credentials_changed()
+    presence_signed_off(employee=employee)
 
 
 def profile_payload(employee: Employee) -> dict:

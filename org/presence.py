@@ -103,6 +103,24 @@ def presence_status_received(
     return Presence(employee_id, aggregate, online_devices, employee.last_seen_at, republish)
 
 
+def presence_signed_off(*, employee: Employee, at: datetime | None = None) -> None:
+    """Every device of a deactivated employee is offline now. Mosquitto drops their sessions
+    on reload without publishing their Wills, so the server says it (retained, after commit)."""
+    at = at or timezone.now()
+    went_offline = DevicePresence.objects.filter(employee=employee, online=True).update(
+        online=False, online_since=None, last_seen_at=at, updated_at=at
+    )
+    if went_offline:
+        employee.last_seen_at = at
+        employee.save(update_fields=["last_seen_at"])
+    publish_json_on_commit(
+        status_topic(employee.employee_id),
+        _aggregate_payload(OFFLINE, 0, employee.last_seen_at, at),
+        qos=1,
+        retain=True,
+    )
+
+
 def presence_of(employee_ids: Iterable[str] | None = None) -> dict[str, dict]:
     """{employee_id: {"status", "last_seen", "online_devices"}} for org.tree, agent lists...
 

@@ -468,7 +468,7 @@ def employee_update(
         if employee.is_active:
             events.broker_credentials_changed()
         else:
-            events.employee_deactivated(employee.employee_id)
+            events.employee_deactivated(employee)
     event = "updated"
     if "is_active" in changed:
         event = "reactivated" if employee.is_active else "deactivated"

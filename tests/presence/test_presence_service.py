@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from bridge import status as bridge_status
 from bridge.protocol import isoformat_z
-from org import presence
+from org import presence, services
 from org.models import DevicePresence, Employee
 from tests.factories import EmployeeFactory
 
@@ -195,3 +195,16 @@ def test_handle_status_message_never_raises(pat, monkeypatch):
 
     monkeypatch.setattr(presence, "presence_status_received", broken)
     assert bridge_status.handle_status_message(TOPIC, raw({"status": "online", "client_id": "emp_pat_001_a"})) is None
+
+
+def test_deactivation_says_offline_for_the_wills_mosquitto_does_not_send(
+    pat, published, django_capture_on_commit_callbacks
+):
+    received(django_capture_on_commit_callbacks, **online("emp_pat_001_phone"))
+    received(django_capture_on_commit_callbacks, **online("emp_pat_001_laptop"))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.employee_update(actor=None, employee_id="emp_pat_001", updates={"is_active": False})
+    [said] = [m for m in published.messages if m.topic == TOPIC]
+    assert said.retain and said.payload["status"] == "offline" and said.payload["source"] == "server"
+    assert not DevicePresence.objects.filter(online=True).exists()
+    assert presence.presence_of(["emp_pat_001"])["emp_pat_001"]["status"] == "offline"
