@@ -401,3 +401,30 @@ def test_broadcast_a_system_notice(hr, published):
     assert re.fullmatch(
         r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message.payload["created_at"]
     )
+
+
+def test_change_agent_settings_through_the_inline(hr, agent, alice, published):
+    profile = AgentProfile.objects.get(employee=agent)
+    form = {
+        "name": agent.name,
+        "is_active": "on",
+        **{f: "" for f in ("title", "email", "phone", "avatar", "signature")},
+        "agent_profile-TOTAL_FORMS": "1",
+        "agent_profile-INITIAL_FORMS": "1",
+        "agent_profile-MIN_NUM_FORMS": "0",
+        "agent_profile-MAX_NUM_FORMS": "1",
+        "agent_profile-0-id": str(profile.pk),
+        "agent_profile-0-employee": str(agent.pk),
+        "agent_profile-0-owner": str(alice.pk),
+        "agent_profile-0-description": "",
+        "agent_profile-0-capabilities": "订单查询\n退款",
+        "agent_profile-0-skills_badge": "⚡实时响应",
+        "agent_profile-0-ack_deadline_seconds": "10",
+    }
+    response = hr.post(reverse("admin:org_employee_change", args=[agent.pk]), form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    profile.refresh_from_db()
+    assert profile.capabilities == ["订单查询", "退款"]
+    [event] = published.to(f"mchat/profile/{agent.employee_id}")
+    assert event["fields"] == ["capabilities"]
+    assert event["profile"]["capabilities"] == ["订单查询", "退款"]
