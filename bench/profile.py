@@ -1,0 +1,167 @@
+"""Where the bridge's time goes: py-spy samples of a running bridge process, aggregated.
+
+`record(pid, seconds, output)` runs `py-spy record --idle --threads --nonblocking --format raw`
+(wall-clock samples of every thread, idle ones included, without pausing the process), and
+`analyse(path)` turns the collapsed stacks into:
+
+- `phases`: for the bridge's request thread (the one in BridgeClient.run), the share of wall
+  time spent inside each step of the pipeline (inclusive: a step's share contains its
+  sub-steps), and in cross-cutting work (SQL round trips, ORM compilation, JSON);
+- `project_top`: every function of MChat's own code by inclusive share (robust to renames);
+- `self_top`: the functions where that thread's samples end (self time), grouped by function;
+- `threads`: samples per thread (request thread, paho network thread, others).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from bench.services import REPO_DIR
+
+PY_SPY = REPO_DIR / ".venv" / "bin" / "py-spy"
+
+# (label, [(function name as py-spy prints it, path fragment of its file), ...]): a sample
+# counts for a step if any of the alternatives is on its stack (the dispatcher is being
+# reworked: old and new names both count). Indentation shows nesting; shares are inclusive.
+PHASES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("waiting for a request (inbox queue empty)", [("Queue.get", "queue.py")]),
+    ("Dispatcher: requests in hand, total",
+     [("Dispatcher.handle_batch", "bridge/dispatch.py"), ("Dispatcher.handle", "bridge/dispatch.py")]),
+    ("  topic parse + envelope decode",
+     [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")]),
+    ("  identity SELECT (employee of the connection)",
+     [("employees_for_connections", "org/selectors.py"), ("employee_for_connection", "org/selectors.py")]),
+    ("  idempotency SELECT (earlier answer)",
+     [("Dispatcher._recorded", "bridge/dispatch.py"), ("Dispatcher._stored_response", "bridge/dispatch.py")]),
+    ("  rate limiter", [("RateLimiter.take", "bridge/ratelimit.py")]),
+    ("  handler transaction(s)", [("Dispatcher._execute", "bridge/dispatch.py")]),
+    ("    handler send_private", [("send_private", "bridge/handlers/messages.py")]),
+    ("      validate (DRF serializer)", [("validate", "bridge/handlers/__init__.py")]),
+    ("      services.message_send_private", [("message_send_private", "messaging/services/messages.py")]),
+    ("        content_parse", [("content_parse", "messaging/content.py")]),
+    ("        recipient lookup (employee_get)", [("employee_get", "messaging/selectors.py")]),
+    ("        private_conversation_get_or_create",
+     [("private_conversation_get_or_create", "messaging/services/messages.py")]),
+    ("        _message_of_request (dedupe SELECT)", [("_message_of_request", "messaging/services/messages.py")]),
+    ("        _message_append", [("_message_append", "messaging/services/messages.py")]),
+    ("          conversation_seq_next (UPDATE RETURNING)",
+     [("conversation_seq_next", "messaging/services/messages.py")]),
+    ("        events.message_sent (payload, on_commit)", [("message_sent", "messaging/events.py")]),
+    ("    _record (ProcessedRequest INSERT)", [("Dispatcher._record", "bridge/dispatch.py")]),
+    ("    COMMIT", [("BaseDatabaseWrapper._commit", "django/db/backends/base/base.py")]),
+    ("    on_commit hooks (publish deliveries)",
+     [("BaseDatabaseWrapper.run_and_clear_commit_hooks", "django/db/backends/base/base.py")]),
+    ("  publish responses",
+     [("Dispatcher._publish", "bridge/dispatch.py"), ("Dispatcher._reply", "bridge/dispatch.py")]),
+    ("paho Client.publish (responses + deliveries)", [("Client.publish", "paho/mqtt/client.py")]),
+    ("paho Client.ack (PUBACK to the broker)", [("Client.ack", "paho/mqtt/client.py")]),
+    ("[all] SQL statements: driver + server round trip",
+     [("CursorWrapper._execute", "django/db/backends/utils.py")]),
+    ("[all] ORM SQL compilation", [("SQLCompiler.as_sql", "django/db/models/sql/compiler.py")]),
+    ("[all] model instance construction", [("Model.__init__", "django/db/models/base.py")]),
+    ("[all] JSON encode", [("JSONEncoder.encode", "json/encoder.py")]),
+    ("[all] JSON decode", [("JSONDecoder.decode", "json/decoder.py")]),
+    ("[all] transaction.atomic enter/exit",
+     [("Atomic.__enter__", "django/db/transaction.py"), ("Atomic.__exit__", "django/db/transaction.py")]),
+]
+PROJECT_DIRS = ("bridge/", "messaging/", "org/", "mchat/")
+OUTER_FRAMES = {"Command.handle", "BridgeClient.run"}
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_THREAD = re.compile(r"^thread \((?P<tid>\d+)\)(?::\s*(?P<name>.*))?$")
+
+
+def record(pid: int, seconds: float, output: Path, rate: int = 250) -> subprocess.Popen:
+    """Start py-spy in the background; wait on the returned process."""
+    return subprocess.Popen(
+        [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+         "--rate", str(rate), "--format", "raw", "--output", str(output),
+         "--idle", "--threads", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _parse(path: Path) -> list[tuple[str, list[tuple[str, str]], int]]:
+    samples = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        parts = stack.split(";")
+        head = _THREAD.match(parts[0].split(";")[0])
+        tid = head.group("tid") if head else "?"
+        frames = []
+        if head and head.group("name"):
+            frames.append((head.group("name"), ""))
+        for part in parts[1:]:
+            match = _FRAME.match(part)
+            frames.append((match.group("func"), match.group("file")) if match else (part, ""))
+        samples.append((tid, frames, int(count)))
+    return samples
+
+
+def analyse(path: Path, *, requests_per_second: float | None = None) -> dict:
+    samples = _parse(path)
+    by_thread: Counter = Counter()
+    kinds: dict[str, str] = {}
+    for tid, frames, count in samples:
+        by_thread[tid] += count
+        funcs = {f for f, _ in frames}
+        if "BridgeClient.run" in funcs:
+            kinds[tid] = "request thread (BridgeClient.run)"
+        elif tid not in kinds and ("Client.loop_forever" in funcs or "Client._thread_main" in funcs):
+            kinds[tid] = "paho network thread"
+    main = [tid for tid, kind in kinds.items() if kind.startswith("request")]
+    main_tid = main[0] if main else None
+    main_samples = [(frames, count) for tid, frames, count in samples if tid == main_tid]
+    total = sum(count for _, count in main_samples) or 1
+
+    phases = []
+    for label, alternatives in PHASES:
+        hit = sum(
+            count
+            for frames, count in main_samples
+            if any(f == func and part in path_ for f, path_ in frames for func, part in alternatives)
+        )
+        share = hit / total
+        row = {"phase": label, "share": round(share, 4)}
+        if requests_per_second:
+            row["ms_per_request"] = round(share * 1000 / requests_per_second, 3)
+        phases.append(row)
+
+    leaves: Counter = Counter()
+    for frames, count in main_samples:
+        if frames:
+            func, file_ = frames[-1]
+            leaves[f"{func} ({file_})"] += count
+    self_top = [
+        {"function": name, "share": round(count / total, 4)} for name, count in leaves.most_common(25)
+    ]
+    project: Counter = Counter()
+    for frames, count in main_samples:
+        seen = {
+            f"{func} ({file_})"
+            for func, file_ in frames
+            if file_.startswith(PROJECT_DIRS) and func not in OUTER_FRAMES
+        }
+        for name in seen:
+            project[name] += count
+    project_top = [
+        {"function": name, "share": round(count / total, 4)} for name, count in project.most_common(30)
+    ]
+    threads = [
+        {"thread": tid, "kind": kinds.get(tid, "other"), "samples": count}
+        for tid, count in by_thread.most_common()
+    ]
+    return {
+        "samples_request_thread": total,
+        "phases": phases,
+        "project_top": project_top,
+        "self_top": self_top,
+        "threads": threads,
+    }

@@ -1,0 +1,747 @@
+"""The benchmark, one command: `python -m bench.run [--postgres] [--quick]` (`make bench`).
+
+Starts a private stack (PostgreSQL cluster or SQLite file, Mosquitto with the plugin, bridge
+processes), seeds an organisation, measures, profiles the bridge with py-spy, and writes
+bench/REPORT.md, bench/results/<stamp>.json and bench/latest.json. Everything it starts is
+stopped by pid at the end, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench import measure, profile
+from bench.measure import ReceiverPool, Requests
+from bench.services import (
+    REPO_DIR,
+    BridgeProcess,
+    PostgresCluster,
+    bridge_env,
+    wait_until,
+)
+from bench.swarm import Swarm
+
+BENCH_DIR = REPO_DIR / "bench"
+BRIDGE_USER = "mchat-bridge"
+
+
+@dataclass(frozen=True)
+class Plan:
+    employees: int
+    org_groups: int
+    group_size: int
+    fanout_sizes: tuple[int, ...]
+    fanout_repeats: int
+    closed_seconds: float
+    warmup_seconds: float
+    offered_rates: tuple[int, ...]
+    open_seconds: float
+    member_add_repeats: int
+    tree_repeats: int
+    profile_seconds: float
+    receiver_processes: int
+    senders: int = 8
+
+
+FULL = Plan(
+    employees=10_000, org_groups=2_000, group_size=10, fanout_sizes=(50, 500, 1000),
+    fanout_repeats=20, closed_seconds=6, warmup_seconds=1, offered_rates=(50, 500, 1000),
+    open_seconds=6, member_add_repeats=5, tree_repeats=10, profile_seconds=8,
+    receiver_processes=2,
+)
+QUICK = Plan(
+    employees=2_000, org_groups=400, group_size=10, fanout_sizes=(50, 500, 1000),
+    fanout_repeats=5, closed_seconds=2, warmup_seconds=0.5, offered_rates=(50, 1000),
+    open_seconds=2, member_add_repeats=2, tree_repeats=3, profile_seconds=4,
+    receiver_processes=2,
+)
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.plan = QUICK if args.quick else FULL
+        self.work = Path(tempfile.mkdtemp(prefix="mchat-bench-"))
+        self.work.chmod(0o755)
+        self.results: dict = {
+            "mode": "quick" if args.quick else "full",
+            "database": "postgresql" if args.postgres else "sqlite",
+            "plan": self.plan.__dict__,
+        }
+        self.pg: PostgresCluster | None = None
+        self.broker = None
+        self.bridges: list[BridgeProcess] = []
+        self.echo: subprocess.Popen | None = None
+        self.pool: ReceiverPool | None = None
+        self.swarm: Swarm | None = None
+        self.steps = tqdm(total=18, desc="bench", unit="step", position=0, dynamic_ncols=True)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def step(self, text: str) -> None:
+        self.steps.set_postfix_str(text)
+        self.steps.update(1)
+
+    def sub_bar(self, total: float, desc: str, unit: str = "req") -> tqdm:
+        return tqdm(total=total, desc=desc, unit=unit, position=1, leave=False, dynamic_ncols=True)
+
+    def log(self, text: str) -> None:
+        tqdm.write(text)
+
+    # --- the stack ------------------------------------------------------------------------
+
+    def start_database(self) -> str:
+        if self.args.postgres:
+            self.pg = PostgresCluster(self.work / "pg").init()
+            self.pg.start()
+            url = self.pg.create_database("mchat")
+            self.results["postgres"] = {
+                "version": self.pg.version(),
+                **self.pg.show("fsync", "synchronous_commit", "shared_buffers", "max_connections"),
+            }
+            return url
+        return f"sqlite:///{self.work / 'mchat.sqlite3'}"
+
+    def configure_django(self, database_url: str) -> None:
+        self.bridge_password = os.urandom(18).hex()
+        self.broker_dir = self.work / "broker"
+        self.var_dir = self.work / "var"
+        self.var_dir.mkdir()
+        self.env = bridge_env(
+            database_url=database_url,
+            mqtt_port=0,  # replaced once the broker's port is known
+            broker_dir=self.broker_dir,
+            var_dir=self.var_dir,
+            bridge_password=self.bridge_password,
+        )
+        for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "MCHAT_BROKER_DIR", "MCHAT_VAR_DIR",
+                    "MCHAT_BRIDGE_PASSWORD", "MCHAT_RATE_LIMITS"):
+            os.environ[key] = self.env[key]
+        import django
+
+        django.setup()
+
+    def migrate(self) -> None:
+        from django.core.management import call_command
+
+        call_command("migrate", interactive=False, verbosity=0)
+
+    def seed(self) -> None:
+        from bench.seed import seed
+
+        started = time.monotonic()
+        self.population = seed(
+            employees=self.plan.employees,
+            org_groups=self.plan.org_groups,
+            group_size=self.plan.group_size,
+            fanout_sizes=list(self.plan.fanout_sizes),
+        )
+        self.results["population"] = {
+            **self.population.summary(),
+            "seed_seconds": round(time.monotonic() - started, 1),
+        }
+
+    def start_broker(self) -> None:
+        from bridge import acl
+        from bridge.broker import (
+            MosquittoProcess,
+            build_plugin,
+            free_port,
+            render_config,
+        )
+
+        build_plugin()
+        port = free_port()
+        conf = render_config(port=port, directory=self.broker_dir, bridge_user=BRIDGE_USER)
+        started = time.monotonic()
+        acl.sync(self.broker_dir)
+        self.results["broker_files"] = {
+            "render_seconds": round(time.monotonic() - started, 3),
+            "passwd_lines": len((self.broker_dir / "passwd").read_text().splitlines()),
+            "groups_lines": len((self.broker_dir / "groups").read_text().splitlines()),
+        }
+        self.broker = MosquittoProcess(conf)
+        self.broker.start()
+        self.port = self.broker.port
+        self.env["MCHAT_MQTT_URL"] = f"mqtt://127.0.0.1:{self.port}"
+        os.environ["MCHAT_MQTT_URL"] = self.env["MCHAT_MQTT_URL"]
+
+    def connect_clients(self) -> None:
+        from bridge.protocol import group_topic, inbox_topic
+
+        plan, people = self.plan, self.population.employee_ids
+        n = len(people)
+        pw = self.population.password
+        self.sender_ids = people[n - 2 * plan.senders : n - plan.senders]
+        self.recipient_ids = people[n - plan.senders :]
+        self.target_ids = people[n - 2 * plan.senders - plan.member_add_repeats : n - 2 * plan.senders]
+        self.member_add_groups = self.population.org_groups[: plan.member_add_repeats]
+
+        requesters = [(e, pw, f"{e}_tx") for e in self.sender_ids]
+        self.admin_index = len(requesters)
+        requesters.append((self.population.admin_id, pw, f"{self.population.admin_id}_tx"))
+        self.owner_index = []
+        for _, members in self.member_add_groups:
+            self.owner_index.append(len(requesters))
+            requesters.append((members[0], pw, f"{members[0]}_tx"))
+        self.swarm = Swarm("127.0.0.1", self.port).start()
+        self.requests = Requests(self.swarm, requesters)
+        self.publisher = self.swarm.connect_many(
+            [(BRIDGE_USER, self.bridge_password, f"{BRIDGE_USER}_benchpub")]
+        )[0]
+
+        # Receivers: recipients' inboxes, fan-out members on their groups, member_add targets.
+        topics: dict[str, list[str]] = {}
+        for e in self.recipient_ids:
+            topics.setdefault(e, []).append(inbox_topic(e))
+        for size, gid in self.population.fanout_groups.items():
+            for e in people[:size]:
+                topics.setdefault(e, []).append(group_topic(gid))
+        for e, (gid, _) in zip(self.target_ids, self.member_add_groups, strict=True):
+            topics.setdefault(e, []).append(group_topic(gid))
+        self.pool = ReceiverPool(self.port, plan.receiver_processes)
+        logins = [(e, pw, f"{e}_rx") for e in topics]
+        self.pool.connect(logins, [topics[e] for e in topics])
+        self.results["clients"] = {"requesters": len(requesters), "receivers": len(logins)}
+
+    def start_echo(self) -> None:
+        env = {**os.environ, "BENCH_ECHO_PASSWORD": self.bridge_password}
+        self.echo = subprocess.Popen(
+            [sys.executable, "-m", "bench.echo", str(self.port), BRIDGE_USER],
+            cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        line = self.echo.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"echo responder did not start: {line!r}")
+
+    def stop_echo(self) -> None:
+        if self.echo is not None and self.echo.poll() is None:
+            self.echo.send_signal(signal.SIGTERM)
+            try:
+                self.echo.wait(10)
+            except subprocess.TimeoutExpired:
+                self.echo.kill()
+                self.echo.wait(5)
+        self.echo = None
+
+    def start_bridge(self, instance: str) -> BridgeProcess:
+        bridge = BridgeProcess(
+            env=self.env, instance=instance, shared=True, log_path=self.work / f"bridge-{instance}.log"
+        ).start()
+        self.bridges.append(bridge)
+        return bridge
+
+    def wait_bridge_ready(self, timeout: float = 60.0) -> None:
+        """An unknown action is answered 400 without touching the database."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not all(b.alive() for b in self.bridges):
+                raise RuntimeError("a bridge exited:\n" + self.bridges[-1].log_tail())
+            try:
+                self.requests.request(self.admin_index, lambda i, s: b'{"action":"bench.ping"}', timeout=2)
+                return
+            except TimeoutError:
+                continue
+        raise RuntimeError(f"the bridge did not answer within {timeout} s")
+
+    # --- measurements ---------------------------------------------------------------------
+
+    def private_payload(self, index: int, seq_id: str) -> bytes:
+        return _json_bytes(
+            {"action": "msg.send_private", "to_employee_id": self.recipient_ids[index],
+             "content": f"bench {seq_id}"}
+        )
+
+    def closed(self, label: str, in_flight: int, seconds: float | None = None) -> dict:
+        plan = self.plan
+        seconds = seconds or plan.closed_seconds
+        clients = list(range(1 if in_flight == 1 else plan.senders))
+        bar = self.sub_bar(None, label)
+        result = measure.closed_loop(
+            self.requests, clients=clients, in_flight=in_flight, duration=seconds,
+            warmup=plan.warmup_seconds, make_payload=self.private_payload,
+            progress=lambda n: (setattr(bar, "n", n), bar.refresh()),
+        )
+        bar.close()
+        self.pool.dump()  # deliveries of this run are not measured here
+        summary = {"in_flight": in_flight, "seconds": seconds, **result.summary()}
+        self.log(f"{label}: {summary['per_second']}/s, latency {summary['latency_ms']}")
+        return summary
+
+    def raw_fanout(self) -> dict:
+        from bridge.protocol import group_topic
+
+        out = {}
+        for size, gid in self.population.fanout_groups.items():
+            topic = group_topic(gid)
+            sent = {}
+            for r in range(self.plan.fanout_repeats):
+                token = f"raw{size}x{r}"
+
+                def fire(token=token, topic=topic, sent=sent) -> None:
+                    sent[token] = time.monotonic()
+                    self.publisher.publish(topic, _json_bytes({"content": f"bench {token}"}), qos=1)
+
+                self.swarm.call_wait(fire)
+                self.pool.wait({token: topic}, timeout=10)
+                time.sleep(0.05)
+            out[str(size)] = self._fanout_stats(sent, self.pool.dump(), self.pool.subscribers(topic))
+            self.log(f"raw fan-out {size}: {out[str(size)]['all_received_ms']}")
+        return out
+
+    def _fanout_stats(self, sent: dict[str, float], arrivals: dict, expected: int) -> dict:
+        complete, incomplete = [], []
+        for token, t0 in sent.items():
+            count, _first, last = arrivals.get(token, [0, None, None])
+            if count >= expected:
+                complete.append(last - t0)
+            else:
+                incomplete.append(count)
+        return {
+            "members": expected,
+            "repeats": len(sent),
+            "all_received_ms": measure.stats_ms(complete),
+            "incomplete": incomplete,
+            "duplicates": sum(max(0, arrivals.get(t, [0])[0] - expected) for t in sent),
+        }
+
+    def mchat_fanout(self) -> dict:
+        from bridge.protocol import group_topic
+
+        out = {}
+        for size, gid in self.population.fanout_groups.items():
+            topic = group_topic(gid)
+            sent, responses = {}, []
+            bar = self.sub_bar(self.plan.fanout_repeats, f"fan-out {size}", "msg")
+            for _ in range(self.plan.fanout_repeats):
+                box: dict = {}
+
+                def fire(gid=gid, box=box) -> None:
+                    box["t0"] = time.monotonic()
+
+                    def on_response(now: float, payload: bytes) -> None:
+                        box["latency"] = now - box["t0"]
+                        box["code"] = measure.response_code(payload)
+
+                    box["seq"] = self.requests.send(
+                        self.admin_index,
+                        lambda i, s: _json_bytes(
+                            {"action": "msg.send_group", "group_id": gid, "content": f"bench {s}"}
+                        ),
+                        on_response,
+                    )
+
+                self.swarm.call_wait(fire)
+                self.pool.wait({box["seq"]: topic}, timeout=15)
+                wait_until(lambda box=box: "code" in box, 10)
+                sent[box["seq"]] = box["t0"]
+                if "latency" in box:
+                    responses.append(box["latency"])
+                bar.update(1)
+                time.sleep(0.05)
+            bar.close()
+            out[str(size)] = {
+                **self._fanout_stats(sent, self.pool.dump(), self.pool.subscribers(topic)),
+                "response_ms": measure.stats_ms(responses),
+            }
+            self.log(f"MChat fan-out {size}: {out[str(size)]['all_received_ms']}")
+        return out
+
+    def offered(self) -> list[dict]:
+        rows = []
+        for rate in self.plan.offered_rates:
+            total = int(rate * self.plan.open_seconds)
+            bar = self.sub_bar(total, f"{rate} msg/s offered")
+            result = measure.open_loop(
+                self.requests, clients=list(range(self.plan.senders)), rate=rate,
+                duration=self.plan.open_seconds, make_payload=self.private_payload,
+                progress=lambda n, bar=bar: (setattr(bar, "n", n), bar.refresh()),
+            )
+            bar.close()
+            time.sleep(0.3)  # the last deliveries
+            arrivals = self.pool.dump()
+            e2e, missing, duplicates = [], 0, 0
+            for seq_id, intended in result.sent.items():
+                entry = arrivals.get(f"{seq_id}")
+                if entry is None:
+                    missing += 1
+                    continue
+                e2e.append(entry[1] - intended)
+                duplicates += entry[0] - 1
+            row = {
+                "offered_per_second": rate,
+                "seconds": self.plan.open_seconds,
+                "answered_per_second": result.summary()["per_second"],
+                "response_ms": measure.stats_ms(result.latencies),
+                "end_to_end_ms": measure.stats_ms(e2e),
+                "codes": {str(k): v for k, v in result.codes.items()},
+                "unanswered": result.unanswered,
+                "deliveries_missing": missing,
+                "deliveries_duplicated": duplicates,
+            }
+            self.log(f"offered {rate}/s: response {row['response_ms']} e2e {row['end_to_end_ms']}")
+            rows.append(row)
+            time.sleep(0.5)
+        return rows
+
+    def org_tree(self) -> dict:
+        full, unchanged, size, version = [], [], 0, None
+        for _ in range(self.plan.tree_repeats):
+            latency, payload = self.requests.request(
+                self.admin_index, lambda i, s: b'{"action":"org.tree"}', timeout=60
+            )
+            body = json.loads(payload)
+            if body["code"] != 0:
+                raise RuntimeError(f"org.tree failed: {body}")
+            full.append(latency)
+            size = len(payload)
+            version = body["data"]["version"]
+        for _ in range(self.plan.tree_repeats):
+            latency, payload = self.requests.request(
+                self.admin_index, lambda i, s: _json_bytes({"action": "org.tree", "version": version})
+            )
+            unchanged.append(latency)
+        return {
+            "employees": len(self.population.employee_ids),
+            "full_ms": measure.stats_ms(full),
+            "response_bytes": size,
+            "unchanged_version_ms": measure.stats_ms(unchanged),
+        }
+
+    def member_add(self) -> dict:
+        from bridge.protocol import group_topic
+
+        samples, failures = [], []
+        for k, ((gid, _members), target) in enumerate(
+            zip(self.member_add_groups, self.target_ids, strict=True)
+        ):
+            owner = self.owner_index[k]
+            _latency, payload = self.requests.request(
+                owner,
+                lambda i, s, gid=gid, target=target: _json_bytes(
+                    {"action": "group.member_add", "group_id": gid, "member_ids": [target]}
+                ),
+            )
+            responded = time.monotonic()
+            if measure.response_code(payload) != 0:
+                failures.append(json.loads(payload))
+                continue
+            token = f"madd{k}"
+            stop = {"flag": False}
+            probe = _json_bytes({"action": "msg.send_group", "group_id": gid, "content": f"bench {token}"})
+
+            def tick(owner=owner, probe=probe, stop=stop) -> None:
+                if stop["flag"]:
+                    return
+                self.requests.send(owner, lambda i, s: probe, lambda now, payload: None)
+                self.swarm.call_at(time.monotonic() + 0.01, lambda: tick(owner, probe, stop))
+
+            self.swarm.call(tick)
+            counts = self.pool.wait({token: group_topic(gid)}, timeout=20)
+            stop["flag"] = True
+            time.sleep(0.1)
+            arrivals = self.pool.dump()
+            if counts.get(token):
+                samples.append(arrivals[token][1] - responded)
+            else:
+                failures.append({"group_id": gid, "target": target, "error": "never received"})
+        return {
+            "repeats": len(self.member_add_groups),
+            "probe_interval_ms": 10,
+            "until_received_ms": measure.stats_ms(samples),
+            "failures": failures,
+        }
+
+    def queries_per_send(self) -> dict:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        from bridge import publisher
+        from bridge.dispatch import Dispatcher
+        from bridge.ratelimit import RateLimiter
+
+        memory = publisher.MemoryPublisher()
+        publisher.install(memory)
+        dispatcher = Dispatcher(memory, limiter=RateLimiter({}))
+        client_id = f"{self.sender_ids[0]}_inproc"
+        rows = []
+        for n in range(2):  # the first may create the conversation; the second is steady state
+            with CaptureQueriesContext(connection) as ctx:
+                dispatcher.handle(
+                    f"mchat/msg/req/{client_id}/inproc{n}",
+                    _json_bytes({"action": "msg.send_private", "to_employee_id": self.recipient_ids[0],
+                                 "content": "bench inproc"}),
+                )
+            rows = [q["sql"][:200] for q in ctx.captured_queries]
+        started = time.perf_counter()
+        count = 200
+        for n in range(count):
+            dispatcher.handle(
+                f"mchat/msg/req/{client_id}/inproc-t{n}",
+                _json_bytes({"action": "msg.send_private", "to_employee_id": self.recipient_ids[0],
+                             "content": "bench inproc"}),
+            )
+        per_request = (time.perf_counter() - started) / count
+        publisher.install(None)
+        return {
+            "statements": len(rows),
+            "sql": rows,
+            "in_process_dispatch_ms": round(per_request * 1000, 3),
+            "in_process_per_second": round(1 / per_request, 1),
+        }
+
+    def run_profile(self) -> dict:
+        output = self.work / "profile.raw"
+        bridge = self.bridges[0]
+        spy = profile.record(bridge.pid, self.plan.profile_seconds, output)
+        time.sleep(0.3)
+        loop = self.closed("profiled: send_private, 64 in flight", 64, seconds=self.plan.profile_seconds)
+        _, err = spy.communicate(timeout=self.plan.profile_seconds + 60)
+        if not output.exists():
+            return {"error": f"py-spy failed: {err[-500:]}"}
+        stored = BENCH_DIR / "results" / f"profile-{self.stamp}.raw"
+        shutil.copy(output, stored)
+        analysis = profile.analyse(output, requests_per_second=loop["per_second"])
+        return {"load": loop, "raw_file": str(stored.relative_to(REPO_DIR)), **analysis}
+
+    def memory(self) -> dict:
+        out = {"bridge_kib": self.bridges[0].memory_kib()}
+        if self.broker and self.broker.pid:
+            out["broker_kib"] = _proc_memory(self.broker.pid)
+        return out
+
+    # --- the run --------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (BENCH_DIR / "results").mkdir(exist_ok=True)
+        self.results["machine"] = machine_info()
+        self.results["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        url = self.start_database()
+        self.step("database")
+        self.configure_django(url)
+        self.migrate()
+        self.step("migrated")
+        self.seed()
+        self.step("seeded")
+        self.start_broker()
+        self.step("broker")
+        self.connect_clients()
+        self.step("clients connected")
+        self.results["versions"] = versions(self.pg)
+
+        raw: dict = {}
+        self.start_echo()
+        raw["in_flight_1"] = self.closed("raw broker, 1 in flight", 1)
+        self.step("raw 1")
+        raw["in_flight_64"] = self.closed("raw broker, 64 in flight", 64)
+        self.step("raw 64")
+        self.stop_echo()
+        raw["fanout"] = self.raw_fanout()
+        self.results["raw_broker"] = raw
+        self.step("raw fan-out")
+
+        self.start_bridge("b1")
+        self.wait_bridge_ready()
+        self.step("bridge up")
+        mchat: dict = {}
+        mchat["in_flight_1"] = self.closed("send_private, 1 in flight", 1)
+        self.step("send_private 1")
+        mchat["in_flight_64"] = self.closed("send_private, 64 in flight", 64)
+        self.step("send_private 64")
+        for key in ("in_flight_1", "in_flight_64"):
+            base = raw[key]["per_second"]
+            mchat[key]["ratio_to_raw"] = round(mchat[key]["per_second"] / base, 3) if base else None
+        self.results["send_private"] = mchat
+        self.results["profile"] = self.run_profile()
+        self.step("profiled")
+        self.results["offered_load"] = self.offered()
+        self.step("offered load")
+        self.results["fanout"] = self.mchat_fanout()
+        self.step("fan-out")
+        self.results["org_tree"] = self.org_tree()
+        self.results["member_add"] = self.member_add()
+        self.step("org scale")
+        self.results["memory"] = self.memory()
+        self.results["queries_per_send_private"] = self.queries_per_send()
+        self.step("memory, queries")
+        if self.args.bridges > 1:
+            for n in range(2, self.args.bridges + 1):
+                self.start_bridge(f"b{n}")
+            time.sleep(1.0)
+            self.wait_bridge_ready()
+            row = self.closed(f"send_private, 64 in flight, {self.args.bridges} bridges", 64)
+            base = raw["in_flight_64"]["per_second"]
+            row["ratio_to_raw"] = round(row["per_second"] / base, 3) if base else None
+            row["bridges"] = self.args.bridges
+            self.results["send_private"]["in_flight_64_multi_bridge"] = row
+        self.step("multi-bridge")
+        self.results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.results["machine"]["loadavg_end"] = os.getloadavg()
+        self.write()
+        self.step("report")
+
+    def write(self) -> None:
+        from bench.report import render
+
+        raw_path = BENCH_DIR / "results" / f"{self.stamp}.json"
+        raw_path.write_text(json.dumps(self.results, indent=2, ensure_ascii=False) + "\n")
+        if not self.args.no_latest:
+            shutil.copy(raw_path, BENCH_DIR / "latest.json")
+            (BENCH_DIR / "REPORT.md").write_text(render(self.results))
+        self.log(f"wrote {raw_path.relative_to(REPO_DIR)}" + ("" if self.args.no_latest else ", bench/REPORT.md, bench/latest.json"))
+
+    def cleanup(self) -> None:
+        for action in (
+            lambda: self.pool and self.pool.close(),
+            lambda: self.swarm and self.swarm.stop(),
+            self.stop_echo,
+            *[b.stop for b in self.bridges],
+            lambda: self.broker and self.broker.stop(),
+            lambda: self.pg and self.pg.stop(),
+        ):
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - stop the rest anyway
+                self.log(f"cleanup: {exc}")
+        self.steps.close()
+        if self.args.keep:
+            self.log(f"kept {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _proc_memory(pid: int) -> dict[str, int]:
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    except FileNotFoundError:
+        pass
+    return values
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except FileNotFoundError:
+        pass
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_kib = int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except FileNotFoundError:
+        pass
+    return platform.platform()
+
+
+def versions(pg: PostgresCluster | None) -> dict:
+    import django
+    import paho.mqtt
+    import psycopg
+
+    mosquitto = subprocess.run(["mosquitto", "-h"], check=False, capture_output=True, text=True).stdout.splitlines()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO_DIR, capture_output=True, text=True
+    ).stdout.strip()
+    # The bridge runs the working tree: say whether its code differs from the commit.
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "bridge", "messaging", "org", "mchat"],
+        check=False, cwd=REPO_DIR, capture_output=True, text=True,
+    ).stdout.split("\n")
+    changed = sorted({line[3:] for line in dirty if line.strip()})
+    if changed:
+        commit += f" + uncommitted changes in {', '.join(changed[:8])}" + (" ..." if len(changed) > 8 else "")
+    return {
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "paho_mqtt": paho.mqtt.__version__,
+        "psycopg": psycopg.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "mosquitto": mosquitto[0].replace("mosquitto version ", "") if mosquitto else "?",
+        "postgresql": pg.version() if pg else None,
+        "git_commit": commit,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster instead of SQLite")
+    parser.add_argument("--quick", action="store_true", help="small organisation, short runs (about a minute)")
+    parser.add_argument("--bridges", type=int, default=2,
+                        help="also measure send_private, 64 in flight, with this many bridge processes")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
+    parser.add_argument("--no-latest", action="store_true",
+                        help="write only bench/results/<stamp>.json, not REPORT.md / latest.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    bench = Bench(args)
+    try:
+        bench.execute()
+        return 0
+    except KeyboardInterrupt:
+        tqdm.write("interrupted; stopping everything")
+        return 130
+    except Exception:  # noqa: BLE001 - report, then stop everything in `finally`
+        tqdm.write(traceback.format_exc())
+        for bridge in bench.bridges:
+            tqdm.write(f"--- {bridge.log_path.name} (tail)\n{bridge.log_tail()}")
+        return 1
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
