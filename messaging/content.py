@@ -45,6 +45,27 @@ class Content:
 
 def content_parse(raw: Any) -> Content:
     """Validated content, or BadRequest naming the offending field (content, content.url...)."""
+    content = _content(raw)
+    _check_characters(content.value)
+    return content
+
+
+def _check_characters(value: str | dict) -> None:
+    """JSON may carry NUL and lone surrogates ("\u0000", "\ud800"); no database can store
+    them as text, and no client could display them."""
+    fields = {"content": value} if isinstance(value, str) else {
+        f"content.{name}": text for name, text in value.items() if isinstance(text, str)
+    }
+    for field, text in fields.items():
+        if "\x00" in text:
+            raise BadRequest(_("%(field)s 不能包含 NUL 字符") % {"field": field})
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(_("%(field)s 包含无效的 Unicode 字符") % {"field": field}) from None
+
+
+def _content(raw: Any) -> Content:
     if isinstance(raw, str):
         return Content("text", _text(raw, "content"))
     if not isinstance(raw, dict):

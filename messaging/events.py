@@ -50,7 +50,8 @@ def group_access_revoked() -> None:
     SIGHUP the broker: Mosquitto applies a reload at the end of its current loop pass, before
     it can read any request that follows the answer. Additions need no such haste.
     """
-    transaction.on_commit(_apply_revocation)
+    # robust: the change has committed; a failure here is logged, it must not make the answer a 500.
+    transaction.on_commit(_apply_revocation, robust=True)
 
 
 def _apply_revocation() -> None:

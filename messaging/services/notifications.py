@@ -41,7 +41,7 @@ def group_notify(
         for start in range(0, len(recipients), batch):
             tasks.system_notification_deliver.delay(recipients[start : start + batch], notification)
 
-    transaction.on_commit(hand_over)
+    transaction.on_commit(hand_over, robust=True)  # logged, never a 500 after the commit
     return notification
 
 

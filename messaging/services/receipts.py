@@ -63,7 +63,8 @@ def group_receipts_note(
         update_fields=["pending"],
     )
     conversation_pk = conversation.pk
-    transaction.on_commit(lambda: _flush_now(conversation_pk))
+    # robust: the ack has committed; a queue that is down must not turn its answer into a 500.
+    transaction.on_commit(lambda: _flush_now(conversation_pk), robust=True)
 
 
 def group_receipts_flush(*, conversation_pk: int) -> int:
@@ -138,7 +139,7 @@ def _schedule(conversation_pk: int, waiting: list[ReceiptTally], *, interval: ti
     due = min(t.emitted_at + interval for t in uncovered)
     ReceiptTally.objects.filter(pk__in=[t.pk for t in uncovered]).update(scheduled_for=due)
     delay = max(0.0, (due - now).total_seconds())
-    transaction.on_commit(lambda: _flush_later(conversation_pk, delay))
+    transaction.on_commit(lambda: _flush_later(conversation_pk, delay), robust=True)
 
 
 def _flush_now(conversation_pk: int) -> None:

@@ -57,6 +57,12 @@ FILE = {"type": "file", "url": "https://f.example.com/a", "name": "a.txt", "size
         ({**FILE, "name": "../etc/passwd"}, "content.name 必须是不含“/”、不超过 255 个字符的文件名"),
         ({**FILE, "size": -1}, "content.size 必须是 0 到 1099511627776 之间的整数"),
         ({k: v for k, v in FILE.items() if k != "size"}, "content.size 不能为空"),
+        ("a\x00b", "content 不能包含 NUL 字符"),
+        ({"type": "text", "text": "\x00"}, "content.text 不能包含 NUL 字符"),
+        ({**FILE, "name": "a\x00b"}, "content.name 不能包含 NUL 字符"),
+        ({**IMAGE, "url": "https://a/\x00b"}, "content.url 不能包含 NUL 字符"),
+        ("a\ud800b", "content 包含无效的 Unicode 字符"),
+        ({**FILE, "name": "a\ud800b"}, "content.name 包含无效的 Unicode 字符"),
     ],
 )
 def test_invalid_content_is_400_naming_the_field(raw, message):

@@ -71,7 +71,9 @@ def test_one_send_reaches_each_online_member_of_a_500_member_group_exactly_once(
     assert created["code"] == 0, created
     group_id = created["data"]["group_id"]
     removed = members[:10]
-    gone = device.request("group.member_remove", group_id=group_id, member_ids=[m.employee_id for m in removed])
+    gone = device.request(
+        "group.member_remove", group_id=group_id, member_ids=[m.employee_id for m in removed], timeout=30
+    )
     assert gone["data"]["current_member_count"] == 491
     _wait_memberships_loaded(live, 491)
 
@@ -86,7 +88,8 @@ def test_one_send_reaches_each_online_member_of_a_500_member_group_exactly_once(
         sent = device.request("msg.send_group", group_id=group_id, content="全员通知：今晚发版")
         assert sent["code"] == 0
         online = [f"{m.employee_id}_crowd" for m in members[10:]]
-        assert crowd.wait_for(lambda got: all(got.get(cid) for cid in online), timeout=30)
+        arrived = crowd.wait_for(lambda got: all(got.get(cid) for cid in online), timeout=30)
+        assert arrived, f"{sum(1 for cid in online if not crowd.received.get(cid))} members got nothing"
         time.sleep(0.5)  # room for duplicates or leaks to show up
         with crowd._lock:
             received = {cid: list(msgs) for cid, msgs in crowd.received.items()}
@@ -94,6 +97,7 @@ def test_one_send_reaches_each_online_member_of_a_500_member_group_exactly_once(
         crowd.close()
 
     for cid in online:
+        assert len(received[cid]) == 1, (cid, received[cid])
         (only,) = received[cid]
         assert only[0] == topic
         assert json.loads(only[1])["msg_id"] == sent["data"]["msg_id"]
