@@ -120,9 +120,13 @@ class Actions:
             content=content,
         )
 
-    def send_group(self, group_id: str, content: Any, *, seq_id: str | None = None) -> dict:
+    def send_group(
+        self, group_id: str, content: Any, *, seq_id: str | None = None, timeout: float | None = None
+    ) -> dict:
         """msg.send_group (spec 3.12) -> {msg_id, group_id, sent_at, seq}."""
-        return self.request("msg.send_group", seq_id=seq_id, group_id=group_id, content=content)
+        return self.request(
+            "msg.send_group", seq_id=seq_id, timeout=timeout, group_id=group_id, content=content
+        )
 
     def send(self, conversation: Conversation | str, content: Any, **options: Any) -> dict:
         """Send into a conversation: Conversation("private", eid) / ("group", gid) or a bare id."""

@@ -76,6 +76,7 @@ DEFAULT_REQUEST_TIMEOUT = 15.0
 DEFAULT_SESSION_EXPIRY = 24 * 3600
 HISTORY_EVENTS = 2000
 UNCLAIMED_RESPONSES = 256
+UNCLAIMED_SUBACKS = 256
 
 
 class _Waiter:
@@ -122,7 +123,9 @@ class Client(Actions, Deliveries):
         self._async_queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, frozenset[str]]] = []
         self._history: collections.deque[Event] = collections.deque(maxlen=HISTORY_EVENTS)
         self._history_cond = threading.Condition()
-        self._subacks: dict[int, list[int]] = {}  # SUBACK of the connection's base subscribe
+        # SUBACKs nobody has claimed yet, by mid. Paho calls on_subscribe holding its callback
+        # mutex, which its subscribe() may also take: never call paho holding _suback_cond.
+        self._subacks: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
         self._base_mid = -1
         self._group_mids: dict[int, threading.Event] = {}
         self._suback_cond = threading.Condition()
@@ -397,10 +400,9 @@ class Client(Actions, Deliveries):
         topics = self._base_topics()
         with self._lock:
             topics += [GROUP_PREFIX + gid for gid in self.groups]
-        with self._suback_cond:  # held so the SUBACK cannot be handled before _base_mid is set
-            _result, mid = client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
-            self._subacks.pop(self._base_mid, None)
-            self._base_mid = mid
+        # On the network thread: its SUBACK cannot be handled before this callback returns.
+        _result, mid = client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
+        self._base_mid = mid
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._connack_failure = None
         self._connected.set()
@@ -424,8 +426,10 @@ class Client(Actions, Deliveries):
             group_ready = self._group_mids.pop(mid, None)
             if group_ready is not None:
                 group_ready.set()
-            elif mid == self._base_mid:
+            else:  # claimed by _wait_subscribed, or by _join_group_topic after its subscribe()
                 self._subacks[mid] = [int(code.value) for code in reason_codes]
+                while len(self._subacks) > UNCLAIMED_SUBACKS:
+                    self._subacks.popitem(last=False)
             self._suback_cond.notify_all()
 
     def _wait_subscribed(self, mid: int, timeout: float) -> bool:

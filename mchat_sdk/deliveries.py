@@ -61,11 +61,14 @@ class Deliveries:
     def _join_group_topic(self, group_id: str) -> int | None:
         with self._lock:
             ready = self._group_subscribed.setdefault(group_id, threading.Event())
-        with self._suback_cond:  # held so the SUBACK cannot be handled before the mid is known
-            result, mid = self._mqtt.subscribe(GROUP_PREFIX + group_id, options=SubscribeOptions(qos=1))
-            if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return None  # not connected: every reconnect subscribes all followed groups again
-            self._group_mids[mid] = ready
+        result, mid = self._mqtt.subscribe(GROUP_PREFIX + group_id, options=SubscribeOptions(qos=1))
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None  # not connected: every reconnect subscribes all followed groups again
+        with self._suback_cond:
+            if self._subacks.pop(mid, None) is not None:  # the SUBACK was quicker
+                ready.set()
+            else:
+                self._group_mids[mid] = ready
         return mid
 
     def _leave_group_topic(self, group_id: str) -> None:
