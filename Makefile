@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
-TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium tmux
+# fonts-wqy-microhei: Chinese glyphs in the browser test's screenshots
+TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium fonts-wqy-microhei tmux
 
 .PHONY: up test test-pg system-deps test-system-deps venv plugin migrate lint clean
 
