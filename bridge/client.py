@@ -7,24 +7,22 @@ import os
 import queue
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
-from django.db import close_old_connections
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge import protocol, publisher, status
 from bridge.dispatch import Dispatcher
+from bridge.periodic import PeriodicJobs
 
 logger = logging.getLogger("mchat.bridge")
 
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
-IDLE_MAINTENANCE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -114,6 +112,7 @@ class BridgeClient:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.dispatcher = Dispatcher(publisher.PahoPublisher(self.client))
+        self.periodic = PeriodicJobs(settings.MCHAT_BRIDGE_PERIODIC)
         publisher.install(self.dispatcher.publisher)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -174,16 +173,13 @@ class BridgeClient:
         self._accepting.set()
         connect_async(self.client, persistent=True)
         self.client.loop_start()
-        last_maintenance = time.monotonic()
         try:
             while not stop.is_set() or not self._inbox.empty():
                 if stop.is_set():
                     self._accepting.clear()
+                self.periodic.run_due()
                 batch = self._next_batch()
                 if not batch:
-                    if time.monotonic() - last_maintenance > IDLE_MAINTENANCE_SECONDS:
-                        close_old_connections()
-                        last_maintenance = time.monotonic()
                     continue
                 # Status messages are not requests: org.presence, no reply, never a dispatch.
                 requests = [(t, p) for t, p, _, _ in batch if not status.is_status_topic(t)]

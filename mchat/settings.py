@@ -160,6 +160,11 @@ MCHAT_MAX_PAYLOAD = int(os.environ.get("MCHAT_MAX_PAYLOAD", str(64 * 1024)))
 # Requests served in one transaction when they arrive together (1 = one commit per request).
 MCHAT_BRIDGE_BATCH = int(os.environ.get("MCHAT_BRIDGE_BATCH", "64"))
 MCHAT_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("MCHAT_IDEMPOTENCY_TTL_HOURS", "48"))
+# Jobs every bridge process runs between batches and while idle: {"module:function": seconds}.
+MCHAT_BRIDGE_PERIODIC = {
+    "django.db:close_old_connections": 30,
+    "bridge.services:processed_requests_purge": 3600,
+}
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
 MCHAT_RATE_LIMITS = {
     "auth": [5, 20],

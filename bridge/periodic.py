@@ -1,0 +1,43 @@
+"""Jobs every bridge process runs between batches and while idle, like a tiny beat.
+
+Configured in settings.MCHAT_BRIDGE_PERIODIC as {"module:function": interval_seconds}. A job
+must be quick and safe to run in several processes at once; an exception is logged and the job
+runs again at its next turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from importlib import import_module
+
+from django.db import DatabaseError, connection
+
+logger = logging.getLogger("mchat.bridge")
+
+
+def _resolve(target: str) -> Callable[[], object]:
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)
+
+
+class PeriodicJobs:
+    def __init__(self, jobs: dict[str, float], clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        now = clock()
+        self._jobs = [(target, _resolve(target), float(interval)) for target, interval in jobs.items()]
+        self._due = {target: now + interval for target, _, interval in self._jobs}
+
+    def run_due(self) -> None:
+        now = self._clock()
+        for target, job, interval in self._jobs:
+            if now < self._due[target]:
+                continue
+            self._due[target] = now + interval
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - a failing job must not stop the bridge
+                logger.exception("periodic job %s failed", target)
+                if isinstance(exc, DatabaseError):
+                    connection.close_if_unusable_or_obsolete()
