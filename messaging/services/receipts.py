@@ -56,8 +56,9 @@ def group_receipts_note(
     )
     if not message_pks:
         return
+    # Rows locked in ascending order, as the flush locks them: no deadlock between the two.
     ReceiptTally.objects.bulk_create(
-        [ReceiptTally(message_id=pk, conversation=conversation, pending=True) for pk in message_pks],
+        [ReceiptTally(message_id=pk, conversation=conversation, pending=True) for pk in sorted(message_pks)],
         update_conflicts=True,
         unique_fields=["message"],
         update_fields=["pending"],

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection, transaction
 
 from messaging import services
-from messaging.models import Conversation, Message
+from messaging.models import Conversation, Message, ReceiptTally
 from tests.factories import EmployeeFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,3 +97,40 @@ def test_concurrent_first_messages_of_a_pair_share_one_conversation():
     (conversation,) = Conversation.objects.filter(kind="private")
     assert sorted(Message.objects.values_list("seq", flat=True)) == list(range(1, 11))
     assert conversation.last_seq == 10
+
+
+def test_concurrent_group_acks_and_flushes_agree_on_the_count(published, settings):
+    """Every ack flushes at once (interval 0): acks and flushes contend for the same rows."""
+    settings.MCHAT_RECEIPT_INTERVAL_SECONDS = 0
+    owner = EmployeeFactory()
+    readers = EmployeeFactory.create_batch(SENDERS)
+    group = services.group_create(actor=owner, name="回执", member_ids=[r.employee_id for r in readers]).group
+    messages = [
+        services.message_send_group(actor=owner, group_id=group.group_id, content=str(n)) for n in range(3)
+    ]
+    start = threading.Barrier(SENDERS)
+    errors: list[BaseException] = []
+
+    def ack(reader) -> None:
+        try:
+            start.wait(30)
+            for message in messages:
+                services.read_ack(actor=reader, msg_id=message.msg_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ack, args=(r,)) for r in readers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[0]
+    receipts = [p for p in published.to(f"mchat/inbox/{owner.employee_id}") if p.get("type") == "read_receipt"]
+    # Threads publish after their own commits, so arrival order may differ from commit order;
+    # the highest count is what a client shows.
+    best = {m.msg_id: max(r["read_count"] for r in receipts if r["msg_id"] == m.msg_id) for m in messages}
+    assert best == {m.msg_id: SENDERS for m in messages}
+    assert {r["member_count"] for r in receipts} == {SENDERS}
+    assert not ReceiptTally.objects.filter(pending=True).exists()
