@@ -22,6 +22,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils.translation import gettext as _
 
 from bridge import protocol
+from bridge.deferred import Deferred
 from bridge.handlers import Request
 from bridge.models import ProcessedRequest
 from bridge.publisher import Publisher
@@ -189,7 +190,10 @@ class Dispatcher:
         try:
             with transaction.atomic():
                 data = work.route.handler(request)
-                response = protocol.response_payload(work.parsed.seq_id, 0, "ok", {} if data is None else data)
+                if isinstance(data, Deferred):
+                    response = None  # recorded as pending; whoever resolves it publishes the answer
+                else:
+                    response = protocol.response_payload(work.parsed.seq_id, 0, "ok", {} if data is None else data)
                 self._record(work, response)
             work.decide(response)
         except MChatError as exc:
@@ -219,13 +223,14 @@ class Dispatcher:
 
     # --- answers ------------------------------------------------------------------------------
 
-    def _record(self, work: _Work, response: dict) -> None:
+    def _record(self, work: _Work, response: dict | None) -> None:
         client_id, seq_id = work.key
         ProcessedRequest.objects.create(
             client_id=client_id, seq_id=seq_id, action=work.route.action, response=response
         )
 
-    def _recorded(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    def _recorded(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict | None]:
+        """Recorded answers by key; None for one still pending (a repeat publishes nothing)."""
         rows = ProcessedRequest.objects.filter(
             client_id__in={c for c, _ in keys}, seq_id__in={s for _, s in keys}
         ).values_list("client_id", "seq_id", "response")

@@ -164,6 +164,9 @@ MCHAT_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("MCHAT_IDEMPOTENCY_TTL_HOURS", 
 MCHAT_BRIDGE_PERIODIC = {
     "django.db:close_old_connections": 30,
     "bridge.services:processed_requests_purge": 3600,
+    # Sends to AI agents whose acknowledgement deadline passed get their 504 (DESIGN §5).
+    "bridge.deferred:expire_due": 0.2,
+    "bridge.deferred:resolved_waits_purge": 3600,
 }
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
 MCHAT_RATE_LIMITS = {

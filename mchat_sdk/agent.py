@@ -162,9 +162,10 @@ class Agent:
         logger.info("agent %s is taking messages", self.client.client_id)
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, *, end_session: bool = False) -> None:
         """Graceful: no new messages; running and queued handlers finish (up to `timeout`);
-        then disconnect. Messages not taken stay unread and are answered after the next start."""
+        then disconnect (see Client.close for `end_session`). Messages not taken stay unread
+        and are answered after the next start."""
         with self._lock:
             if not self._accepting and self._stopped.is_set():
                 return
@@ -186,7 +187,7 @@ class Agent:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(5)
-        self.client.close()
+        self.client.close(end_session=end_session)
         self._stopped.set()
 
     def run_forever(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
+from bridge.deferred import Deferred, agent_ack_wait
 from bridge.handlers import Request, validate
 from bridge.handlers.groups import REQUIRED, id_field
 from bridge.protocol import isoformat_z
@@ -67,7 +68,7 @@ class ConversationListInput(serializers.Serializer):
     cursor = serializers.CharField(max_length=64, required=False)
 
 
-def send_private(request: Request) -> dict:
+def send_private(request: Request) -> dict | Deferred:
     fields = validate(SendPrivateInput, request.payload)
     message = services.message_send_private(
         actor=request.employee,
@@ -76,12 +77,15 @@ def send_private(request: Request) -> dict:
         client_id=request.client_id,
         seq_id=request.seq_id,
     )
-    return {
+    data = {
         "msg_id": message.msg_id,
         "to_employee_id": fields["to_employee_id"],
         "sent_at": isoformat_z(message.sent_at),
         "seq": message.seq,
     }
+    # To an AI agent the answer waits for its msg.read_ack (bridge.deferred).
+    recipient = message.conversation.peer_of(request.employee)
+    return agent_ack_wait(request=request, message=message, recipient=recipient, data=data)
 
 
 def send_group(request: Request) -> dict:

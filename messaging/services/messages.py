@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from bridge.deferred import agent_acknowledged
 from bridge.protocol import isoformat_z
 from mchat.errors import BadRequest, NotFound, PermissionDenied
 from messaging import events, ids, selectors
@@ -127,6 +128,8 @@ def read_ack(
         advanced = previous < message.seq
         if advanced:
             _announce_read(actor, message, conversation, previous=previous, read_at=read_at)
+        # An AI agent's acknowledgement answers the sends waiting for it (bridge.deferred).
+        agent_acknowledged(agent=actor, conversation_id=conversation.pk, up_to_seq=max(previous, message.seq))
     return ReadAck(message, conversation, max(previous, message.seq), read_at, advanced)
 
 

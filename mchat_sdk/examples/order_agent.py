@@ -1,0 +1,70 @@
+"""An AI agent with one skill, "订单查询": answers questions like "订单 1001 到哪了？" from a
+small table in this file.
+
+    python -m mchat_sdk.examples.order_agent --connection agent.json
+
+`agent.json` holds the agent's `mqtt_connection` (the employee.create answer, or the file the
+admin console offers). Stop it with Ctrl-C: messages being answered are finished first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+
+from mchat_sdk import Agent, Incoming
+
+ORDERS = {
+    "1001": {
+        "item": "ThinkPad X1 笔记本电脑",
+        "status": "已发货",
+        "carrier": "顺丰速运",
+        "tracking": "SF1234567890",
+        "eta": "2月5日",
+    },
+    "1002": {"item": "27 寸显示器 ×2", "status": "待付款", "carrier": "", "tracking": "", "eta": ""},
+    "1003": {
+        "item": "人体工学椅",
+        "status": "已签收",
+        "carrier": "京东物流",
+        "tracking": "JD0099887766",
+        "eta": "",
+    },
+}
+ORDER_NUMBER = re.compile(r"\d{4,}")
+MAX_ORDERS_PER_QUESTION = 5
+
+
+def describe(number: str) -> str:
+    order = ORDERS.get(number)
+    if order is None:
+        return f"没有找到订单 {number}，请核对订单号。"
+    text = f"订单 {number}（{order['item']}）：{order['status']}"
+    if order["carrier"]:
+        text += f"，{order['carrier']} {order['tracking']}"
+    if order["eta"]:
+        text += f"，预计 {order['eta']} 送达"
+    return text + "。"
+
+
+def answer(incoming: Incoming) -> str:
+    """The reply to one message (sent back into the same conversation by the runtime)."""
+    numbers = list(dict.fromkeys(ORDER_NUMBER.findall(incoming.text)))
+    if not numbers:
+        return "您好，我是订单查询助手。请告诉我订单号，例如：订单 1001"
+    return "\n".join(describe(n) for n in numbers[:MAX_ORDERS_PER_QUESTION])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="订单查询 agent (MChat SDK example)")
+    parser.add_argument("--connection", required=True, help="JSON file with the agent's mqtt_connection")
+    parser.add_argument("--device", default="agent", help="device part of the client id (default: agent)")
+    parser.add_argument("--concurrency", type=int, default=4, help="messages answered at the same time")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    Agent.from_file(args.connection, answer, device=args.device, concurrency=args.concurrency).run_forever()
+
+
+if __name__ == "__main__":
+    main()
