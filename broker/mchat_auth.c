@@ -16,10 +16,12 @@
  * so a subscription made before joining starts delivering once the member is
  * added, and stops as soon as the member is removed.
  *
- * TICK: the group file is also watched (a stat at most every 100 ms) and read
- * again when it was replaced, without SIGHUP. A SIGHUP is not free: Mosquitto
- * then re-verifies the password of every live session (PBKDF2, about 0.1 ms
- * each), so membership changes should not need one.
+ * The group file is read again whenever it was replaced, without SIGHUP: it is
+ * looked at (one stat) before every group READ decision, so a removal holds from
+ * the first delivery after the file was replaced, and at every TICK (at most
+ * every 100 ms), so an addition applies without traffic. A SIGHUP is not free:
+ * Mosquitto then re-verifies the password of every live session (PBKDF2, about
+ * 0.1 ms each), so membership changes should not need one.
  *
  * RELOAD (SIGHUP): the membership table is read again, then every username
  * listed in plugin_opt_kick_file (one per line) is disconnected and the file is
@@ -466,6 +468,16 @@ static void kick_listed_users(struct mchat_auth *st)
 	mosquitto_free(text);
 }
 
+/* Reads the group file again if it was replaced since the last read. */
+static void refresh_members(struct mchat_auth *st)
+{
+	if(st->group_file == NULL) return;
+	struct file_version now = file_version_of(st->group_file);
+	if(!file_version_equal(&now, &st->group_file_version)){
+		load_members(st);
+	}
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -530,6 +542,10 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	 * joined a group may subscribe before the broker has reloaded the table,
 	 * and must not be refused for good. Each delivery is checked here. */
 	if(ed->access != MOSQ_ACL_READ) return MOSQ_ERR_PLUGIN_DEFER;
+	/* A removal must hold from the very next delivery: MChat replaces the file
+	 * before it answers the removal, so look at the file now (one stat, about a
+	 * microsecond) instead of waiting for the next tick. */
+	refresh_members(st);
 	if(member_set_contains(st->members, gid, glen, username, strlen(username))){
 		return MOSQ_ERR_SUCCESS;
 	}
@@ -553,14 +569,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 
-	if(st->group_file == NULL) return MOSQ_ERR_SUCCESS;
 	if(elapsed_ms(&st->group_file_checked) < WATCH_INTERVAL_MS) return MOSQ_ERR_SUCCESS;
 	clock_gettime(CLOCK_MONOTONIC, &st->group_file_checked);
-
-	struct file_version now = file_version_of(st->group_file);
-	if(!file_version_equal(&now, &st->group_file_version)){
-		load_members(st);
-	}
+	refresh_members(st);
 	return MOSQ_ERR_SUCCESS;
 }
 

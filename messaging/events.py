@@ -8,13 +8,10 @@ the broker fans out to members, receipts and notifications go to inboxes. QoS 1 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
 from bridge import acl
-from bridge.broker import reload_broker
 from bridge.protocol import group_topic, inbox_topic
 from bridge.publisher import publish_json_on_commit
 from messaging import payloads
@@ -44,19 +41,13 @@ def group_access_revoked() -> None:
     """Members were removed or a group dismissed: before the answer goes out, the broker must
     stop delivering the group topic to them.
 
-    The plugin notices a new groups file by itself, but only within about 100 ms; a message
-    sent right after the answer would still reach a removed member. So, after commit and
-    before the response is published (on-commit hooks run first), render the files now and
-    SIGHUP the broker: Mosquitto applies a reload at the end of its current loop pass, before
-    it can read any request that follows the answer. Additions need no such haste.
+    The mchat_auth plugin looks at the groups file before every group delivery, so writing
+    the file now, after commit and before the response is published (on-commit hooks run
+    first), is enough: any message sent after the answer is checked against it. Additions need
+    no such haste and take the debounced path.
     """
     # robust: the change has committed; a failure here is logged, it must not make the answer a 500.
-    transaction.on_commit(_apply_revocation, robust=True)
-
-
-def _apply_revocation() -> None:
-    acl.sync()
-    reload_broker(Path(settings.MCHAT_BROKER_DIR) / "mosquitto.pid")
+    transaction.on_commit(acl.sync, robust=True)
 
 
 def _to_conversation(conversation: Conversation, payload: dict) -> None:

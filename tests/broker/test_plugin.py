@@ -287,6 +287,25 @@ def test_replaced_group_file_applies_without_sighup(broker, connect):
     assert "Reloading config." not in broker.log()
 
 
+def test_a_removal_holds_from_the_next_delivery_after_the_file_is_replaced(broker, connect):
+    # MChat replaces the file before it answers a removal; a message sent right after the
+    # answer must not reach the removed member, with no SIGHUP and no waiting for a tick.
+    bridge = connect("mchat-bridge", "mchat-bridge_b1")
+    leaving = connect("emp_a", "emp_a_dev1")
+    leaving.subscribe_and_wait("mchat/group/g1")
+    leaving.subscribe_and_wait(MARKER)
+    for round_ in range(20):
+        broker.write_groups([("g1", "emp_a")])
+        bridge.publish_and_wait("mchat/group/g1", f"in-{round_}".encode())
+        assert leaving.wait_for(lambda msgs, r=round_: any(m.payload == f"in-{r}".encode() for m in msgs))
+        broker.write_groups([])
+        bridge.publish_and_wait("mchat/group/g1", f"out-{round_}".encode())
+        publish_marker(bridge, f"after-{round_}")  # arrives after "out-" would have
+        wait_marker(leaving, f"after-{round_}")
+    assert not [m for m in leaving.messages if m.payload.startswith(b"out-")]
+    assert "Reloading config." not in broker.log()
+
+
 def test_plugin_denial_is_final_even_if_acl_file_grants(broker, connect):
     broker.write_acl(BASE_ACL + "\nuser emp_b\ntopic read mchat/group/#\n")
     broker.reload()
