@@ -83,14 +83,23 @@ def render_groups() -> str:
     return "".join(f"{gid} {eid}\n" for gid, eid in group_memberships_for_broker())
 
 
-def sync(directory: Path | None = None) -> SyncResult:
-    """Render all three files; reload the broker if any changed. Serialised across processes."""
+FILES = ("passwd", "acl", "groups")
+
+
+def sync(directory: Path | None = None, *, files: tuple[str, ...] = FILES) -> SyncResult:
+    """Render the files (all three by default); reload the broker if passwd or acl changed.
+    Serialised across processes."""
     directory = Path(directory or settings.MCHAT_BROKER_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".sync.lock", "w") as lock:
         # The database is read under the lock, so the last writer always saw the latest commit.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rendered = {"passwd": render_passwd(directory / "passwd"), "acl": render_acl(), "groups": render_groups()}
+        renderers = {
+            "passwd": lambda: render_passwd(directory / "passwd"),
+            "acl": render_acl,
+            "groups": render_groups,
+        }
+        rendered = {name: renderers[name]() for name in files}
         changed = []
         for name, text in rendered.items():
             path = directory / name

@@ -47,7 +47,7 @@ def group_access_revoked() -> None:
     no such haste and take the debounced path.
     """
     # robust: the change has committed; a failure here is logged, it must not make the answer a 500.
-    transaction.on_commit(acl.sync, robust=True)
+    transaction.on_commit(lambda: acl.sync(files=("groups",)), robust=True)
 
 
 def _to_conversation(conversation: Conversation, payload: dict) -> None:

@@ -109,3 +109,13 @@ def test_createemployee_prints_the_connection_once(settings, django_capture_on_c
     assert connection["broker_port"] == settings.MCHAT_PUBLIC_MQTT_PORT
     users = _passwd(settings.MCHAT_BROKER_DIR)  # rendered on commit
     assert verify_password(connection["mqtt_password"], users["emp_wangwu_001"])
+
+
+def test_sync_can_render_the_groups_file_alone(settings):
+    acl.sync()
+    passwd_before = (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+    GroupMemberFactory(group__group_id="grp_one_001", employee__employee_id="emp_one_001")
+    result = acl.sync(files=("groups",))
+    assert result.changed == ("groups",) and not result.reloaded
+    assert (settings.MCHAT_BROKER_DIR / "passwd").read_text() == passwd_before  # not re-read
+    assert "grp_one_001 emp_one_001" in (settings.MCHAT_BROKER_DIR / "groups").read_text()
