@@ -31,7 +31,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -55,6 +55,7 @@ class Incoming:
     message: Message
     agent: Agent = field(repr=False)
     replies: list[dict] = field(default_factory=list, repr=False)
+    acknowledged: Future | None = field(default=None, repr=False)  # the msg.read_ack, if sent
 
     @property
     def text(self) -> str:
@@ -291,6 +292,9 @@ class Agent:
             self._seen[message.msg_id] = None
             while len(self._seen) > RECENT_IDS:
                 self._seen.popitem(last=False)
+            if self.auto_ack and self._acker is not None:
+                # Before it is queued: its handler waits for this (see _handle).
+                incoming.acknowledged = self._acker.submit(self._acknowledge, message)
             key = message.conversation.key
             lane = self._lanes.get(key)
             if lane is not None:
@@ -299,8 +303,6 @@ class Agent:
             else:
                 self._lanes[key] = collections.deque([incoming])
                 start_lane = True
-        if self.auto_ack and self._acker is not None:
-            self._acker.submit(self._acknowledge, message)
         if start_lane and self._workers is not None:
             self._workers.submit(self._drain, key)
         return True
@@ -328,6 +330,10 @@ class Agent:
             self._handle(incoming)
 
     def _handle(self, incoming: Incoming) -> None:
+        if incoming.acknowledged is not None:
+            # Acknowledged before answered: a reply moves the agent's read position past the
+            # message, and an acknowledgement after it would no longer tell the sender.
+            wait([incoming.acknowledged], timeout=self.reply_timeout)
         try:
             result = self.handler(incoming)
             if inspect.isawaitable(result):
