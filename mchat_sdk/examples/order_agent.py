@@ -61,9 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connection", required=True, help="JSON file with the agent's mqtt_connection")
     parser.add_argument("--device", default="agent", help="device part of the client id (default: agent)")
     parser.add_argument("--concurrency", type=int, default=4, help="messages answered at the same time")
+    parser.add_argument(
+        "--session-expiry",
+        type=int,
+        default=24 * 3600,
+        help="seconds the broker queues messages for the agent while it is stopped (0: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    Agent.from_file(args.connection, answer, device=args.device, concurrency=args.concurrency).run_forever()
+    agent = Agent.from_file(
+        args.connection,
+        answer,
+        device=args.device,
+        concurrency=args.concurrency,
+        session_expiry=args.session_expiry,
+    )
+    agent.run_forever()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ another bridge process than the send still answers the sender exactly once.
 """
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -18,8 +22,11 @@ from bridge.models import AgentAckWait
 from mchat_sdk import Timeout
 from mchat_sdk.events import Conversation
 from mchat_sdk.examples import order_agent
+from tests.sdk.conftest import connection_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -280,3 +287,47 @@ def test_two_bridge_processes_answer_every_send_to_agents_exactly_once(live, bri
     time.sleep(1.0)  # duplicates, if any, would have arrived by now
     assert [len(_answers(device, seq_id)) for device, seq_id, _ in asked] == [1] * len(asked)
     assert AgentAckWait.objects.filter(state="pending").count() == 0
+
+
+def test_the_example_order_agent_runs_with_one_command(live, sdk, issue_agent, tmp_path):
+    alice, alice_pw = live.issue("Alice")
+    agent, agent_pw = issue_agent("订单助手", "orders", capabilities=["订单查询"])
+    login = tmp_path / "agent.json"
+    login.write_text(json.dumps({"mqtt_connection": connection_for(live, agent, agent_pw)}), encoding="utf-8")
+    a = sdk(alice, alice_pw)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mchat_sdk.examples.order_agent",
+            "--connection",
+            str(login),
+            "--session-expiry",
+            "0",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        a.wait_event(
+            lambda e: e.employee_id == agent.employee_id and e.data.get("status") == "online",
+            kind="status",
+            timeout=30,
+        )
+        a.send_private(agent.employee_id, "帮我查下订单 1003 和 9999")
+        reply = a.wait_event(
+            lambda e: e.message.from_employee_id == agent.employee_id, kind="message"
+        ).message
+        assert "订单 1003（人体工学椅）：已签收" in reply.text
+        assert "没有找到订单 9999" in reply.text
+        process.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "is taking messages" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
