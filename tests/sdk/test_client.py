@@ -236,3 +236,51 @@ def test_read_receipts_and_history(live, sdk):
     summary = reader.conversation_list()["conversations"][0]
     assert (summary["peer_employee_id"], summary["unread_count"]) == (alice.employee_id, 0)
     assert json.dumps(summary, ensure_ascii=False)
+
+
+def test_an_admin_creates_an_agent_that_logs_in_with_the_returned_connection(live, sdk):
+    admin, admin_pw = live.issue("管理员", org_admin=True)
+    client = sdk(admin, admin_pw)
+    created = client.employee_create(
+        "订单助手",
+        is_ai_agent=True,
+        id_slug="orders",
+        agent={"capabilities": ["订单查询"], "skills_badge": ["⚡实时响应"], "ack_deadline_seconds": 5},
+    )
+    assert created["employee_id"] == "ai_orders_001"
+    updated = client.employee_update("ai_orders_001", agent={"capabilities": ["订单查询", "物流跟踪"]})
+    assert "agent.capabilities" in updated["fields"]
+    found = client.agent_capability_list("物流")
+    assert found["agent_ids"] == ["ai_orders_001"]
+    assert found["agent_profiles"][0]["owner_id"] == admin.employee_id
+
+    agent = Client(created, device="agent")  # the employee.create answer is a valid login
+    try:
+        agent.connect()
+        assert agent.client_id == "ai_orders_001_agent"
+        tree = agent.org_tree()
+        assert {"employee_id": "ai_orders_001", "is_ai_agent": True}.items() <= next(
+            e for e in tree["employees"] if e["employee_id"] == "ai_orders_001"
+        ).items()
+        assert agent.org_tree(version=tree["version"]) == {"version": tree["version"], "unchanged": True}
+    finally:
+        agent.close(end_session=True)
+
+
+def test_group_lifecycle_helpers(live, sdk):
+    alice, alice_pw = live.issue("Alice")
+    bob, bob_pw = live.issue("Bob")
+    owner = sdk(alice, alice_pw)
+    member = sdk(bob, bob_pw)
+    gid = owner.group_create("临时群", [bob.employee_id])["group_id"]
+    assert member.wait_group(gid)
+    assert owner.group_update(gid, name="改名群")["updated_fields"] == ["name"]
+    member.wait_event(lambda e: e.data.get("type") == "group_renamed", kind="notification")
+    assert member.groups[gid]["name"] == "改名群"
+    sent = owner.send_group(gid, "马上撤回")
+    assert owner.recall(sent["msg_id"])["msg_id"] == sent["msg_id"]
+    assert member.wait_event(lambda e: e.data.get("msg_id") == sent["msg_id"], kind="recall")
+    assert [g["group_id"] for g in member.group_list()] == [gid]
+    assert owner.group_dismiss(gid)["group_id"] == gid  # fetches the auth.challenge itself
+    member.wait_event(lambda e: e.data.get("type") == "group_dismissed", kind="notification")
+    assert gid not in member.groups
