@@ -134,7 +134,7 @@ def test_stop_lets_running_handlers_finish_and_send_their_replies(live, sdk, age
     agent = start_agent(slow)
     person.send_private(agent_employee.employee_id, "在吗")
     assert entered.wait(10)
-    agent.stop(timeout=10)
+    agent.stop(timeout=10, end_session=True)
     assert not agent.client.connected
     assert person.wait_event(lambda e: e.message.text == "慢慢来", kind="message")
     assert eventually(lambda: agent.handled == 1)
