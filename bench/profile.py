@@ -105,20 +105,32 @@ def _parse(path: Path) -> list[tuple[str, list[tuple[str, str]], int]]:
     return samples
 
 
-def analyse(path: Path, *, requests_per_second: float | None = None) -> dict:
+def analyse(
+    path: Path,
+    *,
+    requests_per_second: float | None = None,
+    thread_marker: str = "BridgeClient.run",
+    only_marked: bool = False,
+) -> dict:
+    """`thread_marker`: a function on every stack of the thread that serves requests;
+    `only_marked`: count only the samples with it on the stack (the thread does other things)."""
     samples = _parse(path)
     by_thread: Counter = Counter()
     kinds: dict[str, str] = {}
     for tid, frames, count in samples:
         by_thread[tid] += count
         funcs = {f for f, _ in frames}
-        if "BridgeClient.run" in funcs:
-            kinds[tid] = "request thread (BridgeClient.run)"
+        if thread_marker in funcs:
+            kinds[tid] = f"request thread ({thread_marker})"
         elif tid not in kinds and ("Client.loop_forever" in funcs or "Client._thread_main" in funcs):
             kinds[tid] = "paho network thread"
     main = [tid for tid, kind in kinds.items() if kind.startswith("request")]
     main_tid = main[0] if main else None
-    main_samples = [(frames, count) for tid, frames, count in samples if tid == main_tid]
+    main_samples = [
+        (frames, count)
+        for tid, frames, count in samples
+        if tid == main_tid and (not only_marked or any(f == thread_marker for f, _ in frames))
+    ]
     total = sum(count for _, count in main_samples) or 1
 
     phases = []

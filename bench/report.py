@@ -118,6 +118,10 @@ def render(r: dict) -> str:
         a, b = raw.get(key, {}), sp.get(key, {})
         lines.append(_row(label, a.get("per_second"), _lat(a.get("latency_ms")), b.get("per_second"),
                           _lat(b.get("latency_ms")), b.get("ratio_to_raw"), _codes(b.get("codes"))))
+    off = sp.get("in_flight_64_sync_commit_off")
+    if off:
+        lines.append(_row("64 in flight, `synchronous_commit=off`", "", "", off.get("per_second"),
+                          _lat(off.get("latency_ms")), off.get("ratio_to_raw"), _codes(off.get("codes"))))
     multi = sp.get("in_flight_64_multi_bridge")
     if multi:
         lines.append(_row(f"64 in flight, {multi['bridges']} bridge processes", "", "",
@@ -136,7 +140,8 @@ def render(r: dict) -> str:
         _row("---:", "---:", "---", "---", "---:", "---"),
     ]
     for row in r.get("offered_load", []):
-        lines.append(_row(row["offered_per_second"], row["answered_per_second"], _lat(row["response_ms"]),
+        offered = f"{row['offered_per_second']}" + (" (over capacity: 2 s burst)" if row.get("over_capacity") else "")
+        lines.append(_row(offered, row["answered_per_second"], _lat(row["response_ms"]),
                           _lat(row["end_to_end_ms"]), row["deliveries_missing"], _codes(row["codes"])))
 
     lines += [
@@ -179,110 +184,128 @@ def render(r: dict) -> str:
     ]
     lines += _profile_section(r)
     lines += _analysis(r, measured)
+    lines += _closing_note(r, measured)
     return "\n".join(lines) + "\n"
 
 
-def _profile_section(r: dict) -> list[str]:
-    prof = r.get("profile") or {}
-    if not prof.get("phases"):
-        return ["", "## Profile", "", f"No profile: {prof.get('error', 'not run')}"]
-    q = r.get("queries_per_send_private", {})
-    load = prof.get("load", {})
-    lines = [
-        "",
-        "## Where the bridge's time goes (`msg.send_private`, 64 in flight)",
-        "",
-        (
-            f"py-spy, wall-clock samples of the bridge's request thread (idle included, process "
-            f"not paused) during {load.get('seconds')} s at {load.get('per_second')} responses/s "
-            f"(`{prof.get('raw_file')}`). Shares are inclusive (a step contains its sub-steps); "
-            f"ms/request = share x (1000 / throughput)."
-        ),
-        "",
-        _row("step", "share of wall time", "ms per request"),
-        _row("---", "---:", "---:"),
-    ]
-    for row in prof["phases"]:
+def _phase_table(prof: dict, rate: float | None) -> list[str]:
+    lines = [_row("step", "share of wall time", "ms per request"), _row("---", "---:", "---:")]
+    for row in prof.get("phases", []):
         if row["share"] == 0 and not row["phase"].startswith("  "):
             continue
         label = row["phase"].replace("  ", "&nbsp;&nbsp;")
         lines.append(_row(label, f"{row['share']:.1%}", row.get("ms_per_request", "")))
     lines += [
         "",
-        "MChat's own functions by inclusive share (whatever the dispatcher's current structure):",
+        "MChat's own functions by inclusive share (robust to the dispatcher's current structure):",
         "",
         _row("function", "share", "ms per request"),
         _row("---", "---:", "---:"),
     ]
-    rate = load.get("per_second") or 0
-    for row in prof.get("project_top", [])[:20]:
+    for row in prof.get("project_top", [])[:16]:
         per = f"{row['share'] * 1000 / rate:.3f}" if rate else ""
         lines.append(_row(f"`{row['function']}`", f"{row['share']:.1%}", per))
-    lines += [
-        "",
-        "Self time (where samples end), top 15:",
-        "",
-        _row("function", "share"),
-        _row("---", "---:"),
-    ]
-    for row in prof["self_top"][:15]:
+    lines += ["", "Self time (where samples end), top 12:", "", _row("function", "share"), _row("---", "---:")]
+    for row in prof.get("self_top", [])[:12]:
         lines.append(_row(f"`{row['function']}`", f"{row['share']:.1%}"))
-    lines += [
+    return lines
+
+
+CPU_GROUPS = ("bridge", "postgres", "broker", "echo", "load_generator", "receivers", "outside_the_bench", "all_processes")
+
+
+def _cpu_table(rows: list[tuple[str, dict]]) -> list[str]:
+    rows = [(label, c) for label, c in rows if c]
+    if not rows:
+        return []
+    lines = [
         "",
         (
-            f"SQL statements per `msg.send_private` (steady state, captured in process): "
-            f"**{q.get('statements')}**; the whole pipeline in process (no MQTT) takes "
-            f"{q.get('in_process_dispatch_ms')} ms per request ({q.get('in_process_per_second')}/s)."
+            "CPU used during the runs, in cores (CPU-seconds per second; this machine has "
+            f"{rows[0][1].get('cores')}). `outside_the_bench` is everything else on the machine "
+            "(other engineers' test runs):"
         ),
         "",
+        _row("run", *CPU_GROUPS),
+        _row("---", *["---:"] * len(CPU_GROUPS)),
     ]
-    for n, sql in enumerate(q.get("sql", []), 1):
-        lines.append(f"{n}. `{sql.replace('`', '')}`")
+    for label, c in rows:
+        lines.append(_row(label, *[f"{c.get(g, 0):.2f}" for g in CPU_GROUPS]))
+    return lines
+
+
+def _profile_section(r: dict) -> list[str]:
+    prof = r.get("profile") or {}
+    raw, sp = r.get("raw_broker", {}), r.get("send_private", {})
+    lines = ["", "## Where the time goes"]
+    lines += _cpu_table([
+        ("raw broker, 64 in flight", _get(raw, "in_flight_64", "cpu_cores")),
+        ("`msg.send_private`, 1 in flight", _get(sp, "in_flight_1", "cpu_cores")),
+        ("`msg.send_private`, 64 in flight", _get(sp, "in_flight_64", "cpu_cores")),
+        ("profiled run (py-spy attached)", _get(prof, "load", "cpu_cores")),
+        ("64 in flight, synchronous_commit=off", _get(sp, "in_flight_64_sync_commit_off", "cpu_cores")),
+        ("64 in flight, several bridges", _get(sp, "in_flight_64_multi_bridge", "cpu_cores")),
+        ("pipeline alone, in process", _get(r, "in_process", "cpu_cores")),
+    ])
+    if prof.get("phases"):
+        load = prof.get("load", {})
+        lines += [
+            "",
+            "### The bridge process under load (`msg.send_private`, 64 in flight)",
+            "",
+            (
+                f"py-spy, wall-clock samples of the bridge's request thread (idle included, process "
+                f"not paused) during {load.get('seconds')} s at {load.get('per_second')} responses/s "
+                f"(`{prof.get('raw_file')}`). Shares are inclusive (a step contains its sub-steps); "
+                "ms/request = share x (1000 / throughput)."
+            ),
+            "",
+            *_phase_table(prof, load.get("per_second")),
+        ]
+    else:
+        lines += ["", f"No bridge profile: {prof.get('error', 'not run')}"]
+    ip = r.get("in_process") or {}
+    if ip:
+        lines += [
+            "",
+            "### The pipeline alone (in process, no MQTT)",
+            "",
+            (
+                f"`Dispatcher.handle_batch` called in the benchmark process on batches of 64 "
+                f"`msg.send_private` (what the bridge does when its inbox is full), published into "
+                f"memory: **{ip.get('batch64_per_second')}/s, {ip.get('batch64_ms_per_request')} ms "
+                f"per request**. This is the ceiling of one bridge process with this code, whatever "
+                f"MQTT does. SQL statements: {ip.get('statements_one_request')} for one request alone, "
+                f"{ip.get('statements_batch_of_4')} for a batch of 4. py-spy of that loop "
+                f"(`{ip.get('raw_file')}`):"
+            ),
+            "",
+        ]
+        if ip.get("statement_timings"):
+            lines += [
+                (
+                    f"Each statement timed at Django's cursor (driver, loopback, server) during 2 s of the "
+                    f"same loop ({ip.get('timed_ms_per_request')} ms per request with the timer on):"
+                ),
+                "",
+                _row("statement", "per request", "ms each", "ms per request"),
+                _row("---", "---:", "---:", "---:"),
+            ]
+            for row in ip["statement_timings"]:
+                lines.append(_row(f"`{row['statement']}`", row["per_request"], row["ms_each"], row["ms_per_request"]))
+            lines += ["", "py-spy of the loop:", ""]
+        if ip.get("profile"):
+            lines += _phase_table(ip["profile"], ip.get("batch64_per_second"))
+        lines += ["", "The statements of one `msg.send_private` (a batch of one):", ""]
+        for n, sql in enumerate(ip.get("sql", []), 1):
+            lines.append(f"{n}. `{sql.replace('`', '')}`")
     return lines
 
 
 def _analysis(r: dict, measured: dict) -> list[str]:
-    """Why targets are missed, in numbers from this run, and what would close each gap."""
-    prof = r.get("profile") or {}
-    phases = {row["phase"].strip(): row for row in prof.get("phases", [])}
-    q = r.get("queries_per_send_private", {})
+    from bench.notes import analysis
 
-    def ms(name: str) -> float:
-        return phases.get(name, {}).get("ms_per_request", 0.0) or 0.0
-
-    def share(name: str) -> float:
-        return phases.get(name, {}).get("share", 0.0) or 0.0
-
-    lines = ["", "## Analysis", ""]
-    rate = measured["send_private_64"]
-    if rate is not None:
-        per_request = 1000 / rate if rate else 0
-        idle = share("waiting for a request (inbox queue empty)")
-        sql = ms("[all] SQL statements: driver + server round trip")
-        commit = ms("COMMIT")
-        lines.append(
-
-                f"- **Throughput.** One bridge process answers `msg.send_private` at {rate:,.0f}/s, i.e. "
-                f"{per_request:.2f} ms of its request thread per request; the thread waited for work "
-                f"{idle:.0%} of the time, so the bridge itself (not the broker, which echoes "
-                f"{_get(r, 'raw_broker', 'in_flight_64', 'per_second', default=0):,.0f}/s) is the bottleneck. "
-                f"Of those {per_request:.2f} ms, {sql:.2f} ms are spent executing {q.get('statements', '?')} SQL "
-                f"statements (driver + server round trip; COMMIT alone {commit:.2f} ms), "
-                f"{ms('[all] ORM SQL compilation'):.2f} ms compiling ORM queries, "
-                f"{ms('validate (DRF serializer)'):.2f} ms in DRF validation, "
-                f"{ms('paho Client.publish (responses + deliveries)'):.2f} ms in paho publish "
-                f"(response + 2 inbox deliveries), {ms('paho Client.ack (PUBACK to the broker)'):.2f} ms acking."
-
-        )
-        multi = _get(r, "send_private", "in_flight_64_multi_bridge")
-        if multi:
-            lines.append(
-                f"- **More processes.** With {multi['bridges']} bridge processes (shared subscription) the "
-                f"same load gives {multi['per_second']:,.0f}/s on this 2-core machine "
-                f"(broker, database, load generator and receivers share the cores)."
-            )
-    lines += _closing_note(r, measured)
-    return lines
+    return ["", "## Analysis", "", *analysis(r, measured)]
 
 
 def _closing_note(r: dict, measured: dict) -> list[str]:
@@ -312,7 +335,8 @@ def _database(r: dict) -> str:
         return (
             f"PostgreSQL {pg.get('version')} (private cluster, defaults: fsync={pg.get('fsync')}, "
             f"synchronous_commit={pg.get('synchronous_commit')}, shared_buffers={pg.get('shared_buffers')}), "
-            "loopback TCP"
+            f"loopback TCP; this disk's fdatasync of one 8 kB write: {pg.get('fdatasync_ms')} ms "
+            "(pg_test_fsync), the floor of every durable COMMIT"
         )
     return "SQLite (embedded default: WAL, synchronous=NORMAL, one file)"
 

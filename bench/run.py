@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import measure, profile
+from bench import cpu, measure, profile
 from bench.measure import ReceiverPool, Requests
 from bench.services import (
     REPO_DIR,
@@ -119,6 +119,7 @@ class Bench:
             self.results["postgres"] = {
                 "version": self.pg.version(),
                 **self.pg.show("fsync", "synchronous_commit", "shared_buffers", "max_connections"),
+                "fdatasync_ms": fdatasync_ms(self.pg.bin, self.work),
             }
             return url
         return f"sqlite:///{self.work / 'mchat.sqlite3'}"
@@ -279,16 +280,28 @@ class Bench:
         seconds = seconds or plan.closed_seconds
         clients = list(range(1 if in_flight == 1 else plan.senders))
         bar = self.sub_bar(None, label)
-        result = measure.closed_loop(
-            self.requests, clients=clients, in_flight=in_flight, duration=seconds,
-            warmup=plan.warmup_seconds, make_payload=self.private_payload,
-            progress=lambda n: (setattr(bar, "n", n), bar.refresh()),
-        )
+        with cpu.CpuWindow(self.cpu_groups()) as window:
+            result = measure.closed_loop(
+                self.requests, clients=clients, in_flight=in_flight, duration=seconds,
+                warmup=plan.warmup_seconds, make_payload=self.private_payload,
+                progress=lambda n: (setattr(bar, "n", n), bar.refresh()),
+            )
         bar.close()
         self.pool.dump()  # deliveries of this run are not measured here
-        summary = {"in_flight": in_flight, "seconds": seconds, **result.summary()}
+        summary = {"in_flight": in_flight, "seconds": seconds, **result.summary(), "cpu_cores": window.result}
         self.log(f"{label}: {summary['per_second']}/s, latency {summary['latency_ms']}")
         return summary
+
+    def cpu_groups(self) -> dict:
+        """Cores used per process group during a measurement (bench.cpu)."""
+        return {
+            "bridge": lambda: [b.pid for b in self.bridges if b.alive()],
+            "postgres": lambda: [self.pg.pid, *cpu.children_of(self.pg.pid)] if self.pg and self.pg.pid else [],
+            "broker": lambda: [self.broker.pid] if self.broker and self.broker.pid else [],
+            "echo": lambda: [self.echo.pid] if self.echo is not None else [],
+            "load_generator": lambda: [os.getpid()],
+            "receivers": lambda: self.pool.pids if self.pool else [],
+        }
 
     def raw_fanout(self) -> dict:
         from bridge.protocol import group_topic
@@ -369,15 +382,20 @@ class Bench:
             self.log(f"MChat fan-out {size}: {out[str(size)]['all_received_ms']}")
         return out
 
-    def offered(self) -> list[dict]:
+    def offered(self, capacity: float) -> list[dict]:
+        """`capacity`: responses/s measured with 64 in flight. A rate well above it can only
+        build a queue; it runs for 2 s (a bounded backlog) and is marked over capacity."""
         rows = []
         for rate in self.plan.offered_rates:
-            total = int(rate * self.plan.open_seconds)
+            over = rate > 1.2 * capacity
+            seconds = min(self.plan.open_seconds, 2.0) if over else self.plan.open_seconds
+            total = int(rate * seconds)
             bar = self.sub_bar(total, f"{rate} msg/s offered")
             result = measure.open_loop(
                 self.requests, clients=list(range(self.plan.senders)), rate=rate,
-                duration=self.plan.open_seconds, make_payload=self.private_payload,
+                duration=seconds, make_payload=self.private_payload,
                 progress=lambda n, bar=bar: (setattr(bar, "n", n), bar.refresh()),
+                drain=max(30.0, 2 * total / max(capacity, 1.0)),
             )
             bar.close()
             time.sleep(0.3)  # the last deliveries
@@ -392,7 +410,8 @@ class Bench:
                 duplicates += entry[0] - 1
             row = {
                 "offered_per_second": rate,
-                "seconds": self.plan.open_seconds,
+                "seconds": seconds,
+                "over_capacity": over,
                 "answered_per_second": result.summary()["per_second"],
                 "response_ms": measure.stats_ms(result.latencies),
                 "end_to_end_ms": measure.stats_ms(e2e),
@@ -474,7 +493,10 @@ class Bench:
             "failures": failures,
         }
 
-    def queries_per_send(self) -> dict:
+    def in_process(self) -> dict:
+        """The pipeline alone: `Dispatcher.handle_batch` in this process on batches of 64
+        `msg.send_private` (what the bridge does with a full inbox), no MQTT, profiled with
+        py-spy; plus the SQL statements of one request."""
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
@@ -486,31 +508,88 @@ class Bench:
         publisher.install(memory)
         dispatcher = Dispatcher(memory, limiter=RateLimiter({}))
         client_id = f"{self.sender_ids[0]}_inproc"
-        rows = []
-        for n in range(2):  # the first may create the conversation; the second is steady state
-            with CaptureQueriesContext(connection) as ctx:
-                dispatcher.handle(
-                    f"mchat/msg/req/{client_id}/inproc{n}",
-                    _json_bytes({"action": "msg.send_private", "to_employee_id": self.recipient_ids[0],
-                                 "content": "bench inproc"}),
-                )
-            rows = [q["sql"][:200] for q in ctx.captured_queries]
-        started = time.perf_counter()
-        count = 200
-        for n in range(count):
-            dispatcher.handle(
-                f"mchat/msg/req/{client_id}/inproc-t{n}",
-                _json_bytes({"action": "msg.send_private", "to_employee_id": self.recipient_ids[0],
-                             "content": "bench inproc"}),
+        body = _json_bytes(
+            {"action": "msg.send_private", "to_employee_id": self.recipient_ids[0], "content": "bench inproc"}
+        )
+        counter = iter(range(10**9))
+
+        def batch(size: int) -> None:
+            dispatcher.handle_batch(
+                [(f"mchat/msg/req/{client_id}/ip{next(counter)}", body) for _ in range(size)]
             )
-        per_request = (time.perf_counter() - started) / count
+            memory.clear()
+
+        batch(64)  # the conversation exists from here on
+        with CaptureQueriesContext(connection) as one:
+            batch(1)
+        with CaptureQueriesContext(connection) as four:
+            batch(4)
+        # Every statement timed at Django's cursor (driver + server), by kind.
+        timings: dict[str, list] = {}
+
+        def timed(execute, sql, params, many, context):
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                words = sql.split()
+                table = next((w.strip('"').split('"')[0] for w in words[1:6] if w.startswith('"')), "")
+                kind = f"{words[0]} {table}".strip() if words[0] not in ("SAVEPOINT", "RELEASE") else words[0]
+                entry = timings.setdefault(kind, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - started
+
+        with connection.execute_wrapper(timed):
+            timed_started, timed_done = time.perf_counter(), 0
+            while time.perf_counter() - timed_started < 2.0:
+                batch(64)
+                timed_done += 64
+            timed_seconds = time.perf_counter() - timed_started
+        seconds = self.plan.profile_seconds
+        output = self.work / "inprocess.raw"
+        with cpu.CpuWindow(self.cpu_groups()) as window:
+            spy = profile.record(os.getpid(), seconds, output)
+            time.sleep(0.5)  # py-spy attaches; its samples of this sleep are not counted
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds + 0.5:
+                self._dispatch_loop(batch)
+                done += 64
+            rate = done / (time.perf_counter() - started)
+            spy.communicate(timeout=seconds + 60)
         publisher.install(None)
-        return {
-            "statements": len(rows),
-            "sql": rows,
-            "in_process_dispatch_ms": round(per_request * 1000, 3),
-            "in_process_per_second": round(1 / per_request, 1),
+        result = {
+            "statements_one_request": len(one.captured_queries),
+            "statements_batch_of_4": len(four.captured_queries),
+            "sql": [q["sql"][:200] for q in one.captured_queries],
+            "batch64_ms_per_request": round(1000 / rate, 3),
+            "batch64_per_second": round(rate, 1),
+            "cpu_cores": window.result,
+            "statement_timings": sorted(
+                (
+                    {
+                        "statement": kind,
+                        "per_request": round(count / timed_done, 2),
+                        "ms_each": round(total / count * 1000, 3),
+                        "ms_per_request": round(total / timed_done * 1000, 3),
+                    }
+                    for kind, (count, total) in timings.items()
+                ),
+                key=lambda row: -row["ms_per_request"],
+            ),
+            "timed_ms_per_request": round(timed_seconds / timed_done * 1000, 3),
         }
+        if output.exists():
+            stored = BENCH_DIR / "results" / f"inprocess-{self.stamp}.raw"
+            shutil.copy(output, stored)
+            result["raw_file"] = str(stored.relative_to(REPO_DIR))
+            result["profile"] = profile.analyse(
+                output, requests_per_second=rate, thread_marker="Bench._dispatch_loop", only_marked=True
+            )
+        return result
+
+    @staticmethod
+    def _dispatch_loop(batch) -> None:
+        batch(64)
 
     def run_profile(self) -> dict:
         output = self.work / "profile.raw"
@@ -525,6 +604,24 @@ class Bench:
         shutil.copy(output, stored)
         analysis = profile.analyse(output, requests_per_second=loop["per_second"])
         return {"load": loop, "raw_file": str(stored.relative_to(REPO_DIR)), **analysis}
+
+    def incidents(self) -> dict:
+        """What went wrong under load, from the logs: batches the bridge had to serve one by
+        one, PostgreSQL deadlocks, errors."""
+        bridge_logs = "".join(b.log_tail(10**8) for b in self.bridges)
+        out = {
+            "bridge_batches_served_one_by_one": bridge_logs.count("failed to commit; serving them one by one"),
+            "bridge_error_lines": sum(" ERROR " in line for line in bridge_logs.splitlines()),
+        }
+        if self.pg is not None:
+            try:
+                pg_log = self.pg.log.read_text(errors="replace")
+            except FileNotFoundError:
+                pg_log = ""
+            out["postgres_deadlocks"] = pg_log.count("deadlock detected")
+            examples = [line for line in pg_log.splitlines() if "Process" in line and "UPDATE" in line][:2]
+            out["postgres_deadlock_example"] = examples
+        return out
 
     def memory(self) -> dict:
         out = {"bridge_kib": self.bridges[0].memory_kib()}
@@ -577,7 +674,7 @@ class Bench:
         self.results["send_private"] = mchat
         self.results["profile"] = self.run_profile()
         self.step("profiled")
-        self.results["offered_load"] = self.offered()
+        self.results["offered_load"] = self.offered(mchat["in_flight_64"]["per_second"])
         self.step("offered load")
         self.results["fanout"] = self.mchat_fanout()
         self.step("fan-out")
@@ -585,8 +682,19 @@ class Bench:
         self.results["member_add"] = self.member_add()
         self.step("org scale")
         self.results["memory"] = self.memory()
-        self.results["queries_per_send_private"] = self.queries_per_send()
+        self.results["in_process"] = self.in_process()
         self.step("memory, queries")
+        if self.pg is not None:
+            # How much of a request is waiting for the WAL flush of its COMMIT on this disk.
+            self.pg.psql("ALTER SYSTEM SET synchronous_commit = off")
+            self.pg.psql("SELECT pg_reload_conf()")
+            time.sleep(0.5)
+            row = self.closed("send_private, 64 in flight, synchronous_commit=off", 64)
+            base = raw["in_flight_64"]["per_second"]
+            row["ratio_to_raw"] = round(row["per_second"] / base, 3) if base else None
+            self.results["send_private"]["in_flight_64_sync_commit_off"] = row
+            self.pg.psql("ALTER SYSTEM RESET synchronous_commit")
+            self.pg.psql("SELECT pg_reload_conf()")
         if self.args.bridges > 1:
             for n in range(2, self.args.bridges + 1):
                 self.start_bridge(f"b{n}")
@@ -598,6 +706,7 @@ class Bench:
             row["bridges"] = self.args.bridges
             self.results["send_private"]["in_flight_64_multi_bridge"] = row
         self.step("multi-bridge")
+        self.results["incidents"] = self.incidents()
         self.results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.results["machine"]["loadavg_end"] = os.getloadavg()
         self.write()
@@ -631,6 +740,19 @@ class Bench:
             self.log(f"kept {self.work}")
         else:
             shutil.rmtree(self.work, ignore_errors=True)
+
+
+def fdatasync_ms(bin_dir: Path, work: Path) -> float | None:
+    """One 8 kB write + fdatasync on this disk (pg_test_fsync, 1 s): the floor of a durable COMMIT."""
+    result = subprocess.run(
+        [str(bin_dir / "pg_test_fsync"), "-s", "1", "-f", str(work / "fsync.test")],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "fdatasync" and "usecs/op" in line:
+            return round(float(parts[-2]) / 1000, 3)
+    return None
 
 
 def _proc_memory(pid: int) -> dict[str, int]:
