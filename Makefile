@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
 # fonts-wqy-microhei: Chinese glyphs in the browser test's screenshots
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium fonts-wqy-microhei tmux
 
-.PHONY: up test test-pg system-deps test-system-deps venv plugin migrate lint clean
+.PHONY: up test test-pg bench system-deps test-system-deps venv plugin migrate lint clean
 
 up: system-deps venv plugin
 	$(PY) manage.py runstack
@@ -20,6 +20,12 @@ test: test-system-deps venv plugin
 # The suite against a throwaway PostgreSQL cluster (and Redis), as CI runs it.
 test-pg: test-system-deps venv plugin
 	.ci/with-services $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The benchmark on a private stack it starts itself; writes bench/REPORT.md and bench/latest.json.
+# BENCH_ARGS="--postgres" for PostgreSQL, "--quick" for a short run (python -m bench.run --help).
+bench: system-deps venv plugin
+	@.ci/ensure-packages postgresql
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 system-deps:
 	@.ci/ensure-packages $(SYSTEM_PACKAGES)
