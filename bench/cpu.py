@@ -63,7 +63,8 @@ class CpuWindow:
         ours = 0.0
         for name, get in self.groups.items():
             pids = set(self._pids[name]) | set(get())
-            used = sum(_proc_seconds(p) - self._start[name].get(p, 0.0) for p in pids)
+            # A process that exited during the window takes its CPU time with it: not counted.
+            used = sum(max(0.0, _proc_seconds(p) - self._start[name].get(p, 0.0)) for p in pids if _proc_seconds(p))
             ours += used
             self.result[name] = round(used / wall, 3) if wall else 0.0
         busy = busy1 - busy0

@@ -48,15 +48,17 @@ def analysis(r: dict, measured: dict) -> list[str]:
             f"- **Throughput.** One bridge answers `msg.send_private` at {rate:,.0f}/s with 64 in "
             f"flight, {sp64.get('ratio_to_raw', 0):.1%} of what the broker echoes "
             f"({raw64.get('per_second', 0):,.0f}/s): the broker is not the limit. The pipeline alone, in "
-            f"process without MQTT, does {ip.get('batch64_per_second', 0):,.0f}/s ({ip_ms} ms per "
-            f"request in batches of 64), so one bridge process cannot go much faster with this code "
-            f"whatever the transport does."
+            f"process without MQTT, does about as much ({ip.get('batch64_per_second', 0):,.0f}/s, "
+            f"{ip_ms} ms per request in batches of 64): MQTT and paho cost the bridge little; the "
+            f"request pipeline itself is the limit of one process."
         )
         if ip_prof:
             sql, orm, atomic = _phase_ms(ip_prof, SQL), _phase_ms(ip_prof, ORM), _phase_ms(ip_prof, ATOMIC)
+            per_request = sum(t["per_request"] for t in ip.get("statement_timings") or [])
             lines.append(
                 f"- **Where a request's {ip_ms} ms go (in process).** Executing SQL (driver and "
-                f"server round trip) {sql:.2f} ms for {ip.get('statements_one_request')} statements; "
+                f"server round trip) {sql:.2f} ms for {per_request:.0f} statements per request in a "
+                f"batch ({ip.get('statements_one_request')} for a request alone); "
                 f"the rest is Python: building and compiling ORM queries {orm:.2f} ms, "
                 f"transaction.atomic/savepoints {atomic:.2f} ms (each savepoint is two more round "
                 f"trips), DRF validation {_phase_ms(ip_prof, 'validate (DRF serializer)'):.2f} ms, and "
@@ -70,15 +72,26 @@ def analysis(r: dict, measured: dict) -> list[str]:
                 f"idempotency lookups from each request; what remains is per-request ORM work."
             )
         if cores:
+            timings = ip.get("statement_timings") or []
+            stmts = [t for t in timings if t["statement"] not in ("SAVEPOINT", "RELEASE")]
+            sp = next((t for t in timings if t["statement"] == "SAVEPOINT"), None)
+            span = (
+                f"{min(t['ms_each'] for t in stmts):.2f}-{max(t['ms_each'] for t in stmts):.2f} ms each"
+                if stmts
+                else "?"
+            )
             lines.append(
-                f"- **CPU during the 64-in-flight run.** Bridge {cores.get('bridge', 0):.2f} cores, "
-                f"PostgreSQL {cores.get('postgres', 0):.2f}, Mosquitto {cores.get('broker', 0):.2f}, "
-                f"load generator and receivers {cores.get('load_generator', 0) + cores.get('receivers', 0):.2f}, "
-                f"other processes on the machine {cores.get('outside_the_bench', 0):.2f}, of "
-                f"{cores.get('cores')} cores. The bridge's request thread is one core at most; under "
-                f"load its SQL round trips also wait for the database backend to get a CPU, which is "
-                f"why SQL takes {_phase_share(r.get('profile'), SQL):.0%} of its wall time under load "
-                f"(profile above) against {_phase_share(ip_prof, SQL):.0%} in process."
+                f"- **Latency-bound, not CPU-bound.** During the 64-in-flight run the bridge used "
+                f"{cores.get('bridge', 0):.2f} cores and PostgreSQL {cores.get('postgres', 0):.2f} (of "
+                f"{cores.get('cores')}; everything else on the machine "
+                f"{cores.get('outside_the_bench', 0):.2f}): neither is saturated. The request thread "
+                f"spends {_phase_share(r.get('profile'), SQL):.0%} of its wall time inside SQL "
+                f"statements ({_phase_share(ip_prof, SQL):.0%} in process), one after the other: "
+                f"the ORM statements take {span} at the cursor"
+                + (f", a SAVEPOINT {sp['ms_each']:.2f} ms" if sp else "")
+                + ". Each is a full round trip: psycopg interpolates the parameters client-side, "
+                "PostgreSQL parses and plans every statement again, executes, answers, and the "
+                "bridge waits. Fewer statements per request is what counts, not faster ones."
             )
         off = _get(r, "send_private", "in_flight_64_sync_commit_off")
         if off:
@@ -162,10 +175,10 @@ def closing_note(r: dict, measured: dict) -> list[str]:
     if rate is not None and rate < 2000:
         budget = 1000 / 2000
         lines.append(
-            f"- **`msg.send_private` {rate:,.0f}/s → 2,000/s.** At 2,000/s one bridge has "
-            f"{budget:.1f} ms of one core per request, while the pipeline alone needs "
-            f"{ip.get('batch64_ms_per_request', '?')} ms, and on this 2-core machine PostgreSQL and "
-            "Mosquitto need the other core. Closing the gap needs far fewer statements and far less "
+            f"- **`msg.send_private` {rate:,.0f}/s → 2,000/s.** At 2,000/s one bridge process has "
+            f"{budget:.1f} ms per request, while the pipeline alone needs "
+            f"{ip.get('batch64_ms_per_request', '?')} ms, most of it waiting for one statement after "
+            "another. Closing the gap needs far fewer statements and far less "
             "ORM per request, set-based per batch: resolve the batch's recipients and private "
             "conversations in one query each; take sequence numbers with one "
             "`UPDATE ... FROM (VALUES ...) RETURNING` per batch (n per conversation); insert the "
@@ -176,7 +189,8 @@ def closing_note(r: dict, measured: dict) -> list[str]:
             "failing batch). On the hot path, psycopg with prepared statements instead of the ORM "
             "and plain checks instead of a DRF serializer. The database note's 4,000/s for batched "
             "psycopg shows the database side allows it; the Python side has to get to ~0.3 ms per "
-            "request. More bridge processes only help on a machine with more cores."
+            "request. Several bridge processes could add throughput only after the lock-order fix "
+            "below, and only while cores are left over."
         )
     inc = r.get("incidents") or {}
     if inc.get("postgres_deadlocks"):

@@ -242,7 +242,7 @@ def _profile_section(r: dict) -> list[str]:
         ("raw broker, 64 in flight", _get(raw, "in_flight_64", "cpu_cores")),
         ("`msg.send_private`, 1 in flight", _get(sp, "in_flight_1", "cpu_cores")),
         ("`msg.send_private`, 64 in flight", _get(sp, "in_flight_64", "cpu_cores")),
-        ("profiled run (py-spy attached)", _get(prof, "load", "cpu_cores")),
+        ("profiled run (py-spy attached; py-spy counts as outside)", _get(prof, "load", "cpu_cores")),
         ("64 in flight, synchronous_commit=off", _get(sp, "in_flight_64_sync_commit_off", "cpu_cores")),
         ("64 in flight, several bridges", _get(sp, "in_flight_64_multi_bridge", "cpu_cores")),
         ("pipeline alone, in process", _get(r, "in_process", "cpu_cores")),
