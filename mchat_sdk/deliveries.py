@@ -15,7 +15,14 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mchat_sdk.errors import MChatError
-from mchat_sdk.events import GROUP_PREFIX, INBOX_PREFIX, Conversation, Event, Message, classify
+from mchat_sdk.events import (
+    GROUP_PREFIX,
+    INBOX_PREFIX,
+    Conversation,
+    Event,
+    Message,
+    classify,
+)
 
 logger = logging.getLogger("mchat_sdk")
 

@@ -7,7 +7,15 @@ import socket
 import pytest
 
 from bridge.ratelimit import RateLimiter
-from mchat_sdk import BadRequest, Client, ConnectionFailed, Forbidden, NotFound, RateLimited, RequestTimeout
+from mchat_sdk import (
+    BadRequest,
+    Client,
+    ConnectionFailed,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    RequestTimeout,
+)
 from mchat_sdk.events import Conversation
 from org.models import AuthChallenge
 from tests.sdk.conftest import connection_for, wait_memberships_loaded
