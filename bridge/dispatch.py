@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils.translation import gettext as _
 
 from bridge import protocol
@@ -81,6 +81,7 @@ class Dispatcher:
         self.routes = ROUTES if routes is None else routes
         self.limiter = limiter or RateLimiter(settings.MCHAT_RATE_LIMITS)
         self.max_payload = max_payload or settings.MCHAT_MAX_PAYLOAD
+        self._database_down = False  # within one batch: the database refused a request
 
     def handle(self, topic: str, raw: bytes) -> Outcome:
         return self.handle_batch([(topic, raw)])[0]
@@ -164,6 +165,7 @@ class Dispatcher:
 
     def _execute(self, works: list[_Work]) -> None:
         batch = [w for w in works if not w.decided]
+        self._database_down = False
         if len(batch) == 1:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
@@ -171,11 +173,15 @@ class Dispatcher:
                 with transaction.atomic():
                     for work in batch:
                         self._execute_one(work, in_batch=True)
-            except DatabaseError:
+            except DatabaseError as exc:
                 logger.warning("a batch of %d requests failed to commit; serving them one by one", len(batch))
                 connection.close_if_unusable_or_obsolete()
                 for work in batch:
                     work.response, work.decided, work.lost_race = None, False, False
+                    if self._database_down:
+                        # The database is gone: answer at once rather than wait for each.
+                        work.decide(self._internal_error(work, exc))
+                        continue
                     self._execute_one(work, in_batch=False)
         for work in batch:
             if work.lost_race:
@@ -217,6 +223,7 @@ class Dispatcher:
         except DatabaseError as exc:
             if in_batch:
                 raise  # the batch's transaction is in doubt: serve each request on its own
+            self._database_down = isinstance(exc, OperationalError)
             work.decide(self._internal_error(work, exc))
         except Exception as exc:  # noqa: BLE001 - 500, logged, never recorded: a retry may succeed
             work.decide(self._internal_error(work, exc))

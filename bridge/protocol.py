@@ -51,7 +51,9 @@ def isoformat_z(moment: datetime) -> str:
 
 
 def encode(payload: Any) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    # "replace": JSON may smuggle in lone surrogates ("\ud800"), which UTF-8 cannot carry;
+    # an answer that echoes one must still go out.
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
 
 def response_payload(seq_id: str, code: int, message: str, data: Any) -> dict:

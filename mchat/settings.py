@@ -92,7 +92,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (bridge, web, worker) share the file: WAL and a busy timeout
     # keep writers from failing with "database is locked" under light concurrency.
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
+        # Seconds a writer waits for the lock; past it the request gets 500 (bounded).
+        "timeout": 5,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }

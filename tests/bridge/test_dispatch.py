@@ -235,3 +235,31 @@ def test_a_batch_replays_answers_recorded_earlier(published, alice):
     assert outcomes[0].replayed and outcomes[0].response == first.response
     assert not outcomes[1].replayed and outcomes[1].response["code"] == 0
     assert AuthChallenge.objects.count() == 2
+
+
+database_calls: list[int] = []
+
+
+def _database_gone(request):
+    from django.db import OperationalError
+
+    database_calls.append(1)
+    raise OperationalError("database is locked")
+
+
+def test_a_database_outage_answers_a_batch_with_500_at_once(published, alice):
+    database_calls.clear()
+    routes = {"write": Route("write", "tests.bridge.test_dispatch:_database_gone", "write")}
+    dispatcher = Dispatcher(published, routes=routes, limiter=RateLimiter({}))
+    messages = [(f"mchat/msg/req/emp_alice_001_dev1/s{n}", encode({"action": "write"})) for n in range(5)]
+    outcomes = dispatcher.handle_batch(messages)
+    assert [o.response["code"] for o in outcomes] == [500] * 5
+    # Once in the batch, once on its own; the other four are not tried (and not waited for).
+    assert len(database_calls) == 2
+    assert "locked" not in json.dumps([o.response for o in outcomes])
+
+
+def test_an_answer_echoing_a_lone_surrogate_still_goes_out(dispatcher, published, alice):
+    outcome = dispatcher.handle("mchat/msg/req/emp_alice_001_dev1/s1", b'{"action": "a\\ud800b"}')
+    assert outcome.response["code"] == 400
+    assert published.messages[0].payload["message"] == "未知的 action：a?b"
