@@ -3,8 +3,8 @@
 Three files in MCHAT_BROKER_DIR: `passwd` (Mosquitto $7$ lines for the bridge and every active
 employee), `acl` (static patterns) and `groups` (one "group_id employee_id" line per current
 membership, which the mchat_auth plugin watches and answers group ACL from). Files are written
-atomically and only when changed; the broker is sent SIGHUP when passwd or acl changed, which
-also disconnects the sessions of a removed user or a changed password.
+atomically and only when changed; the broker is sent SIGHUP when passwd or acl changed. Live
+sessions of a revoked credential are disconnected at that reload through the `kick` file.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bridge.broker import (
     hash_password,
     password_line,
     reload_broker,
+    request_kick,
     verify_password,
     write_atomically,
 )
@@ -113,6 +114,20 @@ def sync(directory: Path | None = None, *, files: tuple[str, ...] = FILES) -> Sy
     if changed:
         logger.info("broker files changed: %s; reloaded=%s", ", ".join(changed), reloaded)
     return SyncResult(tuple(changed), reloaded)
+
+
+def kick_on_next_sync(employee_ids: list[str], directory: Path | None = None) -> None:
+    """The live sessions of these employees are disconnected at the broker's next reload.
+
+    For credential resets and deactivations: the mchat_auth plugin lets every existing
+    session pass the reload's re-check (Mosquitto 2.0.11 crashes when that re-check drops an
+    offline persistent session), so revocation of live ones is asked for by name.
+    """
+    directory = Path(directory or settings.MCHAT_BROKER_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".sync.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        request_kick(directory / "kick", employee_ids)
 
 
 class _Debouncer:

@@ -397,6 +397,7 @@ struct mchat_auth {
 	struct member_set *members;
 	struct file_version group_file_version; /* the version last read */
 	struct timespec group_file_checked;
+	bool reloading; /* from RELOAD to the next TICK: sessions are being re-checked */
 };
 
 static double elapsed_ms(const struct timespec *start)
@@ -481,8 +482,17 @@ static void refresh_members(struct mchat_auth *st)
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
+	struct mchat_auth *st = userdata;
 	(void)event;
-	(void)userdata;
+
+	/* A reload re-checks every session, offline persistent ones included, and
+	 * Mosquitto 2.0.11 corrupts its state (and later aborts, e.g. in
+	 * will_delay.c) when it disconnects an offline session whose credential
+	 * became invalid. So during a reload every existing session passes here;
+	 * MChat names the users whose credential changed in the kick file instead,
+	 * and kicking only touches connected sessions. No CONNECT is read between
+	 * the RELOAD event and the next TICK (same pass of the main loop). */
+	if(st->reloading) return MOSQ_ERR_SUCCESS;
 
 	const char *username = ed->username;
 	const char *client_id = mosquitto_client_id(ed->client);
@@ -558,6 +568,7 @@ static int on_reload(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 
+	st->reloading = true;
 	load_members(st);
 	kick_listed_users(st);
 	return MOSQ_ERR_SUCCESS;
@@ -569,6 +580,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 
+	st->reloading = false;
 	if(elapsed_ms(&st->group_file_checked) < WATCH_INTERVAL_MS) return MOSQ_ERR_SUCCESS;
 	clock_gettime(CLOCK_MONOTONIC, &st->group_file_checked);
 	refresh_members(st);

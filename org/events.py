@@ -37,15 +37,20 @@ def broker_credentials_changed() -> None:
 
 
 def credential_reset(employee_id: str) -> None:
-    """A new password: Mosquitto drops the sessions of a changed passwd line on reload."""
-    broker_credentials_changed()
+    """A new password: the old one's live sessions are disconnected at the reload."""
+    _credential_revoked(employee_id)
 
 
 def employee_deactivated(employee: Employee) -> None:
-    """The passwd line goes away: new logins refused, live sessions dropped on reload.
+    """The passwd line goes away (new logins refused) and live sessions are disconnected.
     Mosquitto publishes no Will for sessions it drops that way, so presence says offline."""
-    broker_credentials_changed()
+    _credential_revoked(employee.employee_id)
     presence_signed_off(employee=employee)
+
+
+def _credential_revoked(employee_id: str) -> None:
+    transaction.on_commit(lambda: acl.kick_on_next_sync([employee_id]))
+    broker_credentials_changed()
 
 
 def profile_payload(employee: Employee) -> dict:

@@ -8,7 +8,11 @@ forbidden ones on the same connection: Mosquitto delivers one publisher's messag
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.acl import ACL_TEXT
 from tests.broker_harness import BrokerHarness, mqtt_client, try_connect, wait_until
@@ -135,6 +139,7 @@ def test_removed_user_is_disconnected_on_reload(broker, connect):
     kept = connect("emp_a", "emp_a_dev1")
 
     broker.write_passwd({k: v for k, v in USERS.items() if k != "emp_b"})
+    broker.request_kick(["emp_b"])  # as MChat does for a deactivation
     broker.reload()
 
     assert removed.disconnected.wait(1.0)
@@ -147,13 +152,13 @@ def test_removed_user_is_disconnected_on_reload(broker, connect):
 
 
 def test_changed_password_disconnects_live_session_on_reload(broker, connect):
-    # Mosquitto 2.0 re-checks every live session's password against the reloaded file, so a
-    # credential reset needs no extra kick. write_passwd re-salts every hash: unchanged
-    # passwords must survive that.
+    # MChat names the reset user in the kick file; the new password works at once, the old
+    # one no more. write_passwd re-salts every hash: unchanged passwords must survive that.
     reset = connect("emp_a", "emp_a_dev1")
     unchanged = connect("emp_b", "emp_b_dev1")
 
     broker.write_passwd({**USERS, "emp_a": "new-secret"})
+    broker.request_kick(["emp_a"])
     broker.reload()
 
     assert reset.disconnected.wait(1.0)
@@ -163,6 +168,39 @@ def test_changed_password_disconnects_live_session_on_reload(broker, connect):
         == NOT_AUTHORIZED
     )
     assert try_connect(broker.port, "emp_a", "new-secret", "emp_a_dev1") == 0
+
+
+def test_reload_survives_offline_sessions_whose_credential_changed(broker):
+    # Mosquitto 2.0.11 aborts (will_delay.c assertion, or silently) soon after a reload that
+    # disconnects an OFFLINE persistent session whose password no longer matches: a credential
+    # reset of an employee whose SDK device is offline. The plugin lets existing sessions pass
+    # during the reload; MChat revokes live sessions through the kick file instead.
+    from mchat_sdk import Client
+
+    for round_ in range(3):
+        broker.write_passwd({**USERS, "emp_a": f"pw-{round_}"})
+        broker.reload()
+        device = Client(
+            {"broker_host": "127.0.0.1", "broker_port": broker.port, "use_tls": False,
+             "mqtt_username": "emp_a", "mqtt_password": f"pw-{round_}"},
+            device="phone", track_groups=False,
+        )
+        device.connect()
+        time.sleep(0.1)
+        device.close()  # offline; the broker keeps its session
+        other = mqtt_client(broker.port, "emp_b", USERS["emp_b"], f"emp_b_x{round_}",
+                            clean_start=False, session_expiry=3600)
+        end_session = Properties(PacketTypes.DISCONNECT)
+        end_session.SessionExpiryInterval = 0
+        other.disconnect(properties=end_session)
+        other.loop_stop()
+    broker.write_passwd({**USERS, "emp_a": "final"})
+    broker.request_kick(["emp_a"])
+    broker.reload()
+    time.sleep(3)  # without the plugin's guard the broker died within this in 4 runs of 4
+    assert broker.process.is_running(), broker.log()[-2000:]
+    assert try_connect(broker.port, "emp_a", "pw-2", "emp_a_phone") == NOT_AUTHORIZED
+    assert try_connect(broker.port, "emp_a", "final", "emp_a_phone") == 0
 
 
 def test_employee_cannot_read_another_employees_topics(broker, connect):
