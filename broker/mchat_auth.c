@@ -25,9 +25,12 @@
  *
  * RELOAD (SIGHUP): the membership table is read again, then every username
  * listed in plugin_opt_kick_file (one per line) is disconnected and the file is
- * removed. Mosquitto itself already disconnects, on reload, live sessions whose
- * user was removed from password_file or whose password changed; the kick file
- * is an explicit request on top of that (e.g. MChat's credential reset).
+ * removed. Until the next TICK every existing session passes BASIC_AUTH: the
+ * reload's re-check of sessions against password_file would otherwise drop
+ * offline persistent sessions whose password changed, and Mosquitto 2.0.11
+ * aborts soon after doing that. MChat names revoked users (credential reset,
+ * deactivation) in the kick file instead; kicking touches connected sessions
+ * only, and a revoked user's next CONNECT meets the new password_file.
  *
  * Options:
  *   plugin_opt_group_file   "{group_id} {employee_id}" per line; '#' comments
