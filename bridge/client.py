@@ -111,6 +111,8 @@ class BridgeClient:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._request_sub_mid: int | None = None
         self.dispatcher = Dispatcher(publisher.PahoPublisher(self.client))
         self.periodic = PeriodicJobs(settings.MCHAT_BRIDGE_PERIODIC)
         publisher.install(self.dispatcher.publisher)
@@ -121,14 +123,23 @@ class BridgeClient:
             return
         # Subscriptions are restored on every (re)connect; a persistent session that switched
         # between shared and plain mode must not keep the other filter.
-        client.subscribe(self.filter, qos=1)
+        _, self._request_sub_mid = client.subscribe(self.filter, qos=1)
         # Presence (org.presence): never shared, so every bridge sees each employee's status
         # messages in order; retained ones only when the subscription is new (a fresh session).
         client.subscribe(status.STATUS_FILTER, options=SubscribeOptions(qos=1, retainHandling=1))
         if flags.session_present:
             client.unsubscribe(self._other_filter)
-        self.connected.set()
-        logger.info("bridge %s connected, subscribed to %s", self.client_id, self.filter)
+        logger.info("bridge %s connected, subscribing to %s", self.client_id, self.filter)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        # Serving only once the broker has confirmed the request subscription: a request
+        # sent before that, by a clean session, would reach nobody.
+        if mid == self._request_sub_mid:
+            if any(code.is_failure for code in reason_codes):
+                logger.error("broker refused the request subscription: %s", reason_codes)
+                return
+            self.connected.set()
+            logger.info("bridge %s subscribed to %s", self.client_id, self.filter)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
