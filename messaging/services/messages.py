@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -41,13 +41,17 @@ def message_send_private(
     """
     parsed = content_parse(content)
     recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
-    with transaction.atomic():
-        conversation = private_conversation_get_or_create(a=actor, b=recipient)
-        repeated = _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
-        if repeated is not None:
-            return repeated
-        message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
-        events.message_sent(message, conversation)
+    try:
+        with transaction.atomic():
+            conversation = private_conversation_get_or_create(a=actor, b=recipient)
+            message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+            events.message_sent(message, conversation)
+    except IntegrityError:
+        # The request's message exists already (unique client_id + seq_id): looked up only
+        # then, so the common path pays no query for it.
+        if not seq_id:
+            raise
+        return _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
     return message
 
 
@@ -61,14 +65,16 @@ def message_send_group(
 ) -> Message:
     """A message to a group the actor belongs to: one publish to the group topic."""
     parsed = content_parse(content)
-    with transaction.atomic():
-        access = selectors.group_access(actor=actor, group_id=group_id)
-        conversation = selectors.group_conversation(group=access.group)
-        repeated = _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
-        if repeated is not None:
-            return repeated
-        message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
-        events.message_sent(message, conversation)
+    access = selectors.group_access(actor=actor, group_id=group_id)
+    conversation = selectors.group_conversation(group=access.group)
+    try:
+        with transaction.atomic():
+            message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+            events.message_sent(message, conversation)
+    except IntegrityError:
+        if not seq_id:
+            raise
+        return _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
     return message
 
 
@@ -224,13 +230,9 @@ def _message_append(
     return message
 
 
-def _message_of_request(conversation: Conversation, *, client_id: str, seq_id: str) -> Message | None:
-    """The message an earlier delivery of this request created, if any."""
-    if not seq_id:
-        return None
-    earlier = Message.objects.filter(client_id=client_id, seq_id=seq_id).select_related("sender").first()
-    if earlier is None:
-        return None
+def _message_of_request(conversation: Conversation, *, client_id: str, seq_id: str) -> Message:
+    """The message an earlier delivery of this request created (its insert just clashed)."""
+    earlier = Message.objects.filter(client_id=client_id, seq_id=seq_id).select_related("sender").get()
     if earlier.conversation_id != conversation.pk:
         raise BadRequest(_("seq_id 已被本设备的另一条消息使用"))
     return earlier
