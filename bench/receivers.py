@@ -74,7 +74,7 @@ def main() -> None:
                     timeout=command.get("timeout", 120),
                 )
                 reply = {"ok": True}
-            except Exception as exc:  # noqa: BLE001 - reported to the orchestrator
+            except Exception as exc:
                 reply = {"ok": False, "error": str(exc)}
         elif cmd == "wait":
             tokens = command["tokens"]

@@ -733,7 +733,7 @@ class Bench:
         ):
             try:
                 action()
-            except Exception as exc:  # noqa: BLE001 - stop the rest anyway
+            except Exception as exc:
                 self.log(f"cleanup: {exc}")
         self.steps.close()
         if self.args.keep:
@@ -856,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         tqdm.write("interrupted; stopping everything")
         return 130
-    except Exception:  # noqa: BLE001 - report, then stop everything in `finally`
+    except Exception:
         tqdm.write(traceback.format_exc())
         for bridge in bench.bridges:
             tqdm.write(f"--- {bridge.log_path.name} (tail)\n{bridge.log_tail()}")

@@ -64,7 +64,7 @@ class Swarm:
                 try:
                     client.disconnect()
                     client.loop_write()
-                except Exception:  # noqa: BLE001, S110 - best effort at shutdown
+                except Exception:
                     pass
             self._stop = True
 
@@ -93,7 +93,7 @@ class Swarm:
         def wrapper() -> None:
             try:
                 box["value"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            except BaseException as exc:
                 box["error"] = exc
             done.set()
 

@@ -153,7 +153,7 @@ class _Debouncer:
             self._timer = None
         try:
             sync()
-        except Exception:  # noqa: BLE001 - a failed render must not kill the timer thread silently
+        except Exception:
             logger.exception("broker file sync failed")
         finally:
             connection.close()

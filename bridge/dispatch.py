@@ -95,7 +95,7 @@ class Dispatcher:
             self._replay_recorded(works)
             self._limit(works)
             self._execute(works)
-        except Exception as exc:  # noqa: BLE001 - last line of defence for the loop
+        except Exception as exc:
             for work in works:
                 if not work.decided and work.parsed is not None:
                     work.decide(self._internal_error(work, exc))
@@ -225,7 +225,7 @@ class Dispatcher:
                 raise  # the batch's transaction is in doubt: serve each request on its own
             self._database_down = isinstance(exc, OperationalError)
             work.decide(self._internal_error(work, exc))
-        except Exception as exc:  # noqa: BLE001 - 500, logged, never recorded: a retry may succeed
+        except Exception as exc:
             work.decide(self._internal_error(work, exc))
 
     # --- answers ------------------------------------------------------------------------------
@@ -244,7 +244,10 @@ class Dispatcher:
         return {(c, s): response for c, s, response in rows if (c, s) in keys}
 
     def _error(self, work: _Work, exc: MChatError) -> dict:
-        return protocol.response_payload(work.parsed.seq_id, exc.code, str(exc.message), exc.data)
+        # Messages may echo the client's input, lone surrogates included: keep what UTF-8 can
+        # carry, so the answer recorded is the answer sent.
+        message = str(exc.message).encode("utf-8", "replace").decode()
+        return protocol.response_payload(work.parsed.seq_id, exc.code, message, exc.data)
 
     def _internal_error(self, work: _Work, exc: BaseException) -> dict:
         if isinstance(exc, DatabaseError):
@@ -260,6 +263,6 @@ class Dispatcher:
             return Outcome(None if work.parsed is None else work.parsed.reply_topic, None)
         try:
             self.publisher.publish(work.parsed.reply_topic, protocol.encode(work.response), qos=1)
-        except Exception as exc:  # noqa: BLE001 - a publisher failure must not stop the loop
+        except Exception as exc:
             internal_error_reply(exc, context=f"publishing the answer to {work.topic!r}")
         return Outcome(work.parsed.reply_topic, work.response, work.replayed)

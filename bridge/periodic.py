@@ -37,7 +37,7 @@ class PeriodicJobs:
             self._due[target] = now + interval
             try:
                 job()
-            except Exception as exc:  # noqa: BLE001 - a failing job must not stop the bridge
+            except Exception as exc:
                 logger.exception("periodic job %s failed", target)
                 if isinstance(exc, DatabaseError):
                     connection.close_if_unusable_or_obsolete()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -46,7 +46,7 @@ def response_topic(client_id: str, seq_id: str) -> str:
 
 def isoformat_z(moment: datetime) -> str:
     """Spec timestamps: UTC, milliseconds, "Z" (2025-02-03T10:00:00.000Z)."""
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 

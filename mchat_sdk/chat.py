@@ -230,7 +230,7 @@ class Chat:
                 self.term.show(f"  ✓ 已发送 #{sent.get('seq', '?')}")
             except MChatError as exc:
                 self.term.show(self.error_text(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug must show, not vanish in the executor
+            except Exception as exc:
                 self.term.show(f"  ✗ {type(exc).__name__}: {exc}")
 
         self._sender.submit(deliver)

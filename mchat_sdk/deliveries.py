@@ -221,7 +221,7 @@ class Deliveries:
             self._last_seq[key] = message.seq
         if last is None or message.seq == last + 1:
             return [event]
-        return self._fetch_missing(message.conversation, after_seq=last, before_seq=message.seq) + [event]
+        return [*self._fetch_missing(message.conversation, after_seq=last, before_seq=message.seq), event]
 
     def _catch_up(self, conversation: Conversation) -> list[Event]:
         """Messages of `conversation` newer than the last one handed out (or, the first time,

@@ -1,10 +1,8 @@
 import factory
 
 from bridge.broker import hash_password
-
 from messaging.models import Group, GroupMember
 from org.models import Department, Employee
-
 
 
 class DepartmentFactory(factory.django.DjangoModelFactory):

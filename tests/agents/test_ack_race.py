@@ -48,7 +48,7 @@ def test_acknowledgement_and_sweeps_racing_answer_each_send_exactly_once(dispatc
                 messaging.read_ack(actor=agent, msg_id=last)
             else:
                 deferred.expire_due()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from bridge.dispatch import Dispatcher
 from bridge.models import ProcessedRequest
 from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
-from bridge.dispatch import Dispatcher
 from bridge.routes import ROUTES, Route
 from mchat.errors import BadRequest
 from org.models import AuthChallenge, Device

@@ -234,7 +234,7 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
     try:
         devices = [live.connect(e, PASSWORD) for e in senders]
         group_id = devices[0].request(
-            "group.create", name="并发群", member_ids=[e.employee_id for e in senders + [watcher]]
+            "group.create", name="并发群", member_ids=[e.employee_id for e in [*senders, watcher]]
         )["data"]["group_id"]
         topic = f"mchat/group/{group_id}"
         watching = live.connect(watcher, PASSWORD)

@@ -52,7 +52,7 @@ def test_concurrent_group_senders_take_unique_gap_free_numbers():
                         taken.append(message.seq)
                 except Abandon:
                     pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
@@ -83,7 +83,7 @@ def test_concurrent_first_messages_of_a_pair_share_one_conversation():
             start.wait(30)
             for n in range(5):
                 services.message_send_private(actor=actor, to_employee_id=peer.employee_id, content=str(n))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
@@ -116,7 +116,7 @@ def test_concurrent_group_acks_and_flushes_agree_on_the_count(published, setting
             start.wait(30)
             for message in messages:
                 services.read_ack(actor=reader, msg_id=message.msg_id)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

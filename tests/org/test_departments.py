@@ -451,7 +451,7 @@ def test_concurrent_tree_writes_never_corrupt_the_tree():
                         )
                 except BadRequest:
                     pass  # a move under its own descendant: refused, fine
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             close_old_connections()

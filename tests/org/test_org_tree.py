@@ -76,7 +76,7 @@ def test_unchanged_answer_costs_one_query(django_assert_num_queries):
 
 def test_full_tree_costs_three_queries_whatever_its_size(django_assert_num_queries):
     sales = make_department("dept_sales")
-    for i in range(30):
+    for _ in range(30):
         EmployeeFactory(department=sales, manager=None)
     with django_assert_num_queries(3):
         tree = selectors.org_tree()
