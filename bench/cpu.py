@@ -64,7 +64,9 @@ class CpuWindow:
         for name, get in self.groups.items():
             pids = set(self._pids[name]) | set(get())
             # A process that exited during the window takes its CPU time with it: not counted.
-            used = sum(max(0.0, _proc_seconds(p) - self._start[name].get(p, 0.0)) for p in pids if _proc_seconds(p))
+            used = sum(
+                max(0.0, _proc_seconds(p) - self._start[name].get(p, 0.0)) for p in pids if _proc_seconds(p)
+            )
             ours += used
             self.result[name] = round(used / wall, 3) if wall else 0.0
         busy = busy1 - busy0

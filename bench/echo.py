@@ -25,9 +25,7 @@ RESP = "mchat/msg/resp/"
 def main() -> None:
     port, username = int(sys.argv[1]), sys.argv[2]
     password = os.environ["BENCH_ECHO_PASSWORD"]
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{username}_echo", protocol=mqtt.MQTTv5
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{username}_echo", protocol=mqtt.MQTTv5)
     client.username_pw_set(username, password)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)

@@ -28,14 +28,25 @@ PY_SPY = REPO_DIR / ".venv" / "bin" / "py-spy"
 # reworked: old and new names both count). Indentation shows nesting; shares are inclusive.
 PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("waiting for a request (inbox queue empty)", [("Queue.get", "queue.py")]),
-    ("Dispatcher: requests in hand, total",
-     [("Dispatcher.handle_batch", "bridge/dispatch.py"), ("Dispatcher.handle", "bridge/dispatch.py")]),
-    ("  topic parse + envelope decode",
-     [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")]),
-    ("  identity SELECT (employee of the connection)",
-     [("employees_for_connections", "org/selectors.py"), ("employee_for_connection", "org/selectors.py")]),
-    ("  idempotency SELECT (earlier answer)",
-     [("Dispatcher._recorded", "bridge/dispatch.py"), ("Dispatcher._stored_response", "bridge/dispatch.py")]),
+    (
+        "Dispatcher: requests in hand, total",
+        [("Dispatcher.handle_batch", "bridge/dispatch.py"), ("Dispatcher.handle", "bridge/dispatch.py")],
+    ),
+    (
+        "  topic parse + envelope decode",
+        [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")],
+    ),
+    (
+        "  identity SELECT (employee of the connection)",
+        [("employees_for_connections", "org/selectors.py"), ("employee_for_connection", "org/selectors.py")],
+    ),
+    (
+        "  idempotency SELECT (earlier answer)",
+        [
+            ("Dispatcher._recorded", "bridge/dispatch.py"),
+            ("Dispatcher._stored_response", "bridge/dispatch.py"),
+        ],
+    ),
     ("  rate limiter", [("RateLimiter.take", "bridge/ratelimit.py")]),
     ("  handler transaction(s)", [("Dispatcher._execute", "bridge/dispatch.py")]),
     ("    handler send_private", [("send_private", "bridge/handlers/messages.py")]),
@@ -43,29 +54,44 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("      services.message_send_private", [("message_send_private", "messaging/services/messages.py")]),
     ("        content_parse", [("content_parse", "messaging/content.py")]),
     ("        recipient lookup (employee_get)", [("employee_get", "messaging/selectors.py")]),
-    ("        private_conversation_get_or_create",
-     [("private_conversation_get_or_create", "messaging/services/messages.py")]),
-    ("        _message_of_request (dedupe SELECT)", [("_message_of_request", "messaging/services/messages.py")]),
+    (
+        "        private_conversation_get_or_create",
+        [("private_conversation_get_or_create", "messaging/services/messages.py")],
+    ),
+    (
+        "        _message_of_request (dedupe SELECT)",
+        [("_message_of_request", "messaging/services/messages.py")],
+    ),
     ("        _message_append", [("_message_append", "messaging/services/messages.py")]),
-    ("          conversation_seq_next (UPDATE RETURNING)",
-     [("conversation_seq_next", "messaging/services/messages.py")]),
+    (
+        "          conversation_seq_next (UPDATE RETURNING)",
+        [("conversation_seq_next", "messaging/services/messages.py")],
+    ),
     ("        events.message_sent (payload, on_commit)", [("message_sent", "messaging/events.py")]),
     ("    _record (ProcessedRequest INSERT)", [("Dispatcher._record", "bridge/dispatch.py")]),
     ("    COMMIT", [("BaseDatabaseWrapper._commit", "django/db/backends/base/base.py")]),
-    ("    on_commit hooks (publish deliveries)",
-     [("BaseDatabaseWrapper.run_and_clear_commit_hooks", "django/db/backends/base/base.py")]),
-    ("  publish responses",
-     [("Dispatcher._publish", "bridge/dispatch.py"), ("Dispatcher._reply", "bridge/dispatch.py")]),
+    (
+        "    on_commit hooks (publish deliveries)",
+        [("BaseDatabaseWrapper.run_and_clear_commit_hooks", "django/db/backends/base/base.py")],
+    ),
+    (
+        "  publish responses",
+        [("Dispatcher._publish", "bridge/dispatch.py"), ("Dispatcher._reply", "bridge/dispatch.py")],
+    ),
     ("paho Client.publish (responses + deliveries)", [("Client.publish", "paho/mqtt/client.py")]),
     ("paho Client.ack (PUBACK to the broker)", [("Client.ack", "paho/mqtt/client.py")]),
-    ("[all] SQL statements: driver + server round trip",
-     [("CursorWrapper._execute", "django/db/backends/utils.py")]),
+    (
+        "[all] SQL statements: driver + server round trip",
+        [("CursorWrapper._execute", "django/db/backends/utils.py")],
+    ),
     ("[all] ORM SQL compilation", [("SQLCompiler.as_sql", "django/db/models/sql/compiler.py")]),
     ("[all] model instance construction", [("Model.__init__", "django/db/models/base.py")]),
     ("[all] JSON encode", [("JSONEncoder.encode", "json/encoder.py")]),
     ("[all] JSON decode", [("JSONDecoder.decode", "json/decoder.py")]),
-    ("[all] transaction.atomic enter/exit",
-     [("Atomic.__enter__", "django/db/transaction.py"), ("Atomic.__exit__", "django/db/transaction.py")]),
+    (
+        "[all] transaction.atomic enter/exit",
+        [("Atomic.__enter__", "django/db/transaction.py"), ("Atomic.__exit__", "django/db/transaction.py")],
+    ),
 ]
 PROJECT_DIRS = ("bridge/", "messaging/", "org/", "mchat/")
 OUTER_FRAMES = {"Command.handle", "BridgeClient.run"}
@@ -77,9 +103,23 @@ _THREAD = re.compile(r"^thread \((?P<tid>\d+)\)(?::\s*(?P<name>.*))?$")
 def record(pid: int, seconds: float, output: Path, rate: int = 250) -> subprocess.Popen:
     """Start py-spy in the background; wait on the returned process."""
     return subprocess.Popen(
-        [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-         "--rate", str(rate), "--format", "raw", "--output", str(output),
-         "--idle", "--threads", "--nonblocking"],
+        [
+            str(PY_SPY),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--idle",
+            "--threads",
+            "--nonblocking",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -77,15 +77,29 @@ def render(r: dict) -> str:
         "",
         _row("date (UTC)", r.get("started_at", "?")),
         _row("---", "---"),
-        _row("machine", f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}, kernel {m.get('kernel')}"),
-        _row("load average (1/5/15 min) at start / end",
-             f"{_fmt_load(m.get('loadavg_start'))} / {_fmt_load(m.get('loadavg_end'))} (shared machine: other engineers' tests run too)"),
+        _row(
+            "machine",
+            f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}, kernel {m.get('kernel')}",
+        ),
+        _row(
+            "load average (1/5/15 min) at start / end",
+            f"{_fmt_load(m.get('loadavg_start'))} / {_fmt_load(m.get('loadavg_end'))} (shared machine: other engineers' tests run too)",
+        ),
         _row("database", _database(r)),
-        _row("broker", f"Mosquitto {v.get('mosquitto')} with the mchat plugin, persistence on, TCP_NODELAY both sides, QoS 1"),
-        _row("software", f"Python {v.get('python')}, Django {v.get('django')}, paho-mqtt {v.get('paho_mqtt')}, psycopg {v.get('psycopg')}, SQLite {v.get('sqlite')}"),
+        _row(
+            "broker",
+            f"Mosquitto {v.get('mosquitto')} with the mchat plugin, persistence on, TCP_NODELAY both sides, QoS 1",
+        ),
+        _row(
+            "software",
+            f"Python {v.get('python')}, Django {v.get('django')}, paho-mqtt {v.get('paho_mqtt')}, psycopg {v.get('psycopg')}, SQLite {v.get('sqlite')}",
+        ),
         _row("commit", v.get("git_commit")),
         _row("organisation", _population(r)),
-        _row("clients", f"{_get(r, 'clients', 'requesters')} requester connections, {_get(r, 'clients', 'receivers')} receiver connections in {_get(r, 'plan', 'receiver_processes')} processes"),
+        _row(
+            "clients",
+            f"{_get(r, 'clients', 'requesters')} requester connections, {_get(r, 'clients', 'receivers')} receiver connections in {_get(r, 'plan', 'receiver_processes')} processes",
+        ),
         "",
         "## Targets",
         "",
@@ -111,22 +125,56 @@ def render(r: dict) -> str:
         "the next. Latency p50 / p95 / p99 in ms. The raw broker is a trivial paho echo responder",
         "logged in as the bridge (no database): the physical limit of this broker and client.",
         "",
-        _row("load", "raw broker round trips/s", "raw latency", "MChat responses/s", "MChat latency", "MChat / raw", "error codes"),
+        _row(
+            "load",
+            "raw broker round trips/s",
+            "raw latency",
+            "MChat responses/s",
+            "MChat latency",
+            "MChat / raw",
+            "error codes",
+        ),
         _row("---", "---:", "---", "---:", "---", "---:", "---"),
     ]
     for key, label in (("in_flight_1", "1 in flight"), ("in_flight_64", "64 in flight")):
         a, b = raw.get(key, {}), sp.get(key, {})
-        lines.append(_row(label, a.get("per_second"), _lat(a.get("latency_ms")), b.get("per_second"),
-                          _lat(b.get("latency_ms")), b.get("ratio_to_raw"), _codes(b.get("codes"))))
+        lines.append(
+            _row(
+                label,
+                a.get("per_second"),
+                _lat(a.get("latency_ms")),
+                b.get("per_second"),
+                _lat(b.get("latency_ms")),
+                b.get("ratio_to_raw"),
+                _codes(b.get("codes")),
+            )
+        )
     off = sp.get("in_flight_64_sync_commit_off")
     if off:
-        lines.append(_row("64 in flight, `synchronous_commit=off`", "", "", off.get("per_second"),
-                          _lat(off.get("latency_ms")), off.get("ratio_to_raw"), _codes(off.get("codes"))))
+        lines.append(
+            _row(
+                "64 in flight, `synchronous_commit=off`",
+                "",
+                "",
+                off.get("per_second"),
+                _lat(off.get("latency_ms")),
+                off.get("ratio_to_raw"),
+                _codes(off.get("codes")),
+            )
+        )
     multi = sp.get("in_flight_64_multi_bridge")
     if multi:
-        lines.append(_row(f"64 in flight, {multi['bridges']} bridge processes", "", "",
-                          multi.get("per_second"), _lat(multi.get("latency_ms")),
-                          multi.get("ratio_to_raw"), _codes(multi.get("codes"))))
+        lines.append(
+            _row(
+                f"64 in flight, {multi['bridges']} bridge processes",
+                "",
+                "",
+                multi.get("per_second"),
+                _lat(multi.get("latency_ms")),
+                multi.get("ratio_to_raw"),
+                _codes(multi.get("codes")),
+            )
+        )
 
     lines += [
         "",
@@ -136,13 +184,30 @@ def render(r: dict) -> str:
         "the scheduled time (a stall that delays sending is included). End to end = schedule to",
         "the recipient's inbox arrival (recipients online in a separate process).",
         "",
-        _row("offered/s", "answered/s", "response p50 / p95 / p99", "end-to-end p50 / p95 / p99", "missing deliveries", "codes"),
+        _row(
+            "offered/s",
+            "answered/s",
+            "response p50 / p95 / p99",
+            "end-to-end p50 / p95 / p99",
+            "missing deliveries",
+            "codes",
+        ),
         _row("---:", "---:", "---", "---", "---:", "---"),
     ]
     for row in r.get("offered_load", []):
-        offered = f"{row['offered_per_second']}" + (" (over capacity: 2 s burst)" if row.get("over_capacity") else "")
-        lines.append(_row(offered, row["answered_per_second"], _lat(row["response_ms"]),
-                          _lat(row["end_to_end_ms"]), row["deliveries_missing"], _codes(row["codes"])))
+        offered = f"{row['offered_per_second']}" + (
+            " (over capacity: 2 s burst)" if row.get("over_capacity") else ""
+        )
+        lines.append(
+            _row(
+                offered,
+                row["answered_per_second"],
+                _lat(row["response_ms"]),
+                _lat(row["end_to_end_ms"]),
+                row["deliveries_missing"],
+                _codes(row["codes"]),
+            )
+        )
 
     lines += [
         "",
@@ -152,13 +217,30 @@ def render(r: dict) -> str:
         "member has it (ms, over repeats). Raw = the bridge user publishing directly on the group",
         "topic (no MChat): the broker's and the receiving clients' own limit.",
         "",
-        _row("members", "repeats", "raw p50 / p95 / p99", "MChat p50 / p95 / p99", "MChat response p50", "incomplete", "duplicates"),
+        _row(
+            "members",
+            "repeats",
+            "raw p50 / p95 / p99",
+            "MChat p50 / p95 / p99",
+            "MChat response p50",
+            "incomplete",
+            "duplicates",
+        ),
         _row("---:", "---:", "---", "---", "---:", "---", "---:"),
     ]
     for size, row in (r.get("fanout") or {}).items():
         rawrow = _get(r, "raw_broker", "fanout", size, default={})
-        lines.append(_row(size, row["repeats"], _lat(rawrow.get("all_received_ms")), _lat(row["all_received_ms"]),
-                          _get(row, "response_ms", "p50", default="–"), row["incomplete"] or "none", row["duplicates"]))
+        lines.append(
+            _row(
+                size,
+                row["repeats"],
+                _lat(rawrow.get("all_received_ms")),
+                _lat(row["all_received_ms"]),
+                _get(row, "response_ms", "p50", default="–"),
+                row["incomplete"] or "none",
+                row["duplicates"],
+            )
+        )
 
     tree, madd = r.get("org_tree", {}), r.get("member_add", {})
     lines += [
@@ -167,20 +249,32 @@ def render(r: dict) -> str:
         "",
         _row("measure", "p50 / p95 / p99 ms", "notes"),
         _row("---", "---", "---"),
-        _row(f"`org.tree`, {tree.get('employees', '?'):,} employees, full answer", _lat(tree.get("full_ms")),
-             f"{tree.get('response_bytes', 0) / 1024:,.0f} KiB response"),
+        _row(
+            f"`org.tree`, {tree.get('employees', '?'):,} employees, full answer",
+            _lat(tree.get("full_ms")),
+            f"{tree.get('response_bytes', 0) / 1024:,.0f} KiB response",
+        ),
         _row("`org.tree` with the current `version` (unchanged)", _lat(tree.get("unchanged_version_ms")), ""),
-        _row("`group.member_add` response -> the new member receives group messages",
-             _lat(madd.get("until_received_ms")),
-             f"{madd.get('repeats')} repeats, probe every {madd.get('probe_interval_ms')} ms; failures: {len(madd.get('failures') or [])}"),
+        _row(
+            "`group.member_add` response -> the new member receives group messages",
+            _lat(madd.get("until_received_ms")),
+            f"{madd.get('repeats')} repeats, probe every {madd.get('probe_interval_ms')} ms; failures: {len(madd.get('failures') or [])}",
+        ),
         "",
         "## Memory",
         "",
         _row("process", "resident (VmRSS)", "peak (VmHWM)"),
         _row("---", "---:", "---:"),
-        _row("bridge (one `manage.py runbridge`)", _mib(_get(r, "memory", "bridge_kib", "VmRSS")),
-             _mib(_get(r, "memory", "bridge_kib", "VmHWM"))),
-        _row("Mosquitto", _mib(_get(r, "memory", "broker_kib", "VmRSS")), _mib(_get(r, "memory", "broker_kib", "VmHWM"))),
+        _row(
+            "bridge (one `manage.py runbridge`)",
+            _mib(_get(r, "memory", "bridge_kib", "VmRSS")),
+            _mib(_get(r, "memory", "bridge_kib", "VmHWM")),
+        ),
+        _row(
+            "Mosquitto",
+            _mib(_get(r, "memory", "broker_kib", "VmRSS")),
+            _mib(_get(r, "memory", "broker_kib", "VmHWM")),
+        ),
     ]
     lines += _profile_section(r)
     lines += _analysis(r, measured)
@@ -205,13 +299,28 @@ def _phase_table(prof: dict, rate: float | None) -> list[str]:
     for row in prof.get("project_top", [])[:16]:
         per = f"{row['share'] * 1000 / rate:.3f}" if rate else ""
         lines.append(_row(f"`{row['function']}`", f"{row['share']:.1%}", per))
-    lines += ["", "Self time (where samples end), top 12:", "", _row("function", "share"), _row("---", "---:")]
+    lines += [
+        "",
+        "Self time (where samples end), top 12:",
+        "",
+        _row("function", "share"),
+        _row("---", "---:"),
+    ]
     for row in prof.get("self_top", [])[:12]:
         lines.append(_row(f"`{row['function']}`", f"{row['share']:.1%}"))
     return lines
 
 
-CPU_GROUPS = ("bridge", "postgres", "broker", "echo", "load_generator", "receivers", "outside_the_bench", "all_processes")
+CPU_GROUPS = (
+    "bridge",
+    "postgres",
+    "broker",
+    "echo",
+    "load_generator",
+    "receivers",
+    "outside_the_bench",
+    "all_processes",
+)
 
 
 def _cpu_table(rows: list[tuple[str, dict]]) -> list[str]:
@@ -238,15 +347,17 @@ def _profile_section(r: dict) -> list[str]:
     prof = r.get("profile") or {}
     raw, sp = r.get("raw_broker", {}), r.get("send_private", {})
     lines = ["", "## Where the time goes"]
-    lines += _cpu_table([
-        ("raw broker, 64 in flight", _get(raw, "in_flight_64", "cpu_cores")),
-        ("`msg.send_private`, 1 in flight", _get(sp, "in_flight_1", "cpu_cores")),
-        ("`msg.send_private`, 64 in flight", _get(sp, "in_flight_64", "cpu_cores")),
-        ("profiled run (py-spy attached; py-spy counts as outside)", _get(prof, "load", "cpu_cores")),
-        ("64 in flight, synchronous_commit=off", _get(sp, "in_flight_64_sync_commit_off", "cpu_cores")),
-        ("64 in flight, several bridges", _get(sp, "in_flight_64_multi_bridge", "cpu_cores")),
-        ("pipeline alone, in process", _get(r, "in_process", "cpu_cores")),
-    ])
+    lines += _cpu_table(
+        [
+            ("raw broker, 64 in flight", _get(raw, "in_flight_64", "cpu_cores")),
+            ("`msg.send_private`, 1 in flight", _get(sp, "in_flight_1", "cpu_cores")),
+            ("`msg.send_private`, 64 in flight", _get(sp, "in_flight_64", "cpu_cores")),
+            ("profiled run (py-spy attached; py-spy counts as outside)", _get(prof, "load", "cpu_cores")),
+            ("64 in flight, synchronous_commit=off", _get(sp, "in_flight_64_sync_commit_off", "cpu_cores")),
+            ("64 in flight, several bridges", _get(sp, "in_flight_64_multi_bridge", "cpu_cores")),
+            ("pipeline alone, in process", _get(r, "in_process", "cpu_cores")),
+        ]
+    )
     if prof.get("phases"):
         load = prof.get("load", {})
         lines += [
@@ -292,7 +403,9 @@ def _profile_section(r: dict) -> list[str]:
                 _row("---", "---:", "---:", "---:"),
             ]
             for row in ip["statement_timings"]:
-                lines.append(_row(f"`{row['statement']}`", row["per_request"], row["ms_each"], row["ms_per_request"]))
+                lines.append(
+                    _row(f"`{row['statement']}`", row["per_request"], row["ms_each"], row["ms_per_request"])
+                )
             lines += ["", "py-spy of the loop:", ""]
         if ip.get("profile"):
             lines += _phase_table(ip["profile"], ip.get("batch64_per_second"))

@@ -61,15 +61,33 @@ class Plan:
 
 
 FULL = Plan(
-    employees=10_000, org_groups=2_000, group_size=10, fanout_sizes=(50, 500, 1000),
-    fanout_repeats=20, closed_seconds=6, warmup_seconds=1, offered_rates=(50, 500, 1000),
-    open_seconds=6, member_add_repeats=5, tree_repeats=10, profile_seconds=8,
+    employees=10_000,
+    org_groups=2_000,
+    group_size=10,
+    fanout_sizes=(50, 500, 1000),
+    fanout_repeats=20,
+    closed_seconds=6,
+    warmup_seconds=1,
+    offered_rates=(50, 500, 1000),
+    open_seconds=6,
+    member_add_repeats=5,
+    tree_repeats=10,
+    profile_seconds=8,
     receiver_processes=2,
 )
 QUICK = Plan(
-    employees=2_000, org_groups=400, group_size=10, fanout_sizes=(50, 500, 1000),
-    fanout_repeats=5, closed_seconds=2, warmup_seconds=0.5, offered_rates=(50, 1000),
-    open_seconds=2, member_add_repeats=2, tree_repeats=3, profile_seconds=4,
+    employees=2_000,
+    org_groups=400,
+    group_size=10,
+    fanout_sizes=(50, 500, 1000),
+    fanout_repeats=5,
+    closed_seconds=2,
+    warmup_seconds=0.5,
+    offered_rates=(50, 1000),
+    open_seconds=2,
+    member_add_repeats=2,
+    tree_repeats=3,
+    profile_seconds=4,
     receiver_processes=2,
 )
 
@@ -136,8 +154,14 @@ class Bench:
             var_dir=self.var_dir,
             bridge_password=self.bridge_password,
         )
-        for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "MCHAT_BROKER_DIR", "MCHAT_VAR_DIR",
-                    "MCHAT_BRIDGE_PASSWORD", "MCHAT_RATE_LIMITS"):
+        for key in (
+            "DJANGO_SETTINGS_MODULE",
+            "DATABASE_URL",
+            "MCHAT_BROKER_DIR",
+            "MCHAT_VAR_DIR",
+            "MCHAT_BRIDGE_PASSWORD",
+            "MCHAT_RATE_LIMITS",
+        ):
             os.environ[key] = self.env[key]
         import django
 
@@ -230,7 +254,11 @@ class Bench:
         env = {**os.environ, "BENCH_ECHO_PASSWORD": self.bridge_password}
         self.echo = subprocess.Popen(
             [sys.executable, "-m", "bench.echo", str(self.port), BRIDGE_USER],
-            cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         line = self.echo.stdout.readline()
@@ -271,8 +299,11 @@ class Bench:
 
     def private_payload(self, index: int, seq_id: str) -> bytes:
         return _json_bytes(
-            {"action": "msg.send_private", "to_employee_id": self.recipient_ids[index],
-             "content": f"bench {seq_id}"}
+            {
+                "action": "msg.send_private",
+                "to_employee_id": self.recipient_ids[index],
+                "content": f"bench {seq_id}",
+            }
         )
 
     def closed(self, label: str, in_flight: int, seconds: float | None = None) -> dict:
@@ -282,8 +313,12 @@ class Bench:
         bar = self.sub_bar(None, label)
         with cpu.CpuWindow(self.cpu_groups()) as window:
             result = measure.closed_loop(
-                self.requests, clients=clients, in_flight=in_flight, duration=seconds,
-                warmup=plan.warmup_seconds, make_payload=self.private_payload,
+                self.requests,
+                clients=clients,
+                in_flight=in_flight,
+                duration=seconds,
+                warmup=plan.warmup_seconds,
+                make_payload=self.private_payload,
                 progress=lambda n: (setattr(bar, "n", n), bar.refresh()),
             )
         bar.close()
@@ -296,7 +331,9 @@ class Bench:
         """Cores used per process group during a measurement (bench.cpu)."""
         return {
             "bridge": lambda: [b.pid for b in self.bridges if b.alive()],
-            "postgres": lambda: [self.pg.pid, *cpu.children_of(self.pg.pid)] if self.pg and self.pg.pid else [],
+            "postgres": lambda: (
+                [self.pg.pid, *cpu.children_of(self.pg.pid)] if self.pg and self.pg.pid else []
+            ),
             "broker": lambda: [self.broker.pid] if self.broker and self.broker.pid else [],
             "echo": lambda: [self.echo.pid] if self.echo is not None else [],
             "load_generator": lambda: [os.getpid()],
@@ -392,8 +429,11 @@ class Bench:
             total = int(rate * seconds)
             bar = self.sub_bar(total, f"{rate} msg/s offered")
             result = measure.open_loop(
-                self.requests, clients=list(range(self.plan.senders)), rate=rate,
-                duration=seconds, make_payload=self.private_payload,
+                self.requests,
+                clients=list(range(self.plan.senders)),
+                rate=rate,
+                duration=seconds,
+                make_payload=self.private_payload,
                 progress=lambda n, bar=bar: (setattr(bar, "n", n), bar.refresh()),
                 drain=max(30.0, 2 * total / max(capacity, 1.0)),
             )
@@ -610,7 +650,9 @@ class Bench:
         one, PostgreSQL deadlocks, errors."""
         bridge_logs = "".join(b.log_tail(10**8) for b in self.bridges)
         out = {
-            "bridge_batches_served_one_by_one": bridge_logs.count("failed to commit; serving them one by one"),
+            "bridge_batches_served_one_by_one": bridge_logs.count(
+                "failed to commit; serving them one by one"
+            ),
             "bridge_error_lines": sum(" ERROR " in line for line in bridge_logs.splitlines()),
         }
         if self.pg is not None:
@@ -720,7 +762,10 @@ class Bench:
         if not self.args.no_latest:
             shutil.copy(raw_path, BENCH_DIR / "latest.json")
             (BENCH_DIR / "REPORT.md").write_text(render(self.results))
-        self.log(f"wrote {raw_path.relative_to(REPO_DIR)}" + ("" if self.args.no_latest else ", bench/REPORT.md, bench/latest.json"))
+        self.log(
+            f"wrote {raw_path.relative_to(REPO_DIR)}"
+            + ("" if self.args.no_latest else ", bench/REPORT.md, bench/latest.json")
+        )
 
     def cleanup(self) -> None:
         for action in (
@@ -746,7 +791,10 @@ def fdatasync_ms(bin_dir: Path, work: Path) -> float | None:
     """One 8 kB write + fdatasync on this disk (pg_test_fsync, 1 s): the floor of a durable COMMIT."""
     result = subprocess.run(
         [str(bin_dir / "pg_test_fsync"), "-s", "1", "-f", str(work / "fsync.test")],
-        check=False, capture_output=True, text=True, timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     for line in result.stdout.splitlines():
         parts = line.split()
@@ -808,14 +856,19 @@ def versions(pg: PostgresCluster | None) -> dict:
     import paho.mqtt
     import psycopg
 
-    mosquitto = subprocess.run(["mosquitto", "-h"], check=False, capture_output=True, text=True).stdout.splitlines()
+    mosquitto = subprocess.run(
+        ["mosquitto", "-h"], check=False, capture_output=True, text=True
+    ).stdout.splitlines()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO_DIR, capture_output=True, text=True
     ).stdout.strip()
     # The bridge runs the working tree: say whether its code differs from the commit.
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "bridge", "messaging", "org", "mchat"],
-        check=False, cwd=REPO_DIR, capture_output=True, text=True,
+        check=False,
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
     ).stdout.split("\n")
     changed = sorted({line[3:] for line in dirty if line.strip()})
     if changed:
@@ -834,13 +887,24 @@ def versions(pg: PostgresCluster | None) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster instead of SQLite")
-    parser.add_argument("--quick", action="store_true", help="small organisation, short runs (about a minute)")
-    parser.add_argument("--bridges", type=int, default=2,
-                        help="also measure send_private, 64 in flight, with this many bridge processes")
+    parser.add_argument(
+        "--postgres", action="store_true", help="a private PostgreSQL cluster instead of SQLite"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small organisation, short runs (about a minute)"
+    )
+    parser.add_argument(
+        "--bridges",
+        type=int,
+        default=2,
+        help="also measure send_private, 64 in flight, with this many bridge processes",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
-    parser.add_argument("--no-latest", action="store_true",
-                        help="write only bench/results/<stamp>.json, not REPORT.md / latest.json")
+    parser.add_argument(
+        "--no-latest",
+        action="store_true",
+        help="write only bench/results/<stamp>.json, not REPORT.md / latest.json",
+    )
     return parser.parse_args(argv)
 
 

@@ -50,7 +50,9 @@ def employee_id(n: int) -> str:
     return f"bench_{n:05d}"
 
 
-def seed(*, employees: int, org_groups: int, group_size: int, fanout_sizes: list[int], rng_seed: int = 7) -> Population:
+def seed(
+    *, employees: int, org_groups: int, group_size: int, fanout_sizes: list[int], rng_seed: int = 7
+) -> Population:
     rng = random.Random(rng_seed)
     password = secrets.token_urlsafe(18)
     hashed = hash_password(password)
@@ -122,9 +124,7 @@ def _employees(count: int, teams: list[Department], hashed: str) -> list[Employe
 def _groups(plans: list[tuple[str, list[Employee]]]) -> list[Group]:
     now = timezone.now()
     with transaction.atomic():
-        groups = [
-            Group(group_id=ids.group_id(), name=name, owner=members[0]) for name, members in plans
-        ]
+        groups = [Group(group_id=ids.group_id(), name=name, owner=members[0]) for name, members in plans]
         Group.objects.bulk_create(groups, batch_size=1000)
         by_id = {g.group_id: g for g in Group.objects.filter(group_id__in=[g.group_id for g in groups])}
         groups = [by_id[g.group_id] for g in groups]

@@ -65,8 +65,18 @@ class PostgresCluster:
                 shutil.chown(path, "postgres", "postgres")
         self.data.chmod(0o700)
         _as_postgres(
-            [str(self.bin / "initdb"), "-D", str(self.data), "-E", "UTF8", "--locale=C",
-             "-A", "trust", "-U", "postgres"]
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ]
         )
         return self
 
@@ -75,8 +85,19 @@ class PostgresCluster:
             f"-c {name}={value}" for name, value in self.settings.items()
         )
         _as_postgres(
-            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-             "-t", str(int(timeout)), "-o", options, "start"]
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-o",
+                options,
+                "start",
+            ]
         )
 
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
@@ -85,8 +106,17 @@ class PostgresCluster:
             return
         try:
             _as_postgres(
-                [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w",
-                 "-t", str(int(timeout)), "stop"]
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    str(int(timeout)),
+                    "stop",
+                ]
             )
         except subprocess.CalledProcessError:
             pid = self.pid
@@ -112,9 +142,25 @@ class PostgresCluster:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return result.stdout.strip()
 

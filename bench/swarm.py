@@ -168,8 +168,10 @@ class Swarm:
                 )
         with cond:
             ok = cond.wait_for(
-                lambda: pending["connack"] >= len(logins)
-                and pending["suback"] >= wanted_subacks - len(pending["refused"]),
+                lambda: (
+                    pending["connack"] >= len(logins)
+                    and pending["suback"] >= wanted_subacks - len(pending["refused"])
+                ),
                 max(0.0, deadline - time.monotonic()),
             )
         if pending["refused"]:

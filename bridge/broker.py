@@ -100,9 +100,7 @@ def render_config(
     # Mosquitto splits config values at whitespace.
     for value in (str(paths.directory), str(PLUGIN_PATH), bind_address, bridge_user):
         if not value or any(ch.isspace() for ch in value):
-            raise ValueError(
-                f"broker config value must be non-empty without whitespace: {value!r}"
-            )
+            raise ValueError(f"broker config value must be non-empty without whitespace: {value!r}")
     paths.data.mkdir(parents=True, exist_ok=True)
     for path in (paths.passwd, paths.acl, paths.groups):
         if not path.exists():
@@ -130,10 +128,7 @@ def build_plugin() -> Path:
     # Parallel test workers may all get here at once: one builds, the others wait.
     with open(PLUGIN_PATH.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (
-            PLUGIN_PATH.exists()
-            and PLUGIN_PATH.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime
-        ):
+        if PLUGIN_PATH.exists() and PLUGIN_PATH.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
             return PLUGIN_PATH
         result = subprocess.run(
             ["make", "-C", str(BROKER_SRC_DIR)],
@@ -170,19 +165,13 @@ def verify_password(password: str, hashed: str) -> bool:
         return False
     if iterations < 1:
         return False
-    key = hashlib.pbkdf2_hmac(
-        "sha512", password.encode(), salt, iterations, len(expected)
-    )
+    key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(expected))
     return hmac.compare_digest(key, expected)
 
 
 def password_line(username: str, hash: str) -> str:
     """One `password_file` line, without the newline."""
-    if (
-        not username
-        or any(ch in username for ch in ":\r\n")
-        or any(ch in hash for ch in "\r\n")
-    ):
+    if not username or any(ch in username for ch in ":\r\n") or any(ch in hash for ch in "\r\n"):
         raise ValueError(f"invalid password_file entry for {username!r}")
     return f"{username}:{hash}"
 
@@ -234,9 +223,7 @@ def _is_mosquitto(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip() == "mosquitto"
     except FileNotFoundError:
-        return not Path(
-            "/proc/self"
-        ).exists()  # no procfs: cannot tell, trust the pid file
+        return not Path("/proc/self").exists()  # no procfs: cannot tell, trust the pid file
 
 
 def reload_broker(pid_file: Path) -> bool:
@@ -269,12 +256,7 @@ def free_port() -> int:
 _RUNNING = re.compile(r"mosquitto version \S+ running")
 
 # MQTT 3.1.1 CONNECT without credentials, client id "mchat-reload-probe", clean session.
-_PROBE_CONNECT = (
-    bytes([0x10, 30, 0, 4])
-    + b"MQTT"
-    + bytes([4, 0x02, 0, 10, 0, 18])
-    + b"mchat-reload-probe"
-)
+_PROBE_CONNECT = bytes([0x10, 30, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 10, 0, 18]) + b"mchat-reload-probe"
 
 
 class MosquittoProcess:
@@ -334,9 +316,7 @@ class MosquittoProcess:
             time.sleep(0.01)
         failure = self._log_since(offset)[-2000:]
         self.stop()
-        raise RuntimeError(
-            f"mosquitto did not start on {self.host}:{self.port}:\n{failure}"
-        )
+        raise RuntimeError(f"mosquitto did not start on {self.host}:{self.port}:\n{failure}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM by pid, wait, SIGKILL if it does not exit."""
@@ -361,9 +341,7 @@ class MosquittoProcess:
         deadline = time.monotonic() + timeout
         while "Reloading config." not in self._log_since(offset):
             if time.monotonic() > deadline or not self.is_running():
-                raise RuntimeError(
-                    "mosquitto did not reload:\n" + self._log_since(offset)[-2000:]
-                )
+                raise RuntimeError("mosquitto did not reload:\n" + self._log_since(offset)[-2000:])
             time.sleep(0.005)
         # The reload (re-read files, disconnect revoked users) runs within one pass of the
         # broker's loop; a connection opened after that pass began is served after it.
@@ -389,14 +367,10 @@ class MosquittoProcess:
 
     def _round_trip(self, timeout: float) -> None:
         """A CONNECT the broker refuses (no credentials): its CONNACK proves a loop pass."""
-        with socket.create_connection(
-            (self.host, self.port), timeout=max(timeout, 0.1)
-        ) as s:
+        with socket.create_connection((self.host, self.port), timeout=max(timeout, 0.1)) as s:
             s.sendall(_PROBE_CONNECT)
             if not s.recv(4):
-                raise RuntimeError(
-                    "mosquitto closed the probe connection without CONNACK"
-                )
+                raise RuntimeError("mosquitto closed the probe connection without CONNACK")
 
     def _log_size(self) -> int:
         try:

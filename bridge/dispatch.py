@@ -157,9 +157,7 @@ class Dispatcher:
             if work.decided:
                 continue
             try:
-                self.limiter.take(
-                    employee_id=work.employee.employee_id, action_class=work.route.action_class
-                )
+                self.limiter.take(employee_id=work.employee.employee_id, action_class=work.route.action_class)
             except MChatError as exc:
                 work.decide(self._error(work, exc))
 
@@ -192,14 +190,18 @@ class Dispatcher:
                     work.decide(self._internal_error(work, RuntimeError("recorded answer vanished")))
 
     def _execute_one(self, work: _Work, *, in_batch: bool) -> None:
-        request = Request(work.parsed.client_id, work.parsed.seq_id, work.route.action, work.payload, work.employee)
+        request = Request(
+            work.parsed.client_id, work.parsed.seq_id, work.route.action, work.payload, work.employee
+        )
         try:
             with transaction.atomic():
                 data = work.route.handler(request)
                 if isinstance(data, Deferred):
                     response = None  # recorded as pending; whoever resolves it publishes the answer
                 else:
-                    response = protocol.response_payload(work.parsed.seq_id, 0, "ok", {} if data is None else data)
+                    response = protocol.response_payload(
+                        work.parsed.seq_id, 0, "ok", {} if data is None else data
+                    )
                 self._record(work, response)
             work.decide(response)
         except MChatError as exc:

@@ -17,9 +17,7 @@ class ProcessedRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["client_id", "seq_id"], name="processed_request_once")
-        ]
+        constraints = [models.UniqueConstraint(fields=["client_id", "seq_id"], name="processed_request_once")]
 
 
 class AgentAckWait(models.Model):
@@ -54,7 +52,9 @@ class AgentAckWait(models.Model):
         indexes = [
             models.Index(fields=["deadline"], condition=Q(state="pending"), name="agent_ack_wait_due"),
             models.Index(
-                fields=["conversation", "agent", "seq"], condition=Q(state="pending"), name="agent_ack_wait_open"
+                fields=["conversation", "agent", "seq"],
+                condition=Q(state="pending"),
+                name="agent_ack_wait_open",
             ),
             models.Index(fields=["resolved_at"], name="agent_ack_wait_resolved"),
         ]

@@ -17,8 +17,7 @@ from bridge.protocol import encode
 
 
 class Publisher(Protocol):
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        ...
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,7 @@ def current() -> Publisher:
     return _installed
 
 
-def publish_json_rollback_unsafe(
-    topic: str, payload: Any, *, qos: int = 1, retain: bool = False
-) -> None:
+def publish_json_rollback_unsafe(topic: str, payload: Any, *, qos: int = 1, retain: bool = False) -> None:
     """Publish now, whatever becomes of the surrounding transaction."""
     current().publish(topic, encode(payload), qos=qos, retain=retain)
 

@@ -72,9 +72,7 @@ def drf_exception_handler(exc, context):
     from rest_framework.views import exception_handler
 
     if isinstance(exc, MChatError):
-        return Response(
-            {"code": exc.code, "message": str(exc.message), "data": exc.data}, status=exc.code
-        )
+        return Response({"code": exc.code, "message": str(exc.message), "data": exc.data}, status=exc.code)
     response = exception_handler(exc, context)
     if response is None:
         message, data = internal_error_reply(exc, context="REST API request")

@@ -142,9 +142,7 @@ CELERY_TASK_IGNORE_RESULT = True
 # Where the bridge (and any server process that publishes) connects.
 MCHAT_MQTT_URL = os.environ.get("MCHAT_MQTT_URL", "mqtt://127.0.0.1:1883")
 MCHAT_BRIDGE_USERNAME = os.environ.get("MCHAT_BRIDGE_USERNAME", "mchat-bridge")
-MCHAT_BRIDGE_PASSWORD = os.environ.get("MCHAT_BRIDGE_PASSWORD") or _persistent_secret(
-    "bridge-password"
-)
+MCHAT_BRIDGE_PASSWORD = os.environ.get("MCHAT_BRIDGE_PASSWORD") or _persistent_secret("bridge-password")
 # What employee.create tells clients (spec 3.3 mqtt_connection).
 MCHAT_PUBLIC_MQTT_HOST = os.environ.get("MCHAT_PUBLIC_MQTT_HOST", "127.0.0.1")
 MCHAT_PUBLIC_MQTT_PORT = int(os.environ.get("MCHAT_PUBLIC_MQTT_PORT", "1883"))
@@ -211,9 +209,7 @@ MCHAT_FILE_ALLOWED_TYPES = [
 MCHAT_UPLOAD_URL_TTL_SECONDS = int(os.environ.get("MCHAT_UPLOAD_URL_TTL_SECONDS", "900"))
 MCHAT_DOWNLOAD_URL_TTL_SECONDS = int(os.environ.get("MCHAT_DOWNLOAD_URL_TTL_SECONDS", "300"))
 # config.storage: lifetime of temporary credentials (STS accepts 900 s to 12 h).
-MCHAT_STORAGE_CREDENTIALS_TTL_SECONDS = int(
-    os.environ.get("MCHAT_STORAGE_CREDENTIALS_TTL_SECONDS", "3600")
-)
+MCHAT_STORAGE_CREDENTIALS_TTL_SECONDS = int(os.environ.get("MCHAT_STORAGE_CREDENTIALS_TTL_SECONDS", "3600"))
 # Where clients reach this Django for the local backend's upload and download URLs.
 MCHAT_PUBLIC_BASE_URL = os.environ.get("MCHAT_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 MCHAT_S3_ENDPOINT_URL = os.environ.get("MCHAT_S3_ENDPOINT_URL") or None  # None: AWS itself

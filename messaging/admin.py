@@ -41,8 +41,8 @@ class GroupAdmin(admin.ModelAdmin):
     actions = ["dismiss_groups"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("owner").annotate(
-            _member_count=Count("memberships")
+        return (
+            super().get_queryset(request).select_related("owner").annotate(_member_count=Count("memberships"))
         )
 
     @admin.display(description=_("成员数"), ordering="_member_count")

@@ -53,9 +53,11 @@ def content_parse(raw: Any) -> Content:
 def _check_characters(value: str | dict) -> None:
     """JSON may carry NUL and lone surrogates ("\u0000", "\ud800"); no database can store
     them as text, and no client could display them."""
-    fields = {"content": value} if isinstance(value, str) else {
-        f"content.{name}": text for name, text in value.items() if isinstance(text, str)
-    }
+    fields = (
+        {"content": value}
+        if isinstance(value, str)
+        else {f"content.{name}": text for name, text in value.items() if isinstance(text, str)}
+    )
     for field, text in fields.items():
         if "\x00" in text:
             raise BadRequest(_("%(field)s 不能包含 NUL 字符") % {"field": field})
@@ -106,9 +108,7 @@ def _text(value: Any, field: str) -> str:
     if not value.strip():
         raise BadRequest(_("%(field)s 不能为空") % {"field": field})
     if len(value) > TEXT_MAX_CHARS:
-        raise BadRequest(
-            _("%(field)s 不能超过 %(limit)d 个字符") % {"field": field, "limit": TEXT_MAX_CHARS}
-        )
+        raise BadRequest(_("%(field)s 不能超过 %(limit)d 个字符") % {"field": field, "limit": TEXT_MAX_CHARS})
     return value
 
 

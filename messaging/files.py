@@ -219,7 +219,8 @@ def _confirm_uploaded(stored: StoredFile) -> None:
         raise NotFound(_("文件尚未上传完成：%(key)s") % {"key": stored.key})
     if info.size != stored.size:
         raise BadRequest(
-            _("文件大小 %(got)d 与申请上传时的 size %(size)d 不一致") % {"got": info.size, "size": stored.size}
+            _("文件大小 %(got)d 与申请上传时的 size %(size)d 不一致")
+            % {"got": info.size, "size": stored.size}
         )
     stored.uploaded_at = timezone.now()
     stored.save(update_fields=["uploaded_at"])
@@ -240,7 +241,11 @@ def _spend(grant: UrlGrant, now: datetime) -> None:
     try:
         with transaction.atomic():
             UsedFileUrl.objects.create(
-                nonce=grant.nonce, key=grant.key, method=grant.method, used_at=now, expires_at=grant.expires_at
+                nonce=grant.nonce,
+                key=grant.key,
+                method=grant.method,
+                used_at=now,
+                expires_at=grant.expires_at,
             )
     except IntegrityError:
         raise PermissionDenied(_("链接已被使用")) from None
@@ -268,7 +273,9 @@ def local_upload_receive(
     if length > stored.size:
         raise TooLarge(_("上传内容超过申请的 size（%(size)d 字节）") % {"size": stored.size})
     if length != stored.size:
-        raise BadRequest(_("Content-Length 必须等于申请上传时的 size（%(size)d 字节）") % {"size": stored.size})
+        raise BadRequest(
+            _("Content-Length 必须等于申请上传时的 size（%(size)d 字节）") % {"size": stored.size}
+        )
     _spend(grant, now)
     backend.write(key, read, size=stored.size)
     stored.uploaded_at = timezone.now()

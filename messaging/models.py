@@ -42,9 +42,7 @@ class GroupMember(models.Model):
     class Meta:
         verbose_name = _("群成员")
         verbose_name_plural = _("群成员")
-        constraints = [
-            models.UniqueConstraint(fields=["group", "employee"], name="group_member_once")
-        ]
+        constraints = [models.UniqueConstraint(fields=["group", "employee"], name="group_member_once")]
 
     def __str__(self) -> str:
         return f"{self.group_id}:{self.employee_id} ({self.role})"
@@ -90,8 +88,12 @@ class Conversation(models.Model):
             models.CheckConstraint(
                 condition=(
                     Q(kind="group", group__isnull=False, employee_low__isnull=True)
-                    | Q(kind="private", group__isnull=True, employee_low__isnull=False,
-                        employee_high__isnull=False)
+                    | Q(
+                        kind="private",
+                        group__isnull=True,
+                        employee_low__isnull=False,
+                        employee_high__isnull=False,
+                    )
                 ),
                 name="conversation_kind_fields",
             ),
@@ -160,9 +162,7 @@ class Message(models.Model):
 class ReadPosition(models.Model):
     """How far one participant has read one conversation (the seq of the last read message)."""
 
-    conversation = models.ForeignKey(
-        Conversation, related_name="read_positions", on_delete=models.CASCADE
-    )
+    conversation = models.ForeignKey(Conversation, related_name="read_positions", on_delete=models.CASCADE)
     employee = models.ForeignKey(Employee, related_name="read_positions", on_delete=models.CASCADE)
     last_read_seq = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)

@@ -19,9 +19,7 @@ ROLE_ORDER = {GroupMember.Role.OWNER: 0, GroupMember.Role.ADMIN: 1, GroupMember.
 def group_memberships_for_broker() -> Iterator[tuple[str, str]]:
     """(group_id, employee_id) of every current membership the broker must let read."""
     return (
-        GroupMember.objects.filter(
-            group__dismissed_at__isnull=True, employee__is_active=True
-        )
+        GroupMember.objects.filter(group__dismissed_at__isnull=True, employee__is_active=True)
         .order_by("group__group_id", "employee__employee_id")
         .values_list("group__group_id", "employee__employee_id")
         .iterator(chunk_size=5000)
@@ -108,18 +106,14 @@ def group_access(
 def group_memberships(*, group: Group) -> list[GroupMember]:
     """Members with their roles: owner, admins, then members, each by join time."""
     rows = list(
-        GroupMember.objects.filter(group=group)
-        .select_related("employee")
-        .order_by("joined_at", "pk")
+        GroupMember.objects.filter(group=group).select_related("employee").order_by("joined_at", "pk")
     )
     return sorted(rows, key=lambda m: ROLE_ORDER[m.role])
 
 
 def group_member_ids(*, group: Group) -> list[str]:
     return list(
-        GroupMember.objects.filter(group=group)
-        .order_by("pk")
-        .values_list("employee__employee_id", flat=True)
+        GroupMember.objects.filter(group=group).order_by("pk").values_list("employee__employee_id", flat=True)
     )
 
 
@@ -269,18 +263,14 @@ def conversations_of(
                 )[:1]
             ),
             last_message_pk=Subquery(
-                Message.objects.filter(conversation=OuterRef("pk"), seq=OuterRef("last_seq")).values(
-                    "pk"
-                )[:1]
+                Message.objects.filter(conversation=OuterRef("pk"), seq=OuterRef("last_seq")).values("pk")[:1]
             ),
         )
         .order_by("-last_activity_at", "-pk")
     )
     if cursor:
         at, pk = _parse_cursor(cursor)
-        conversations = conversations.filter(
-            Q(last_activity_at__lt=at) | Q(last_activity_at=at, pk__lt=pk)
-        )
+        conversations = conversations.filter(Q(last_activity_at__lt=at) | Q(last_activity_at=at, pk__lt=pk))
     page = list(conversations[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
@@ -288,8 +278,7 @@ def conversations_of(
         [c.last_message_pk for c in page if c.last_message_pk]
     )
     summaries = [
-        ConversationSummary(c, last_messages.get(c.last_message_pk), c.my_last_read_seq or 0)
-        for c in page
+        ConversationSummary(c, last_messages.get(c.last_message_pk), c.my_last_read_seq or 0) for c in page
     ]
     next_cursor = _cursor(page[-1]) if more and page else None
     return summaries, next_cursor

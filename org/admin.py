@@ -79,9 +79,7 @@ class DepartmentForm(forms.ModelForm):
         regex=r"^[a-z][a-z0-9_]{2,63}$",
         required=False,
         label=gettext_lazy("部门编号"),
-        help_text=gettext_lazy(
-            "留空则按名称拼音生成，如 dept_xiaoshoubu；创建后不可修改。"
-        ),
+        help_text=gettext_lazy("留空则按名称拼音生成，如 dept_xiaoshoubu；创建后不可修改。"),
     )
 
     class Meta:
@@ -141,9 +139,7 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
                 if field in names
             }
             saved = (
-                services.department_update(
-                    actor=None, department_id=obj.department_id, updates=updates
-                )
+                services.department_update(actor=None, department_id=obj.department_id, updates=updates)
                 if updates
                 else Department.objects.get(pk=obj.pk)
             )
@@ -156,9 +152,7 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
             cut = queryset.get(pk=request.POST.get("cut_item"))
             pasted_on = queryset.get(pk=request.POST.get("pasted_on"))
         except (Department.DoesNotExist, TypeError, ValueError):
-            self.message_user(
-                request, _("部门已不存在，请刷新后重试"), level=messages.ERROR
-            )
+            self.message_user(request, _("部门已不存在，请刷新后重试"), level=messages.ERROR)
             return HttpResponse("FAIL, invalid objects.")
         if not self.has_change_permission(request, cut):
             self.message_user(request, _("无权执行该操作"), level=messages.ERROR)
@@ -173,9 +167,7 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
         except MChatError as exc:
             self.message_user(request, str(exc.message), level=messages.ERROR)
             return HttpResponse("FAIL, invalid move.")
-        self.log_change(
-            request, moved, [{"changed": {"fields": ["parent", "sort_order"]}}]
-        )
+        self.log_change(request, moved, [{"changed": {"fields": ["parent", "sort_order"]}}])
         self.message_user(request, _("已移动部门：%(name)s") % {"name": moved.name})
         return HttpResponse("OK, moved.")
 
@@ -193,9 +185,7 @@ class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPT
             context.update(
                 member_count=department.employees.count(),
                 child_count=department.get_children().count(),
-                move_to_choices=Department.objects.exclude(pk__in=subtree).order_by(
-                    "tree_id", "lft"
-                ),
+                move_to_choices=Department.objects.exclude(pk__in=subtree).order_by("tree_id", "lft"),
             )
         try:
             return super().delete_view(request, object_id, context)
@@ -275,9 +265,7 @@ class EmployeeAddForm(forms.ModelForm):
         regex=ID_SLUG_PATTERN,
         required=False,
         label=gettext_lazy("编号前缀"),
-        help_text=gettext_lazy(
-            "可选：小写字母或数字，如 sales 生成 ai_sales_001；默认用姓名拼音。"
-        ),
+        help_text=gettext_lazy("可选：小写字母或数字，如 sales 生成 ai_sales_001；默认用姓名拼音。"),
     )
 
     class Meta:
@@ -397,9 +385,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         return False  # employees are deactivated, never deleted (their messages stay)
 
     def get_search_results(self, request, queryset, search_term):
-        queryset, duplicates = super().get_search_results(
-            request, queryset, search_term
-        )
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
         # Autocomplete for manager / agent owner: active people only.
         field = request.GET.get("field_name")
         if field in ("manager", "owner"):
@@ -426,10 +412,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
                 is_org_admin=data.get("is_org_admin", False),
                 department_id=_public_value(data.get("department")),
                 manager_id=_public_value(data.get("manager")),
-                **{
-                    f: data.get(f, "")
-                    for f in ("title", "email", "phone", "avatar", "signature")
-                },
+                **{f: data.get(f, "") for f in ("title", "email", "phone", "avatar", "signature")},
                 agent=agent if data.get("is_ai_agent") else None,
             )
             request._mchat_issued = [issued]
@@ -443,9 +426,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             if agent:
                 updates["agent"] = agent
             if updates:
-                services.employee_update(
-                    actor=None, employee_id=obj.employee_id, updates=updates
-                )
+                services.employee_update(actor=None, employee_id=obj.employee_id, updates=updates)
             saved = Employee.objects.get(pk=obj.pk)
         _adopt(obj, saved)
         for formset in formsets:
@@ -462,13 +443,9 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             if formset.model is not AgentProfile:
                 continue
             for inline in formset.forms:
-                if not inline.has_changed() and (
-                    only_changed or not inline.cleaned_data
-                ):
+                if not inline.has_changed() and (only_changed or not inline.cleaned_data):
                     continue
-                fields = (
-                    inline.changed_data if only_changed else list(inline.cleaned_data)
-                )
+                fields = inline.changed_data if only_changed else list(inline.cleaned_data)
                 settings = {
                     name: _public_value(inline.cleaned_data.get(name))
                     for name in fields
@@ -496,8 +473,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
                 "title": _("员工已创建") if created else _("MQTT 凭证已重置"),
                 "created": created,
                 "credentials": [
-                    {"employee": item.employee, "connection": item.mqtt_connection()}
-                    for item in issued
+                    {"employee": item.employee, "connection": item.mqtt_connection()} for item in issued
                 ],
             },
         )
@@ -523,9 +499,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         with transaction.atomic():
             issued = [
                 services.employee_credential_reset(actor=None, employee=employee)
-                for employee in Employee.objects.filter(
-                    pk__in=queryset.values("pk")
-                ).order_by("employee_id")
+                for employee in Employee.objects.filter(pk__in=queryset.values("pk")).order_by("employee_id")
             ]
         return self._credentials_page(request, issued, created=False)
 
@@ -544,9 +518,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         for line in refused:
             self.message_user(request, line, level=messages.ERROR)
 
-    @admin.action(
-        description=gettext_lazy("停用所选员工（断开其连接）"), permissions=["change"]
-    )
+    @admin.action(description=gettext_lazy("停用所选员工（断开其连接）"), permissions=["change"])
     def deactivate(self, request, queryset):
         self._set_active(request, queryset, False)
 

@@ -56,12 +56,7 @@ class _StaffWith(permissions.BasePermission):
 
     def has_permission(self, request, view):
         user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and user.is_staff
-            and user.has_perms(self.required)
-        )
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perms(self.required))
 
 
 class CanViewOrg(_StaffWith):
@@ -85,9 +80,7 @@ def _validated(serializer_class, data) -> dict:
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="部门列表（树序）", responses=DepartmentOutput(many=True)
-    ),
+    list=extend_schema(summary="部门列表（树序）", responses=DepartmentOutput(many=True)),
     retrieve=extend_schema(summary="部门详情", responses=DepartmentOutput),
     create=extend_schema(
         summary="创建部门",
@@ -102,18 +95,12 @@ def _validated(serializer_class, data) -> dict:
     destroy=extend_schema(
         summary="删除部门",
         description="有员工或子部门时须用 move_to 指定转移到的部门，否则 400。",
-        parameters=[
-            OpenApiParameter("move_to", OpenApiTypes.STR, OpenApiParameter.QUERY)
-        ],
+        parameters=[OpenApiParameter("move_to", OpenApiTypes.STR, OpenApiParameter.QUERY)],
         responses={204: None},
     ),
 )
-class DepartmentViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
-    queryset = (
-        Department.objects.none()
-    )  # for DjangoModelPermissions; reads use selectors
+class DepartmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Department.objects.none()  # for DjangoModelPermissions; reads use selectors
     serializer_class = DepartmentOutput
     permission_classes = [StaffModelPermissions]
     lookup_field = "department_id"
@@ -127,12 +114,8 @@ class DepartmentViewSet(
         return selectors.department_get(department_id=self.kwargs["department_id"])
 
     def create(self, request: Request) -> Response:
-        department = services.department_create(
-            actor=None, **_validated(DepartmentCreateInput, request.data)
-        )
-        return Response(
-            DepartmentOutput(department).data, status=status.HTTP_201_CREATED
-        )
+        department = services.department_create(actor=None, **_validated(DepartmentCreateInput, request.data))
+        return Response(DepartmentOutput(department).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, department_id: str) -> Response:
         department = services.department_update(
@@ -146,9 +129,7 @@ class DepartmentViewSet(
         services.department_delete(
             actor=None,
             department_id=department_id,
-            move_to=request.query_params.get("move_to")
-            or request.data.get("move_to")
-            or None,
+            move_to=request.query_params.get("move_to") or request.data.get("move_to") or None,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -166,9 +147,7 @@ class DepartmentViewSet(
             ),
             OpenApiParameter("is_ai_agent", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("is_active", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
-            OpenApiParameter(
-                "q", OpenApiTypes.STR, OpenApiParameter.QUERY, description="搜索"
-            ),
+            OpenApiParameter("q", OpenApiTypes.STR, OpenApiParameter.QUERY, description="搜索"),
         ],
     ),
     retrieve=extend_schema(summary="员工详情"),
@@ -184,12 +163,8 @@ class DepartmentViewSet(
         responses=EmployeeOutput,
     ),
 )
-class EmployeeViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
-    queryset = (
-        Employee.objects.none()
-    )  # for DjangoModelPermissions; reads use selectors
+class EmployeeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Employee.objects.none()  # for DjangoModelPermissions; reads use selectors
     serializer_class = EmployeeOutput
     permission_classes = [StaffModelPermissions]
     pagination_class = EmployeePages
@@ -211,9 +186,7 @@ class EmployeeViewSet(
         return selectors.employee_get(employee_id=self.kwargs["employee_id"])
 
     def create(self, request: Request) -> Response:
-        issued = services.employee_create(
-            actor=None, **_validated(EmployeeCreateInput, request.data)
-        )
+        issued = services.employee_create(actor=None, **_validated(EmployeeCreateInput, request.data))
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, employee_id: str) -> Response:
@@ -222,11 +195,7 @@ class EmployeeViewSet(
             employee_id=employee_id,
             updates=_validated(EmployeeFieldsInput, request.data),
         )
-        return Response(
-            EmployeeOutput(
-                selectors.employee_get(employee_id=change.employee.employee_id)
-            ).data
-        )
+        return Response(EmployeeOutput(selectors.employee_get(employee_id=change.employee.employee_id)).data)
 
     @extend_schema(
         summary="重置 MQTT 凭证",
@@ -243,9 +212,7 @@ class EmployeeViewSet(
     )
     def reset_credentials(self, request: Request, employee_id: str) -> Response:
         employee = selectors.employee_get(employee_id=employee_id)
-        return Response(
-            _issued(services.employee_credential_reset(actor=None, employee=employee))
-        )
+        return Response(_issued(services.employee_credential_reset(actor=None, employee=employee)))
 
 
 def _issued(issued: services.IssuedCredential) -> dict:
@@ -268,12 +235,8 @@ class OrgTreeView(APIView):
     @extend_schema(
         summary="组织树（spec 3.5）",
         description="带上次的 version 请求：未变化时只返回 {version, unchanged: true}。",
-        parameters=[
-            OpenApiParameter("version", OpenApiTypes.STR, OpenApiParameter.QUERY)
-        ],
+        parameters=[OpenApiParameter("version", OpenApiTypes.STR, OpenApiParameter.QUERY)],
         responses=OrgTreeOutput,
     )
     def get(self, request: Request) -> Response:
-        return Response(
-            selectors.org_tree(known_version=request.query_params.get("version"))
-        )
+        return Response(selectors.org_tree(known_version=request.query_params.get("version")))

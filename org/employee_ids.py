@@ -18,19 +18,13 @@ MAX_STEM = 40
 def _ascii_slug(text: str) -> str:
     """Chinese as pinyin, accents dropped ("Zoë" -> "zoe"), anything else removed."""
     romanised = "".join(lazy_pinyin(text))
-    decomposed = (
-        unicodedata.normalize("NFKD", romanised).encode("ascii", "ignore").decode()
-    )
+    decomposed = unicodedata.normalize("NFKD", romanised).encode("ascii", "ignore").decode()
     return _NON_ID.sub("", decomposed.lower())[:MAX_STEM]
 
 
 def employee_id_stem(*, name: str, is_ai_agent: bool, slug: str | None = None) -> str:
     """ "emp_" + the name's pinyin for people, "ai_" + a slug (or the name's pinyin) for agents."""
-    stem = (
-        _ascii_slug(slug or "")
-        or _ascii_slug(name)
-        or ("agent" if is_ai_agent else "user")
-    )
+    stem = _ascii_slug(slug or "") or _ascii_slug(name) or ("agent" if is_ai_agent else "user")
     return f"{'ai' if is_ai_agent else 'emp'}_{stem}"
 
 
@@ -41,9 +35,7 @@ def _next_counter(taken: list[str]) -> int:
 
 def next_employee_id(stem: str) -> str:
     """The stem with the next free three-digit counter; callers retry on a unique clash."""
-    taken = Employee.objects.filter(employee_id__startswith=f"{stem}_").values_list(
-        "employee_id", flat=True
-    )
+    taken = Employee.objects.filter(employee_id__startswith=f"{stem}_").values_list("employee_id", flat=True)
     return f"{stem}_{_next_counter(list(taken)):03d}"
 
 

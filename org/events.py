@@ -60,9 +60,7 @@ def profile_payload(employee: Employee) -> dict:
         agent = None
     return {
         "name": employee.name,
-        "department_id": employee.department.department_id
-        if employee.department
-        else None,
+        "department_id": employee.department.department_id if employee.department else None,
         "manager_id": employee.manager.employee_id if employee.manager else None,
         "is_ai_agent": employee.is_ai_agent,
         "is_active": employee.is_active,
@@ -74,9 +72,7 @@ def profile_payload(employee: Employee) -> dict:
     }
 
 
-def employee_profile_changed(
-    employee: Employee, *, fields: Iterable[str], event: str
-) -> None:
+def employee_profile_changed(employee: Employee, *, fields: Iterable[str], event: str) -> None:
     """Spec 3.18 on mchat/profile/{employee_id}.
 
     `event` is "created", "updated", "deactivated" or "reactivated"; `fields` names the public

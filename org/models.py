@@ -73,9 +73,7 @@ class Employee(models.Model):
     avatar = models.CharField(_("头像"), max_length=500, blank=True)
     signature = models.CharField(_("个性签名"), max_length=200, blank=True)
     # Mosquitto password_file format ($7$, PBKDF2-SHA512): the password itself is never stored.
-    mqtt_password_hash = models.CharField(
-        _("MQTT 凭证摘要"), max_length=200, editable=False
-    )
+    mqtt_password_hash = models.CharField(_("MQTT 凭证摘要"), max_length=200, editable=False)
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
     updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
     last_seen_at = models.DateTimeField(_("最后在线"), null=True, blank=True)
@@ -145,9 +143,7 @@ class OrgVersion(models.Model):
 class SystemNotice(models.Model):
     """A notice broadcast to every employee on mchat/system/notify (spec 3.19)."""
 
-    notify_id = models.CharField(
-        _("通知编号"), max_length=40, unique=True, editable=False
-    )
+    notify_id = models.CharField(_("通知编号"), max_length=40, unique=True, editable=False)
     title = models.CharField(_("标题"), max_length=200)
     text = models.TextField(_("内容"), max_length=5000)
     sent_by = models.CharField(_("发布人"), max_length=150, blank=True, editable=False)
@@ -165,9 +161,7 @@ class SystemNotice(models.Model):
 class Device(models.Model):
     """A client id an employee has used; recorded by auth.bind."""
 
-    employee = models.ForeignKey(
-        Employee, related_name="devices", on_delete=models.CASCADE
-    )
+    employee = models.ForeignKey(Employee, related_name="devices", on_delete=models.CASCADE)
     client_id = models.CharField(max_length=130, unique=True)
     device = models.CharField(max_length=64)
     bound_at = models.DateTimeField(auto_now=True)
@@ -181,9 +175,7 @@ class AuthChallenge(models.Model):
     """A one-time second factor for sensitive actions (DESIGN §5); the token is stored hashed."""
 
     challenge_id = models.CharField(max_length=40, unique=True)
-    employee = models.ForeignKey(
-        Employee, related_name="challenges", on_delete=models.CASCADE
-    )
+    employee = models.ForeignKey(Employee, related_name="challenges", on_delete=models.CASCADE)
     token_hash = models.CharField(max_length=64)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
@@ -199,9 +191,7 @@ class DevicePresence(models.Model):
     An employee is online while any of its devices is; see org.presence.
     """
 
-    employee = models.ForeignKey(
-        Employee, related_name="device_presences", on_delete=models.CASCADE
-    )
+    employee = models.ForeignKey(Employee, related_name="device_presences", on_delete=models.CASCADE)
     client_id = models.CharField(max_length=130, unique=True)
     # The "device" field of the online payload (web, ios...), as the client describes itself.
     device = models.CharField(max_length=64, blank=True)

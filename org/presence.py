@@ -127,7 +127,9 @@ def presence_of(employee_ids: Iterable[str] | None = None) -> dict[str, dict]:
     `employee_ids` None: every active employee. Unknown ids are left out. `last_seen` (spec
     timestamp or None) is when the employee last went offline; it is None while online.
     """
-    employees = Employee.objects.all() if employee_ids is not None else Employee.objects.filter(is_active=True)
+    employees = (
+        Employee.objects.all() if employee_ids is not None else Employee.objects.filter(is_active=True)
+    )
     employees = employees.annotate(
         online_devices=Count("device_presences", filter=Q(device_presences__online=True))
     ).values_list("employee_id", "last_seen_at", "online_devices")
@@ -153,7 +155,9 @@ def client_id_of_employee(client_id: str, employee_id: str) -> bool:
     return bool(CLIENT_ID_RE.match(client_id)) and client_id.rsplit("_", 1)[0] == employee_id
 
 
-def _device_report(employee: Employee, status: str, *, client_id: str | None, device: str, at: datetime) -> None:
+def _device_report(
+    employee: Employee, status: str, *, client_id: str | None, device: str, at: datetime
+) -> None:
     if status == OFFLINE and client_id is None:
         DevicePresence.objects.filter(employee=employee, online=True).update(
             online=False, online_since=None, last_seen_at=at, updated_at=at

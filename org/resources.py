@@ -93,9 +93,7 @@ class ServiceResource(resources.ModelResource):
 class DepartmentResource(ServiceResource):
     department_id = fields.Field(attribute="department_id", column_name="department_id")
     name = fields.Field(attribute="name", column_name="name")
-    parent_id = fields.Field(
-        column_name="parent_id", dehydrate_method="dehydrate_parent_id"
-    )
+    parent_id = fields.Field(column_name="parent_id", dehydrate_method="dehydrate_parent_id")
     sort_order = fields.Field(
         attribute="sort_order", column_name="sort_order", widget=widgets.IntegerWidget()
     )
@@ -133,9 +131,7 @@ class DepartmentResource(ServiceResource):
             updates["sort_order"] = instance.sort_order
         if not updates:
             return Department.objects.get(pk=instance.pk)
-        return services.department_update(
-            actor=None, department_id=instance.department_id, updates=updates
-        )
+        return services.department_update(actor=None, department_id=instance.department_id, updates=updates)
 
 
 EMPLOYEE_TEXT_COLUMNS = ("name", "title", "email", "phone")
@@ -145,12 +141,8 @@ EMPLOYEE_FLAG_COLUMNS = ("is_ai_agent", "is_org_admin", "is_active")
 class EmployeeResource(ServiceResource):
     employee_id = fields.Field(attribute="employee_id", column_name="employee_id")
     name = fields.Field(attribute="name", column_name="name")
-    department_id = fields.Field(
-        column_name="department_id", dehydrate_method="dehydrate_department_id"
-    )
-    manager_id = fields.Field(
-        column_name="manager_id", dehydrate_method="dehydrate_manager_id"
-    )
+    department_id = fields.Field(column_name="department_id", dehydrate_method="dehydrate_department_id")
+    manager_id = fields.Field(column_name="manager_id", dehydrate_method="dehydrate_manager_id")
     title = fields.Field(attribute="title", column_name="title")
     email = fields.Field(attribute="email", column_name="email")
     phone = fields.Field(attribute="phone", column_name="phone")
@@ -164,9 +156,7 @@ class EmployeeResource(ServiceResource):
         column_name="is_org_admin",
         widget=ChineseBooleanWidget(),
     )
-    is_active = fields.Field(
-        attribute="is_active", column_name="is_active", widget=ChineseBooleanWidget()
-    )
+    is_active = fields.Field(attribute="is_active", column_name="is_active", widget=ChineseBooleanWidget())
 
     class Meta:
         model = Employee
@@ -188,9 +178,7 @@ class EmployeeResource(ServiceResource):
         clean_model_instances = False
 
     def get_export_queryset(self, request=None):
-        return Employee.objects.select_related("department", "manager").order_by(
-            "employee_id"
-        )
+        return Employee.objects.select_related("department", "manager").order_by("employee_id")
 
     def dehydrate_department_id(self, employee: Employee) -> str:
         return employee.department.department_id if employee.department_id else ""
@@ -206,9 +194,7 @@ class EmployeeResource(ServiceResource):
     def save_through_service(self, instance, is_create, row):
         texts = {column: _text(row, column) for column in EMPLOYEE_TEXT_COLUMNS}
         flags = {column: self._flag(row, column) for column in EMPLOYEE_FLAG_COLUMNS}
-        refs = {
-            column: _text(row, column) for column in ("department_id", "manager_id")
-        }
+        refs = {column: _text(row, column) for column in ("department_id", "manager_id")}
         if is_create:
             issued = services.employee_create(
                 actor=None,
@@ -225,16 +211,11 @@ class EmployeeResource(ServiceResource):
                     actor=None, employee_id=issued.employee.employee_id
                 ).employee
             return issued.employee
-        if (
-            flags["is_ai_agent"] is not None
-            and flags["is_ai_agent"] != instance.is_ai_agent
-        ):
+        if flags["is_ai_agent"] is not None and flags["is_ai_agent"] != instance.is_ai_agent:
             raise ValidationError({"is_ai_agent": _("创建后不可修改")})
         updates: dict[str, Any] = {k: v for k, v in texts.items() if v is not None}
         updates |= {k: (v or None) for k, v in refs.items() if v is not None}
-        updates |= {
-            k: v for k, v in flags.items() if v is not None and k != "is_ai_agent"
-        }
+        updates |= {k: v for k, v in flags.items() if v is not None and k != "is_ai_agent"}
         if not updates:
             return Employee.objects.get(pk=instance.pk)
         return services.employee_update(

@@ -90,17 +90,15 @@ def employee_list(
     is_active: bool | None = None,
     search: str | None = None,
 ) -> QuerySet[Employee]:
-    employees = Employee.objects.select_related(
-        "department", "manager", "agent_profile__owner"
-    ).order_by("employee_id")
+    employees = Employee.objects.select_related("department", "manager", "agent_profile__owner").order_by(
+        "employee_id"
+    )
     if department_id:
         department = Department.objects.filter(department_id=department_id).first()
         if department is None:
             raise BadRequest(_("department_id 不存在：%(id)s") % {"id": department_id})
         if include_subdepartments:
-            employees = employees.filter(
-                department__in=department.get_descendants(include_self=True)
-            )
+            employees = employees.filter(department__in=department.get_descendants(include_self=True))
         else:
             employees = employees.filter(department=department)
     if is_ai_agent is not None:
@@ -109,19 +107,13 @@ def employee_list(
         employees = employees.filter(is_active=is_active)
     if search:
         employees = employees.filter(
-            Q(name__icontains=search)
-            | Q(employee_id__icontains=search)
-            | Q(email__icontains=search)
+            Q(name__icontains=search) | Q(employee_id__icontains=search) | Q(email__icontains=search)
         )
     return employees
 
 
 def department_get(*, department_id: str) -> Department:
-    department = (
-        Department.objects.select_related("parent")
-        .filter(department_id=department_id)
-        .first()
-    )
+    department = Department.objects.select_related("parent").filter(department_id=department_id).first()
     if department is None:
         raise NotFound(_("部门不存在：%(id)s") % {"id": department_id})
     return department

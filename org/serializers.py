@@ -61,9 +61,7 @@ class AgentInput(StrictSerializer):
         child=serializers.CharField(max_length=50), max_length=20, required=False
     )
     owner = _public_id(required=False, allow_null=True, allow_blank=True)
-    ack_deadline_seconds = serializers.IntegerField(
-        min_value=1, max_value=600, required=False
-    )
+    ack_deadline_seconds = serializers.IntegerField(min_value=1, max_value=600, required=False)
 
 
 class EmployeeFieldsInput(StrictSerializer):
@@ -128,18 +126,14 @@ class OrgTreeInput(serializers.Serializer):
 class DepartmentCreateInput(serializers.Serializer):
     name = serializers.CharField(max_length=100, error_messages=_EMPTY)
     parent_id = _public_id(required=False, allow_null=True, allow_blank=True)
-    sort_order = serializers.IntegerField(
-        default=0, min_value=-(2**31) + 1, max_value=2**31 - 1
-    )
+    sort_order = serializers.IntegerField(default=0, min_value=-(2**31) + 1, max_value=2**31 - 1)
     department_id = _public_id(required=False, allow_null=True, allow_blank=True)
 
 
 class DepartmentFieldsInput(StrictSerializer):
     name = serializers.CharField(max_length=100, required=False, error_messages=_EMPTY)
     parent_id = _public_id(required=False, allow_null=True, allow_blank=True)
-    sort_order = serializers.IntegerField(
-        required=False, min_value=-(2**31) + 1, max_value=2**31 - 1
-    )
+    sort_order = serializers.IntegerField(required=False, min_value=-(2**31) + 1, max_value=2**31 - 1)
 
 
 class DepartmentUpdateInput(serializers.Serializer):
@@ -182,9 +176,7 @@ class EmployeeOutput(serializers.ModelSerializer):
     department_id = serializers.SlugRelatedField(
         source="department", slug_field="department_id", read_only=True
     )
-    manager_id = serializers.SlugRelatedField(
-        source="manager", slug_field="employee_id", read_only=True
-    )
+    manager_id = serializers.SlugRelatedField(source="manager", slug_field="employee_id", read_only=True)
     agent = serializers.SerializerMethodField()
     created_at = TimestampField(read_only=True)
     updated_at = TimestampField(read_only=True)
@@ -237,9 +229,7 @@ class IssuedEmployeeOutput(EmployeeOutput):
 
 
 class DepartmentOutput(serializers.ModelSerializer):
-    parent_id = serializers.SlugRelatedField(
-        source="parent", slug_field="department_id", read_only=True
-    )
+    parent_id = serializers.SlugRelatedField(source="parent", slug_field="department_id", read_only=True)
     created_at = TimestampField(read_only=True)
     updated_at = TimestampField(read_only=True)
 

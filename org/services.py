@@ -141,9 +141,7 @@ def _org_lock() -> None:
 
 def _org_changed() -> None:
     """A change org.tree shows: new version, in the same transaction as the change."""
-    OrgVersion.objects.filter(pk=1).update(
-        counter=F("counter") + 1, token=secrets.token_hex(4)
-    )
+    OrgVersion.objects.filter(pk=1).update(counter=F("counter") + 1, token=secrets.token_hex(4))
 
 
 def _clean_text(value: Any, field: str, *, required: bool = False) -> str:
@@ -171,22 +169,16 @@ def _department_ref(department_id: Any, *, field: str) -> Department | None:
         return None
     department = Department.objects.filter(department_id=str(department_id)).first()
     if department is None:
-        raise BadRequest(
-            _("%(field)s 不存在：%(id)s") % {"field": field, "id": department_id}
-        )
+        raise BadRequest(_("%(field)s 不存在：%(id)s") % {"field": field, "id": department_id})
     return department
 
 
 def _active_employee_ref(employee_id: Any, *, field: str) -> Employee | None:
     if employee_id in (None, ""):
         return None
-    employee = Employee.objects.filter(
-        employee_id=str(employee_id), is_active=True
-    ).first()
+    employee = Employee.objects.filter(employee_id=str(employee_id), is_active=True).first()
     if employee is None:
-        raise BadRequest(
-            _("%(field)s 不存在或已停用：%(id)s") % {"field": field, "id": employee_id}
-        )
+        raise BadRequest(_("%(field)s 不存在或已停用：%(id)s") % {"field": field, "id": employee_id})
     return employee
 
 
@@ -197,23 +189,15 @@ def _check_manager(manager: Employee | None, subject: Employee | None) -> None:
     if manager.pk == subject.pk:
         raise BadRequest(_("manager_id 不能是员工本人"))
     seen, current = set(), manager.manager_id
-    while (
-        current is not None and current not in seen and len(seen) < MANAGER_CHAIN_LIMIT
-    ):
+    while current is not None and current not in seen and len(seen) < MANAGER_CHAIN_LIMIT:
         if current == subject.pk:
             raise BadRequest(_("manager_id 会形成循环的汇报关系"))
         seen.add(current)
-        current = (
-            Employee.objects.filter(pk=current)
-            .values_list("manager_id", flat=True)
-            .first()
-        )
+        current = Employee.objects.filter(pk=current).values_list("manager_id", flat=True).first()
 
 
 def _string_list(value: Any, field: str) -> list[str]:
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, str) for v in value
-    ):
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise BadRequest(_("%(field)s 必须是字符串列表") % {"field": field})
     items = [v.strip() for v in value if v.strip()]
     return list(dict.fromkeys(items))  # unique, in the given order
@@ -231,9 +215,7 @@ def _apply_agent_settings(profile: AgentProfile, agent: Mapping[str, Any]) -> li
         elif key == "owner":
             value = _active_employee_ref(value, field="agent.owner")
             if value is not None and value.is_ai_agent:
-                raise BadRequest(
-                    _("agent.owner 必须是人类员工：%(id)s") % {"id": value.employee_id}
-                )
+                raise BadRequest(_("agent.owner 必须是人类员工：%(id)s") % {"id": value.employee_id})
             if getattr(profile, "owner_id", None) != (value.pk if value else None):
                 profile.owner = value
                 changed.append("agent.owner")
@@ -241,9 +223,7 @@ def _apply_agent_settings(profile: AgentProfile, agent: Mapping[str, Any]) -> li
         elif key == "description":
             value = _clean_text(value, "agent.description")
         elif key == "ack_deadline_seconds" and (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or not 1 <= value <= 600
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 600
         ):
             raise BadRequest(_("agent.ack_deadline_seconds 必须是 1 到 600 之间的整数"))
         if getattr(profile, key) != value:
@@ -324,9 +304,7 @@ def employee_create(
                     employee.save(force_insert=True)
                 break
             except IntegrityError:
-                employee.pk = (
-                    None  # another writer took the same counter; take the next one
-                )
+                employee.pk = None  # another writer took the same counter; take the next one
         else:
             raise BadRequest(_("无法生成唯一的员工编号，请重试"))
     if is_ai_agent:
@@ -337,9 +315,7 @@ def employee_create(
         _apply_agent_settings(profile, settings_)
         profile.save()
     _org_changed()
-    events.employee_profile_changed(
-        employee, fields=events.PROFILE_FIELDS, event="created"
-    )
+    events.employee_profile_changed(employee, fields=events.PROFILE_FIELDS, event="created")
     events.broker_credentials_changed()
     return IssuedCredential(employee=employee, password=password)
 
@@ -347,11 +323,7 @@ def employee_create(
 def _free_employee_id(employee_id: Any) -> str:
     employee_id = str(employee_id)
     if not re.fullmatch(EMPLOYEE_ID_PATTERN, employee_id):
-        raise BadRequest(
-            _(
-                "employee_id 格式不正确：须为小写字母开头的 3-64 位小写字母、数字或下划线"
-            )
-        )
+        raise BadRequest(_("employee_id 格式不正确：须为小写字母开头的 3-64 位小写字母、数字或下划线"))
     if Employee.objects.filter(employee_id=employee_id).exists():
         raise BadRequest(_("employee_id 已存在：%(id)s") % {"id": employee_id})
     return employee_id
@@ -374,10 +346,7 @@ def _check_update_allowed(
         return
     if actor.pk == employee.pk:
         allowed = SELF_EDITABLE
-    elif (
-        employee.is_ai_agent
-        and AgentProfile.objects.filter(employee=employee, owner=actor).exists()
-    ):
+    elif employee.is_ai_agent and AgentProfile.objects.filter(employee=employee, owner=actor).exists():
         allowed = AGENT_OWNER_EDITABLE
     else:
         raise PermissionDenied()
@@ -402,9 +371,7 @@ def employee_update(
         raise BadRequest(_("updates 不能为空"))
     unknown = sorted(set(updates) - UPDATABLE_FIELDS)
     if unknown:
-        raise BadRequest(
-            _("updates.%(field)s 不是可修改的字段") % {"field": unknown[0]}
-        )
+        raise BadRequest(_("updates.%(field)s 不是可修改的字段") % {"field": unknown[0]})
     agent = updates.get("agent")
     if agent is not None and not isinstance(agent, Mapping):
         raise BadRequest(_("updates.agent 必须是对象"))
@@ -413,9 +380,7 @@ def employee_update(
         _org_lock()  # before reading: a department may be deleted or a manager moved meanwhile
 
     employee = (
-        Employee.objects.select_related("department", "manager")
-        .filter(employee_id=str(employee_id))
-        .first()
+        Employee.objects.select_related("department", "manager").filter(employee_id=str(employee_id)).first()
     )
     if employee is None:
         raise NotFound(_("员工不存在：%(id)s") % {"id": employee_id})
@@ -473,9 +438,7 @@ def employee_update(
     if "is_active" in changed:
         event = "reactivated" if employee.is_active else "deactivated"
     all_changed = (*changed, *agent_changed)
-    events.employee_profile_changed(
-        employee, fields=_public_fields(all_changed), event=event
-    )
+    events.employee_profile_changed(employee, fields=_public_fields(all_changed), event=event)
     return EmployeeChange(employee=employee, fields=all_changed)
 
 
@@ -485,21 +448,15 @@ def _model_fields(public: Iterable[str]) -> list[str]:
 
 
 def employee_deactivate(*, actor: Employee | None, employee_id: str) -> EmployeeChange:
-    return employee_update(
-        actor=actor, employee_id=employee_id, updates={"is_active": False}
-    )
+    return employee_update(actor=actor, employee_id=employee_id, updates={"is_active": False})
 
 
 def employee_reactivate(*, actor: Employee | None, employee_id: str) -> EmployeeChange:
-    return employee_update(
-        actor=actor, employee_id=employee_id, updates={"is_active": True}
-    )
+    return employee_update(actor=actor, employee_id=employee_id, updates={"is_active": True})
 
 
 @transaction.atomic
-def employee_credential_reset(
-    *, actor: Employee | None, employee: Employee
-) -> IssuedCredential:
+def employee_credential_reset(*, actor: Employee | None, employee: Employee) -> IssuedCredential:
     """A new password; the old one stops working and live sessions are disconnected."""
     require_org_admin(actor)
     password = _new_password()
@@ -526,12 +483,8 @@ def _sort_order(value: Any, field: str = "sort_order") -> int:
     return value
 
 
-def _check_not_within(
-    target: Department | None, department: Department, field: str
-) -> None:
-    if target is not None and (
-        target.pk == department.pk or target.is_descendant_of(department)
-    ):
+def _check_not_within(target: Department | None, department: Department, field: str) -> None:
+    if target is not None and (target.pk == department.pk or target.is_descendant_of(department)):
         raise BadRequest(_("%(field)s 不能是该部门自身或其下级部门") % {"field": field})
 
 
@@ -558,18 +511,12 @@ def department_create(
     if department_id:
         department_id = str(department_id)
         if not re.fullmatch(DEPARTMENT_ID_PATTERN, department_id):
-            raise BadRequest(
-                _(
-                    "department_id 格式不正确：须为小写字母开头的 3-64 位小写字母、数字或下划线"
-                )
-            )
+            raise BadRequest(_("department_id 格式不正确：须为小写字母开头的 3-64 位小写字母、数字或下划线"))
         if Department.objects.filter(department_id=department_id).exists():
             raise BadRequest(_("department_id 已存在：%(id)s") % {"id": department_id})
     else:
         department_id = next_department_id(name=name)
-    department = Department(
-        department_id=department_id, name=name, parent=parent, sort_order=sort_order
-    )
+    department = Department(department_id=department_id, name=name, parent=parent, sort_order=sort_order)
     _full_clean(department, exclude=_MPTT_FIELDS)
     department.save()
     _org_changed()
@@ -587,9 +534,7 @@ def department_update(
         raise BadRequest(_("updates 不能为空"))
     unknown = sorted(set(updates) - DEPARTMENT_UPDATABLE)
     if unknown:
-        raise BadRequest(
-            _("updates.%(field)s 不是可修改的字段") % {"field": unknown[0]}
-        )
+        raise BadRequest(_("updates.%(field)s 不是可修改的字段") % {"field": unknown[0]})
     _org_lock()
     department = _department_for_write(department_id)
     changed = False
@@ -672,9 +617,7 @@ def department_move(
         if department.parent_id is not None:
             Department._tree_manager.move_node(department, None)
     else:
-        Department._tree_manager.move_node(
-            department, Department.objects.get(pk=anchor.pk), where
-        )
+        Department._tree_manager.move_node(department, Department.objects.get(pk=anchor.pk), where)
     _org_changed()
     return Department.objects.get(pk=department.pk)
 
@@ -698,11 +641,7 @@ def department_delete(
     department = _department_for_write(department_id)
     target = _department_ref(move_to, field="move_to")
     _check_not_within(target, department, "move_to")
-    members = list(
-        Employee.objects.filter(department=department)
-        .select_related("manager")
-        .order_by("pk")
-    )
+    members = list(Employee.objects.filter(department=department).select_related("manager").order_by("pk"))
     child_pks = list(department.get_children().values_list("pk", flat=True))
     if (members or child_pks) and target is None:
         raise BadRequest(
@@ -717,15 +656,11 @@ def department_delete(
         moved_children.append(child.department_id)
     now = timezone.now()
     if members:
-        Employee.objects.filter(pk__in=[m.pk for m in members]).update(
-            department=target, updated_at=now
-        )
+        Employee.objects.filter(pk__in=[m.pk for m in members]).update(department=target, updated_at=now)
     for member in members:
         member.department, member.updated_at = target, now
         if member.is_active:
-            events.employee_profile_changed(
-                member, fields=["department_id"], event="updated"
-            )
+            events.employee_profile_changed(member, fields=["department_id"], event="updated")
     Department.objects.get(pk=department.pk).delete()
     _org_changed()
     return DepartmentDeletion(
@@ -790,19 +725,14 @@ def challenge_issue(*, actor: Employee) -> tuple[AuthChallenge, str]:
         challenge_id=f"ch_{secrets.token_hex(10)}",
         employee=actor,
         token_hash=_token_digest(token),
-        expires_at=timezone.now()
-        + timedelta(seconds=settings.MCHAT_CHALLENGE_TTL_SECONDS),
+        expires_at=timezone.now() + timedelta(seconds=settings.MCHAT_CHALLENGE_TTL_SECONDS),
     )
     return challenge, token
 
 
 def challenge_consume(*, actor: Employee, challenge_id, token) -> None:
     """Spend a challenge for a sensitive action: one-time, bound to actor, unexpired."""
-    if (
-        not isinstance(challenge_id, str)
-        or not isinstance(token, str)
-        or not challenge_id
-    ):
+    if not isinstance(challenge_id, str) or not isinstance(token, str) or not challenge_id:
         raise Unauthenticated(_("该操作需要有效的二次验证（challenge_id 与 token）"))
     used = AuthChallenge.objects.filter(
         challenge_id=challenge_id,
@@ -811,9 +741,7 @@ def challenge_consume(*, actor: Employee, challenge_id, token) -> None:
         expires_at__gt=timezone.now(),
     )
     challenge = used.select_for_update().first()
-    if challenge is None or not hmac.compare_digest(
-        challenge.token_hash, _token_digest(token)
-    ):
+    if challenge is None or not hmac.compare_digest(challenge.token_hash, _token_digest(token)):
         raise Unauthenticated(_("二次验证无效、已过期或已使用"))
     challenge.used_at = timezone.now()
     challenge.save(update_fields=["used_at"])

@@ -18,4 +18,3 @@ def notice_deliver(employee_ids: list[str], notification: dict) -> None:
     from org.notifications import notice_deliver as deliver
 
     deliver(employee_ids=employee_ids, notification=notification)
-

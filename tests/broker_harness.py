@@ -72,9 +72,7 @@ class BrokerHarness:
         # free_port() can race with another process taking the port: try a few.
         for attempt in range(3):
             self.port = free_port()
-            conf = render_config(
-                port=self.port, directory=self.directory, bridge_user=self.bridge_user
-            )
+            conf = render_config(port=self.port, directory=self.directory, bridge_user=self.bridge_user)
             self.process = MosquittoProcess(conf)
             try:
                 self.process.start()
@@ -93,9 +91,7 @@ class BrokerHarness:
 
     def write_groups(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Replace the membership file: (group_id, employee_id) pairs."""
-        write_atomically(
-            self.paths.groups, "".join(f"{gid} {eid}\n" for gid, eid in pairs)
-        )
+        write_atomically(self.paths.groups, "".join(f"{gid} {eid}\n" for gid, eid in pairs))
 
     def request_kick(self, usernames: Iterable[str]) -> None:
         """Disconnect these users' live sessions at the next reload."""
@@ -164,9 +160,7 @@ class TestClient(mqtt.Client):
     def messages_on(self, topic: str) -> list[Received]:
         return [m for m in self.messages if m.topic == topic]
 
-    def wait_for(
-        self, predicate: Callable[[list[Received]], bool], timeout: float = 2.0
-    ) -> bool:
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 2.0) -> bool:
         """Wait until predicate(messages so far) is true; False after `timeout` seconds."""
         with self._cond:
             return self._cond.wait_for(lambda: predicate(list(self._received)), timeout)
@@ -199,9 +193,7 @@ class TestClient(mqtt.Client):
         info = self.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(timeout)
         if not info.is_published():
-            raise TimeoutError(
-                f"publish to {topic!r} not acknowledged within {timeout} s"
-            )
+            raise TimeoutError(f"publish to {topic!r} not acknowledged within {timeout} s")
 
     def close(self) -> None:
         try:
@@ -209,9 +201,7 @@ class TestClient(mqtt.Client):
         finally:
             self.loop_stop()
 
-    def _record_connect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any
-    ) -> None:
+    def _record_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         self.connack = int(reason_code.value)
         if not reason_code.is_failure:
             self.connected.set()
@@ -226,28 +216,18 @@ class TestClient(mqtt.Client):
         if not self._reconnect:
             self.loop_stop()  # from the loop's own thread: ends it after this callback
 
-    def _record_suback(
-        self, client: Any, userdata: Any, mid: int, reason_codes: Any, props: Any
-    ) -> None:
+    def _record_suback(self, client: Any, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
         with self._cond:
             self._subacks[mid] = int(reason_codes[0].value)
             self._cond.notify_all()
 
-    def _record_message(
-        self, client: Any, userdata: Any, message: mqtt.MQTTMessage
-    ) -> None:
+    def _record_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self._received.append(
-                Received(
-                    message.topic, message.payload, message.qos, bool(message.retain)
-                )
-            )
+            self._received.append(Received(message.topic, message.payload, message.qos, bool(message.retain)))
             self._cond.notify_all()
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01
-) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01) -> bool:
     """Poll `predicate` until it is true; False after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

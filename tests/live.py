@@ -145,7 +145,9 @@ class LiveStack:
         issued = services.employee_create(actor=None, name=name, is_org_admin=org_admin, is_ai_agent=agent)
         return issued.employee, issued.password
 
-    def connect(self, employee: Employee | str, password: str, *, device: str = "dev1", **options) -> LiveClient:
+    def connect(
+        self, employee: Employee | str, password: str, *, device: str = "dev1", **options
+    ) -> LiveClient:
         employee_id = employee if isinstance(employee, str) else employee.employee_id
         client_id = f"{employee_id}_{device}"
         client = LiveClient(mqtt_client(self.port, employee_id, password, client_id, **options), client_id)

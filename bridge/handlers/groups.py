@@ -114,9 +114,7 @@ def group_member_remove(request: Request) -> dict:
 
 def group_update(request: Request) -> dict:
     fields = validate(GroupUpdateInput, request.payload)
-    updated = services.group_update(
-        actor=request.employee, group_id=fields["group_id"], **fields["updates"]
-    )
+    updated = services.group_update(actor=request.employee, group_id=fields["group_id"], **fields["updates"])
     return {
         "group_id": updated.group.group_id,
         "updated_fields": updated.fields,

@@ -59,9 +59,7 @@ def group_create(
     _check_size(1 + len(others))
     now = timezone.now()
     with transaction.atomic():
-        group = Group.objects.create(
-            group_id=ids.group_id(), name=name, description=description, owner=actor
-        )
+        group = Group.objects.create(group_id=ids.group_id(), name=name, description=description, owner=actor)
         GroupMember.objects.bulk_create(
             [GroupMember(group=group, employee=actor, role=Role.OWNER)]
             + [GroupMember(group=group, employee=m, role=Role.MEMBER) for m in others]
@@ -85,9 +83,7 @@ def group_create(
     return GroupCreated(group=group, member_ids=everyone)
 
 
-def group_dismiss(
-    *, actor: Employee | None, group_id: str, challenge_id=None, token=None
-) -> Group:
+def group_dismiss(*, actor: Employee | None, group_id: str, challenge_id=None, token=None) -> Group:
     """Owner only, with a fresh auth.challenge. Members stop receiving the group topic; the
     history stays readable by them as an archive."""
     with transaction.atomic():
@@ -110,9 +106,7 @@ def group_dismiss(
     return group
 
 
-def group_member_add(
-    *, actor: Employee | None, group_id: str, member_ids: Sequence[str]
-) -> MembershipChange:
+def group_member_add(*, actor: Employee | None, group_id: str, member_ids: Sequence[str]) -> MembershipChange:
     """Owner or admin adds active employees; ids already in the group are skipped."""
     with transaction.atomic():
         access = selectors.group_access(actor=actor, group_id=group_id, manage=True, lock=True)
@@ -168,9 +162,7 @@ def group_member_remove(
         found = {m.employee.employee_id for m in rows}
         strangers = [i for i in wanted if i not in found]
         if strangers:
-            raise BadRequest(
-                _("member_ids 包含非本群成员：%(ids)s") % {"ids": ", ".join(strangers)}
-            )
+            raise BadRequest(_("member_ids 包含非本群成员：%(ids)s") % {"ids": ", ".join(strangers)})
         for row in rows:
             _check_may_remove(access, row)
         GroupMember.objects.filter(pk__in=[m.pk for m in rows]).delete()
@@ -261,9 +253,7 @@ def _check_may_remove(access: selectors.GroupAccess, row: GroupMember) -> None:
 
 def _transfer_ownership(group: Group, owner_id: str) -> None:
     new = (
-        GroupMember.objects.filter(
-            group=group, employee__employee_id=owner_id, employee__is_active=True
-        )
+        GroupMember.objects.filter(group=group, employee__employee_id=owner_id, employee__is_active=True)
         .select_related("employee")
         .first()
     )
@@ -332,9 +322,7 @@ def _group_name(name: str | None) -> str:
 def _description(description: str | None) -> str:
     description = (description or "").strip()
     if len(description) > DESCRIPTION_MAX_CHARS:
-        raise BadRequest(
-            _("description 不能超过 %(limit)d 个字符") % {"limit": DESCRIPTION_MAX_CHARS}
-        )
+        raise BadRequest(_("description 不能超过 %(limit)d 个字符") % {"limit": DESCRIPTION_MAX_CHARS})
     return description
 
 

@@ -44,7 +44,9 @@ def message_send_private(
     try:
         with transaction.atomic():
             conversation = private_conversation_get_or_create(a=actor, b=recipient)
-            message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+            message = _message_append(
+                conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id
+            )
             events.message_sent(message, conversation)
     except IntegrityError:
         # The request's message exists already (unique client_id + seq_id): looked up only
@@ -69,7 +71,9 @@ def message_send_group(
     conversation = selectors.group_conversation(group=access.group)
     try:
         with transaction.atomic():
-            message = _message_append(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+            message = _message_append(
+                conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id
+            )
             events.message_sent(message, conversation)
     except IntegrityError:
         if not seq_id:
@@ -150,9 +154,7 @@ def read_position_move(
     """
     at = at or timezone.now()
     position = (
-        ReadPosition.objects.select_for_update()
-        .filter(conversation=conversation, employee=employee)
-        .first()
+        ReadPosition.objects.select_for_update().filter(conversation=conversation, employee=employee).first()
     )
     if position is None:
         position, _created = ReadPosition.objects.get_or_create(conversation=conversation, employee=employee)
@@ -174,7 +176,10 @@ def private_conversation_get_or_create(*, a: Employee, b: Employee) -> Conversat
     )
     if created:
         ReadPosition.objects.bulk_create(
-            [ReadPosition(conversation=conversation, employee=e) for e in {low.pk: low, high.pk: high}.values()]
+            [
+                ReadPosition(conversation=conversation, employee=e)
+                for e in {low.pk: low, high.pk: high}.values()
+            ]
         )
     # The caller's objects: no extra queries for the employee ids in payloads.
     conversation.employee_low, conversation.employee_high = low, high
@@ -224,9 +229,9 @@ def _message_append(
         file_key=content.file_key or "",
     )
     # Whoever writes has read everything before: their own messages are never unread.
-    ReadPosition.objects.filter(
-        conversation=conversation, employee=sender, last_read_seq__lt=seq
-    ).update(last_read_seq=seq, updated_at=sent_at)
+    ReadPosition.objects.filter(conversation=conversation, employee=sender, last_read_seq__lt=seq).update(
+        last_read_seq=seq, updated_at=sent_at
+    )
     return message
 
 
@@ -282,7 +287,9 @@ def _announce_read(actor, message, conversation, *, previous: int, read_at: date
     when = isoformat_z(read_at)
     if conversation.is_group:
         where = {"conversation_type": "group", "group_id": conversation.group.group_id}
-        group_receipts_note(conversation=conversation, reader=actor, after_seq=previous, up_to_seq=message.seq)
+        group_receipts_note(
+            conversation=conversation, reader=actor, after_seq=previous, up_to_seq=message.seq
+        )
     else:
         peer = conversation.peer_of(actor)
         where = {"conversation_type": "private", "peer_employee_id": peer.employee_id}

@@ -12,9 +12,7 @@ from messaging import events, ids, payloads
 from messaging.models import Group
 
 
-def group_notify(
-    *, group: Group, employee_ids: Sequence[str], type: str, title: str, **body
-) -> dict:
+def group_notify(*, group: Group, employee_ids: Sequence[str], type: str, title: str, **body) -> dict:
     """Tell these employees about a change to `group`, after commit.
 
     Up to MCHAT_NOTIFY_BATCH_SIZE inboxes are published from the request; more are handed to

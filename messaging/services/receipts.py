@@ -131,7 +131,9 @@ def _emit(tally: ReceiptTally, now: datetime) -> None:
     tally.save(update_fields=["pending", "emitted_at", "emitted_count", "scheduled_for"])
 
 
-def _schedule(conversation_pk: int, waiting: list[ReceiptTally], *, interval: timedelta, now: datetime) -> None:
+def _schedule(
+    conversation_pk: int, waiting: list[ReceiptTally], *, interval: timedelta, now: datetime
+) -> None:
     # A tally whose scheduled flush time has come is served by nobody any more (that flush is
     # this one, or it was lost): it needs a new one.
     uncovered = [t for t in waiting if t.scheduled_for is None or t.scheduled_for <= now]

@@ -69,11 +69,13 @@ def owner_of(key: str) -> str | None:
 
 
 def content_type_normalise(value: str) -> str | None:
-    """"Image/PNG; charset=x" -> "image/png"; None when it is not a media type at all."""
+    """ "Image/PNG; charset=x" -> "image/png"; None when it is not a media type at all."""
     media_type = value.split(";", 1)[0].strip().lower()
     return media_type if _CONTENT_TYPE_RE.match(media_type) else None
 
 
 def content_type_allowed(media_type: str) -> bool:
     """Exact entries and "major/*" patterns of MCHAT_FILE_ALLOWED_TYPES."""
-    return any(fnmatch.fnmatchcase(media_type, pattern.lower()) for pattern in settings.MCHAT_FILE_ALLOWED_TYPES)
+    return any(
+        fnmatch.fnmatchcase(media_type, pattern.lower()) for pattern in settings.MCHAT_FILE_ALLOWED_TYPES
+    )

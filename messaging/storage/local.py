@@ -127,13 +127,12 @@ class LocalBackend:
                         break
                     received += len(chunk)
                     if received > size:
-                        raise BadRequest(
-                            _("上传内容超过申请的 size（%(size)d 字节）") % {"size": size}
-                        )
+                        raise BadRequest(_("上传内容超过申请的 size（%(size)d 字节）") % {"size": size})
                     out.write(chunk)
             if received != size:
                 raise BadRequest(
-                    _("上传内容不完整：收到 %(got)d 字节，应为 %(size)d 字节") % {"got": received, "size": size}
+                    _("上传内容不完整：收到 %(got)d 字节，应为 %(size)d 字节")
+                    % {"got": received, "size": size}
                 )
             os.replace(temporary, path)
         except BaseException:

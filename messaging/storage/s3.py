@@ -25,7 +25,9 @@ STS_MIN_SECONDS = 900
 
 
 @lru_cache(maxsize=8)
-def _client(service: str, endpoint_url: str | None, region: str, access_key: str | None, secret_key: str | None):
+def _client(
+    service: str, endpoint_url: str | None, region: str, access_key: str | None, secret_key: str | None
+):
     # Path-style addressing for self-hosted endpoints (no wildcard DNS for bucket hosts).
     addressing = "path" if endpoint_url else "auto"
     return boto3.session.Session().client(
@@ -34,7 +36,9 @@ def _client(service: str, endpoint_url: str | None, region: str, access_key: str
         region_name=region,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
-        config=Config(signature_version="s3v4", s3={"addressing_style": addressing}, retries={"max_attempts": 3}),
+        config=Config(
+            signature_version="s3v4", s3={"addressing_style": addressing}, retries={"max_attempts": 3}
+        ),
     )
 
 
@@ -81,7 +85,9 @@ class S3Backend:
 
     def expiry(self, now: datetime, method: str) -> datetime:
         seconds = (
-            settings.MCHAT_UPLOAD_URL_TTL_SECONDS if method == "PUT" else settings.MCHAT_DOWNLOAD_URL_TTL_SECONDS
+            settings.MCHAT_UPLOAD_URL_TTL_SECONDS
+            if method == "PUT"
+            else settings.MCHAT_DOWNLOAD_URL_TTL_SECONDS
         )
         return now + timedelta(seconds=seconds)
 

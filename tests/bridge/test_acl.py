@@ -121,9 +121,13 @@ def test_sync_can_render_the_groups_file_alone(settings):
     assert "grp_one_001 emp_one_001" in (settings.MCHAT_BROKER_DIR / "groups").read_text()
 
 
-def test_a_reset_names_the_employee_for_the_plugin_to_disconnect(settings, django_capture_on_commit_callbacks):
+def test_a_reset_names_the_employee_for_the_plugin_to_disconnect(
+    settings, django_capture_on_commit_callbacks
+):
     issued = services.employee_create(actor=None, name="赵六")
     with django_capture_on_commit_callbacks(execute=True):
         services.employee_credential_reset(actor=None, employee=issued.employee)
     assert (settings.MCHAT_BROKER_DIR / "kick").read_text() == f"{issued.employee.employee_id}\n"
-    assert not verify_password(issued.password, _passwd(settings.MCHAT_BROKER_DIR)[issued.employee.employee_id])
+    assert not verify_password(
+        issued.password, _passwd(settings.MCHAT_BROKER_DIR)[issued.employee.employee_id]
+    )

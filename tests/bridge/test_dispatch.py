@@ -44,7 +44,9 @@ def test_malformed_payload_is_400_naming_the_problem(call, alice, raw, message):
 
 
 def test_payload_seq_id_must_match_topic(call, alice):
-    response = call(alice, "auth.challenge", seq_id="s1", raw=encode({"action": "auth.challenge", "seq_id": "s2"}))
+    response = call(
+        alice, "auth.challenge", seq_id="s1", raw=encode({"action": "auth.challenge", "seq_id": "s2"})
+    )
     assert response["code"] == 400
     assert "seq_id" in response["message"]
     assert not AuthChallenge.objects.exists()
@@ -179,7 +181,9 @@ def test_handler_refusal_rolls_back_and_is_recorded(published, alice):
 def test_rate_limit_gives_429_with_retry_after(published, alice):
     dispatcher = Dispatcher(published, limiter=RateLimiter({"auth": [1, 2]}))
     codes = [
-        dispatcher.handle(f"mchat/msg/req/emp_alice_001_dev1/s{i}", encode({"action": "auth.challenge"})).response
+        dispatcher.handle(
+            f"mchat/msg/req/emp_alice_001_dev1/s{i}", encode({"action": "auth.challenge"})
+        ).response
         for i in range(3)
     ]
     assert [c["code"] for c in codes] == [0, 0, 429]

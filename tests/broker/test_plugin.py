@@ -30,9 +30,7 @@ MARKER = "mchat/system/notify"
 
 @pytest.fixture
 def broker(tmp_path):
-    harness = BrokerHarness(
-        tmp_path / "mosquitto", users=USERS, acl=BASE_ACL, groups=[("g1", "emp_a")]
-    )
+    harness = BrokerHarness(tmp_path / "mosquitto", users=USERS, acl=BASE_ACL, groups=[("g1", "emp_a")])
     yield harness
     harness.stop()
 
@@ -42,9 +40,7 @@ def connect(broker):
     clients = []
 
     def open_client(username, client_id, password=None):
-        client = mqtt_client(
-            broker.port, username, password or USERS[username], client_id
-        )
+        client = mqtt_client(broker.port, username, password or USERS[username], client_id)
         clients.append(client)
         return client
 
@@ -89,28 +85,15 @@ def wait_marker(client, text):
     ],
 )
 def test_client_id_must_be_username_and_device(broker, client_id):
-    assert (
-        try_connect(broker.port, "emp_a", USERS["emp_a"], client_id) == NOT_AUTHORIZED
-    )
+    assert try_connect(broker.port, "emp_a", USERS["emp_a"], client_id) == NOT_AUTHORIZED
 
 
 def test_well_formed_client_ids_are_accepted(broker):
     assert try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_a_dev1") == 0
-    assert (
-        try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_a_" + "D-9" * 21 + "x")
-        == 0
-    )
-    assert (
-        try_connect(
-            broker.port, "mchat-bridge", USERS["mchat-bridge"], "mchat-bridge_b1"
-        )
-        == 0
-    )
+    assert try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_a_" + "D-9" * 21 + "x") == 0
+    assert try_connect(broker.port, "mchat-bridge", USERS["mchat-bridge"], "mchat-bridge_b1") == 0
     # The bridge is bound to the same rule as everyone else.
-    assert (
-        try_connect(broker.port, "mchat-bridge", USERS["mchat-bridge"], "mchat-bridge")
-        == NOT_AUTHORIZED
-    )
+    assert try_connect(broker.port, "mchat-bridge", USERS["mchat-bridge"], "mchat-bridge") == NOT_AUTHORIZED
 
 
 def test_wrong_password_and_unknown_user_are_refused(broker):
@@ -123,10 +106,7 @@ def test_taking_over_a_live_client_id_is_refused(broker, connect):
     victim = connect("emp_b", "emp_b_device1")
     victim.subscribe_and_wait("mchat/status/+")
 
-    assert (
-        try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_b_device1")
-        == NOT_AUTHORIZED
-    )
+    assert try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_b_device1") == NOT_AUTHORIZED
 
     victim.publish_and_wait("mchat/status/emp_b", b"still here")
     assert victim.wait_for_topic("mchat/status/emp_b") is not None
@@ -143,10 +123,7 @@ def test_removed_user_is_disconnected_on_reload(broker, connect):
     broker.reload()
 
     assert removed.disconnected.wait(1.0)
-    assert (
-        try_connect(broker.port, "emp_b", USERS["emp_b"], "emp_b_dev1")
-        == NOT_AUTHORIZED
-    )
+    assert try_connect(broker.port, "emp_b", USERS["emp_b"], "emp_b_dev1") == NOT_AUTHORIZED
     assert not kept.disconnected.is_set()
     assert not bridge.disconnected.is_set()
 
@@ -163,10 +140,7 @@ def test_changed_password_disconnects_live_session_on_reload(broker, connect):
 
     assert reset.disconnected.wait(1.0)
     assert not unchanged.disconnected.is_set()
-    assert (
-        try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_a_dev1")
-        == NOT_AUTHORIZED
-    )
+    assert try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_a_dev1") == NOT_AUTHORIZED
     assert try_connect(broker.port, "emp_a", "new-secret", "emp_a_dev1") == 0
 
 
@@ -181,15 +155,22 @@ def test_reload_survives_offline_sessions_whose_credential_changed(broker):
         broker.write_passwd({**USERS, "emp_a": f"pw-{round_}"})
         broker.reload()
         device = Client(
-            {"broker_host": "127.0.0.1", "broker_port": broker.port, "use_tls": False,
-             "mqtt_username": "emp_a", "mqtt_password": f"pw-{round_}"},
-            device="phone", track_groups=False,
+            {
+                "broker_host": "127.0.0.1",
+                "broker_port": broker.port,
+                "use_tls": False,
+                "mqtt_username": "emp_a",
+                "mqtt_password": f"pw-{round_}",
+            },
+            device="phone",
+            track_groups=False,
         )
         device.connect()
         time.sleep(0.1)
         device.close()  # offline; the broker keeps its session
-        other = mqtt_client(broker.port, "emp_b", USERS["emp_b"], f"emp_b_x{round_}",
-                            clean_start=False, session_expiry=3600)
+        other = mqtt_client(
+            broker.port, "emp_b", USERS["emp_b"], f"emp_b_x{round_}", clean_start=False, session_expiry=3600
+        )
         end_session = Properties(PacketTypes.DISCONNECT)
         end_session.SessionExpiryInterval = 0
         other.disconnect(properties=end_session)
@@ -269,9 +250,7 @@ def test_employee_cannot_publish_to_bridge_only_or_foreign_topics(broker, connec
 
 def test_group_reads_follow_the_membership_file(broker, connect):
     bridge = connect("mchat-bridge", "mchat-bridge_b1")
-    bridge.subscribe_and_wait(
-        "mchat/group/g1"
-    )  # the bridge is left to acl_file: it reads all
+    bridge.subscribe_and_wait("mchat/group/g1")  # the bridge is left to acl_file: it reads all
     member = connect("emp_a", "emp_a_dev1")
     outsider = connect("emp_b", "emp_b_dev1")
     assert member.subscribe_and_wait("mchat/group/g1") == GRANTED_QOS1
@@ -374,9 +353,7 @@ def test_retained_group_message_is_not_sent_to_a_non_member(broker, connect):
     assert outsider.messages_on("mchat/group/g1") == []
 
 
-def test_bad_group_file_keeps_previous_memberships_and_missing_file_empties_them(
-    broker, connect
-):
+def test_bad_group_file_keeps_previous_memberships_and_missing_file_empties_them(broker, connect):
     bridge = connect("mchat-bridge", "mchat-bridge_b1")
     member = connect("emp_a", "emp_a_dev1")
     member.subscribe_and_wait("mchat/group/g1")

@@ -44,7 +44,12 @@ def test_upload_url_grants_a_one_time_put_under_the_callers_prefix(call, uploade
     lifetime = timedelta(seconds=settings.MCHAT_UPLOAD_URL_TTL_SECONDS)
     assert before + lifetime - timedelta(seconds=1) <= expires <= timezone.now() + lifetime
     stored = StoredFile.objects.get(key=data["key"])
-    assert (stored.owner, stored.name, stored.content_type, stored.size) == (uploader, "报告.pdf", "application/pdf", 11)
+    assert (stored.owner, stored.name, stored.content_type, stored.size) == (
+        uploader,
+        "报告.pdf",
+        "application/pdf",
+        11,
+    )
     assert stored.uploaded_at is None and stored.backend == "local"
 
 
@@ -81,7 +86,12 @@ def test_download_url_for_the_uploader(call, uploader, settings):
     assert response["code"] == 0, response
     data = response["data"]
     assert set(data) == {"url", "method", "key", "file_name", "content_type", "size", "expires_at"}
-    assert (data["key"], data["file_name"], data["size"], data["method"]) == (grant["key"], "报告.pdf", 11, "GET")
+    assert (data["key"], data["file_name"], data["size"], data["method"]) == (
+        grant["key"],
+        "报告.pdf",
+        11,
+        "GET",
+    )
     lifetime = timedelta(seconds=settings.MCHAT_DOWNLOAD_URL_TTL_SECONDS)
     assert parse_datetime(data["expires_at"]) <= timezone.now() + lifetime
     assert call(uploader, "file.download_url", path=grant["key"])["code"] == 0
@@ -139,7 +149,10 @@ def test_a_message_may_only_refer_to_the_senders_own_uploaded_file(call, uploade
     cases = [
         (file_content(mine), "content.key 不是发送者上传的文件"),
         (file_content(pending), "content.key 对应的文件尚未上传完成"),
-        (file_content(mine, key="emp_fei_002/2025/01/" + "0" * 32 + "/x.pdf"), "content.key 对应的文件不存在"),
+        (
+            file_content(mine, key="emp_fei_002/2025/01/" + "0" * 32 + "/x.pdf"),
+            "content.key 对应的文件不存在",
+        ),
         (file_content(mine, key="../etc/passwd"), "content.key 格式不正确"),
         (file_content(mine, key=7), "content.key 必须是不超过 300 个字符的字符串"),
     ]

@@ -22,7 +22,9 @@ def test_upload_send_by_key_and_download_as_the_recipient(live, live_server, set
     receiver.subscribe(inbox)
 
     body = os.urandom(70_000)
-    grant = sender.request("file.upload_url", file_name="合同.pdf", content_type="application/pdf", size=len(body))
+    grant = sender.request(
+        "file.upload_url", file_name="合同.pdf", content_type="application/pdf", size=len(body)
+    )
     assert grant["code"] == 0, grant
     put = requests.put(grant["data"]["url"], data=body, headers=grant["data"]["headers"], timeout=10)
     assert put.status_code == 200, put.text

@@ -144,8 +144,13 @@ def test_size_and_type_are_enforced_on_upload(call, uploader, base_url, settings
     # Refused before the body was read: the URL still works for the right upload.
     assert put(up, body).status_code == 200
 
-    too_big = call(uploader, "file.upload_url", file_name="big.zip", content_type="application/zip",
-                   size=settings.MCHAT_FILE_MAX_BYTES + 1)
+    too_big = call(
+        uploader,
+        "file.upload_url",
+        file_name="big.zip",
+        content_type="application/zip",
+        size=settings.MCHAT_FILE_MAX_BYTES + 1,
+    )
     assert too_big["code"] == 400
 
 

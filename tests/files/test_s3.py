@@ -90,8 +90,13 @@ def test_another_employee_is_refused_and_members_of_the_conversation_are_not(
 
 
 def test_size_limit_and_size_mismatch(call, uploader, friend, s3_storage, settings):
-    too_big = call(uploader, "file.upload_url", file_name="a.png", content_type="image/png",
-                   size=settings.MCHAT_FILE_MAX_BYTES + 1)
+    too_big = call(
+        uploader,
+        "file.upload_url",
+        file_name="a.png",
+        content_type="image/png",
+        size=settings.MCHAT_FILE_MAX_BYTES + 1,
+    )
     assert too_big["code"] == 400 and "size 不能超过" in too_big["message"]
 
     # A store that did not enforce the signed Content-Length (moto): the server still does.
@@ -135,7 +140,12 @@ def test_config_storage_returns_sts_credentials_for_the_callers_prefix(call, upl
     content = {"type": "file", "key": key, "name": "方案.pdf", "size": 8}
     assert call(uploader, "msg.send_private", to_employee_id="emp_uma_001", content=content)["code"] == 0
     stored = StoredFile.objects.get(key=key)
-    assert (stored.owner, stored.size, stored.content_type, stored.name) == (uploader, 8, "application/pdf", "方案.pdf")
+    assert (stored.owner, stored.size, stored.content_type, stored.name) == (
+        uploader,
+        8,
+        "application/pdf",
+        "方案.pdf",
+    )
 
 
 def test_the_session_policy_allows_only_the_callers_prefix():
@@ -169,7 +179,9 @@ def test_the_policy_is_what_sts_is_asked_for(uploader, s3_storage, settings, mon
 
 def test_another_employees_prefix_is_not_claimable(call, uploader, friend, s3_storage, settings):
     # An object under uploader's prefix that the server never granted (uploaded with STS).
-    s3_storage.put_object(Bucket=settings.MCHAT_S3_BUCKET, Key="emp_uma_001/x.png", Body=b"x", ContentType="image/png")
+    s3_storage.put_object(
+        Bucket=settings.MCHAT_S3_BUCKET, Key="emp_uma_001/x.png", Body=b"x", ContentType="image/png"
+    )
     assert call(friend, "file.download_url", key="emp_uma_001/x.png")["code"] == 404
     image = {"type": "image", "key": "emp_uma_001/x.png", "width": 1, "height": 1}
     refused = call(friend, "msg.send_private", to_employee_id=uploader.employee_id, content=image)

@@ -84,7 +84,9 @@ class Crowd:
                 lambda: len(self._subscribed) + len(self._refused) >= len(self._clients), timeout
             )
         if self._refused:
-            raise ConnectionRefusedError(f"{len(self._refused)} refused, e.g. {next(iter(self._refused.items()))}")
+            raise ConnectionRefusedError(
+                f"{len(self._refused)} refused, e.g. {next(iter(self._refused.items()))}"
+            )
         if not done:
             raise TimeoutError(f"only {len(self._subscribed)} of {len(self._clients)} subscribed")
 

@@ -170,7 +170,9 @@ def test_unknown_group_is_404_everywhere(call, alice):
     ]:
         response = call(alice, action, group_id="grp_missing", **fields)
         assert _refusal(response) == {
-            "code": 404, "message": "群组不存在或已解散：grp_missing", "data": None
+            "code": 404,
+            "message": "群组不存在或已解散：grp_missing",
+            "data": None,
         }, action
 
 
@@ -181,7 +183,10 @@ def test_member_add_by_owner_reports_added_ids_and_count(call, published, alice,
     group_id = _create(call, alice, bob)
     published.clear()
     response = call(
-        alice, "group.member_add", group_id=group_id, member_ids=[carol.employee_id, bob.employee_id, dave.employee_id]
+        alice,
+        "group.member_add",
+        group_id=group_id,
+        member_ids=[carol.employee_id, bob.employee_id, dave.employee_id],
     )
     assert response["data"] == {
         "group_id": group_id,
@@ -236,7 +241,11 @@ def test_owner_removes_a_member_who_is_told_and_loses_access(call, published, al
     group_id = _create(call, alice, bob, carol)
     published.clear()
     response = call(alice, "group.member_remove", group_id=group_id, member_ids=[bob.employee_id])
-    assert response["data"] == {"group_id": group_id, "removed_ids": [bob.employee_id], "current_member_count": 2}
+    assert response["data"] == {
+        "group_id": group_id,
+        "removed_ids": [bob.employee_id],
+        "current_member_count": 2,
+    }
     assert (group_id, bob.employee_id) not in _groups_file()
     for member in (alice, bob, carol):
         (note,) = _notifications(published, member, "member_removed")
@@ -250,7 +259,10 @@ def test_owner_removes_a_member_who_is_told_and_loses_access(call, published, al
 
 def test_a_member_may_leave_but_not_remove_others(call, published, alice, bob, carol):
     group_id = _create(call, alice, bob, carol)
-    assert _refusal(call(bob, "group.member_remove", group_id=group_id, member_ids=[carol.employee_id])) == FORBIDDEN
+    assert (
+        _refusal(call(bob, "group.member_remove", group_id=group_id, member_ids=[carol.employee_id]))
+        == FORBIDDEN
+    )
     published.clear()
     left = call(bob, "group.member_remove", group_id=group_id, member_ids=[bob.employee_id])
     assert left["data"]["removed_ids"] == [bob.employee_id]
@@ -261,7 +273,11 @@ def test_a_member_may_leave_but_not_remove_others(call, published, alice, bob, c
 def test_the_owner_cannot_leave_without_handing_over(call, alice, bob):
     group_id = _create(call, alice, bob)
     response = call(alice, "group.member_remove", group_id=group_id, member_ids=[alice.employee_id])
-    assert _refusal(response) == {"code": 403, "message": "群主不能退出或被移出群组，请先转让群主", "data": None}
+    assert _refusal(response) == {
+        "code": 403,
+        "message": "群主不能退出或被移出群组，请先转让群主",
+        "data": None,
+    }
     call(alice, "group.update", group_id=group_id, updates={"owner_id": bob.employee_id})
     assert call(alice, "group.member_remove", group_id=group_id, member_ids=[alice.employee_id])["code"] == 0
     assert Group.objects.get(group_id=group_id).owner == bob
@@ -269,8 +285,13 @@ def test_the_owner_cannot_leave_without_handing_over(call, alice, bob):
 
 def test_admins_remove_plain_members_only(call, alice, bob, carol, dave):
     group_id = _create(call, alice, bob, carol, dave)
-    call(alice, "group.update", group_id=group_id, updates={"admin_ids": [bob.employee_id, carol.employee_id]})
-    assert _refusal(call(bob, "group.member_remove", group_id=group_id, member_ids=[carol.employee_id])) == FORBIDDEN
+    call(
+        alice, "group.update", group_id=group_id, updates={"admin_ids": [bob.employee_id, carol.employee_id]}
+    )
+    assert (
+        _refusal(call(bob, "group.member_remove", group_id=group_id, member_ids=[carol.employee_id]))
+        == FORBIDDEN
+    )
     assert call(bob, "group.member_remove", group_id=group_id, member_ids=[dave.employee_id])["code"] == 0
 
 
@@ -332,7 +353,9 @@ def test_owner_transfer_makes_the_former_owner_an_admin(call, alice, bob):
 def test_update_input_errors(call, alice, bob, updates, message):
     group_id = _create(call, alice, bob)
     assert _refusal(call(alice, "group.update", group_id=group_id, updates=updates)) == {
-        "code": 400, "message": message, "data": None
+        "code": 400,
+        "message": message,
+        "data": None,
     }
     assert call(alice, "group.update", group_id=group_id)["message"] == "updates 不能为空"
 

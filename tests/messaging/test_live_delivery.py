@@ -140,14 +140,20 @@ def test_group_topic_access_follows_membership(live):
     removed = owner.request("group.member_remove", group_id=group_id, member_ids=[bob.employee_id])
     assert removed["code"] == 0
     before = len(_group_messages(bob_dev, group_id))
-    after_removal = [owner.request("msg.send_group", group_id=group_id, content=f"after {n}") for n in range(5)]
+    after_removal = [
+        owner.request("msg.send_group", group_id=group_id, content=f"after {n}") for n in range(5)
+    ]
     assert carol_dev.wait_for(
-        lambda msgs: after_removal[-1]["data"]["msg_id"] in {json.loads(m.payload).get("msg_id") for m in msgs},
+        lambda msgs: (
+            after_removal[-1]["data"]["msg_id"] in {json.loads(m.payload).get("msg_id") for m in msgs}
+        ),
         timeout=5,
     )
     time.sleep(0.3)
     assert len(_group_messages(bob_dev, group_id)) == before
-    (told,) = [m for m in bob_dev.messages(f"mchat/inbox/{bob.employee_id}") if m.get("type") == "member_removed"]
+    (told,) = [
+        m for m in bob_dev.messages(f"mchat/inbox/{bob.employee_id}") if m.get("type") == "member_removed"
+    ]
     assert told["body"]["member_ids"] == [bob.employee_id]
 
     # After dismissal nobody receives the topic, even if something were published on it.
@@ -160,7 +166,8 @@ def test_group_topic_access_follows_membership(live):
     current_publisher().publish(topic, encode({"msg_id": "msg_forged", "content": "late"}), qos=1)
     marker = owner.request("msg.send_private", to_employee_id=carol.employee_id, content="marker")
     assert carol_dev.wait_for(
-        lambda msgs: any(json.loads(m.payload).get("msg_id") == marker["data"]["msg_id"] for m in msgs), timeout=5
+        lambda msgs: any(json.loads(m.payload).get("msg_id") == marker["data"]["msg_id"] for m in msgs),
+        timeout=5,
     )
     time.sleep(0.3)
     assert len(_group_messages(carol_dev, group_id)) == seen
@@ -202,8 +209,12 @@ def test_private_message_reaches_every_device_of_both_sides(live):
         assert delivered["msg_id"] == sent["data"]["msg_id"] and delivered["seq"] == 1
         assert delivered["to_employee_id"] == bob.employee_id
 
-    ack = bob_pad.request("msg.read_ack", msg_id=sent["data"]["msg_id"], conversation_type="private",
-                          peer_employee_id=alice.employee_id)
+    ack = bob_pad.request(
+        "msg.read_ack",
+        msg_id=sent["data"]["msg_id"],
+        conversation_type="private",
+        peer_employee_id=alice.employee_id,
+    )
     assert ack["code"] == 0
     assert alice_phone.wait_for_count(f"mchat/inbox/{alice.employee_id}", 2)
     receipt = alice_phone.messages(f"mchat/inbox/{alice.employee_id}")[1]
@@ -247,8 +258,16 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
         def burst(device) -> None:
             start.wait(10)
             for n in range(per_sender):
-                device.publish_request(f"burst-{n}", json.dumps({"action": "msg.send_group", "group_id": group_id,
-                                                                  "content": f"{device.client_id} #{n}"}).encode())
+                device.publish_request(
+                    f"burst-{n}",
+                    json.dumps(
+                        {
+                            "action": "msg.send_group",
+                            "group_id": group_id,
+                            "content": f"{device.client_id} #{n}",
+                        }
+                    ).encode(),
+                )
 
         threads = [threading.Thread(target=burst, args=(d,)) for d in devices]
         for t in threads:
@@ -256,7 +275,9 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
         for t in threads:
             t.join(30)
         total = per_sender * len(devices)
-        responses = {d.client_id: [d.response(f"burst-{n}", timeout=60) for n in range(per_sender)] for d in devices}
+        responses = {
+            d.client_id: [d.response(f"burst-{n}", timeout=60) for n in range(per_sender)] for d in devices
+        }
         assert watching.wait_for_count(topic, total, timeout=60)
         time.sleep(0.3)
     finally:
@@ -314,9 +335,9 @@ def test_group_read_receipts_are_coalesced_and_the_last_count_arrives(live, real
     sender = live.connect(alice, alice_pw)
     inbox = f"mchat/inbox/{alice.employee_id}"
     sender.subscribe(inbox)
-    group_id = sender.request("group.create", name="回执", member_ids=[r.employee_id for r in readers])["data"][
-        "group_id"
-    ]
+    group_id = sender.request("group.create", name="回执", member_ids=[r.employee_id for r in readers])[
+        "data"
+    ]["group_id"]
     msg_id = sender.request("msg.send_group", group_id=group_id, content="请确认")["data"]["msg_id"]
     devices = [live.connect(r, PASSWORD) for r in readers]
     started = time.monotonic()

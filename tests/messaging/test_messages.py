@@ -35,7 +35,11 @@ def _inbox(published, employee):
 
 def test_private_message_answer_and_deliveries_follow_spec_3_11(call, published, alice, bob):
     response = call(
-        alice, "msg.send_private", seq_id="770e8400", to_employee_id=bob.employee_id, content="你好，下午会议改到 3 点。"
+        alice,
+        "msg.send_private",
+        seq_id="770e8400",
+        to_employee_id=bob.employee_id,
+        content="你好，下午会议改到 3 点。",
     )
     assert response["seq_id"] == "770e8400" and response["code"] == 0
     data = response["data"]
@@ -60,7 +64,9 @@ def test_private_seq_counts_per_pair_from_both_sides(call, alice, bob, carol):
     seqs = [
         call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="1")["data"]["seq"],
         call(bob, "msg.send_private", to_employee_id=alice.employee_id, content="2")["data"]["seq"],
-        call(alice, "msg.send_private", to_employee_id=carol.employee_id, content="other pair")["data"]["seq"],
+        call(alice, "msg.send_private", to_employee_id=carol.employee_id, content="other pair")["data"][
+            "seq"
+        ],
         call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="3")["data"]["seq"],
     ]
     assert seqs == [1, 2, 1, 3]
@@ -89,12 +95,18 @@ def test_private_message_to_unknown_or_former_employee_is_404(call, published, a
         ({"to_employee_id": "emp_bob_002", "content": None}, "content 不能为空"),
         ({"to_employee_id": "emp_bob_002", "content": ""}, "content 不能为空"),
         ({"to_employee_id": "emp_bob_002", "content": "x" * 10_001}, "content 不能超过 10000 个字符"),
-        ({"to_employee_id": "emp_bob_002", "content": {"type": "image", "url": "https://a.example/x"}},
-         "content.width 不能为空"),
+        (
+            {"to_employee_id": "emp_bob_002", "content": {"type": "image", "url": "https://a.example/x"}},
+            "content.width 不能为空",
+        ),
     ],
 )
 def test_send_private_input_errors_are_400(call, alice, bob, fields, message):
-    assert _refusal(call(alice, "msg.send_private", **fields)) == {"code": 400, "message": message, "data": None}
+    assert _refusal(call(alice, "msg.send_private", **fields)) == {
+        "code": 400,
+        "message": message,
+        "data": None,
+    }
     assert not Message.objects.exists()
 
 
@@ -111,7 +123,14 @@ def test_a_repeated_seq_id_never_makes_a_second_message(call, published, alice, 
     assert Message.objects.count() == 1
     assert len(published.to(f"mchat/inbox/{bob.employee_id}")) == 1
     # The same seq_id from another device is another request.
-    other = call(alice, "msg.send_private", seq_id="retry-1", device="phone", to_employee_id=bob.employee_id, content="x")
+    other = call(
+        alice,
+        "msg.send_private",
+        seq_id="retry-1",
+        device="phone",
+        to_employee_id=bob.employee_id,
+        content="x",
+    )
     assert other["data"]["seq"] == 2
 
 
@@ -128,7 +147,9 @@ def test_a_seq_id_reused_for_another_conversation_is_refused(call, alice, bob, c
 def test_group_message_is_one_publish_in_spec_3_12_shape(call, published, alice, bob, carol):
     group_id = _group(call, alice, bob, carol)
     published.clear()
-    response = call(alice, "msg.send_group", seq_id="880e8400", group_id=group_id, content="大家记得更新进度到文档。")
+    response = call(
+        alice, "msg.send_group", seq_id="880e8400", group_id=group_id, content="大家记得更新进度到文档。"
+    )
     data = response["data"]
     assert set(data) == {"msg_id", "group_id", "sent_at", "seq"} and data["group_id"] == group_id
     deliveries = [m for m in published.messages if not m.topic.startswith("mchat/msg/resp/")]
@@ -158,9 +179,15 @@ def test_group_content_types(call, published, alice, bob):
     for content in ({"type": "text", "text": "hi"}, image, file):
         assert call(alice, "msg.send_group", group_id=group_id, content=content)["code"] == 0
     assert [p["content"] for p in published.to(f"mchat/group/{group_id}")] == [
-        {"type": "text", "text": "hi"}, image, file
+        {"type": "text", "text": "hi"},
+        image,
+        file,
     ]
-    assert list(Message.objects.order_by("seq").values_list("content_type", flat=True)) == ["text", "image", "file"]
+    assert list(Message.objects.order_by("seq").values_list("content_type", flat=True)) == [
+        "text",
+        "image",
+        "file",
+    ]
 
 
 # --- msg.history ---------------------------------------------------------------------------------
@@ -205,10 +232,19 @@ def test_private_history_and_access(call, alice, bob, carol):
         ({"conversation_type": "channel"}, "conversation_type “channel” 不是合法选项。"),
         ({"conversation_type": "group"}, "group_id 不能为空"),
         ({"conversation_type": "private"}, "peer_employee_id 不能为空"),
-        ({"conversation_type": "private", "peer_employee_id": "emp_bob_002", "limit": 101},
-         "limit 请确保该值小于或者等于 100。"),
-        ({"conversation_type": "private", "peer_employee_id": "emp_bob_002", "before_seq": 3, "after_seq": 3},
-         "after_seq 必须小于 before_seq"),
+        (
+            {"conversation_type": "private", "peer_employee_id": "emp_bob_002", "limit": 101},
+            "limit 请确保该值小于或者等于 100。",
+        ),
+        (
+            {
+                "conversation_type": "private",
+                "peer_employee_id": "emp_bob_002",
+                "before_seq": 3,
+                "after_seq": 3,
+            },
+            "after_seq 必须小于 before_seq",
+        ),
     ],
 )
 def test_history_input_errors(call, alice, bob, fields, message):
@@ -231,8 +267,13 @@ def test_conversation_list_orders_by_activity_with_unread_counts(call, alice, bo
     assert other["last_message"]["msg_id"] == second["data"]["msg_id"]
     assert listed["next_cursor"] is None
 
-    call(alice, "msg.read_ack", msg_id=second["data"]["msg_id"], conversation_type="private",
-         peer_employee_id=bob.employee_id)
+    call(
+        alice,
+        "msg.read_ack",
+        msg_id=second["data"]["msg_id"],
+        conversation_type="private",
+        peer_employee_id=bob.employee_id,
+    )
     again = call(alice, "conversation.list")["data"]["conversations"]
     assert [c["unread_count"] for c in again] == [1, 0]
     # Bob wrote both messages: nothing unread for him.
@@ -274,9 +315,9 @@ def test_sender_recalls_within_the_window(call, published, alice, bob):
     }
     assert published.to(f"mchat/inbox/{bob.employee_id}") == [event]
     assert published.to(f"mchat/inbox/{alice.employee_id}") == [event]
-    (served,) = call(bob, "msg.history", conversation_type="private", peer_employee_id=alice.employee_id)["data"][
-        "messages"
-    ]
+    (served,) = call(bob, "msg.history", conversation_type="private", peer_employee_id=alice.employee_id)[
+        "data"
+    ]["messages"]
     assert served["content"] is None and served["recalled"] is True
     assert served["recalled_at"] == response["data"]["recalled_at"]
     listed = call(bob, "conversation.list")["data"]["conversations"][0]["last_message"]
@@ -291,7 +332,9 @@ def test_recall_window_and_who_may(call, alice, bob, carol, settings):
     group_id = _group(call, alice, bob, carol)
     by_bob = call(bob, "msg.send_group", group_id=group_id, content="bob says")["data"]["msg_id"]
     assert _refusal(call(carol, "msg.recall", msg_id=by_bob)) == FORBIDDEN
-    Message.objects.filter(msg_id=by_bob).update(sent_at=Message.objects.get(msg_id=by_bob).sent_at - timedelta(minutes=3))
+    Message.objects.filter(msg_id=by_bob).update(
+        sent_at=Message.objects.get(msg_id=by_bob).sent_at - timedelta(minutes=3)
+    )
     late = call(bob, "msg.recall", msg_id=by_bob)
     assert _refusal(late) == {"code": 403, "message": "已超过可撤回时间（120 秒）", "data": None}
     # The owner (and admins) may recall anyone's message at any time.
@@ -310,11 +353,17 @@ def test_group_recall_is_one_event_on_the_group_topic(call, published, alice, bo
     published.clear()
     call(bob, "msg.recall", msg_id=msg_id)
     (event,) = published.to(f"mchat/group/{group_id}")
-    assert event["type"] == "recall" and event["group_id"] == group_id and event["recalled_by"] == bob.employee_id
+    assert (
+        event["type"] == "recall"
+        and event["group_id"] == group_id
+        and event["recalled_by"] == bob.employee_id
+    )
 
 
 def test_recall_of_unknown_or_invisible_message_is_404(call, alice, bob, carol):
-    msg_id = call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="private")["data"]["msg_id"]
+    msg_id = call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="private")["data"][
+        "msg_id"
+    ]
     for response in (call(carol, "msg.recall", msg_id=msg_id), call(carol, "msg.recall", msg_id="msg_nope")):
         assert response["code"] == 404
     assert call(carol, "msg.recall")["message"] == "msg_id 不能为空"

@@ -36,7 +36,9 @@ def _receipts(published, employee, *, kind="read_receipt"):
 
 
 def _group(call, owner, *members) -> str:
-    return call(owner, "group.create", name="g", member_ids=[m.employee_id for m in members])["data"]["group_id"]
+    return call(owner, "group.create", name="g", member_ids=[m.employee_id for m in members])["data"][
+        "group_id"
+    ]
 
 
 # --- private -------------------------------------------------------------------------------------
@@ -54,7 +56,11 @@ def test_private_ack_moves_the_position_and_tells_the_sender(call, published, al
     )
     assert response["code"] == 0
     data = response["data"]
-    assert data["msg_id"] == msg["msg_id"] and data["last_read_seq"] == 1 and data["conversation_type"] == "private"
+    assert (
+        data["msg_id"] == msg["msg_id"]
+        and data["last_read_seq"] == 1
+        and data["conversation_type"] == "private"
+    )
     assert _receipts(published, alice) == [
         {
             "type": "read_receipt",
@@ -81,7 +87,9 @@ def test_each_private_ack_that_moves_tells_once_and_never_goes_back(call, publis
     first = call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="1")["data"]["msg_id"]
     second = call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="2")["data"]["msg_id"]
     call(bob, "msg.read_ack", msg_id=second, conversation_type="private", peer_employee_id=alice.employee_id)
-    older = call(bob, "msg.read_ack", msg_id=first, conversation_type="private", peer_employee_id=alice.employee_id)
+    older = call(
+        bob, "msg.read_ack", msg_id=first, conversation_type="private", peer_employee_id=alice.employee_id
+    )
     again = call(bob, "msg.read_ack", msg_id=second)
     assert older["data"]["last_read_seq"] == 2 and again["data"]["last_read_seq"] == 2
     assert [r["seq"] for r in _receipts(published, alice)] == [2]
@@ -116,7 +124,9 @@ def test_outsiders_cannot_ack_or_see_a_message(call, published, alice, bob, caro
 # --- group: counts -------------------------------------------------------------------------------
 
 
-def test_group_receipt_counts_readers_among_members_at_send_time(call, published, clock, alice, bob, carol, dave):
+def test_group_receipt_counts_readers_among_members_at_send_time(
+    call, published, clock, alice, bob, carol, dave
+):
     group_id = _group(call, alice, bob, carol)
     msg = call(alice, "msg.send_group", group_id=group_id, content="hi")["data"]
     clock.advance(5)
@@ -173,7 +183,10 @@ def test_a_burst_of_acks_gives_one_event_now_and_one_after_the_interval(
     group_id = _group(call, alice, *members)
     msg_id = call(alice, "msg.send_group", group_id=group_id, content="请大家确认")["data"]["msg_id"]
     for member in members:
-        assert call(member, "msg.read_ack", msg_id=msg_id, conversation_type="group", group_id=group_id)["code"] == 0
+        assert (
+            call(member, "msg.read_ack", msg_id=msg_id, conversation_type="group", group_id=group_id)["code"]
+            == 0
+        )
     # Never one event per member: within one interval, one event.
     assert [(r["read_count"], r["member_count"]) for r in _receipts(published, alice)] == [(1, 50)]
     conversation_pk = Conversation.objects.get(group__group_id=group_id).pk
@@ -212,7 +225,9 @@ def test_the_rate_bound_holds_over_many_intervals(call, published, clock, alice)
     assert counts == [1, 5, 9, 13, 17]
 
 
-def test_with_a_worker_the_later_flush_is_a_countdown_task(call, published, clock, monkeypatch, alice, bob, carol):
+def test_with_a_worker_the_later_flush_is_a_countdown_task(
+    call, published, clock, monkeypatch, alice, bob, carol
+):
     scheduled = []
     monkeypatch.setattr(tasks, "runs_eagerly", lambda: False)
     monkeypatch.setattr(tasks.group_receipts_flush, "delay", lambda pk: tasks.group_receipts_flush(pk))

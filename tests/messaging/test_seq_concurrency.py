@@ -28,9 +28,7 @@ class Abandon(Exception):
 def test_concurrent_group_senders_take_unique_gap_free_numbers():
     owner = EmployeeFactory()
     senders = EmployeeFactory.create_batch(SENDERS)
-    group = services.group_create(
-        actor=owner, name="并发", member_ids=[s.employee_id for s in senders]
-    ).group
+    group = services.group_create(actor=owner, name="并发", member_ids=[s.employee_id for s in senders]).group
     start = threading.Barrier(SENDERS)
     taken: list[int] = []
     errors: list[BaseException] = []
@@ -43,8 +41,11 @@ def test_concurrent_group_senders_take_unique_gap_free_numbers():
                 try:
                     with transaction.atomic():
                         message = services.message_send_group(
-                            actor=sender, group_id=group.group_id, content=f"{index}-{n}",
-                            client_id=f"{sender.employee_id}_dev1", seq_id=f"s{n}",
+                            actor=sender,
+                            group_id=group.group_id,
+                            content=f"{index}-{n}",
+                            client_id=f"{sender.employee_id}_dev1",
+                            seq_id=f"s{n}",
                         )
                         if n % 3 == 2:
                             raise Abandon  # e.g. the idempotency record failed to insert
@@ -67,7 +68,9 @@ def test_concurrent_group_senders_take_unique_gap_free_numbers():
     assert sorted(taken) == list(range(1, committed + 1))
     conversation = Conversation.objects.get(group=group)
     assert conversation.last_seq == committed
-    stored = list(Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", "sent_at"))
+    stored = list(
+        Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", "sent_at")
+    )
     assert [seq for seq, _ in stored] == list(range(1, committed + 1))
     # sent_at is taken under the conversation's lock: it never goes back as seq goes up
     assert [at for _, at in stored] == sorted(at for _, at in stored)
@@ -127,7 +130,9 @@ def test_concurrent_group_acks_and_flushes_agree_on_the_count(published, setting
     for thread in threads:
         thread.join(120)
     assert not errors, errors[0]
-    receipts = [p for p in published.to(f"mchat/inbox/{owner.employee_id}") if p.get("type") == "read_receipt"]
+    receipts = [
+        p for p in published.to(f"mchat/inbox/{owner.employee_id}") if p.get("type") == "read_receipt"
+    ]
     # Threads publish after their own commits, so arrival order may differ from commit order;
     # the highest count is what a client shows.
     best = {m.msg_id: max(r["read_count"] for r in receipts if r["msg_id"] == m.msg_id) for m in messages}

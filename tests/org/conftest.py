@@ -11,9 +11,7 @@ from tests.factories import EmployeeFactory
 
 @pytest.fixture
 def org_admin(db):
-    return EmployeeFactory(
-        employee_id="emp_admin_001", name="管理员", is_org_admin=True
-    )
+    return EmployeeFactory(employee_id="emp_admin_001", name="管理员", is_org_admin=True)
 
 
 @pytest.fixture

@@ -63,9 +63,7 @@ def hr(admin_client, django_capture_on_commit_callbacks):
 def staff(db):
     """A staff user with only view and change rights on employees."""
     user = User.objects.create_user("hr", password="hr-password-1", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_employee", "change_employee"])
-    )
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_employee", "change_employee"]))
     return user
 
 
@@ -87,9 +85,7 @@ def test_employee_list_filters_and_search(admin_client, org_admin, alice, agent)
     sales = make_department("dept_sales", name="销售部")
     EmployeeFactory(employee_id="emp_zhang_001", name="张伟", department=sales)
     url = reverse("admin:org_employee_changelist")
-    by_department = admin_client.get(
-        url, {"department__id__inhierarchy": sales.pk}
-    ).content.decode()
+    by_department = admin_client.get(url, {"department__id__inhierarchy": sales.pk}).content.decode()
     assert "emp_zhang_001" in by_department and "emp_alice_001" not in by_department
     agents = admin_client.get(url, {"is_ai_agent__exact": "1"}).content.decode()
     assert agent.employee_id in agents and "emp_alice_001" not in agents
@@ -97,9 +93,7 @@ def test_employee_list_filters_and_search(admin_client, org_admin, alice, agent)
     assert "emp_zhang_001" in found and "emp_alice_001" not in found
 
 
-def test_manager_autocomplete_offers_active_people_only(
-    admin_client, alice, bob, agent
-):
+def test_manager_autocomplete_offers_active_people_only(admin_client, alice, bob, agent):
     Employee.objects.filter(pk=bob.pk).update(is_active=False)
     response = admin_client.get(
         reverse("admin:autocomplete"),
@@ -142,14 +136,11 @@ def test_add_employee_shows_the_password_once(hr, settings, published):
     assert password not in employee.mqtt_password_hash
     assert employee.department == sales
     assert (
-        f"emp_wangwu_001:{employee.mqtt_password_hash}"
-        in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
+        f"emp_wangwu_001:{employee.mqtt_password_hash}" in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
     )
     assert published.to("mchat/profile/emp_wangwu_001")[0]["event"] == "created"
     # The change page never shows it again.
-    page = hr.get(
-        reverse("admin:org_employee_change", args=[employee.pk])
-    ).content.decode()
+    page = hr.get(reverse("admin:org_employee_change", args=[employee.pk])).content.decode()
     assert password not in page
 
 
@@ -182,12 +173,8 @@ def test_add_agent_with_its_profile_inline(hr, alice):
 def test_change_employee_goes_through_the_service(hr, bob, published):
     sales = make_department("dept_sales", name="销售部")
     before = org_version()
-    form = _employee_form(
-        name="Bob", department=str(sales.pk), title="销售", is_active="on"
-    )
-    form.pop(
-        "agent_profile-TOTAL_FORMS"
-    )  # humans have no agent inline on the change page
+    form = _employee_form(name="Bob", department=str(sales.pk), title="销售", is_active="on")
+    form.pop("agent_profile-TOTAL_FORMS")  # humans have no agent inline on the change page
     response = hr.post(reverse("admin:org_employee_change", args=[bob.pk]), form)
     assert response.status_code == 302
     bob.refresh_from_db()
@@ -209,26 +196,20 @@ def test_a_service_refusal_is_shown_on_the_form(admin_client, alice, bob):
         "avatar": "",
         "signature": "",
     }
-    response = admin_client.post(
-        reverse("admin:org_employee_change", args=[bob.pk]), form
-    )
+    response = admin_client.post(reverse("admin:org_employee_change", args=[bob.pk]), form)
     assert response.status_code == 200
     assert "manager_id 会形成循环的汇报关系" in response.content.decode()
     bob.refresh_from_db()
     assert bob.manager is None
 
 
-def test_reset_credentials_confirms_then_shows_new_passwords_once(
-    hr, alice, bob, settings
-):
+def test_reset_credentials_confirms_then_shows_new_passwords_once(hr, alice, bob, settings):
     url = reverse("admin:org_employee_changelist")
     selection = {"action": "reset_credentials", "_selected_action": [alice.pk, bob.pk]}
     confirm = hr.post(url, selection)
     assert confirm.status_code == 200
     assert "确认重置" in confirm.content.decode()
-    assert (
-        Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
-    )
+    assert Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
 
     done = hr.post(url, {**selection, "post": "yes"})
     assert done.status_code == 200
@@ -237,9 +218,7 @@ def test_reset_credentials_confirms_then_shows_new_passwords_once(
     assert len(passwords) == 2
     for employee in (alice, bob):
         fresh = Employee.objects.get(pk=employee.pk)
-        assert not verify_password(
-            "secret", fresh.mqtt_password_hash
-        )  # the factory's old one
+        assert not verify_password("secret", fresh.mqtt_password_hash)  # the factory's old one
         assert any(verify_password(p, fresh.mqtt_password_hash) for p in passwords)
     assert (
         f"{alice.employee_id}:{Employee.objects.get(pk=alice.pk).mqtt_password_hash}"
@@ -256,9 +235,7 @@ def test_reset_needs_its_own_permission(client, staff, alice):
         url,
         {"action": "reset_credentials", "_selected_action": [alice.pk], "post": "yes"},
     )
-    assert (
-        Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
-    )
+    assert Employee.objects.get(pk=alice.pk).mqtt_password_hash == alice.mqtt_password_hash
     assert response.status_code in (200, 302)
     staff.user_permissions.add(Permission.objects.get(codename="reset_credentials"))
     assert "reset_credentials" in client.get(url).content.decode()
@@ -269,9 +246,7 @@ def test_deactivate_and_reactivate_actions(hr, bob, settings, published):
     url = reverse("admin:org_employee_changelist")
     hr.post(url, {"action": "deactivate", "_selected_action": [bob.pk]})
     assert not Employee.objects.get(pk=bob.pk).is_active
-    assert (
-        f"{bob.employee_id}:" not in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
-    )
+    assert f"{bob.employee_id}:" not in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
     hr.post(url, {"action": "reactivate", "_selected_action": [bob.pk]})
     assert Employee.objects.get(pk=bob.pk).is_active
     assert [e["event"] for e in published.to(f"mchat/profile/{bob.employee_id}")] == [
@@ -281,12 +256,7 @@ def test_deactivate_and_reactivate_actions(hr, bob, settings, published):
 
 
 def test_employees_cannot_be_deleted_only_deactivated(admin_client, bob):
-    assert (
-        admin_client.get(
-            reverse("admin:org_employee_delete", args=[bob.pk])
-        ).status_code
-        == 403
-    )
+    assert admin_client.get(reverse("admin:org_employee_delete", args=[bob.pk])).status_code == 403
 
 
 # --- departments -------------------------------------------------------------------------------
@@ -341,11 +311,10 @@ def test_drag_and_drop_moves_through_the_service(hr):
     )
     assert response.content == b"OK, moved."
     assert assert_tree_consistent() == ["dept_tech", "dept_sales"]
-    assert list(
-        Department.objects.order_by("sort_order").values_list(
-            "department_id", flat=True
-        )
-    ) == ["dept_tech", "dept_sales"]
+    assert list(Department.objects.order_by("sort_order").values_list("department_id", flat=True)) == [
+        "dept_tech",
+        "dept_sales",
+    ]
     assert org_version() != before
     refused = hr.post(
         reverse("admin:org_department_changelist"),
@@ -398,9 +367,7 @@ def test_broadcast_a_system_notice(hr, published):
         "created_at": message.payload["created_at"],
     }
     assert re.fullmatch(r"notify_[0-9a-f]{24}", notice.notify_id)
-    assert re.fullmatch(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message.payload["created_at"]
-    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message.payload["created_at"])
 
 
 def test_change_agent_settings_through_the_inline(hr, agent, alice, published):

@@ -32,9 +32,7 @@ SCREENSHOT_DIR = Path(os.environ.get("MCHAT_SCREENSHOT_DIR", "/tmp"))
 
 
 def _password_cells(page) -> list[str]:
-    return [
-        cell.inner_text().strip() for cell in page.locator("code.mchat-password").all()
-    ]
+    return [cell.inner_text().strip() for cell in page.locator("code.mchat-password").all()]
 
 
 def _hr_session(base: str) -> dict:
@@ -44,14 +42,10 @@ def _hr_session(base: str) -> dict:
 
     seen: dict = {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             # A Chinese-speaking HR user: the browser asks for zh-CN like theirs does.
-            context = browser.new_context(
-                locale="zh-CN", viewport={"width": 1280, "height": 900}
-            )
+            context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
             page = context.new_page()
             page.set_default_timeout(20_000)
 
@@ -70,9 +64,7 @@ def _hr_session(base: str) -> dict:
             page.click("input[name=_save]")
             page.wait_for_url(f"{base}/admin/org/department/")
             seen["department_list"] = page.locator("#result_list").inner_text()
-            page.screenshot(
-                path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True
-            )
+            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True)
 
             # An employee, the department chosen through the autocomplete widget.
             page.goto(f"{base}/admin/org/employee/add/")
@@ -114,9 +106,7 @@ def _hr_session(base: str) -> dict:
     return seen
 
 
-def test_hr_creates_department_and_employee_and_resets_a_credential(
-    live_server, admin_user
-):
+def test_hr_creates_department_and_employee_and_resets_a_credential(live_server, admin_user):
     seen = _hr_session(live_server.url)
 
     assert "MChat 组织管理后台" in seen["login_page"]
@@ -132,9 +122,7 @@ def test_hr_creates_department_and_employee_and_resets_a_credential(
         assert new_password not in seen[later] and first_password not in seen[later]
 
     employee = Employee.objects.get(employee_id="emp_zhangsan_001")
-    assert employee.department == Department.objects.get(
-        department_id="dept_xiaoshoubu"
-    )
+    assert employee.department == Department.objects.get(department_id="dept_xiaoshoubu")
     assert employee.title == "销售经理"
     assert verify_password(new_password, employee.mqtt_password_hash)
     assert not verify_password(first_password, employee.mqtt_password_hash)

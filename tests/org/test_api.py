@@ -27,18 +27,12 @@ def org(db):
 
 def _integration_client(*codenames: str, staff: bool = True) -> APIClient:
     """An integration account authenticated by token, holding exactly these permissions."""
-    user = User.objects.create_user(
-        f"hr-{len(codenames)}-{staff}-{User.objects.count()}", is_staff=staff
-    )
+    user = User.objects.create_user(f"hr-{len(codenames)}-{staff}-{User.objects.count()}", is_staff=staff)
     user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="org", codename__in=codenames
-        )
+        *Permission.objects.filter(content_type__app_label="org", codename__in=codenames)
     )
     client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
-    )
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
 
 
@@ -113,9 +107,7 @@ def test_a_bad_token_is_401(org, method, path, body, perms, ok):
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
 def test_without_the_permission_is_403(org, method, path, body, perms, ok):
     # Every other org permission, but not the one(s) this endpoint needs.
-    others = Permission.objects.filter(content_type__app_label="org").exclude(
-        codename__in=perms
-    )
+    others = Permission.objects.filter(content_type__app_label="org").exclude(codename__in=perms)
     client = _integration_client(*others.values_list("codename", flat=True))
     response = _request(client, method, path, body)
     assert response.status_code == 403
@@ -128,12 +120,7 @@ def test_without_the_permission_is_403(org, method, path, body, perms, ok):
 
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
 def test_non_staff_is_403_even_with_the_permission(org, method, path, body, perms, ok):
-    assert (
-        _request(
-            _integration_client(*perms, staff=False), method, path, body
-        ).status_code
-        == 403
-    )
+    assert _request(_integration_client(*perms, staff=False), method, path, body).status_code == 403
 
 
 @pytest.mark.parametrize(("method", "path", "body", "perms", "ok"), ENDPOINTS)
@@ -147,15 +134,11 @@ def test_with_the_permission_succeeds(org, method, path, body, perms, ok):
 
 @pytest.fixture
 def hr(db):
-    codenames = Permission.objects.filter(content_type__app_label="org").values_list(
-        "codename", flat=True
-    )
+    codenames = Permission.objects.filter(content_type__app_label="org").values_list("codename", flat=True)
     return _integration_client(*codenames)
 
 
-def test_create_employee_returns_the_credential_once(
-    hr, org, settings, django_capture_on_commit_callbacks
-):
+def test_create_employee_returns_the_credential_once(hr, org, settings, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = hr.post(
             "/api/v1/employees/",
@@ -184,9 +167,7 @@ def test_employee_list_filters_and_pages(hr, org):
     tech = Department.objects.get(department_id="dept_tech")
     for i in range(3):
         EmployeeFactory(department=tech, name=f"工程师{i}")
-    page = hr.get(
-        "/api/v1/employees/", {"department_id": "dept_tech", "page_size": 2}
-    ).json()
+    page = hr.get("/api/v1/employees/", {"department_id": "dept_tech", "page_size": 2}).json()
     assert page["count"] == 3 and len(page["results"]) == 2
     assert all(e["department_id"] == "dept_tech" for e in page["results"])
     found = hr.get("/api/v1/employees/", {"q": "Bob"}).json()["results"]
@@ -241,9 +222,7 @@ def test_employee_list_filters_and_pages(hr, org):
         ("delete", "/api/v1/departments/dept_sales/", None, 400, "move_to"),
     ],
 )
-def test_errors_use_the_bridges_codes_and_messages(
-    hr, org, method, path, body, status, message
-):
+def test_errors_use_the_bridges_codes_and_messages(hr, org, method, path, body, status, message):
     response = _request(hr, method, path, body)
     assert response.status_code == status
     payload = response.json()
@@ -254,18 +233,13 @@ def test_errors_use_the_bridges_codes_and_messages(
 def test_delete_with_move_to(hr, org):
     response = hr.delete("/api/v1/departments/dept_sales/?move_to=dept_tech")
     assert response.status_code == 204
-    assert (
-        Employee.objects.get(employee_id="emp_bob_001").department.department_id
-        == "dept_tech"
-    )
+    assert Employee.objects.get(employee_id="emp_bob_001").department.department_id == "dept_tech"
     assert assert_tree_consistent() == ["dept_tech", "dept_empty"]
 
 
 def test_deactivate_over_rest(hr, org, published, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = hr.patch(
-            "/api/v1/employees/emp_bob_001/", {"is_active": False}, format="json"
-        )
+        response = hr.patch("/api/v1/employees/emp_bob_001/", {"is_active": False}, format="json")
     assert response.status_code == 200 and response.json()["is_active"] is False
     assert published.to("mchat/profile/emp_bob_001")[0]["event"] == "deactivated"
 
@@ -310,9 +284,7 @@ def test_org_schema_generates_without_warnings():
 
     GENERATOR_STATS.reset()
     with GENERATOR_STATS.silence():
-        schema = SchemaGenerator(patterns=urls.urlpatterns).get_schema(
-            request=None, public=True
-        )
+        schema = SchemaGenerator(patterns=urls.urlpatterns).get_schema(request=None, public=True)
     problems = {**GENERATOR_STATS._warn_cache, **GENERATOR_STATS._error_cache}
     GENERATOR_STATS.reset()
     assert not problems
@@ -324,6 +296,4 @@ def test_reset_credentials_needs_its_own_permission(org):
     client = _integration_client("view_employee", "change_employee", "add_employee")
     response = client.post("/api/v1/employees/emp_bob_001/reset-credentials/")
     assert response.status_code == 403
-    assert verify_password(
-        "secret", Employee.objects.get(employee_id="emp_bob_001").mqtt_password_hash
-    )
+    assert verify_password("secret", Employee.objects.get(employee_id="emp_bob_001").mqtt_password_hash)

@@ -66,9 +66,9 @@ def test_siblings_follow_sort_order_whatever_the_insert_order(call, org_admin, t
 
 def test_create_with_an_explicit_id(call, org_admin, tree):
     assert (
-        call(org_admin, "department.create", name="华南区", department_id="dept_south")[
-            "data"
-        ]["department_id"]
+        call(org_admin, "department.create", name="华南区", department_id="dept_south")["data"][
+            "department_id"
+        ]
         == "dept_south"
     )
     taken = call(org_admin, "department.create", name="x", department_id="dept_south")
@@ -117,9 +117,7 @@ def test_move_to_another_parent_and_reorder(call, org_admin, tree):
 
 
 @pytest.mark.parametrize("new_parent", ["dept_sales", "dept_east"])
-def test_a_department_cannot_move_under_itself_or_a_descendant(
-    call, org_admin, tree, new_parent
-):
+def test_a_department_cannot_move_under_itself_or_a_descendant(call, org_admin, tree, new_parent):
     response = call(
         org_admin,
         "department.update",
@@ -156,9 +154,7 @@ def test_a_department_cannot_move_under_itself_or_a_descendant(
     ],
 )
 def test_update_refusals(call, org_admin, tree, department_id, updates, code, message):
-    response = call(
-        org_admin, "department.update", department_id=department_id, updates=updates
-    )
+    response = call(org_admin, "department.update", department_id=department_id, updates=updates)
     assert (response["code"], response["data"]) == (code, None)
     assert message in response["message"]
 
@@ -202,9 +198,7 @@ def test_delete_an_empty_department(call, org_admin, tree, challenge):
     assert _ids() == ["dept_sales", "dept_east", "dept_tech"]
 
 
-def test_delete_with_members_is_refused_without_move_to(
-    call, org_admin, tree, challenge
-):
+def test_delete_with_members_is_refused_without_move_to(call, org_admin, tree, challenge):
     EmployeeFactory(department=tree["west"])
     response = call(
         org_admin,
@@ -217,9 +211,7 @@ def test_delete_with_members_is_refused_without_move_to(
     assert Department.objects.filter(department_id="dept_west").exists()
 
 
-def test_delete_with_children_is_refused_without_move_to(
-    call, org_admin, tree, challenge
-):
+def test_delete_with_children_is_refused_without_move_to(call, org_admin, tree, challenge):
     response = call(
         org_admin,
         "department.delete",
@@ -231,13 +223,9 @@ def test_delete_with_children_is_refused_without_move_to(
     assert _ids() == ["dept_sales", "dept_east", "dept_west", "dept_tech"]
 
 
-def test_delete_with_move_to_moves_members_and_children(
-    call, org_admin, tree, challenge, published
-):
+def test_delete_with_move_to_moves_members_and_children(call, org_admin, tree, challenge, published):
     member = EmployeeFactory(employee_id="emp_member_001", department=tree["sales"])
-    former = EmployeeFactory(
-        employee_id="emp_former_001", department=tree["sales"], is_active=False
-    )
+    former = EmployeeFactory(employee_id="emp_former_001", department=tree["sales"], is_active=False)
     published.clear()
     response = call(
         org_admin,
@@ -271,9 +259,7 @@ def test_delete_with_move_to_moves_members_and_children(
         ("dept_nowhere", "move_to 不存在：dept_nowhere"),
     ],
 )
-def test_delete_move_to_must_be_outside_the_department(
-    call, org_admin, tree, challenge, move_to, message
-):
+def test_delete_move_to_must_be_outside_the_department(call, org_admin, tree, challenge, move_to, message):
     response = call(
         org_admin,
         "department.delete",
@@ -295,31 +281,14 @@ def test_delete_of_an_unknown_department_is_404(call, org_admin, challenge):
     assert (response["code"], response["message"]) == (404, "部门不存在：dept_ghost")
 
 
-def test_delete_needs_a_fresh_challenge_of_the_caller(
-    call, org_admin, alice, tree, challenge
-):
-    assert (
-        call(org_admin, "department.delete", department_id="dept_west")["code"] == 401
-    )
+def test_delete_needs_a_fresh_challenge_of_the_caller(call, org_admin, alice, tree, challenge):
+    assert call(org_admin, "department.delete", department_id="dept_west")["code"] == 401
     someone_elses = challenge(alice)
-    assert (
-        call(
-            org_admin, "department.delete", department_id="dept_west", **someone_elses
-        )["code"]
-        == 401
-    )
+    assert call(org_admin, "department.delete", department_id="dept_west", **someone_elses)["code"] == 401
     wrong_token = {**challenge(org_admin), "token": "guess"}
-    assert (
-        call(org_admin, "department.delete", department_id="dept_west", **wrong_token)[
-            "code"
-        ]
-        == 401
-    )
+    assert call(org_admin, "department.delete", department_id="dept_west", **wrong_token)["code"] == 401
     fresh = challenge(org_admin)
-    assert (
-        call(org_admin, "department.delete", department_id="dept_west", **fresh)["code"]
-        == 0
-    )
+    assert call(org_admin, "department.delete", department_id="dept_west", **fresh)["code"] == 0
     # spent: a second use (another request) is refused
     response = call(org_admin, "department.delete", department_id="dept_east", **fresh)
     assert response["code"] == 401
@@ -383,15 +352,9 @@ def test_delete_needs_a_fresh_challenge_of_the_caller(
         ),
     ],
 )
-def test_drag_and_drop_positions_stick_as_sort_order(
-    tree, moved, target, position, order, parent
-):
-    services.department_move(
-        actor=None, department_id=moved, target_id=target, position=position
-    )
-    assert (
-        _ids() == order
-    )  # also: a rebuild from (parent, sort_order, name) gives the same tree
+def test_drag_and_drop_positions_stick_as_sort_order(tree, moved, target, position, order, parent):
+    services.department_move(actor=None, department_id=moved, target_id=target, position=position)
+    assert _ids() == order  # also: a rebuild from (parent, sort_order, name) gives the same tree
     assert _parent(moved) == parent
     # The order survives a later insert anywhere.
     make_department(
@@ -436,9 +399,7 @@ def test_concurrent_tree_writes_never_corrupt_the_tree():
                             actor=None,
                             department_id=moved,
                             target_id=target,
-                            position=rng.choice(
-                                ["left", "right", "first-child", "last-child"]
-                            ),
+                            position=rng.choice(["left", "right", "first-child", "last-child"]),
                         )
                     else:
                         services.department_update(

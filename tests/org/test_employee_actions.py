@@ -18,16 +18,12 @@ def _passwd(settings) -> str:
 # --- employee.create ---------------------------------------------------------------------------
 
 
-def test_create_returns_a_working_credential_shown_once(
-    call, org_admin, settings, published
-):
+def test_create_returns_a_working_credential_shown_once(call, org_admin, settings, published):
     settings.MCHAT_PUBLIC_MQTT_HOST = "broker.example.com"
     settings.MCHAT_PUBLIC_MQTT_PORT = 8883
     settings.MCHAT_PUBLIC_MQTT_TLS = True
     DepartmentFactory(department_id="dept_sales", name="销售部")
-    response = call(
-        org_admin, "employee.create", name="张三", department_id="dept_sales"
-    )
+    response = call(org_admin, "employee.create", name="张三", department_id="dept_sales")
 
     assert response["code"] == 0, response
     data = response["data"]
@@ -70,12 +66,7 @@ def test_create_agent_with_profile(call, org_admin, alice):
 
 def test_agent_owner_defaults_to_the_creating_admin(call, org_admin):
     response = call(org_admin, "employee.create", name="助手", is_ai_agent=True)
-    assert (
-        AgentProfile.objects.get(
-            employee__employee_id=response["data"]["employee_id"]
-        ).owner
-        == org_admin
-    )
+    assert AgentProfile.objects.get(employee__employee_id=response["data"]["employee_id"]).owner == org_admin
 
 
 def test_create_announces_the_newcomer_on_its_profile_topic(call, org_admin, published):
@@ -140,9 +131,7 @@ def test_agent_owner_must_be_a_human(call, org_admin, agent):
 # --- employee.update ---------------------------------------------------------------------------
 
 
-def test_update_by_admin_publishes_the_spec_profile_event(
-    call, org_admin, bob, published
-):
+def test_update_by_admin_publishes_the_spec_profile_event(call, org_admin, bob, published):
     DepartmentFactory(department_id="dept_sales", name="销售部")
     manager = EmployeeFactory(employee_id="mgr_002", name="经理")
     response = call(
@@ -182,9 +171,7 @@ def test_update_by_admin_publishes_the_spec_profile_event(
 
 def test_profile_event_goes_out_only_after_commit(call, bob, published):
     # Dispatcher commits before the capture ends; a failing update publishes nothing.
-    response = call(
-        bob, "employee.update", employee_id=bob.employee_id, updates={"name": "x"}
-    )
+    response = call(bob, "employee.update", employee_id=bob.employee_id, updates={"name": "x"})
     assert response["code"] == 403
     assert published.to(f"mchat/profile/{bob.employee_id}") == []
 
@@ -203,9 +190,7 @@ def test_self_may_change_own_avatar_and_signature(call, bob, published):
     assert event["fields"] == ["avatar", "signature"]
 
 
-def test_unchanged_values_publish_nothing_and_keep_the_version(
-    call, org_admin, bob, published
-):
+def test_unchanged_values_publish_nothing_and_keep_the_version(call, org_admin, bob, published):
     version = org_version()
     response = call(
         org_admin,
@@ -264,17 +249,13 @@ def test_agent_settings_change_and_announce_badges(call, org_admin, agent, publi
     ],
 )
 def test_update_refuses_bad_input(call, org_admin, bob, updates, code, message):
-    response = call(
-        org_admin, "employee.update", employee_id=bob.employee_id, updates=updates
-    )
+    response = call(org_admin, "employee.update", employee_id=bob.employee_id, updates=updates)
     assert (response["code"], response["data"]) == (code, None)
     assert message in response["message"]
 
 
 def test_update_of_an_unknown_employee_is_404_naming_it(call, org_admin):
-    response = call(
-        org_admin, "employee.update", employee_id="emp_ghost_001", updates={"name": "x"}
-    )
+    response = call(org_admin, "employee.update", employee_id="emp_ghost_001", updates={"name": "x"})
     assert response["code"] == 404
     assert response["message"] == "员工不存在：emp_ghost_001"
 
@@ -313,9 +294,7 @@ def test_admin_cannot_deactivate_itself(call, org_admin):
 # --- deactivation ------------------------------------------------------------------------------
 
 
-def test_deactivation_revokes_the_login_and_leaves_the_tree(
-    call, org_admin, bob, settings, published
-):
+def test_deactivation_revokes_the_login_and_leaves_the_tree(call, org_admin, bob, settings, published):
     acl.sync()
     assert f"{bob.employee_id}:" in _passwd(settings)
     version = org_version()
@@ -355,6 +334,4 @@ def test_reactivation_restores_the_login(call, org_admin, bob, settings, publish
     )
     assert response["code"] == 0
     assert f"{bob.employee_id}:{bob.mqtt_password_hash}" in _passwd(settings)
-    assert (
-        published.to(f"mchat/profile/{bob.employee_id}")[-1]["event"] == "reactivated"
-    )
+    assert published.to(f"mchat/profile/{bob.employee_id}")[-1]["event"] == "reactivated"

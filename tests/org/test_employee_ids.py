@@ -34,9 +34,7 @@ def test_people_get_pinyin_and_a_counter():
 
 
 def test_agents_get_a_slug_or_their_names_pinyin():
-    named = services.employee_create(
-        actor=None, name="销售小助", is_ai_agent=True, id_slug="sales"
-    )
+    named = services.employee_create(actor=None, name="销售小助", is_ai_agent=True, id_slug="sales")
     plain = services.employee_create(actor=None, name="客服助手", is_ai_agent=True)
     assert named.employee.employee_id == "ai_sales_001"
     assert plain.employee.employee_id == "ai_kefuzhushou_001"
@@ -58,13 +56,8 @@ def test_stems_are_ascii_and_bounded(name, stem):
 
 def test_counter_continues_past_gaps_and_other_stems():
     services.employee_create(actor=None, name="张三")
-    services.employee_create(
-        actor=None, name="张三丰"
-    )  # emp_zhangsanfeng_001: another stem
-    assert (
-        services.employee_create(actor=None, name="张三").employee.employee_id
-        == "emp_zhangsan_002"
-    )
+    services.employee_create(actor=None, name="张三丰")  # emp_zhangsanfeng_001: another stem
+    assert services.employee_create(actor=None, name="张三").employee.employee_id == "emp_zhangsan_002"
 
 
 @settings(
@@ -73,9 +66,7 @@ def test_counter_continues_past_gaps_and_other_stems():
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
-    name=st.text(
-        st.characters(exclude_categories=["Cc", "Cs"]), min_size=1, max_size=80
-    ).filter(str.strip),
+    name=st.text(st.characters(exclude_categories=["Cc", "Cs"]), min_size=1, max_size=80).filter(str.strip),
     agent=st.booleans(),
 )
 def test_any_name_gives_a_valid_unique_id(name, agent):
@@ -88,18 +79,13 @@ def test_any_name_gives_a_valid_unique_id(name, agent):
 def test_department_ids_use_pinyin_and_count_only_when_taken():
     first = services.department_create(actor=None, name="华东区")
     second = services.department_create(actor=None, name="华东区")
-    explicit = services.department_create(
-        actor=None, name="销售部", department_id="dept_sales"
-    )
+    explicit = services.department_create(actor=None, name="销售部", department_id="dept_sales")
     assert (first.department_id, second.department_id, explicit.department_id) == (
         "dept_huadongqu",
         "dept_huadongqu_002",
         "dept_sales",
     )
-    assert all(
-        re.fullmatch(DEPARTMENT_ID_PATTERN, d)
-        for d in ("dept_huadongqu_002", "dept_sales")
-    )
+    assert all(re.fullmatch(DEPARTMENT_ID_PATTERN, d) for d in ("dept_huadongqu_002", "dept_sales"))
 
 
 @pytest.mark.parametrize("name", ["a\x00b", "tab\there", "line\nbreak"])
@@ -114,9 +100,7 @@ def test_an_explicit_employee_id_is_used_when_free_and_valid():
     from mchat.errors import BadRequest
 
     assert (
-        services.employee_create(
-            actor=None, name="经理", employee_id="mgr_001"
-        ).employee.employee_id
+        services.employee_create(actor=None, name="经理", employee_id="mgr_001").employee.employee_id
         == "mgr_001"
     )
     with pytest.raises(BadRequest, match="employee_id 已存在：mgr_001"):
@@ -147,7 +131,4 @@ def test_createemployee_command_prints_the_credential_once(capsys):
     assert printed["mqtt_connection"]["mqtt_username"] == "ai_sales_001"
     from org.models import Employee
 
-    assert (
-        Employee.objects.get(employee_id="ai_sales_001").department.department_id
-        == "dept_sales"
-    )
+    assert Employee.objects.get(employee_id="ai_sales_001").department.department_id == "dept_sales"

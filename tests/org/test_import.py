@@ -38,9 +38,7 @@ def _dataset(text: str) -> tablib.Dataset:
 
 
 def test_department_import_builds_the_tree_through_the_service(published):
-    result = DepartmentResource().import_data(
-        _dataset(DEPARTMENTS_CSV), dry_run=False, raise_errors=False
-    )
+    result = DepartmentResource().import_data(_dataset(DEPARTMENTS_CSV), dry_run=False, raise_errors=False)
     assert not result.has_errors() and not result.has_validation_errors()
     assert assert_tree_consistent() == [
         "dept_sales",
@@ -48,10 +46,7 @@ def test_department_import_builds_the_tree_through_the_service(published):
         "dept_huaxiqu",
         "dept_tech",
     ]
-    assert (
-        Department.objects.get(department_id="dept_east").parent.department_id
-        == "dept_sales"
-    )
+    assert Department.objects.get(department_id="dept_east").parent.department_id == "dept_sales"
 
 
 def test_dry_run_writes_nothing():
@@ -96,9 +91,7 @@ def test_employee_import_uses_the_services(published):
     assistant = Employee.objects.get(name="销售小助")
     assert assistant.is_ai_agent and assistant.employee_id.startswith("ai_")
     assert AgentProfile.objects.filter(employee=assistant).exists()
-    assert {
-        m.topic for m in published.messages
-    } == set()  # no commit yet inside the test transaction
+    assert {m.topic for m in published.messages} == set()  # no commit yet inside the test transaction
 
 
 def test_employee_reimport_updates_and_deactivates(settings):
@@ -128,9 +121,7 @@ def test_employee_reimport_updates_and_deactivates(settings):
 )
 def test_row_errors_name_the_problem(row, message):
     header = EMPLOYEES_CSV.splitlines()[0]
-    result = EmployeeResource().import_data(
-        _dataset(f"{header}\n{row}\n"), dry_run=True
-    )
+    result = EmployeeResource().import_data(_dataset(f"{header}\n{row}\n"), dry_run=True)
     assert result.has_validation_errors()
     [invalid] = result.invalid_rows
     assert message in str(invalid.error)
@@ -159,15 +150,11 @@ def test_admin_preview_shows_row_errors_without_a_traceback(admin_client):
     page = response.content.decode()
     assert "department_id 不存在：dept_nowhere" in page
     assert "Traceback" not in page and "File &quot;" not in page
-    assert (
-        'name="import_file_name"' not in page
-    )  # nothing to confirm while rows are invalid
+    assert 'name="import_file_name"' not in page  # nothing to confirm while rows are invalid
     assert Employee.objects.count() == 0
 
 
-def test_admin_preview_then_confirm(
-    admin_client, django_capture_on_commit_callbacks, published, settings
-):
+def test_admin_preview_then_confirm(admin_client, django_capture_on_commit_callbacks, published, settings):
     make_department("dept_sales", name="销售部")
     preview = admin_client.post(
         reverse("admin:org_employee_import"),
@@ -179,23 +166,16 @@ def test_admin_preview_then_confirm(
     )
     page = preview.content.decode()
     assert preview.status_code == 200
-    assert (
-        "张三" in page and "emp_zhangsan_001" in page
-    )  # the preview shows the generated ids
+    assert "张三" in page and "emp_zhangsan_001" in page  # the preview shows the generated ids
     assert Employee.objects.count() == 0  # dry run rolled back
     confirm = {
         name: re.search(rf'name="{name}" value="([^"]*)"', page).group(1)
         for name in ("import_file_name", "original_file_name", "format", "resource")
     }
     with django_capture_on_commit_callbacks(execute=True):
-        done = admin_client.post(
-            reverse("admin:org_employee_process_import"), confirm, follow=True
-        )
+        done = admin_client.post(reverse("admin:org_employee_process_import"), confirm, follow=True)
     assert done.status_code == 200
-    assert (
-        Employee.objects.filter(employee_id__in=["emp_zhangsan_001", "mgr_001"]).count()
-        == 2
-    )
+    assert Employee.objects.filter(employee_id__in=["emp_zhangsan_001", "mgr_001"]).count() == 2
     assert "重置 MQTT 凭证" in done.content.decode()
     assert published.to("mchat/profile/emp_zhangsan_001")[0]["event"] == "created"
     assert "emp_zhangsan_001:" in (settings.MCHAT_BROKER_DIR / "passwd").read_text()
@@ -227,9 +207,7 @@ def test_admin_imports_xlsx(admin_client):
 
 def test_export_round_trips(admin_client):
     make_department("dept_sales", name="销售部")
-    EmployeeFactory(
-        employee_id="emp_bob_001", name="Bob", department=Department.objects.get()
-    )
+    EmployeeFactory(employee_id="emp_bob_001", name="Bob", department=Department.objects.get())
     exported = EmployeeResource().export()
     assert exported.headers[:3] == ["employee_id", "name", "department_id"]
     assert exported.dict[0]["department_id"] == "dept_sales"

@@ -44,9 +44,7 @@ def test_deactivation_disconnects_live_sessions_and_refuses_new_ones(live):
     laptop = live.connect(bob, bob_password, device="laptop")
     assert phone.request("org.tree")["code"] == 0
 
-    response = console.request(
-        "employee.update", employee_id=bob.employee_id, updates={"is_active": False}
-    )
+    response = console.request("employee.update", employee_id=bob.employee_id, updates={"is_active": False})
     assert response["code"] == 0, response
 
     assert phone.mqtt.disconnected.wait(3), "the phone session must be disconnected"
@@ -62,19 +60,12 @@ def test_deactivation_disconnects_live_sessions_and_refuses_new_ones(live):
 
     # Reactivated, the same credential logs in again.
     assert (
-        console.request(
-            "employee.update", employee_id=bob.employee_id, updates={"is_active": True}
-        )["code"]
+        console.request("employee.update", employee_id=bob.employee_id, updates={"is_active": True})["code"]
         == 0
     )
     deadline = time.monotonic() + 3
-    while (
-        try_connect(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_back")
-        != 0
-    ):
-        assert time.monotonic() < deadline, (
-            "the reactivated credential was not accepted"
-        )
+    while try_connect(live.port, bob.employee_id, bob_password, f"{bob.employee_id}_back") != 0:
+        assert time.monotonic() < deadline, "the reactivated credential was not accepted"
         time.sleep(0.05)
 
 

@@ -14,12 +14,8 @@ def test_tree_lists_departments_in_tree_order_and_active_employees(call, alice):
     make_department("dept_tech", sort_order=1, name="技术部")
     make_department("dept_east", parent=sales, sort_order=1, name="华东区")
     boss = EmployeeFactory(employee_id="emp_boss_001", name="老板", department=sales)
-    EmployeeFactory(
-        employee_id="emp_worker_001", name="员工", department=sales, manager=boss
-    )
-    EmployeeFactory(
-        employee_id="emp_gone_001", name="离职", department=sales, is_active=False
-    )
+    EmployeeFactory(employee_id="emp_worker_001", name="员工", department=sales, manager=boss)
+    EmployeeFactory(employee_id="emp_gone_001", name="离职", department=sales, is_active=False)
 
     response = call(alice, "org.tree")
     assert response["code"] == 0
@@ -108,9 +104,7 @@ def test_integer_versions_from_clients_compare_as_text(call, alice):
             employee_id=ctx["bob"].employee_id,
             updates={"manager_id": ctx["alice"].employee_id},
         ),
-        lambda ctx: services.employee_deactivate(
-            actor=None, employee_id=ctx["bob"].employee_id
-        ),
+        lambda ctx: services.employee_deactivate(actor=None, employee_id=ctx["bob"].employee_id),
         lambda ctx: services.department_create(actor=None, name="新部门"),
         lambda ctx: services.department_update(
             actor=None, department_id="dept_sales", updates={"name": "销售中心"}
@@ -124,9 +118,7 @@ def test_integer_versions_from_clients_compare_as_text(call, alice):
             target_id="dept_tech",
             position="last-child",
         ),
-        lambda ctx: services.department_delete(
-            actor=None, department_id="dept_tech", move_to="dept_sales"
-        ),
+        lambda ctx: services.department_delete(actor=None, department_id="dept_tech", move_to="dept_sales"),
     ],
     ids=[
         "employee create",

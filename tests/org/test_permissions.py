@@ -120,9 +120,7 @@ MATRIX = [
 def _cases():
     for row, (action, build, expectations) in enumerate(MATRIX):
         for actor, expected in expectations.items():
-            yield pytest.param(
-                action, build, actor, expected, id=f"{row:02d}-{action}-{actor}"
-            )
+            yield pytest.param(action, build, actor, expected, id=f"{row:02d}-{action}-{actor}")
 
 
 def _actor(role: str, ctx: dict, action: str, request: dict) -> Employee:
@@ -131,9 +129,7 @@ def _actor(role: str, ctx: dict, action: str, request: dict) -> Employee:
     if role == OWNER:
         return ctx["alice"]  # the agent fixture's owner
     if role == SELF:  # the target itself; for reads, any plain employee
-        return Employee.objects.get(
-            employee_id=request.get("employee_id", ctx["bob"].employee_id)
-        )
+        return Employee.objects.get(employee_id=request.get("employee_id", ctx["bob"].employee_id))
     # OTHER: an employee with no relation to the target
     return ctx["carol"]
 
@@ -159,9 +155,7 @@ def _state() -> tuple:
         )
     )
     departments = list(
-        Department.objects.order_by("pk").values_list(
-            "department_id", "name", "parent_id", "sort_order"
-        )
+        Department.objects.order_by("pk").values_list("department_id", "name", "parent_id", "sort_order")
     )
     return employees, agents, departments, org_version()
 

@@ -126,28 +126,16 @@ def assert_shape(actual, documented, path="$"):
         if documented and isinstance(documented[0], dict):
             union: dict = {}
             for item in documented:
-                union.update(
-                    {
-                        k: v
-                        for k, v in item.items()
-                        if k not in union or union[k] is None
-                    }
-                )
+                union.update({k: v for k, v in item.items() if k not in union or union[k] is None})
             for i, item in enumerate(actual):
                 assert_shape(item, union, f"{path}[{i}]")
         else:
             for i, item in enumerate(actual):
-                assert_shape(
-                    item, documented[0] if documented else None, f"{path}[{i}]"
-                )
+                assert_shape(item, documented[0] if documented else None, f"{path}[{i}]")
     elif actual is not None:
-        assert type(actual) is type(documented), (
-            f"{path}: {actual!r} vs documented {documented!r}"
-        )
+        assert type(actual) is type(documented), f"{path}: {actual!r} vs documented {documented!r}"
         if path.endswith(("_at", "created_at")):
-            assert actual.endswith("Z") and len(actual) == len(documented), (
-                f"{path}: {actual!r}"
-            )
+            assert actual.endswith("Z") and len(actual) == len(documented), f"{path}: {actual!r}"
 
 
 def _send(call, employee, example: str, **extra):
@@ -199,9 +187,7 @@ def test_spec_3_3_to_3_5_examples(call, spec_org, settings, published):
         "dept_sales",
         "dept_tech",
     ]
-    assert {"emp_zhangsan_001", "ai_sales_001"} <= {
-        e["employee_id"] for e in tree["data"]["employees"]
-    }
+    assert {"emp_zhangsan_001", "ai_sales_001"} <= {e["employee_id"] for e in tree["data"]["employees"]}
 
 
 def test_spec_3_6_examples(call, spec_org, challenge):

@@ -9,9 +9,7 @@ from org.models import SystemNotice
 pytestmark = pytest.mark.django_db
 
 
-def test_an_org_admin_broadcasts(
-    org_admin, published, django_capture_on_commit_callbacks
-):
+def test_an_org_admin_broadcasts(org_admin, published, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         notice = services.system_notice_broadcast(
             actor=org_admin, title="放假通知", body={"text": "周五下午放假"}
@@ -28,9 +26,7 @@ def test_an_org_admin_broadcasts(
     assert notice.sent_by == org_admin.employee_id
 
 
-def test_others_may_not_and_empty_notices_are_refused(
-    alice, published, django_capture_on_commit_callbacks
-):
+def test_others_may_not_and_empty_notices_are_refused(alice, published, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         with pytest.raises(PermissionDenied):
             services.system_notice_broadcast(actor=alice, title="x", body="y")

@@ -107,7 +107,9 @@ def test_a_forged_status_from_another_employee_is_never_delivered(live, device_o
     time.sleep(0.5)
     [only] = statuses(observer, topic)
     assert only["client_id"] == f"{victim.employee_id}_own"
-    assert retained_status(live, watcher, watcher_pw, topic, "late")["client_id"] == f"{victim.employee_id}_own"
+    assert (
+        retained_status(live, watcher, watcher_pw, topic, "late")["client_id"] == f"{victim.employee_id}_own"
+    )
     assert set(DevicePresence.objects.values_list("client_id", flat=True)) == {f"{victim.employee_id}_own"}
 
 

@@ -49,7 +49,9 @@ def test_one_device_online_then_offline(pat, published, django_capture_on_commit
     assert DevicePresence.objects.get(client_id="emp_pat_001_phone").last_seen_at == pat.last_seen_at
 
 
-def test_a_will_while_another_device_is_online_is_corrected(pat, published, django_capture_on_commit_callbacks):
+def test_a_will_while_another_device_is_online_is_corrected(
+    pat, published, django_capture_on_commit_callbacks
+):
     received(django_capture_on_commit_callbacks, **online("emp_pat_001_phone"))
     received(django_capture_on_commit_callbacks, **online("emp_pat_001_laptop"))
     assert published.to(TOPIC) == []
@@ -161,10 +163,13 @@ def raw(payload) -> bytes:
 
 def test_decode_device_and_server_payloads():
     report = bridge_status.decode_status(
-        TOPIC, raw({"status": "online", "updated_at": "x", "device": "web", "client_id": "emp_pat_001_device1"})
+        TOPIC,
+        raw({"status": "online", "updated_at": "x", "device": "web", "client_id": "emp_pat_001_device1"}),
     )
     assert report == bridge_status.StatusReport("emp_pat_001", "online", "emp_pat_001_device1", "web", False)
-    server = bridge_status.decode_status(TOPIC, raw({"status": "online", "source": "server", "client_id": "x"}))
+    server = bridge_status.decode_status(
+        TOPIC, raw({"status": "online", "source": "server", "client_id": "x"})
+    )
     assert server == bridge_status.StatusReport("emp_pat_001", "online", None, "", True)
     will = bridge_status.decode_status(TOPIC, raw({"status": "offline", "updated_at": "x"}))
     assert will == bridge_status.StatusReport("emp_pat_001", "offline", None, "", False)
@@ -194,7 +199,10 @@ def test_handle_status_message_never_raises(pat, monkeypatch):
         raise RuntimeError("database gone")
 
     monkeypatch.setattr(presence, "presence_status_received", broken)
-    assert bridge_status.handle_status_message(TOPIC, raw({"status": "online", "client_id": "emp_pat_001_a"})) is None
+    assert (
+        bridge_status.handle_status_message(TOPIC, raw({"status": "online", "client_id": "emp_pat_001_a"}))
+        is None
+    )
 
 
 def test_deactivation_says_offline_for_the_wills_mosquitto_does_not_send(

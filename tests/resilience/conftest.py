@@ -33,9 +33,7 @@ def wait_serving(device: LiveClient, process: BridgeProcess | None = None, timeo
             return
         except TimeoutError:
             continue
-    raise TimeoutError(
-        f"no bridge answered within {timeout} s" + (bridge_log(process) if process else "")
-    )
+    raise TimeoutError(f"no bridge answered within {timeout} s" + (bridge_log(process) if process else ""))
 
 
 def discard_session(port: int, username: str, password: str, client_id: str) -> None:

@@ -78,15 +78,42 @@ class PostgresRestart:
         self.cluster.create_database(self.database)
         db = connection.settings_dict
         dump = subprocess.run(
-            [str(postgres_bin_dir() / "pg_dump"), "--no-owner", "--no-privileges",
-             "-h", db["HOST"] or "127.0.0.1", "-p", str(db["PORT"] or 5432), "-U", db["USER"],
-             db["NAME"]],
-            check=True, capture_output=True, text=True, env={"PGPASSWORD": db["PASSWORD"] or ""},
+            [
+                str(postgres_bin_dir() / "pg_dump"),
+                "--no-owner",
+                "--no-privileges",
+                "-h",
+                db["HOST"] or "127.0.0.1",
+                "-p",
+                str(db["PORT"] or 5432),
+                "-U",
+                db["USER"],
+                db["NAME"],
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={"PGPASSWORD": db["PASSWORD"] or ""},
         )
         subprocess.run(
-            [str(postgres_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(self.cluster.port),
-             "-U", "postgres", "-d", self.database, "-q", "-v", "ON_ERROR_STOP=1"],
-            input=dump.stdout, check=True, capture_output=True, text=True,
+            [
+                str(postgres_bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.cluster.port),
+                "-U",
+                "postgres",
+                "-d",
+                self.database,
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ],
+            input=dump.stdout,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         self.database_url = self.cluster.url(self.database)
         self.env: dict[str, str] = {}
@@ -167,8 +194,10 @@ def test_database_outage_answers_500_never_silence_and_service_resumes(live, out
             try:
                 answer, took = send(f"during{n}", ANSWER_WITHIN)
             except TimeoutError:
-                pytest.fail(f"silence: during{n} unanswered for {ANSWER_WITHIN} s ({database.kind})"
-                            + bridge_log(bridge))
+                pytest.fail(
+                    f"silence: during{n} unanswered for {ANSWER_WITHIN} s ({database.kind})"
+                    + bridge_log(bridge)
+                )
             during.append((answer, took))
             n += 1
             time.sleep(0.1)

@@ -31,13 +31,56 @@ RESPONSE_KEYS = {"seq_id", "code", "message", "data"}
 # Every request field a handler reads (bridge/handlers/*, org/serializers.py), plus the
 # envelope's own keys, so random payloads reach past "required" checks into the services.
 FIELD_NAMES = [
-    "action", "seq_id", "to_employee_id", "content", "group_id", "member_ids", "msg_id", "name",
-    "opts", "description", "updates", "employee_id", "version", "challenge_id", "token",
-    "conversation_type", "peer_employee_id", "before_seq", "after_seq", "limit", "cursor",
-    "department_id", "parent_id", "sort_order", "manager_id", "is_ai_agent", "is_org_admin",
-    "is_active", "title", "email", "phone", "avatar", "signature", "agent", "owner_id",
-    "admin_ids", "move_to", "position", "key", "file_name", "size", "content_type", "type",
-    "text", "url", "width", "height", "capabilities", "skills_badge", "owner",
+    "action",
+    "seq_id",
+    "to_employee_id",
+    "content",
+    "group_id",
+    "member_ids",
+    "msg_id",
+    "name",
+    "opts",
+    "description",
+    "updates",
+    "employee_id",
+    "version",
+    "challenge_id",
+    "token",
+    "conversation_type",
+    "peer_employee_id",
+    "before_seq",
+    "after_seq",
+    "limit",
+    "cursor",
+    "department_id",
+    "parent_id",
+    "sort_order",
+    "manager_id",
+    "is_ai_agent",
+    "is_org_admin",
+    "is_active",
+    "title",
+    "email",
+    "phone",
+    "avatar",
+    "signature",
+    "agent",
+    "owner_id",
+    "admin_ids",
+    "move_to",
+    "position",
+    "key",
+    "file_name",
+    "size",
+    "content_type",
+    "type",
+    "text",
+    "url",
+    "width",
+    "height",
+    "capabilities",
+    "skills_badge",
+    "owner",
     "ack_deadline_seconds",
 ]
 SETTINGS = settings(
@@ -50,21 +93,23 @@ SETTINGS = settings(
 
 # Text as JSON can carry it: any character, NUL and lone surrogates included ("\u0000" and
 # "\ud800" are valid JSON escapes that json.loads turns into str).
-any_text = st.text(
-    alphabet=st.characters() | st.characters(categories=["Cs"]) | st.just("\x00"), max_size=40
-)
+any_text = st.text(alphabet=st.characters() | st.characters(categories=["Cs"]) | st.just("\x00"), max_size=40)
 scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)  # json.loads accepts NaN and Infinity
     | any_text
-    | st.sampled_from(["", " ", "\x00", "a\ud800", "a" * 300, "emp_x_001", "grp_x", "msg_x", "private", "group", "text"])
+    | st.sampled_from(
+        ["", " ", "\x00", "a\ud800", "a" * 300, "emp_x_001", "grp_x", "msg_x", "private", "group", "text"]
+    )
 )
 json_values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10) | st.sampled_from(FIELD_NAMES), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=10) | st.sampled_from(FIELD_NAMES), children, max_size=5)
+    ),
     max_leaves=12,
 )
 
@@ -74,15 +119,24 @@ def world(db):
     """An org admin who is the fuzzer's identity, a colleague, a group and a message, so
     generated references can hit real rows and reach deeper code."""
     department = DepartmentFactory(department_id="dept_fuzz", name="模糊测试部")
-    admin = org_services.employee_create(actor=None, name="Fuzz Admin", is_org_admin=True, department_id="dept_fuzz").employee
+    admin = org_services.employee_create(
+        actor=None, name="Fuzz Admin", is_org_admin=True, department_id="dept_fuzz"
+    ).employee
     peer = org_services.employee_create(actor=None, name="Fuzz Peer").employee
     group = messaging_services.group_create(actor=admin, name="fuzz", member_ids=[peer.employee_id]).group
-    message = messaging_services.message_send_private(actor=admin, to_employee_id=peer.employee_id, content="hi")
+    message = messaging_services.message_send_private(
+        actor=admin, to_employee_id=peer.employee_id, content="hi"
+    )
     return {
         "admin": admin,
         "ids": [
-            admin.employee_id, peer.employee_id, group.group_id, message.msg_id,
-            department.department_id, "emp_nobody_001", "grp_nonexistent",
+            admin.employee_id,
+            peer.employee_id,
+            group.group_id,
+            message.msg_id,
+            department.department_id,
+            "emp_nobody_001",
+            "grp_nonexistent",
         ],
     }
 
@@ -163,7 +217,9 @@ def _no_500(response: dict | None, topic: str, raw: bytes) -> None:
         pytest.fail(f"500 on malformed input: topic={topic!r} payload={raw!r} -> {response}")
 
 
-def test_any_topic_and_payload_gets_a_well_formed_answer_or_a_logged_drop(dispatcher, published, caplog, world):
+def test_any_topic_and_payload_gets_a_well_formed_answer_or_a_logged_drop(
+    dispatcher, published, caplog, world
+):
     caplog.set_level(logging.WARNING, logger="mchat.bridge")
 
     @SETTINGS
@@ -197,7 +253,9 @@ def test_every_action_with_random_fields_is_refused_cleanly_never_500(dispatcher
     run()
 
 
-def test_a_batch_of_mixed_messages_gets_one_answer_per_answerable_message(dispatcher, published, caplog, world):
+def test_a_batch_of_mixed_messages_gets_one_answer_per_answerable_message(
+    dispatcher, published, caplog, world
+):
     """Several messages served together (duplicates, garbage and valid requests mixed): each
     answerable one gets its answer, duplicates of one request get the same answer."""
     client_id = f"{world['admin'].employee_id}_fuzz"
@@ -213,7 +271,8 @@ def test_a_batch_of_mixed_messages_gets_one_answer_per_answerable_message(dispat
         messages = data.draw(
             st.lists(
                 st.tuples(
-                    st.sampled_from([f"mchat/msg/req/{client_id}/b{n}-{k}" for k in range(3)]) | _topics(world),
+                    st.sampled_from([f"mchat/msg/req/{client_id}/b{n}-{k}" for k in range(3)])
+                    | _topics(world),
                     good | _payloads(world),
                 ),
                 min_size=1,
@@ -254,23 +313,53 @@ PINNED = [
     # A handler module named in bridge/routes.py that does not exist (yet).
     pytest.param('{"action":"agent.capability_list"}', id="missing-handler-module"),
     # NUL in message content: PostgreSQL's jsonb cannot store \u0000.
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":"a\\u0000b"}', id="nul-text"),
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"text","text":"\\u0000"}}', id="nul-text-object"),
-    pytest.param('{"action":"msg.send_group","group_id":"{group}","content":"x\\u0000"}', id="nul-group-text"),
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"file","url":"https://a/b","name":"a\\u0000b","size":1}}', id="nul-file-name"),
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"image","url":"https://a/\\u0000b","width":1,"height":1}}', id="nul-image-url"),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":"a\\u0000b"}', id="nul-text"
+    ),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"text","text":"\\u0000"}}',
+        id="nul-text-object",
+    ),
+    pytest.param(
+        '{"action":"msg.send_group","group_id":"{group}","content":"x\\u0000"}', id="nul-group-text"
+    ),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"file","url":"https://a/b","name":"a\\u0000b","size":1}}',
+        id="nul-file-name",
+    ),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"image","url":"https://a/\\u0000b","width":1,"height":1}}',
+        id="nul-image-url",
+    ),
     # A lone surrogate in message content: cannot be encoded as UTF-8 (both databases).
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":"a\\ud800b"}', id="surrogate-text"),
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"file","url":"https://a/b","name":"a\\ud800b","size":1}}', id="surrogate-file-name"),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":"a\\ud800b"}', id="surrogate-text"
+    ),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"file","url":"https://a/b","name":"a\\ud800b","size":1}}',
+        id="surrogate-file-name",
+    ),
     # A lone surrogate in the action: the 400 echoes it, the answer cannot be encoded: silence.
     pytest.param('{"action":"a\\ud800b"}', id="surrogate-action"),
     # Numbers Python's json accepts but JSON does not.
-    pytest.param('{"action":"msg.history","conversation_type":"private","peer_employee_id":"{peer}","limit":NaN}', id="nan-limit"),
-    pytest.param('{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"image","url":"https://x/y","width":Infinity,"height":1}}', id="infinity-width"),
-    pytest.param('{"action":"department.update","department_id":"dept_fuzz","updates":{"sort_order":1e999}}', id="1e999-sort-order"),
+    pytest.param(
+        '{"action":"msg.history","conversation_type":"private","peer_employee_id":"{peer}","limit":NaN}',
+        id="nan-limit",
+    ),
+    pytest.param(
+        '{"action":"msg.send_private","to_employee_id":"{peer}","content":{"type":"image","url":"https://x/y","width":Infinity,"height":1}}',
+        id="infinity-width",
+    ),
+    pytest.param(
+        '{"action":"department.update","department_id":"dept_fuzz","updates":{"sort_order":1e999}}',
+        id="1e999-sort-order",
+    ),
     pytest.param('{"action":"org.tree","version":NaN}', id="nan-version"),
     pytest.param('{"action":"conversation.list","limit":-Infinity}', id="minus-infinity-limit"),
-    pytest.param('{"action":"msg.history","conversation_type":"group","group_id":"{group}","before_seq":9223372036854775808}', id="before-seq-over-bigint"),
+    pytest.param(
+        '{"action":"msg.history","conversation_type":"group","group_id":"{group}","before_seq":9223372036854775808}',
+        id="before-seq-over-bigint",
+    ),
 ]
 
 

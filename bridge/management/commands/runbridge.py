@@ -33,7 +33,5 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         bridge = BridgeClient(instance=instance, shared=shared)
-        self.stdout.write(
-            f"bridge {bridge.client_id} on {socket.gethostname()}: serving {bridge.filter}"
-        )
+        self.stdout.write(f"bridge {bridge.client_id} on {socket.gethostname()}: serving {bridge.filter}")
         bridge.run(stop)

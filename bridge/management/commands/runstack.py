@@ -36,8 +36,9 @@ class Command(BaseCommand):
         demo = self._demo_admin()
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
-        conf = render_config(port=settings.MCHAT_BROKER_PORT, directory=broker_dir,
-                             bridge_user=settings.MCHAT_BRIDGE_USERNAME)
+        conf = render_config(
+            port=settings.MCHAT_BROKER_PORT, directory=broker_dir, bridge_user=settings.MCHAT_BRIDGE_USERNAME
+        )
         broker = MosquittoProcess(conf)
         broker.start()
         acl.sync()
@@ -92,7 +93,9 @@ class Command(BaseCommand):
 
     def _banner(self, demo: dict, web: str) -> None:
         port = settings.MCHAT_BROKER_PORT
-        self.stdout.write(self.style.SUCCESS(f"\nMChat is running. Broker 127.0.0.1:{port}, admin http://{web}/admin/"))
+        self.stdout.write(
+            self.style.SUCCESS(f"\nMChat is running. Broker 127.0.0.1:{port}, admin http://{web}/admin/")
+        )
         if not demo:
             self.stdout.write("An org admin already exists; create more with manage.py createemployee.")
             return

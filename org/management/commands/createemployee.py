@@ -19,13 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--department", help="department_id, e.g. dept_sales")
         parser.add_argument("--title", default="")
         parser.add_argument("--id-slug", help="readable part of the id: ai_{slug}_001")
-        parser.add_argument(
-            "--json", action="store_true", help="machine-readable output"
-        )
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
 
-    def handle(
-        self, *args, name: str, org_admin: bool, agent: bool, json: bool, **options
-    ):
+    def handle(self, *args, name: str, org_admin: bool, agent: bool, json: bool, **options):
         try:
             issued = services.employee_create(
                 actor=None,
