@@ -41,20 +41,8 @@ def message_send_private(
     """
     parsed = content_parse(content)
     recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
-    try:
-        with transaction.atomic():
-            conversation = private_conversation_get_or_create(a=actor, b=recipient)
-            message = _message_append(
-                conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id
-            )
-            events.message_sent(message, conversation)
-    except IntegrityError:
-        # The request's message exists already (unique client_id + seq_id): looked up only
-        # then, so the common path pays no query for it.
-        if not seq_id:
-            raise
-        return _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
-    return message
+    conversation = private_conversation_get_or_create(a=actor, b=recipient)
+    return _message_post(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
 
 
 def message_send_group(
@@ -69,17 +57,7 @@ def message_send_group(
     parsed = content_parse(content)
     access = selectors.group_access(actor=actor, group_id=group_id)
     conversation = selectors.group_conversation(group=access.group)
-    try:
-        with transaction.atomic():
-            message = _message_append(
-                conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id
-            )
-            events.message_sent(message, conversation)
-    except IntegrityError:
-        if not seq_id:
-            raise
-        return _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
-    return message
+    return _message_post(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
 
 
 def message_recall(*, actor: Employee | None, msg_id: str) -> Message:
@@ -206,6 +184,26 @@ def conversation_seq_next(conversation: Conversation, *, at: datetime) -> int:
 
 
 # --- internals ---------------------------------------------------------------------------------
+
+
+def _message_post(
+    conversation: Conversation, *, sender: Employee, content: Content, client_id: str, seq_id: str
+) -> Message:
+    """Append and deliver, once per request: a repeated (client_id, seq_id) gets the message
+    its first copy created, and nothing is delivered again."""
+    try:
+        with transaction.atomic():
+            message = _message_append(
+                conversation, sender=sender, content=content, client_id=client_id, seq_id=seq_id
+            )
+            events.message_sent(message, conversation)
+    except IntegrityError:
+        # The unique (client_id, seq_id) insert clashed: only then is the earlier copy looked
+        # up, so the common path pays no query for it.
+        if not seq_id:
+            raise
+        return _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
+    return message
 
 
 def _message_append(

@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from bridge.broker import free_port
 from tests.factories import EmployeeFactory
 
 MOTO_START_TIMEOUT = 30.0
@@ -40,17 +41,11 @@ def stranger(db):
     return EmployeeFactory(employee_id="emp_sam_003", name="Sam")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     """moto's standalone server on 127.0.0.1 (S3 and STS), stopped by its pid."""
     executable = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
