@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +16,6 @@ from tests.sdk.conftest import connection_for
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        shutil.which("tmux") is None, reason="tmux is a test dependency (make test installs it)"
-    ),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
