@@ -5,8 +5,10 @@ transaction that also records the answer -> publish after commit. Every exceptio
 as a code; nothing escapes to the MQTT loop.
 
 Requests that arrive together are served together: one query finds their employees, one
-finds earlier answers, and their handlers run in one transaction, each inside its own
-savepoint so a refusal or an error undoes only that request. One commit then covers the
+finds earlier answers, and their handlers run in one transaction. Consecutive requests of an
+action whose route has a many-handler (msg.send_private) are served by it in a fixed number of
+statements, refusals included; any other request runs inside its own savepoint so a refusal
+or an error undoes only that request. One commit then covers the
 batch, and responses and deliveries go out after it. If the batch cannot commit, each request
 is served again on its own, so a bad neighbour never costs the others their answer.
 """
@@ -33,6 +35,19 @@ from org.models import Employee
 from org.selectors import employees_for_connections
 
 logger = logging.getLogger("mchat.bridge")
+
+
+def _runs(works: list[_Work]) -> list[list[_Work]]:
+    """The batch in arrival order, cut into runs: consecutive requests of one action that has a
+    many-handler form one run; any other request is a run of its own. Running them in this
+    order keeps every client's requests in the order it sent them."""
+    runs: list[list[_Work]] = []
+    for work in works:
+        if runs and work.route.many_handler is not None and runs[-1][0].route is work.route:
+            runs[-1].append(work)
+        else:
+            runs.append([work])
+    return runs
 
 
 @dataclass(frozen=True)
@@ -164,16 +179,29 @@ class Dispatcher:
     def _execute(self, works: list[_Work]) -> None:
         batch = [w for w in works if not w.decided]
         self._database_down = False
-        if len(batch) == 1:
+        if len(batch) == 1 and batch[0].route.many_handler is None:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
             try:
                 with transaction.atomic():
-                    for work in batch:
-                        self._execute_one(work, in_batch=True)
-            except DatabaseError as exc:
-                logger.warning("a batch of %d requests failed to commit; serving them one by one", len(batch))
-                connection.close_if_unusable_or_obsolete()
+                    for run in _runs(batch):
+                        if len(run) > 1 or run[0].route.many_handler is not None:
+                            self._execute_many(run)
+                        else:
+                            self._execute_one(run[0], in_batch=True)
+            except Exception as exc:
+                if isinstance(exc, IntegrityError):
+                    # Usually a repeat whose message exists though its record was purged.
+                    logger.info(
+                        "a batch of %d requests clashed (%s); serving them one by one", len(batch), exc
+                    )
+                elif isinstance(exc, DatabaseError):
+                    logger.warning(
+                        "a batch of %d requests failed to commit; serving them one by one", len(batch)
+                    )
+                    connection.close_if_unusable_or_obsolete()
+                else:
+                    internal_error_reply(exc, context="a batch handler")  # logged; served one by one
                 for work in batch:
                     work.response, work.decided, work.lost_race = None, False, False
                     if self._database_down:
@@ -188,6 +216,33 @@ class Dispatcher:
                     work.decide(recorded[work.key], replayed=True)
                 else:
                     work.decide(self._internal_error(work, RuntimeError("recorded answer vanished")))
+
+    def _execute_many(self, run: list[_Work]) -> None:
+        """Requests of one action with a many-handler: no savepoint each, one INSERT records
+        every answer. Anything raised undoes the whole batch, which is then served one by one."""
+        route = run[0].route
+        requests = [
+            Request(w.parsed.client_id, w.parsed.seq_id, route.action, w.payload, w.employee) for w in run
+        ]
+        results = route.many_handler(requests)
+        records = []
+        for work, result in zip(run, results, strict=True):
+            if isinstance(result, MChatError):
+                response = self._error(work, result)
+            elif isinstance(result, Deferred):
+                response = None  # recorded as pending; whoever resolves it publishes the answer
+            else:
+                response = protocol.response_payload(work.parsed.seq_id, 0, "ok", result or {})
+            records.append(
+                ProcessedRequest(
+                    client_id=work.parsed.client_id,
+                    seq_id=work.parsed.seq_id,
+                    action=route.action,
+                    response=response,
+                )
+            )
+            work.decide(response)
+        ProcessedRequest.objects.bulk_create(records)
 
     def _execute_one(self, work: _Work, *, in_batch: bool) -> None:
         request = Request(
@@ -233,6 +288,7 @@ class Dispatcher:
     # --- answers ------------------------------------------------------------------------------
 
     def _record(self, work: _Work, response: dict | None) -> None:
+        # One request's record; _execute_many inserts a run's in one statement.
         client_id, seq_id = work.key
         ProcessedRequest.objects.create(
             client_id=client_id, seq_id=seq_id, action=work.route.action, response=response

@@ -1,6 +1,8 @@
 """The bridge's urls.py: every action, the handler that serves it, and its rate-limit class.
 
-Handlers are named by dotted path and imported on first use, like Django's URLconf views.
+Handlers are named by dotted path and imported on first use, like Django's URLconf views. A
+route may also name a handler for many requests at once, which the dispatcher prefers when
+requests of that action arrive together.
 """
 
 from __future__ import annotations
@@ -17,11 +19,22 @@ class Route:
     action: str
     target: str  # "module:function"
     action_class: str  # rate-limit bucket: auth, read, write, message
+    # Optional "module:function" serving many requests of this action at once (a list of
+    # Request -> a list of data, Deferred or MChatError, in order); see bridge.dispatch.
+    many_target: str = ""
 
     @cached_property
     def handler(self) -> Callable[..., Any]:
-        module, _, name = self.target.partition(":")
-        return getattr(import_module(module), name)
+        return _resolve(self.target)
+
+    @cached_property
+    def many_handler(self) -> Callable[..., Any] | None:
+        return _resolve(self.many_target) if self.many_target else None
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)
 
 
 def _table(*routes: Route) -> dict[str, Route]:
@@ -50,7 +63,7 @@ ROUTES: dict[str, Route] = _table(
     Route("group.list", f"{H}.groups:group_list", "read"),
     Route("group.info", f"{H}.groups:group_info", "read"),
     # messages (spec 3.11-3.13, plus history, conversations, recall)
-    Route("msg.send_private", f"{H}.messages:send_private", "message"),
+    Route("msg.send_private", f"{H}.messages:send_private", "message", f"{H}.messages:send_private_many"),
     Route("msg.send_group", f"{H}.messages:send_group", "message"),
     Route("msg.read_ack", f"{H}.messages:read_ack", "message"),
     Route("msg.recall", f"{H}.messages:recall", "message"),

@@ -138,6 +138,11 @@ def private_pair(a: Employee, b: Employee) -> tuple[Employee, Employee]:
     return (a, b) if a.pk <= b.pk else (b, a)
 
 
+def private_key(a: Employee, b: Employee) -> tuple[int, int]:
+    """The pair's (employee_low_id, employee_high_id): its private conversation's identity."""
+    return (a.pk, b.pk) if a.pk <= b.pk else (b.pk, a.pk)
+
+
 def private_conversation(*, a: Employee, b: Employee) -> Conversation | None:
     low, high = private_pair(a, b)
     return (

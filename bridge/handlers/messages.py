@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
@@ -9,7 +11,7 @@ from bridge.deferred import Deferred, agent_ack_wait
 from bridge.handlers import Request, validate
 from bridge.handlers.groups import REQUIRED, id_field
 from bridge.protocol import isoformat_z
-from mchat.errors import BadRequest
+from mchat.errors import BadRequest, MChatError
 from messaging import payloads, selectors, services
 from messaging.models import Conversation
 
@@ -77,14 +79,46 @@ def send_private(request: Request) -> dict | Deferred:
         client_id=request.client_id,
         seq_id=request.seq_id,
     )
+    return _sent_private(request, message)
+
+
+def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MChatError]:
+    """send_private for requests that arrived together (the dispatcher's batch path): the
+    same answers, in a fixed number of queries (services.messages_send_private)."""
+    results: list[dict | Deferred | MChatError | None] = [None] * len(requests)
+    sends, indexes = [], []
+    for index, request in enumerate(requests):
+        try:
+            fields = validate(SendPrivateInput, request.payload)
+        except MChatError as exc:
+            results[index] = exc
+            continue
+        indexes.append(index)
+        sends.append(
+            services.PrivateSend(
+                request.employee,
+                fields["to_employee_id"],
+                fields["content"],
+                request.client_id,
+                request.seq_id,
+            )
+        )
+    for index, outcome in zip(indexes, services.messages_send_private(sends), strict=True):
+        results[index] = (
+            outcome if isinstance(outcome, MChatError) else _sent_private(requests[index], outcome)
+        )
+    return results  # type: ignore[return-value]
+
+
+def _sent_private(request: Request, message) -> dict | Deferred:
+    recipient = message.conversation.peer_of(request.employee)
     data = {
         "msg_id": message.msg_id,
-        "to_employee_id": fields["to_employee_id"],
+        "to_employee_id": recipient.employee_id,
         "sent_at": isoformat_z(message.sent_at),
         "seq": message.seq,
     }
     # To an AI agent the answer waits for its msg.read_ack (bridge.deferred).
-    recipient = message.conversation.peer_of(request.employee)
     return agent_ack_wait(request=request, message=message, recipient=recipient, data=data)
 
 

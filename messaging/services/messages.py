@@ -1,14 +1,17 @@
 """Sending, recalling and acknowledging messages (spec 3.11-3.13, DESIGN §5).
 
 Every message takes the next number of its conversation inside the sender's transaction
-(`conversation_seq_next`), so numbers are gap-free and strictly increasing per conversation
+(`conversations_seq_take`), so numbers are gap-free and strictly increasing per conversation
 across any number of bridge processes. Deliveries go out after commit (messaging.events).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -17,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from bridge.deferred import agent_acknowledged
 from bridge.protocol import isoformat_z
-from mchat.errors import BadRequest, NotFound, PermissionDenied
+from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
 from messaging import events, ids, selectors
 from messaging.content import Content, content_parse
 from messaging.files import file_reference_check
@@ -39,10 +42,72 @@ def message_send_private(
     Delivered to the recipient's inbox and, for the sender's other devices, to the sender's.
     A repeated (client_id, seq_id) returns the message it created and delivers nothing again.
     """
-    parsed = content_parse(content)
-    recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
-    conversation = private_conversation_get_or_create(a=actor, b=recipient)
-    return _message_post(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
+    send = PrivateSend(actor, to_employee_id, content, client_id, seq_id)
+    try:
+        with transaction.atomic():
+            (result,) = messages_send_private([send])
+    except IntegrityError:
+        # The unique (client_id, seq_id) insert clashed: only then is the earlier copy looked
+        # up, so the common path pays no query for it.
+        if not seq_id:
+            raise
+        recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
+        return _message_of_request(
+            selectors.private_conversation(a=actor, b=recipient), client_id=client_id, seq_id=seq_id
+        )
+    if isinstance(result, MChatError):
+        raise result
+    return result
+
+
+@dataclass(frozen=True)
+class PrivateSend:
+    """One msg.send_private request, as messages_send_private takes it."""
+
+    actor: Employee
+    to_employee_id: str
+    content: Any  # as the request carried it; content_parse decides
+    client_id: str = ""
+    seq_id: str = ""
+
+
+def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatError]:
+    """message_send_private for many requests at once, in a fixed number of queries.
+
+    Each send gets its Message, or the refusal it would get alone (invalid content, unknown
+    or former recipient, a file it may not use); refusals write nothing. Sends to one
+    conversation take consecutive numbers in the order given. All or nothing for the rest: a
+    (client_id, seq_id) that already made a message raises IntegrityError, and the caller
+    retries the sends one at a time (message_send_private returns the earlier message).
+    Conversation rows are locked in id order, so concurrent batches never deadlock.
+    """
+    results: list[Message | MChatError | None] = [None] * len(sends)
+    recipients = {
+        e.employee_id: e
+        for e in Employee.objects.filter(employee_id__in={s.to_employee_id for s in sends}, is_active=True)
+    }
+    accepted: list[tuple[int, PrivateSend, Content, Employee]] = []
+    for index, send in enumerate(sends):
+        try:
+            content = content_parse(send.content)
+            recipient = recipients.get(send.to_employee_id)
+            if recipient is None:
+                raise NotFound(_("员工不存在或已离职：%(id)s") % {"id": send.to_employee_id})
+            if content.file_key:
+                file_reference_check(sender=send.actor, key=content.file_key)
+        except MChatError as exc:
+            results[index] = exc
+            continue
+        accepted.append((index, send, content, recipient))
+    if accepted:
+        conversations = private_conversations_get_or_create([(s.actor, r) for _, s, _, r in accepted])
+        posts = [
+            _Post(conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id)
+            for _, s, content, r in accepted
+        ]
+        for (index, *_rest), message in zip(accepted, _messages_post(posts), strict=True):
+            results[index] = message
+    return results  # type: ignore[return-value]
 
 
 def message_send_group(
@@ -164,26 +229,77 @@ def private_conversation_get_or_create(*, a: Employee, b: Employee) -> Conversat
     return conversation
 
 
-def conversation_seq_next(conversation: Conversation, *, at: datetime) -> int:
-    """The next message number of `conversation`, taken in the current transaction.
-
-    One UPDATE ... RETURNING: the row lock it takes orders concurrent senders (other processes
-    included) until commit, and a rollback returns the number, so there are never gaps.
-    """
+def private_conversations_get_or_create(
+    pairs: Sequence[tuple[Employee, Employee]],
+) -> dict[tuple[int, int], Conversation]:
+    """The private conversation of each pair, by selectors.private_key: one query for those
+    that exist, private_conversation_get_or_create for each that does not yet."""
+    wanted = {selectors.private_key(a, b): selectors.private_pair(a, b) for a, b in pairs}
     table = connection.ops.quote_name(Conversation._meta.db_table)
-    latest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + 1, "
-            f"last_activity_at = {latest}(last_activity_at, %s) WHERE id = %s RETURNING last_seq",
-            [connection.ops.adapt_datetimefield_value(at), conversation.pk],
+    rows = Conversation.objects.raw(
+        f"SELECT * FROM {table} WHERE kind = %s AND (employee_low_id, employee_high_id) IN "
+        f"(VALUES {', '.join(['(%s, %s)'] * len(wanted))})",
+        [Conversation.Kind.PRIVATE.value, *(pk for key in wanted for pk in key)],
+    )
+    found = {(c.employee_low_id, c.employee_high_id): c for c in rows}
+    conversations = {}
+    for key, (low, high) in wanted.items():
+        conversation = found.get(key) or private_conversation_get_or_create(a=low, b=high)
+        conversation.employee_low, conversation.employee_high = low, high
+        conversations[key] = conversation
+    return conversations
+
+
+def conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int, int]:
+    """Take `counts[pk]` consecutive message numbers from each conversation, in the current
+    transaction; returns each conversation's new last_seq (its numbers end there).
+
+    One UPDATE ... RETURNING: the row locks it takes (in id order on PostgreSQL, so two
+    batches cannot deadlock) order concurrent senders across processes until commit, and a
+    rollback gives the numbers back, so there are never gaps.
+    """
+    if not counts:
+        return {}
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    pks = sorted(counts)
+    values = ", ".join(["(%s, %s)"] * len(pks))
+    at_value = connection.ops.adapt_datetimefield_value(at)
+    params: list = [at_value, *(x for pk in pks for x in (pk, counts[pk]))]
+    if connection.vendor == "postgresql":
+        in_list = ", ".join(["%s"] * len(pks))
+        sql = (
+            f"WITH locked AS (SELECT id FROM {table} WHERE id IN ({in_list}) ORDER BY id FOR UPDATE) "
+            f"UPDATE {table} AS c SET last_seq = c.last_seq + v.column2, "
+            f"last_activity_at = GREATEST(c.last_activity_at, %s) "
+            f"FROM (VALUES {values}) AS v WHERE c.id = v.column1 AND c.id IN (SELECT id FROM locked) "
+            f"RETURNING c.id, c.last_seq"
         )
-        (seq,) = cursor.fetchone()
-    conversation.last_seq = seq
-    return seq
+        params = [*pks, *params]
+    else:  # SQLite: one writer at a time anyway
+        sql = (
+            f"UPDATE {table} SET last_seq = last_seq + v.column2, "
+            f"last_activity_at = MAX(last_activity_at, %s) "
+            f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1 "
+            f"RETURNING {table}.id, {table}.last_seq"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        taken = dict(cursor.fetchall())
+    if len(taken) != len(counts):
+        raise Conversation.DoesNotExist(f"conversations vanished: {sorted(set(counts) - set(taken))}")
+    return taken
 
 
 # --- internals ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Post:
+    conversation: Conversation
+    sender: Employee
+    content: Content
+    client_id: str
+    seq_id: str
 
 
 def _message_post(
@@ -193,10 +309,7 @@ def _message_post(
     its first copy created, and nothing is delivered again."""
     try:
         with transaction.atomic():
-            message = _message_append(
-                conversation, sender=sender, content=content, client_id=client_id, seq_id=seq_id
-            )
-            events.message_sent(message, conversation)
+            (message,) = _messages_post([_Post(conversation, sender, content, client_id, seq_id)])
     except IntegrityError:
         # The unique (client_id, seq_id) insert clashed: only then is the earlier copy looked
         # up, so the common path pays no query for it.
@@ -206,37 +319,62 @@ def _message_post(
     return message
 
 
-def _message_append(
-    conversation: Conversation, *, sender: Employee, content: Content, client_id: str, seq_id: str
-) -> Message:
-    if content.file_key:
-        file_reference_check(sender=sender, key=content.file_key)
-    seq = conversation_seq_next(conversation, at=timezone.now())
-    # Taken under the conversation's row lock: sent_at never goes back as seq goes up.
+def _messages_post(posts: Sequence[_Post]) -> list[Message]:
+    """Number, store and deliver (after commit) the messages of `posts`, in order, in four
+    statements whatever their number: take the numbers, insert the messages, move each
+    sender's read position past its own messages (whoever writes has read everything before).
+    """
+    counts = Counter(post.conversation.pk for post in posts)
+    last = conversations_seq_take(counts, at=timezone.now())
+    # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
     sent_at = timezone.now()
-    message = Message.objects.create(
-        conversation=conversation,
-        seq=seq,
-        msg_id=ids.message_id(),
-        sender=sender,
-        content=content.value,
-        content_type=content.type,
-        sent_at=sent_at,
-        client_id=client_id,
-        seq_id=seq_id,
-        file_key=content.file_key or "",
-    )
-    # Whoever writes has read everything before: their own messages are never unread.
-    ReadPosition.objects.filter(conversation=conversation, employee=sender, last_read_seq__lt=seq).update(
-        last_read_seq=seq, updated_at=sent_at
-    )
-    return message
+    next_seq = {pk: last[pk] - n + 1 for pk, n in counts.items()}
+    messages = []
+    for post in posts:
+        seq = next_seq[post.conversation.pk]
+        next_seq[post.conversation.pk] = seq + 1
+        post.conversation.last_seq = max(post.conversation.last_seq, seq)
+        messages.append(
+            Message(
+                conversation=post.conversation,
+                seq=seq,
+                msg_id=ids.message_id(),
+                sender=post.sender,
+                content=post.content.value,
+                content_type=post.content.type,
+                sent_at=sent_at,
+                client_id=post.client_id,
+                seq_id=post.seq_id,
+                file_key=post.content.file_key or "",
+            )
+        )
+    Message.objects.bulk_create(messages)
+    read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
+    _read_positions_advance(read_up_to, at=sent_at)
+    for message in messages:
+        events.message_sent(message, message.conversation)
+    return messages
 
 
-def _message_of_request(conversation: Conversation, *, client_id: str, seq_id: str) -> Message:
+def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:
+    """Move read positions (conversation pk, employee pk) forward to the given seq; one UPDATE."""
+    table = connection.ops.quote_name(ReadPosition._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * len(up_to))
+    params = [connection.ops.adapt_datetimefield_value(at)]
+    params += [x for (conversation, employee), seq in up_to.items() for x in (conversation, employee, seq)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_read_seq = v.column3, updated_at = %s FROM (VALUES {values}) AS v "
+            f"WHERE {table}.conversation_id = v.column1 AND {table}.employee_id = v.column2 "
+            f"AND {table}.last_read_seq < v.column3",
+            params,
+        )
+
+
+def _message_of_request(conversation: Conversation | None, *, client_id: str, seq_id: str) -> Message:
     """The message an earlier delivery of this request created (its insert just clashed)."""
     earlier = Message.objects.filter(client_id=client_id, seq_id=seq_id).select_related("sender").get()
-    if earlier.conversation_id != conversation.pk:
+    if conversation is None or earlier.conversation_id != conversation.pk:
         raise BadRequest(_("seq_id 已被本设备的另一条消息使用"))
     return earlier
 

@@ -1,0 +1,142 @@
+"""msg.send_private requests that reach the bridge together: served by the many-handler in a
+fixed number of statements, with the answers each would get alone."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from bridge.models import ProcessedRequest
+from bridge.protocol import encode
+from messaging.models import Conversation, Message, ReadPosition
+from tests.factories import EmployeeFactory
+
+
+def _send(sender, seq_id, *, device="dev1", **fields):
+    topic = f"mchat/msg/req/{sender.employee_id}_{device}/{seq_id}"
+    return topic, encode({"action": "msg.send_private", **fields})
+
+
+@pytest.fixture
+def batch(dispatcher, django_capture_on_commit_callbacks):
+    def run(messages):
+        with django_capture_on_commit_callbacks(execute=True):
+            return [o.response for o in dispatcher.handle_batch(messages)]
+
+    return run
+
+
+def test_a_batch_numbers_each_conversation_in_arrival_order(batch, published, alice, bob, carol):
+    messages = [
+        _send(alice, "a1", to_employee_id=bob.employee_id, content="甲1"),
+        _send(carol, "c1", to_employee_id=bob.employee_id, content="丙1"),
+        _send(bob, "b1", to_employee_id=alice.employee_id, content="乙1"),
+        _send(alice, "a2", to_employee_id=bob.employee_id, content="甲2"),
+        _send(alice, "a3", to_employee_id=alice.employee_id, content="自己"),
+    ]
+    responses = batch(messages)
+    assert [r["code"] for r in responses] == [0] * 5
+    assert [r["data"]["seq"] for r in responses] == [1, 1, 2, 3, 1]
+    alice_bob = Conversation.objects.get(employee_low=alice, employee_high=bob)
+    assert list(alice_bob.messages.order_by("seq").values_list("content", flat=True)) == ["甲1", "乙1", "甲2"]
+    assert alice_bob.last_seq == 3
+    # Senders have read their own messages; bob's read position is his own message, not alice's last.
+    positions = dict(
+        ReadPosition.objects.filter(conversation=alice_bob).values_list(
+            "employee__employee_id", "last_read_seq"
+        )
+    )
+    assert positions == {alice.employee_id: 3, bob.employee_id: 2}
+    # Deliveries follow the order of the numbers, each recipient once.
+    bob_inbox = published.to(f"mchat/inbox/{bob.employee_id}")
+    assert [m["content"] for m in bob_inbox] == ["甲1", "丙1", "乙1", "甲2"]
+    assert [m["content"] for m in published.to(f"mchat/inbox/{alice.employee_id}")] == [
+        "甲1",
+        "乙1",
+        "甲2",
+        "自己",
+    ]
+    assert ProcessedRequest.objects.count() == 5
+
+
+def test_refusals_in_a_batch_write_nothing_and_leave_no_gap(batch, published, alice, bob):
+    former = EmployeeFactory(employee_id="emp_gone_009", is_active=False)
+    responses = batch(
+        [
+            _send(alice, "ok1", to_employee_id=bob.employee_id, content="一"),
+            _send(alice, "bad-content", to_employee_id=bob.employee_id, content={"type": "text"}),
+            _send(alice, "ghost", to_employee_id="emp_nobody_404", content="x"),
+            _send(alice, "former", to_employee_id=former.employee_id, content="x"),
+            _send(alice, "no-fields", content="x"),
+            _send(alice, "ok2", to_employee_id=bob.employee_id, content="二"),
+        ]
+    )
+    assert [r["code"] for r in responses] == [0, 400, 404, 404, 400, 0]
+    assert [responses[0]["data"]["seq"], responses[5]["data"]["seq"]] == [1, 2]
+    assert "emp_nobody_404" in responses[2]["message"]
+    assert Message.objects.count() == 2
+    # Refusals are answers too: recorded, so a retry gets the same one.
+    assert ProcessedRequest.objects.count() == 6
+    assert batch([_send(alice, "ghost", to_employee_id="emp_nobody_404", content="x")]) == [responses[2]]
+
+
+def test_a_batch_uses_a_fixed_number_of_statements(batch, alice, bob, carol):
+    batch([_send(alice, "warm-1", to_employee_id=bob.employee_id, content="0")])
+    batch([_send(alice, "warm-2", to_employee_id=carol.employee_id, content="0")])
+    peers = [bob, carol]
+    with CaptureQueriesContext(connection) as few:
+        batch([_send(alice, "few-0", to_employee_id=bob.employee_id, content="x")])
+    with CaptureQueriesContext(connection) as many:
+        batch(
+            [
+                _send(alice, f"many-{n}", to_employee_id=peers[n % 2].employee_id, content=str(n))
+                for n in range(40)
+            ]
+        )
+    assert len(many) == len(few)
+    assert Message.objects.filter(seq_id__startswith="many-").count() == 40
+    # No savepoint per request (the one here is the batch's, inside the test's transaction).
+    assert sum(q["sql"].startswith("SAVEPOINT") for q in many.captured_queries) == 1
+
+
+def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(batch, published, alice, bob):
+    (first,) = batch([_send(alice, "r1", to_employee_id=bob.employee_id, content="一次")])
+    ProcessedRequest.objects.all().delete()
+    published.clear()
+    responses = batch(
+        [
+            _send(alice, "r2", to_employee_id=bob.employee_id, content="二"),
+            _send(alice, "r1", to_employee_id=bob.employee_id, content="一次"),
+            _send(alice, "r3", to_employee_id=bob.employee_id, content="三"),
+        ]
+    )
+    # The clash undoes the batch; served one by one, the repeat gets its first message back
+    # and the others still number without a gap.
+    assert responses[1]["data"] == first["data"]
+    assert [responses[0]["data"]["seq"], responses[2]["data"]["seq"]] == [2, 3]
+    assert Message.objects.count() == 3
+    assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["二", "三"]
+
+
+def test_other_actions_in_a_batch_keep_their_place(batch, alice, bob):
+    responses = batch(
+        [
+            _send(alice, "p1", to_employee_id=bob.employee_id, content="先"),
+            (
+                "mchat/msg/req/emp_alice_001_dev1/h1",
+                encode(
+                    {
+                        "action": "msg.history",
+                        "conversation_type": "private",
+                        "peer_employee_id": bob.employee_id,
+                    }
+                ),
+            ),
+            _send(alice, "p2", to_employee_id=bob.employee_id, content="后"),
+        ]
+    )
+    assert [r["code"] for r in responses] == [0, 0, 0]
+    # history ran after the first send and before the second.
+    assert [m["content"] for m in responses[1]["data"]["messages"]] == ["先"]
+    assert responses[2]["data"]["seq"] == 2
