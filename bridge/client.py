@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
+import select
 import socket
 import threading
+import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -23,6 +26,7 @@ from bridge.periodic import PeriodicJobs
 logger = logging.getLogger("mchat.bridge")
 
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
+RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS = 1.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,12 @@ class BridgeClient:
     A request is acknowledged to the broker only after it has been answered, so a crash
     before that leaves it with the broker, which redelivers it to the next session; the
     idempotency record makes the redelivery harmless.
+
+    One thread does everything: it runs paho's network loop itself (loop_read, loop_write,
+    loop_misc on its own select) between batches, so answers and deliveries are written to the
+    socket as they are published, with no hand-over to a network thread. Other threads of
+    the process (timers, tests) publish through `publish`, which passes the message to the
+    loop thread.
     """
 
     def __init__(self, *, instance: str, shared: bool, keep_session: bool = True):
@@ -104,8 +114,15 @@ class BridgeClient:
         shared_filter = f"$share/{protocol.SHARED_GROUP}/{protocol.REQUEST_FILTER}"
         self.filter = shared_filter if shared else protocol.REQUEST_FILTER
         self._other_filter = protocol.REQUEST_FILTER if shared else shared_filter
-        self._inbox: queue.Queue = queue.Queue()
-        self._accepting = threading.Event()
+        self._pending: list[tuple] = []  # received and not answered yet (loop thread only)
+        self._accepting = False
+        self._loop_thread: threading.Thread | None = None
+        self._handoff: deque[tuple[str, bytes, int, bool, Future]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._reconnect_at = 0.0
+        self._reconnect_delay = RECONNECT_MIN_SECONDS
         self.connected = threading.Event()
         self.client = make_client(self.client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -113,14 +130,17 @@ class BridgeClient:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self._request_sub_mid: int | None = None
-        self.dispatcher = Dispatcher(publisher.PahoPublisher(self.client))
+        self.dispatcher = Dispatcher(LoopPublisher(self))
         self.periodic = PeriodicJobs(settings.MCHAT_BRIDGE_PERIODIC)
         publisher.install(self.dispatcher.publisher)
+
+    # --- paho callbacks (all in the loop thread) ----------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             logger.error("broker refused the bridge: %s", reason_code)
             return
+        self._reconnect_delay = RECONNECT_MIN_SECONDS
         # Subscriptions are restored on every (re)connect; a persistent session that switched
         # between shared and plain mode must not keep the other filter.
         _, self._request_sub_mid = client.subscribe(self.filter, qos=1)
@@ -143,26 +163,101 @@ class BridgeClient:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self._reconnect_later()
         if reason_code.is_failure:
             logger.warning("bridge disconnected (%s); reconnecting", reason_code)
 
+    def _reconnect_later(self) -> None:
+        self._reconnect_at = time.monotonic() + self._reconnect_delay
+        self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX_SECONDS)
+
     def _on_message(self, client, userdata, message) -> None:
-        if self._accepting.is_set():
-            self._inbox.put((message.topic, message.payload, message.mid, message.qos))
+        if self._accepting:
+            self._pending.append((message.topic, message.payload, message.mid, message.qos))
         # else: shutting down; left unacknowledged, the broker redelivers it next session
 
-    def _next_batch(self) -> list[tuple]:
-        """What has arrived, up to MCHAT_BRIDGE_BATCH messages (waits briefly for the first)."""
+    # --- publishing from any thread -----------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Future:
+        """Publish from any thread; the Future gives paho's MQTTMessageInfo once it is queued."""
+        future: Future = Future()
+        if self._loop_thread is None or threading.current_thread() is self._loop_thread:
+            future.set_result(self.client.publish(topic, payload, qos=qos, retain=retain))
+            return future
+        self._handoff.append((topic, payload, qos, retain, future))
         try:
-            batch = [self._inbox.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        while len(batch) < settings.MCHAT_BRIDGE_BATCH:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or closing
+        return future
+
+    def _publish_handed_over(self) -> None:
+        while self._handoff:
+            topic, payload, qos, retain, future = self._handoff.popleft()
             try:
-                batch.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+                future.set_result(self.client.publish(topic, payload, qos=qos, retain=retain))
+            except Exception as exc:
+                future.set_exception(exc)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _network(self, timeout: float) -> None:
+        """One pass of the network loop: connect if due, wait up to `timeout` for traffic,
+        read what has arrived (on_message queues requests), write what is due, keepalive."""
+        sock = self.client.socket()
+        if sock is None:
+            self._connect(timeout)
+            return
+        want_write = [sock] if self.client.want_write() else []
+        try:
+            readable, _, _ = select.select([sock, self._wake_r], want_write, [], timeout)
+        except (OSError, ValueError):
+            readable = [sock]  # paho's read finds out what is wrong with the socket
+        if self._wake_r in readable:
+            try:
+                self._wake_r.recv(4096)
+            except BlockingIOError:
+                pass
+        if sock in readable or getattr(sock, "pending", lambda: 0)():
+            self._read_available(sock)
+        self._publish_handed_over()
+        if self.client.socket() is not None:
+            if self.client.want_write():
+                self.client.loop_write()
+            self.client.loop_misc()
+
+    def _read_available(self, sock) -> None:
+        """Read until the socket has nothing more or a full batch has arrived."""
+        while len(self._pending) < settings.MCHAT_BRIDGE_BATCH:
+            if self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self.client.socket() is not sock:
+                return
+            if not getattr(sock, "pending", lambda: 0)() and not select.select([sock], [], [], 0)[0]:
+                return
+
+    def _connect(self, timeout: float) -> None:
+        wait = self._reconnect_at - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, timeout))
+            return
+        try:
+            self.client.reconnect()
+        except OSError as exc:
+            logger.warning("cannot reach the broker (%s); retrying", exc)
+            self._reconnect_later()
+
+    def _serve_pending(self) -> None:
+        batch = self._pending[: settings.MCHAT_BRIDGE_BATCH]
+        del self._pending[: len(batch)]
+        # Status messages are not requests: org.presence, no reply, never a dispatch.
+        requests = [(t, p) for t, p, _, _ in batch if not status.is_status_topic(t)]
+        for topic, payload, _, _ in batch:
+            if status.is_status_topic(topic):
+                status.handle_status_message(topic, payload)
+        if requests:
+            self.dispatcher.handle_batch(requests)
+        for _, _, mid, qos in batch:
+            if qos:
+                self.client.ack(mid, qos)
 
     def _confirm_acks(self) -> None:
         """Make sure the broker has taken our acknowledgements before we go.
@@ -172,39 +267,48 @@ class BridgeClient:
         requests would come back to the next session. The broker reads in order, so once it
         confirms a publish sent after our acks, it has processed them.
         """
+        if self.client.socket() is None:
+            return
         info = self.client.publish(f"mchat/bridge/{self.client_id}/stopping", b"", qos=1)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            try:
-                info.wait_for_publish(timeout=5)
-            except (RuntimeError, ValueError):
+        deadline = time.monotonic() + 5
+        while not info.is_published() and self.client.socket() is not None:
+            if time.monotonic() > deadline:
                 logger.warning("could not confirm the last acknowledgements before stopping")
+                return
+            self._network(0.05)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set, then answer what was already received and disconnect."""
-        self._accepting.set()
+        self._loop_thread = threading.current_thread()
+        self._accepting = True
         connect_async(self.client, persistent=True)
-        self.client.loop_start()
         try:
-            while not stop.is_set() or not self._inbox.empty():
+            while not stop.is_set() or self._pending:
                 if stop.is_set():
-                    self._accepting.clear()
+                    self._accepting = False
+                self._network(0 if self._pending else 0.2)
                 self.periodic.run_due()
-                batch = self._next_batch()
-                if not batch:
-                    continue
-                # Status messages are not requests: org.presence, no reply, never a dispatch.
-                requests = [(t, p) for t, p, _, _ in batch if not status.is_status_topic(t)]
-                for topic, payload, _, _ in batch:
-                    if status.is_status_topic(topic):
-                        status.handle_status_message(topic, payload)
-                if requests:
-                    self.dispatcher.handle_batch(requests)
-                for _, _, mid, qos in batch:
-                    if qos:
-                        self.client.ack(mid, qos)
+                if self._pending:
+                    self._serve_pending()
         finally:
-            self._accepting.clear()
+            self._accepting = False
+            self._publish_handed_over()
             self._confirm_acks()
             self.client.disconnect(properties=None if self.keep_session else _session_end())
-            self.client.loop_stop()
+            deadline = time.monotonic() + 2
+            while self.client.socket() is not None and time.monotonic() < deadline:
+                self._network(0.05)
+            self._loop_thread = None
+            self._wake_r.close()
+            self._wake_w.close()
             logger.info("bridge %s stopped", self.client_id)
+
+
+class LoopPublisher:
+    """The bridge process's Publisher: the bridge's own connection, from any thread."""
+
+    def __init__(self, bridge: BridgeClient) -> None:
+        self._bridge = bridge
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self._bridge.publish(topic, payload, qos=qos, retain=retain)

@@ -58,4 +58,4 @@ def clear_retained_status(live):
     if live.bridge is None:
         return
     for topic in topics:
-        live.bridge.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(3)
+        live.bridge.publish(topic, b"", qos=1, retain=True).result(3).wait_for_publish(3)
