@@ -30,6 +30,7 @@ from bridge.models import ProcessedRequest
 from bridge.publisher import Publisher
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
+from mchat.db import rows_insert
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
 from org.models import Employee
 from org.selectors import employees_for_connections
@@ -242,7 +243,7 @@ class Dispatcher:
                 )
             )
             work.decide(response)
-        ProcessedRequest.objects.bulk_create(records)
+        rows_insert(records, fields=("client_id", "seq_id", "action", "response", "created_at"))
 
     def _execute_one(self, work: _Work, *, in_batch: bool) -> None:
         request = Request(

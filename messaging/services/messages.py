@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 
 from bridge.deferred import agent_acknowledged
 from bridge.protocol import isoformat_z
+from mchat.db import rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
 from messaging import events, ids, selectors
 from messaging.content import Content, content_parse
@@ -236,10 +237,11 @@ def private_conversations_get_or_create(
     that exist, private_conversation_get_or_create for each that does not yet."""
     wanted = {selectors.private_key(a, b): selectors.private_pair(a, b) for a, b in pairs}
     table = connection.ops.quote_name(Conversation._meta.db_table)
+    source, params = rows_source([("low", "bigint"), ("high", "bigint")], list(wanted))
     rows = Conversation.objects.raw(
         f"SELECT * FROM {table} WHERE kind = %s AND (employee_low_id, employee_high_id) IN "
-        f"(VALUES {', '.join(['(%s, %s)'] * len(wanted))})",
-        [Conversation.Kind.PRIVATE.value, *(pk for key in wanted for pk in key)],
+        f"(SELECT v.low, v.high FROM {source})",
+        [Conversation.Kind.PRIVATE.value, *params],
     )
     found = {(c.employee_low_id, c.employee_high_id): c for c in rows}
     conversations = {}
@@ -261,27 +263,26 @@ def conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int,
     if not counts:
         return {}
     table = connection.ops.quote_name(Conversation._meta.db_table)
-    pks = sorted(counts)
-    values = ", ".join(["(%s, %s)"] * len(pks))
+    source, source_params = rows_source([("id", "bigint"), ("n", "bigint")], sorted(counts.items()))
     at_value = connection.ops.adapt_datetimefield_value(at)
-    params: list = [at_value, *(x for pk in pks for x in (pk, counts[pk]))]
     if connection.vendor == "postgresql":
-        in_list = ", ".join(["%s"] * len(pks))
         sql = (
-            f"WITH locked AS (SELECT id FROM {table} WHERE id IN ({in_list}) ORDER BY id FOR UPDATE) "
-            f"UPDATE {table} AS c SET last_seq = c.last_seq + v.column2, "
+            f"WITH locked AS (SELECT id FROM {table} WHERE id IN (SELECT v.id FROM {source}) "
+            f"ORDER BY id FOR UPDATE) "
+            f"UPDATE {table} AS c SET last_seq = c.last_seq + v.n, "
             f"last_activity_at = GREATEST(c.last_activity_at, %s) "
-            f"FROM (VALUES {values}) AS v WHERE c.id = v.column1 AND c.id IN (SELECT id FROM locked) "
+            f"FROM {source} WHERE c.id = v.id AND c.id IN (SELECT id FROM locked) "
             f"RETURNING c.id, c.last_seq"
         )
-        params = [*pks, *params]
+        params = [*source_params, at_value, *source_params]
     else:  # SQLite: one writer at a time anyway
         sql = (
-            f"UPDATE {table} SET last_seq = last_seq + v.column2, "
+            f"UPDATE {table} SET last_seq = last_seq + v.n, "
             f"last_activity_at = MAX(last_activity_at, %s) "
-            f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1 "
+            f"FROM {source} WHERE {table}.id = v.id "
             f"RETURNING {table}.id, {table}.last_seq"
         )
+        params = [at_value, *source_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         taken = dict(cursor.fetchall())
@@ -319,6 +320,20 @@ def _message_post(
     return message
 
 
+MESSAGE_FIELDS = (
+    "conversation",
+    "seq",
+    "msg_id",
+    "sender",
+    "content",
+    "content_type",
+    "sent_at",
+    "client_id",
+    "seq_id",
+    "file_key",
+)
+
+
 def _messages_post(posts: Sequence[_Post]) -> list[Message]:
     """Number, store and deliver (after commit) the messages of `posts`, in order, in four
     statements whatever their number: take the numbers, insert the messages, move each
@@ -348,7 +363,7 @@ def _messages_post(posts: Sequence[_Post]) -> list[Message]:
                 file_key=post.content.file_key or "",
             )
         )
-    Message.objects.bulk_create(messages)
+    rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk=True)
     read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
     _read_positions_advance(read_up_to, at=sent_at)
     for message in messages:
@@ -359,15 +374,16 @@ def _messages_post(posts: Sequence[_Post]) -> list[Message]:
 def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:
     """Move read positions (conversation pk, employee pk) forward to the given seq; one UPDATE."""
     table = connection.ops.quote_name(ReadPosition._meta.db_table)
-    values = ", ".join(["(%s, %s, %s)"] * len(up_to))
-    params = [connection.ops.adapt_datetimefield_value(at)]
-    params += [x for (conversation, employee), seq in up_to.items() for x in (conversation, employee, seq)]
+    source, params = rows_source(
+        [("conversation", "bigint"), ("employee", "bigint"), ("seq", "bigint")],
+        [(conversation, employee, seq) for (conversation, employee), seq in up_to.items()],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET last_read_seq = v.column3, updated_at = %s FROM (VALUES {values}) AS v "
-            f"WHERE {table}.conversation_id = v.column1 AND {table}.employee_id = v.column2 "
-            f"AND {table}.last_read_seq < v.column3",
-            params,
+            f"UPDATE {table} SET last_read_seq = v.seq, updated_at = %s FROM {source} "
+            f"WHERE {table}.conversation_id = v.conversation AND {table}.employee_id = v.employee "
+            f"AND {table}.last_read_seq < v.seq",
+            [connection.ops.adapt_datetimefield_value(at), *params],
         )
 
 

@@ -1,0 +1,85 @@
+"""Set-based SQL for the request path, where the ORM's per-row work costs more than the rows.
+
+`rows_source` turns a list of rows into something a statement can select from or join, named
+`v` with named columns. On PostgreSQL that is `jsonb_to_recordset` over ONE parameter: the
+statement text stays the same whatever the number of rows (psycopg parses and caches it
+once, instead of splitting a query of hundreds of placeholders on every call) and the rows
+travel as one JSON document encoded in C. On SQLite it is a VALUES list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.db.models import JSONField, Model
+
+
+def rows_source(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
+    """(SQL, params) of a row source aliased `v` with (name, PostgreSQL type) columns.
+
+    Values: None, bool, int, str, aware datetimes, or JSON-able values for jsonb columns.
+    """
+    names = [name for name, _type in columns]
+    if connection.vendor == "postgresql":
+        document = [
+            {n: (x.isoformat() if isinstance(x, datetime) else x) for n, x in zip(names, row, strict=True)}
+            for row in rows
+        ]
+        typed = ", ".join(f"{name} {type_}" for name, type_ in columns)
+        return f"jsonb_to_recordset(%s::jsonb) AS v({typed})", [json.dumps(document)]
+    placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
+    renamed = ", ".join(f"column{i} AS {name}" for i, name in enumerate(names, 1))
+    params = [
+        json.dumps(x) if type_ == "jsonb" and x is not None else _sqlite_value(x)
+        for row in rows
+        for x, (_name, type_) in zip(row, columns, strict=True)
+    ]
+    return f"(SELECT {renamed} FROM (VALUES {', '.join([placeholders] * len(rows))})) AS v", params
+
+
+def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk: bool = False) -> None:
+    """INSERT `objs` (one model) in one statement, values as `save()` would store them.
+
+    `fields` are model field names (foreign keys by name). With `returning_pk` each object
+    gets its new primary key, in order.
+    """
+    if not objs:
+        return
+    meta = type(objs[0])._meta
+    model_fields = [meta.get_field(name) for name in fields]
+    columns = [
+        (field.column, "jsonb" if isinstance(field, JSONField) else field.db_type(connection))
+        for field in model_fields
+    ]
+    rows = [[_stored(field, field.pre_save(obj, True)) for field in model_fields] for obj in objs]
+    source, params = rows_source(columns, rows)
+    quote = connection.ops.quote_name
+    column_list = ", ".join(quote(column) for column, _type in columns)
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({column_list}) "
+        f"SELECT {', '.join(f'v.{column}' for column, _type in columns)} FROM {source}"
+    )
+    with connection.cursor() as cursor:
+        if not returning_pk:
+            cursor.execute(sql, params)
+            return
+        cursor.execute(f"{sql} RETURNING {quote(meta.pk.column)}", params)
+        for obj, (pk,) in zip(objs, cursor.fetchall(), strict=True):
+            obj.pk = pk
+            obj._state.adding = False
+
+
+def _stored(field, value):
+    if isinstance(field, JSONField) or value is None or isinstance(value, datetime):
+        return value
+    return field.get_prep_value(value)
+
+
+def _sqlite_value(value):
+    if isinstance(value, datetime):
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
