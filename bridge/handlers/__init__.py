@@ -6,6 +6,7 @@ anything but success and never publishes itself (services' events do, after comm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +35,23 @@ def validate(serializer_class: type[serializers.Serializer], payload: dict) -> d
     if not serializer.is_valid():
         raise BadRequest(validation_message(serializer.errors))
     return serializer.validated_data
+
+
+def validate_many(
+    serializer_class: type[serializers.Serializer], requests: Sequence[Request]
+) -> list[dict[str, Any] | BadRequest]:
+    """`validate` for each request's payload: its fields, or the BadRequest it would raise.
+
+    One serializer checks them all (building one per payload costs more than checking it);
+    only when something is wrong is each payload checked on its own, for its own message.
+    """
+    serializer = serializer_class(data=[r.payload for r in requests], many=True)
+    if serializer.is_valid():
+        return list(serializer.validated_data)
+    results: list[dict[str, Any] | BadRequest] = []
+    for request in requests:
+        try:
+            results.append(validate(serializer_class, request.payload))
+        except BadRequest as exc:
+            results.append(exc)
+    return results

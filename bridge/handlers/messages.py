@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from bridge.deferred import Deferred, agent_ack_wait
-from bridge.handlers import Request, validate
+from bridge.handlers import Request, validate, validate_many
 from bridge.handlers.groups import REQUIRED, id_field
 from bridge.protocol import isoformat_z
 from mchat.errors import BadRequest, MChatError
@@ -87,11 +87,11 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
     same answers, in a fixed number of queries (services.messages_send_private)."""
     results: list[dict | Deferred | MChatError | None] = [None] * len(requests)
     sends, indexes = [], []
-    for index, request in enumerate(requests):
-        try:
-            fields = validate(SendPrivateInput, request.payload)
-        except MChatError as exc:
-            results[index] = exc
+    for index, (request, fields) in enumerate(
+        zip(requests, validate_many(SendPrivateInput, requests), strict=True)
+    ):
+        if isinstance(fields, MChatError):
+            results[index] = fields
             continue
         indexes.append(index)
         sends.append(
