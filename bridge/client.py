@@ -62,7 +62,8 @@ def make_client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     client.on_socket_open = _nodelay
     client.enable_logger(logging.getLogger("mchat.bridge.mqtt"))  # packets, at DEBUG
     client.reconnect_delay_set(min_delay=1, max_delay=10)
-    client.max_inflight_messages_set(1000)
+    # Unlimited: with a limit paho rescans every unacknowledged publish on each PUBACK.
+    client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     if broker_address().tls:
         client.tls_set()

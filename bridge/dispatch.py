@@ -30,7 +30,7 @@ from bridge.models import ProcessedRequest
 from bridge.publisher import Publisher
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
-from mchat.db import rows_insert
+from mchat.db import rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
 from org.models import Employee
 from org.selectors import employees_for_connections
@@ -297,10 +297,13 @@ class Dispatcher:
 
     def _recorded(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict | None]:
         """Recorded answers by key; None for one still pending (a repeat publishes nothing)."""
-        rows = ProcessedRequest.objects.filter(
-            client_id__in={c for c, _ in keys}, seq_id__in={s for _, s in keys}
-        ).values_list("client_id", "seq_id", "response")
-        return {(c, s): response for c, s, response in rows if (c, s) in keys}
+        source, params = rows_source([("client_id", "text"), ("seq_id", "text")], sorted(keys))
+        rows = ProcessedRequest.objects.raw(
+            f"SELECT id, client_id, seq_id, response FROM {connection.ops.quote_name(ProcessedRequest._meta.db_table)} "
+            f"WHERE (client_id, seq_id) IN (SELECT v.client_id, v.seq_id FROM {source})",
+            params,
+        )
+        return {(row.client_id, row.seq_id): row.response for row in rows}
 
     def _error(self, work: _Work, exc: MChatError) -> dict:
         # Messages may echo the client's input, lone surrogates included: keep what UTF-8 can

@@ -28,6 +28,7 @@ from messaging.files import file_reference_check
 from messaging.models import Conversation, GroupMember, Message, ReadPosition
 from messaging.services.receipts import group_receipts_note
 from org.models import Employee
+from org.selectors import employees_active
 
 
 def message_send_private(
@@ -83,10 +84,7 @@ def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatE
     Conversation rows are locked in id order, so concurrent batches never deadlock.
     """
     results: list[Message | MChatError | None] = [None] * len(sends)
-    recipients = {
-        e.employee_id: e
-        for e in Employee.objects.filter(employee_id__in={s.to_employee_id for s in sends}, is_active=True)
-    }
+    recipients = employees_active(employee_ids={s.to_employee_id for s in sends})
     accepted: list[tuple[int, PrivateSend, Content, Employee]] = []
     for index, send in enumerate(sends):
         try:
