@@ -29,9 +29,7 @@ def _phase_share(prof: dict | None, name: str) -> float:
 
 
 SQL = "[all] SQL statements: driver + server round trip"
-ORM = "[all] ORM SQL compilation"
-ATOMIC = "[all] transaction.atomic enter/exit"
-IDLE = "waiting for a request (inbox queue empty)"
+NETWORK = "MQTT network pass (select, read, write; idle included)"
 
 
 def analysis(r: dict, measured: dict) -> list[str]:
@@ -39,98 +37,66 @@ def analysis(r: dict, measured: dict) -> list[str]:
     sp64 = _get(r, "send_private", "in_flight_64", default={})
     raw64 = _get(r, "raw_broker", "in_flight_64", default={})
     ip = r.get("in_process") or {}
-    ip_prof = ip.get("profile")
+    prof = r.get("profile")
     rate = sp64.get("per_second")
     if rate:
         cores = sp64.get("cpu_cores") or {}
-        ip_ms = ip.get("batch64_ms_per_request")
         lines.append(
             f"- **Throughput.** One bridge answers `msg.send_private` at {rate:,.0f}/s with 64 in "
             f"flight, {sp64.get('ratio_to_raw', 0):.1%} of what the broker echoes "
-            f"({raw64.get('per_second', 0):,.0f}/s): the broker is not the limit. The pipeline alone, in "
-            f"process without MQTT, does about as much ({ip.get('batch64_per_second', 0):,.0f}/s, "
-            f"{ip_ms} ms per request in batches of 64): MQTT and paho cost the bridge little; the "
-            f"request pipeline itself is the limit of one process."
+            f"({raw64.get('per_second', 0):,.0f}/s). The pipeline alone, in process without MQTT, "
+            f"does {ip.get('batch64_per_second', 0):,.0f}/s ({ip.get('batch64_ms_per_request')} ms "
+            f"per request in batches of 64). Requests that arrive together are served by "
+            f"`send_private_many` in a fixed number of statements: "
+            f"{ip.get('statements_one_request', '?')} for a request alone, "
+            f"{ip.get('statements_batch_of_4', '?')} for a batch of 4 (identity, earlier answers, "
+            f"BEGIN, recipients, conversations, sequence numbers, messages, read positions, answers, "
+            f"COMMIT), each with one statement text whatever the batch size (rows travel as one "
+            f"jsonb parameter)."
         )
-        if ip_prof:
-            sql, orm, atomic = _phase_ms(ip_prof, SQL), _phase_ms(ip_prof, ORM), _phase_ms(ip_prof, ATOMIC)
-            per_request = sum(t["per_request"] for t in ip.get("statement_timings") or [])
-            lines.append(
-                f"- **Where a request's {ip_ms} ms go (in process).** Executing SQL (driver and "
-                f"server round trip) {sql:.2f} ms for {per_request:.0f} statements per request in a "
-                f"batch ({ip.get('statements_one_request')} for a request alone); "
-                f"the rest is Python: building and compiling ORM queries {orm:.2f} ms, "
-                f"transaction.atomic/savepoints {atomic:.2f} ms (each savepoint is two more round "
-                f"trips), DRF validation {_phase_ms(ip_prof, 'validate (DRF serializer)'):.2f} ms, and "
-                f"inside the service: recipient lookup "
-                f"{_phase_ms(ip_prof, 'recipient lookup (employee_get)'):.2f} ms, conversation lookup "
-                f"{_phase_ms(ip_prof, 'private_conversation_get_or_create'):.2f} ms, duplicate check "
-                f"{_phase_ms(ip_prof, '_message_of_request (dedupe SELECT)'):.2f} ms, sequence number + "
-                f"INSERT + read position {_phase_ms(ip_prof, '_message_append'):.2f} ms, idempotency "
-                f"record {_phase_ms(ip_prof, '_record (ProcessedRequest INSERT)'):.2f} ms. Batching 64 "
-                f"requests per transaction already removed BEGIN/COMMIT and the identity and "
-                f"idempotency lookups from each request; what remains is per-request ORM work."
-            )
-        if cores:
-            timings = ip.get("statement_timings") or []
-            stmts = [t for t in timings if t["statement"] not in ("SAVEPOINT", "RELEASE")]
-            sp = next((t for t in timings if t["statement"] == "SAVEPOINT"), None)
-            span = (
-                f"{min(t['ms_each'] for t in stmts):.2f}-{max(t['ms_each'] for t in stmts):.2f} ms each"
-                if stmts
-                else "?"
-            )
-            lines.append(
-                f"- **Latency-bound, not CPU-bound.** During the 64-in-flight run the bridge used "
-                f"{cores.get('bridge', 0):.2f} cores and PostgreSQL {cores.get('postgres', 0):.2f} (of "
-                f"{cores.get('cores')}; everything else on the machine "
-                f"{cores.get('outside_the_bench', 0):.2f}): neither is saturated. The request thread "
-                f"spends {_phase_share(r.get('profile'), SQL):.0%} of its wall time inside SQL "
-                f"statements ({_phase_share(ip_prof, SQL):.0%} in process), one after the other: "
-                f"the ORM statements take {span} at the cursor"
-                + (f", a SAVEPOINT {sp['ms_each']:.2f} ms" if sp else "")
-                + ". Each is a full round trip: psycopg interpolates the parameters client-side, "
-                "PostgreSQL parses and plans every statement again, executes, answers, and the "
-                "bridge waits. Fewer statements per request is what counts, not faster ones."
-            )
+        lines.append(
+            f"- **Where the time goes at 64 in flight.** CPU in cores: bridge "
+            f"{cores.get('bridge', 0):.2f}, PostgreSQL {cores.get('postgres', 0):.2f}, Mosquitto "
+            f"{cores.get('broker', 0):.2f}, load generator {cores.get('load_generator', 0):.2f}, "
+            f"receivers {cores.get('receivers', 0):.2f} (of {cores.get('cores')}; everything else "
+            f"{cores.get('outside_the_bench', 0):.2f}). The bridge is one thread (paho's network "
+            f"loop runs in it): {_phase_share(prof, SQL):.0%} of its wall time is spent waiting "
+            f"for SQL statements, {_phase_share(prof, NETWORK):.0%} in the MQTT network pass, the "
+            f"rest in Python. The machine is close to full: what one more request costs is shared "
+            f"by every process above."
+        )
         off = _get(r, "send_private", "in_flight_64_sync_commit_off")
         if off:
             lines.append(
                 f"- **Durability is not the cost.** With `synchronous_commit=off` (COMMIT does not "
                 f"wait for the WAL flush; this disk's fdatasync takes "
                 f"{_get(r, 'postgres', 'fdatasync_ms')} ms) the same load gives "
-                f"{off['per_second']:,.0f}/s: one flush per batch of 64 is already cheap."
+                f"{off['per_second']:,.0f}/s: one flush per batch is cheap."
             )
         multi = _get(r, "send_private", "in_flight_64_multi_bridge")
         if multi:
             inc = r.get("incidents") or {}
             mc = multi.get("cpu_cores") or {}
             lines.append(
-                f"- **More bridge processes make it worse.** {multi['bridges']} bridges on the shared "
-                f"subscription give {multi['per_second']:,.0f}/s while using only "
-                f"{mc.get('bridge', 0):.2f} cores between them: they wait on each other. The shared "
-                f"subscription spreads one sender's requests over both processes, each batch "
-                f"transaction takes the row locks of several conversations (`UPDATE "
-                f"messaging_conversation ... RETURNING last_seq`) in arrival order and holds them "
-                f"until its COMMIT, so two batches lock the same rows in opposite orders: PostgreSQL "
-                f"logged {inc.get('postgres_deadlocks', '?')} deadlocks in this run (each detected "
-                f"after deadlock_timeout, 1 s), and the bridges served "
-                f"{inc.get('bridge_batches_served_one_by_one', '?')} batches again one by one. Even "
-                f"without a deadlock a batch holds a conversation's lock for the whole batch, so the "
-                f"other process queues behind it."
+                f"- **Several bridges.** {multi['bridges']} bridges on the shared subscription give "
+                f"{multi['per_second']:,.0f}/s using {mc.get('bridge', 0):.2f} cores between them; "
+                f"PostgreSQL logged {inc.get('postgres_deadlocks', '?')} deadlocks (conversation rows "
+                f"are locked in id order) and {inc.get('bridge_batches_served_one_by_one', '?')} "
+                f"batches were served again one by one. On two cores a second process has no core "
+                f"of its own: it helps only where one bridge waits on the database."
             )
     one = _get(r, "send_private", "in_flight_1", default={})
     if one.get("latency_ms", {}).get("count"):
         low = min(r.get("offered_load") or [{}], key=lambda row: row.get("offered_per_second", 0))
         lines.append(
-            f"- **Latency.** One request alone takes p50 {one['latency_ms']['p50']:.1f} ms end to "
-            f"end through MChat against {_get(r, 'raw_broker', 'in_flight_1', 'latency_ms', 'p50', default=0):.2f} ms "
-            f"for the raw echo: a batch of one pays BEGIN, savepoints, "
-            f"{ip.get('statements_one_request', '?')} statements and COMMIT. At "
-            f"{low.get('offered_per_second')} msg/s offered the recipient has the message after "
-            f"p50 {_get(low, 'end_to_end_ms', 'p50', default=0):.1f} ms. Above capacity "
-            f"(rows marked over capacity) requests queue and latency is the backlog divided by the "
-            f"throughput: the p99 target there follows from the throughput target."
+            f"- **Latency.** One request alone takes p50 {one['latency_ms']['p50']:.1f} ms through "
+            f"MChat against {_get(r, 'raw_broker', 'in_flight_1', 'latency_ms', 'p50', default=0):.2f} ms "
+            f"for the raw echo: {ip.get('statements_one_request', '?')} statements one after the "
+            f"other, each a round trip to PostgreSQL (0.1-0.3 ms on this machine, {ip.get('timed_ms_per_request', '?')} ms "
+            f"per request in the batched run), plus the first wake-up of an idle database "
+            f"backend and of each process on the way. At {low.get('offered_per_second')} msg/s "
+            f"offered the recipient has the message after p50 "
+            f"{_get(low, 'end_to_end_ms', 'p50', default=0):.1f} ms."
         )
     fan = r.get("fanout") or {}
     raw_fan = _get(r, "raw_broker", "fanout", default={})
@@ -140,9 +106,9 @@ def analysis(r: dict, measured: dict) -> list[str]:
             f"{_get(fan, '1000', 'all_received_ms', 'p50', default=0):.0f} ms through MChat against "
             f"{_get(raw_fan, '1000', 'all_received_ms', 'p50', default=0):.0f} ms when the bridge user "
             f"publishes the same payload directly: MChat adds one `msg.send_group` request (response "
-            f"p50 {_get(fan, '1000', 'response_ms', 'p50', default=0):.0f} ms, which is published "
-            f"after the group delivery); the rest is Mosquitto writing 1,000 sockets and the receiving "
-            f"Python clients ({_get(r, 'plan', 'receiver_processes')} processes) reading them."
+            f"p50 {_get(fan, '1000', 'response_ms', 'p50', default=0):.0f} ms, published after the "
+            f"group delivery); the rest is Mosquitto writing 1,000 sockets and the receiving Python "
+            f"clients ({_get(r, 'plan', 'receiver_processes')} processes) reading them."
         )
     madd = r.get("member_add") or {}
     if _get(madd, "until_received_ms", "count"):
@@ -170,59 +136,40 @@ def analysis(r: dict, measured: dict) -> list[str]:
 
 def closing_note(r: dict, measured: dict) -> list[str]:
     lines: list[str] = []
-    rate = measured.get("send_private_64")
     ip = r.get("in_process") or {}
+    rate = measured.get("send_private_64")
     if rate is not None and rate < 2000:
-        budget = 1000 / 2000
         lines.append(
-            f"- **`msg.send_private` {rate:,.0f}/s → 2,000/s.** At 2,000/s one bridge process has "
-            f"{budget:.1f} ms per request, while the pipeline alone needs "
-            f"{ip.get('batch64_ms_per_request', '?')} ms, most of it waiting for one statement after "
-            "another. Closing the gap needs far fewer statements and far less "
-            "ORM per request, set-based per batch: resolve the batch's recipients and private "
-            "conversations in one query each; take sequence numbers with one "
-            "`UPDATE ... FROM (VALUES ...) RETURNING` per batch (n per conversation); insert the "
-            "batch's messages with one INSERT ... ON CONFLICT (client_id, seq_id) DO NOTHING RETURNING "
-            "(the unique constraint replaces the per-request duplicate SELECT); one UPDATE of the "
-            "senders' read positions; one bulk INSERT of idempotency records; no savepoint per "
-            "request (validate everything first; the dispatcher's one-by-one fallback handles a "
-            "failing batch). On the hot path, psycopg with prepared statements instead of the ORM "
-            "and plain checks instead of a DRF serializer. The database note's 4,000/s for batched "
-            "psycopg shows the database side allows it; the Python side has to get to ~0.3 ms per "
-            "request. Several bridge processes could add throughput only after the lock-order fix "
-            "below, and only while cores are left over."
-        )
-    inc = r.get("incidents") or {}
-    if inc.get("postgres_deadlocks"):
-        lines.append(
-            f"- **Several bridges: {inc['postgres_deadlocks']} deadlocks.** Before more processes can "
-            "help, a batch must take its conversations' row locks in one global order and for a "
-            "short time: e.g. run the handlers first, then take all sequence numbers of the batch in "
-            "one `UPDATE messaging_conversation ... WHERE id IN (...)` ordered by id (or "
-            "`SELECT ... ORDER BY id FOR UPDATE` first), insert the messages, commit. Routing a "
-            "conversation's requests to one process is not possible with MQTT shared subscriptions."
+            f"- **`msg.send_private` {rate:,.0f}/s, short of 2,000/s.** The pipeline alone does "
+            f"{ip.get('batch64_per_second', 0):,.0f}/s; over MQTT the bridge, the broker, the load "
+            "generator and PostgreSQL share two cores. What is left: the request thread waits for "
+            "each statement in turn; overlapping the next batch's reading and decoding with the "
+            "current batch's database round trips (or a second bridge once cores are free) and "
+            "fewer statements (below) would close it."
         )
     p99 = measured.get("p99_at_1000")
     if p99 is not None and p99 >= 50:
         lines.append(
-            f"- **p99 at 1,000 msg/s ({p99:,.0f} ms).** 1,000/s is above what one bridge serves, "
-            "so requests queue; once throughput is well above 1,000/s (the item above), the p99 at "
-            "1,000/s is a few batches' time, within 50 ms."
+            f"- **p99 at 1,000 msg/s ({p99:,.0f} ms).** The p99 at 1,000/s is a few batches' "
+            "time once throughput is well above 1,000/s; here the margin was too small."
         )
     e2e = measured.get("e2e_p50_low")
     if e2e is not None and e2e >= 5:
         lines.append(
-            f"- **End-to-end p50 {e2e:.1f} ms at low load.** A lone request pays the whole "
-            "per-request cost plus BEGIN/COMMIT; the same set-based rework brings a batch of one "
-            "to a handful of statements; until then this target is missed with the throughput one."
+            f"- **End-to-end p50 {e2e:.1f} ms at low load, target 5 ms.** A lone request makes "
+            f"{ip.get('statements_one_request', '?')} database round trips one after another. "
+            "What would close it: one data-modifying CTE on PostgreSQL that takes the sequence "
+            "numbers, inserts the messages and moves the read positions (three round trips become "
+            "one), recipients and conversations in one joined SELECT, the idempotency lookup and "
+            "identity in one, and the answers' INSERT sent with the COMMIT (psycopg pipeline "
+            "mode): about half the round trips."
         )
     fan = measured.get("fanout_1000_p50")
     if fan is not None and fan >= 100:
         raw = _get(r, "raw_broker", "fanout", "1000", "all_received_ms", "p50", default=0)
         lines.append(
             f"- **Fan-out {fan:.0f} ms.** The raw publish takes {raw:.0f} ms on this machine, so "
-            "most of it is Mosquitto and the receiving clients; what MChat adds is the send_group "
-            "request, which the throughput work shortens too."
+            "most of it is Mosquitto and the receiving clients."
         )
     rss = measured.get("bridge_rss")
     if rss is not None and rss >= 200:

@@ -27,7 +27,10 @@ PY_SPY = REPO_DIR / ".venv" / "bin" / "py-spy"
 # counts for a step if any of the alternatives is on its stack (the dispatcher is being
 # reworked: old and new names both count). Indentation shows nesting; shares are inclusive.
 PHASES: list[tuple[str, list[tuple[str, str]]]] = [
-    ("waiting for a request (inbox queue empty)", [("Queue.get", "queue.py")]),
+    (
+        "MQTT network pass (select, read, write; idle included)",
+        [("BridgeClient._network", "bridge/client.py")],
+    ),
     (
         "Dispatcher: requests in hand, total",
         [("Dispatcher.handle_batch", "bridge/dispatch.py"), ("Dispatcher.handle", "bridge/dispatch.py")],
@@ -36,39 +39,31 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         "  topic parse + envelope decode",
         [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")],
     ),
-    (
-        "  identity SELECT (employee of the connection)",
-        [("employees_for_connections", "org/selectors.py"), ("employee_for_connection", "org/selectors.py")],
-    ),
-    (
-        "  idempotency SELECT (earlier answer)",
-        [
-            ("Dispatcher._recorded", "bridge/dispatch.py"),
-            ("Dispatcher._stored_response", "bridge/dispatch.py"),
-        ],
-    ),
+    ("  identity SELECT (employee of the connection)", [("employees_for_connections", "org/selectors.py")]),
+    ("  idempotency SELECT (earlier answer)", [("Dispatcher._recorded", "bridge/dispatch.py")]),
     ("  rate limiter", [("RateLimiter.take", "bridge/ratelimit.py")]),
     ("  handler transaction(s)", [("Dispatcher._execute", "bridge/dispatch.py")]),
-    ("    handler send_private", [("send_private", "bridge/handlers/messages.py")]),
-    ("      validate (DRF serializer)", [("validate", "bridge/handlers/__init__.py")]),
-    ("      services.message_send_private", [("message_send_private", "messaging/services/messages.py")]),
+    ("    send_private_many (batch handler)", [("send_private_many", "bridge/handlers/messages.py")]),
+    ("      validate (one DRF ListSerializer)", [("validate_many", "bridge/handlers/__init__.py")]),
+    ("      services.messages_send_private", [("messages_send_private", "messaging/services/messages.py")]),
     ("        content_parse", [("content_parse", "messaging/content.py")]),
-    ("        recipient lookup (employee_get)", [("employee_get", "messaging/selectors.py")]),
+    ("        recipients SELECT (employees_active)", [("employees_active", "org/selectors.py")]),
     (
-        "        private_conversation_get_or_create",
-        [("private_conversation_get_or_create", "messaging/services/messages.py")],
+        "        conversations SELECT",
+        [("private_conversations_get_or_create", "messaging/services/messages.py")],
     ),
     (
-        "        _message_of_request (dedupe SELECT)",
-        [("_message_of_request", "messaging/services/messages.py")],
+        "        _messages_post (number, insert, read positions)",
+        [("_messages_post", "messaging/services/messages.py")],
     ),
-    ("        _message_append", [("_message_append", "messaging/services/messages.py")]),
     (
-        "          conversation_seq_next (UPDATE RETURNING)",
-        [("conversation_seq_next", "messaging/services/messages.py")],
+        "          conversations_seq_take (UPDATE ... RETURNING)",
+        [("conversations_seq_take", "messaging/services/messages.py")],
     ),
+    ("          messages INSERT (rows_insert)", [("rows_insert", "mchat/db.py")]),
+    ("          read positions UPDATE", [("_read_positions_advance", "messaging/services/messages.py")]),
     ("        events.message_sent (payload, on_commit)", [("message_sent", "messaging/events.py")]),
-    ("    _record (ProcessedRequest INSERT)", [("Dispatcher._record", "bridge/dispatch.py")]),
+    ("    _execute_many (records: one INSERT)", [("Dispatcher._execute_many", "bridge/dispatch.py")]),
     ("    COMMIT", [("BaseDatabaseWrapper._commit", "django/db/backends/base/base.py")]),
     (
         "    on_commit hooks (publish deliveries)",
