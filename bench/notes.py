@@ -14,13 +14,6 @@ def _get(d, *path, default=None):
     return d
 
 
-def _phase_ms(prof: dict | None, name: str) -> float:
-    for row in (prof or {}).get("phases", []):
-        if row["phase"].strip() == name:
-            return row.get("ms_per_request") or 0.0
-    return 0.0
-
-
 def _phase_share(prof: dict | None, name: str) -> float:
     for row in (prof or {}).get("phases", []):
         if row["phase"].strip() == name:

@@ -2,9 +2,9 @@
 
 `rows_source` turns a list of rows into something a statement can select from or join, named
 `v` with named columns. On PostgreSQL that is `jsonb_to_recordset` over ONE parameter: the
-statement text stays the same whatever the number of rows (psycopg parses and caches it
-once, instead of splitting a query of hundreds of placeholders on every call) and the rows
-travel as one JSON document encoded in C. On SQLite it is a VALUES list.
+statement text depends only on the number of rows (psycopg parses and caches it, instead of
+splitting a query of hundreds of placeholders on every call) and the rows travel as one JSON
+document encoded in C. On SQLite it is a VALUES list.
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ def rows_source(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]
             for row in rows
         ]
         typed = ", ".join(f"{name} {type_}" for name, type_ in columns)
-        return f"jsonb_to_recordset(%s::jsonb) AS v({typed})", [json.dumps(document)]
+        # The LIMIT tells the planner how many rows come (it guesses 100 for a set-returning
+        # function, and would then scan a whole table rather than probe its index).
+        return (
+            f"(SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x({typed}) LIMIT {len(rows)}) AS v",
+            [json.dumps(document)],
+        )
     placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
     renamed = ", ".join(f"column{i} AS {name}" for i, name in enumerate(names, 1))
     params = [

@@ -13,9 +13,10 @@ from org.models import Department, Employee, OrgVersion
 INITIAL_VERSION = "0."
 
 
-def employees_active(*, employee_ids: set[str]) -> dict[str, Employee]:
-    """Active employees by employee_id, in one query whatever their number (mchat.db); an id
-    missing from the answer is unknown or inactive."""
+def employees_for_connections(*, employee_ids: set[str]) -> dict[str, Employee]:
+    """The active employees behind MQTT connections, by employee_id, in one query whatever
+    their number (mchat.db); an id missing from the answer is unknown or inactive (the bridge
+    answers 401)."""
     if not employee_ids:
         return {}
     source, params = rows_source([("employee_id", "text")], [(e,) for e in employee_ids])
@@ -25,11 +26,6 @@ def employees_active(*, employee_ids: set[str]) -> dict[str, Employee]:
         params,
     )
     return {employee.employee_id: employee for employee in employees}
-
-
-def employees_for_connections(*, employee_ids: set[str]) -> dict[str, Employee]:
-    """The active employees behind MQTT connections (the bridge answers 401 to the others)."""
-    return employees_active(employee_ids=employee_ids)
 
 
 def org_version() -> str:

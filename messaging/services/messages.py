@@ -7,6 +7,7 @@ across any number of bridge processes. Deliveries go out after commit (messaging
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from messaging.files import file_reference_check
 from messaging.models import Conversation, GroupMember, Message, ReadPosition
 from messaging.services.receipts import group_receipts_note
 from org.models import Employee
-from org.selectors import employees_active
 
 
 def message_send_private(
@@ -84,7 +84,7 @@ def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatE
     Conversation rows are locked in id order, so concurrent batches never deadlock.
     """
     results: list[Message | MChatError | None] = [None] * len(sends)
-    recipients = employees_active(employee_ids={s.to_employee_id for s in sends})
+    recipients, found = _recipients_with_conversations(sends)
     accepted: list[tuple[int, PrivateSend, Content, Employee]] = []
     for index, send in enumerate(sends):
         try:
@@ -99,7 +99,9 @@ def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatE
             continue
         accepted.append((index, send, content, recipient))
     if accepted:
-        conversations = private_conversations_get_or_create([(s.actor, r) for _, s, _, r in accepted])
+        conversations = private_conversations_get_or_create(
+            [(s.actor, r) for _, s, _, r in accepted], found=found
+        )
         posts = [
             _Post(conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id)
             for _, s, content, r in accepted
@@ -229,25 +231,54 @@ def private_conversation_get_or_create(*, a: Employee, b: Employee) -> Conversat
 
 
 def private_conversations_get_or_create(
-    pairs: Sequence[tuple[Employee, Employee]],
+    pairs: Sequence[tuple[Employee, Employee]], *, found: dict[tuple[int, int], Conversation]
 ) -> dict[tuple[int, int], Conversation]:
-    """The private conversation of each pair, by selectors.private_key: one query for those
-    that exist, private_conversation_get_or_create for each that does not yet."""
-    wanted = {selectors.private_key(a, b): selectors.private_pair(a, b) for a, b in pairs}
-    table = connection.ops.quote_name(Conversation._meta.db_table)
-    source, params = rows_source([("low", "bigint"), ("high", "bigint")], list(wanted))
-    rows = Conversation.objects.raw(
-        f"SELECT * FROM {table} WHERE kind = %s AND (employee_low_id, employee_high_id) IN "
-        f"(SELECT v.low, v.high FROM {source})",
-        [Conversation.Kind.PRIVATE.value, *params],
-    )
-    found = {(c.employee_low_id, c.employee_high_id): c for c in rows}
+    """The private conversation of each pair, by selectors.private_key: those in `found`
+    (looked up already), private_conversation_get_or_create for each other pair."""
     conversations = {}
-    for key, (low, high) in wanted.items():
-        conversation = found.get(key) or private_conversation_get_or_create(a=low, b=high)
-        conversation.employee_low, conversation.employee_high = low, high
-        conversations[key] = conversation
+    for a, b in pairs:
+        key = selectors.private_key(a, b)
+        if key not in conversations:
+            low, high = selectors.private_pair(a, b)
+            conversation = found.get(key) or private_conversation_get_or_create(a=low, b=high)
+            conversation.employee_low, conversation.employee_high = low, high
+            conversations[key] = conversation
     return conversations
+
+
+def _recipients_with_conversations(
+    sends: Sequence[PrivateSend],
+) -> tuple[dict[str, Employee], dict[tuple[int, int], Conversation]]:
+    """The sends' active recipients by employee_id, and the private conversations that exist
+    between each sender and recipient by selectors.private_key; one query."""
+    if not sends:
+        return {}, {}
+    source, params = rows_source(
+        [("to_id", "text"), ("actor", "bigint")], sorted({(s.to_employee_id, s.actor.pk) for s in sends})
+    )
+    quote = connection.ops.quote_name
+    low = "CASE WHEN e.id < v.actor THEN e.id ELSE v.actor END"
+    high = "CASE WHEN e.id < v.actor THEN v.actor ELSE e.id END"
+    rows = Employee.objects.raw(
+        f"SELECT e.*, {low} AS pair_low, {high} AS pair_high, c.id AS pair_conversation, "
+        f"c.last_seq AS pair_last_seq FROM {source} "
+        f"JOIN {quote(Employee._meta.db_table)} AS e ON e.employee_id = v.to_id AND e.is_active "
+        f"LEFT JOIN {quote(Conversation._meta.db_table)} AS c ON c.kind = %s "
+        f"AND c.employee_low_id = {low} AND c.employee_high_id = {high}",
+        [*params, Conversation.Kind.PRIVATE.value],
+    )
+    recipients, conversations = {}, {}
+    for row in rows:
+        recipients[row.employee_id] = row
+        if row.pair_conversation is not None:
+            conversations[(row.pair_low, row.pair_high)] = Conversation(
+                pk=row.pair_conversation,
+                kind=Conversation.Kind.PRIVATE,
+                employee_low_id=row.pair_low,
+                employee_high_id=row.pair_high,
+                last_seq=row.pair_last_seq,
+            )
+    return recipients, conversations
 
 
 def conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int, int]:
@@ -333,40 +364,117 @@ MESSAGE_FIELDS = (
 
 
 def _messages_post(posts: Sequence[_Post]) -> list[Message]:
-    """Number, store and deliver (after commit) the messages of `posts`, in order, in four
-    statements whatever their number: take the numbers, insert the messages, move each
-    sender's read position past its own messages (whoever writes has read everything before).
+    """Number, store and deliver (after commit) the messages of `posts`, in order: take the
+    numbers, insert the messages, move each sender's read position past its own messages
+    (whoever writes has read everything before). A fixed number of statements whatever the
+    number of posts: one on PostgreSQL, three elsewhere.
     """
-    counts = Counter(post.conversation.pk for post in posts)
+    messages = [
+        Message(
+            conversation=post.conversation,
+            msg_id=ids.message_id(),
+            sender=post.sender,
+            content=post.content.value,
+            content_type=post.content.type,
+            client_id=post.client_id,
+            seq_id=post.seq_id,
+            file_key=post.content.file_key or "",
+        )
+        for post in posts
+    ]
+    if connection.vendor == "postgresql":
+        _messages_store_in_one_statement(messages)
+    else:
+        _messages_store(messages)
+    for message in messages:
+        message.conversation.last_seq = max(message.conversation.last_seq, message.seq)
+        events.message_sent(message, message.conversation)
+    return messages
+
+
+def _messages_store(messages: list[Message]) -> None:
+    counts = Counter(message.conversation_id for message in messages)
     last = conversations_seq_take(counts, at=timezone.now())
     # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
     sent_at = timezone.now()
     next_seq = {pk: last[pk] - n + 1 for pk, n in counts.items()}
-    messages = []
-    for post in posts:
-        seq = next_seq[post.conversation.pk]
-        next_seq[post.conversation.pk] = seq + 1
-        post.conversation.last_seq = max(post.conversation.last_seq, seq)
-        messages.append(
-            Message(
-                conversation=post.conversation,
-                seq=seq,
-                msg_id=ids.message_id(),
-                sender=post.sender,
-                content=post.content.value,
-                content_type=post.content.type,
-                sent_at=sent_at,
-                client_id=post.client_id,
-                seq_id=post.seq_id,
-                file_key=post.content.file_key or "",
-            )
-        )
+    for message in messages:
+        message.seq, message.sent_at = next_seq[message.conversation_id], sent_at
+        next_seq[message.conversation_id] += 1
     rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk=True)
     read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
     _read_positions_advance(read_up_to, at=sent_at)
+
+
+# _messages_store as one PostgreSQL statement (one round trip instead of three). The
+# conversations' rows are locked in id order (concurrent batches cannot deadlock); a message's
+# sent_at is the later of now and its conversation's last activity, read under the lock, so
+# sent_at never goes back as seq goes up; and all of it commits or rolls back with the
+# transaction, so numbers stay gap-free.
+_STORE_IN_ONE_STATEMENT = """
+WITH posts AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
+        ord int, conversation_id bigint, sender_id bigint, msg_id text, content jsonb,
+        content_type text, client_id text, seq_id text, file_key text)
+    LIMIT {rows}
+), counts AS (
+    SELECT conversation_id, count(*) AS n FROM posts GROUP BY conversation_id
+), locked AS (
+    SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
+), taken AS (
+    UPDATE {conversation} AS c SET last_seq = c.last_seq + counts.n,
+        last_activity_at = GREATEST(c.last_activity_at, %s::timestamptz)
+    FROM counts WHERE c.id = counts.conversation_id AND c.id IN (SELECT id FROM locked)
+    RETURNING c.id, c.last_seq - counts.n AS before, c.last_activity_at AS sent_at
+), numbered AS (
+    SELECT posts.*, taken.sent_at,
+        taken.before + row_number() OVER (PARTITION BY posts.conversation_id ORDER BY posts.ord) AS seq
+    FROM posts JOIN taken ON taken.id = posts.conversation_id
+), inserted AS (
+    INSERT INTO {message} (conversation_id, seq, msg_id, sender_id, content, content_type, sent_at,
+        client_id, seq_id, file_key)
+    SELECT conversation_id, seq, msg_id, sender_id, content, content_type, sent_at, client_id, seq_id, file_key
+    FROM numbered
+    RETURNING id, msg_id, seq, sent_at
+), read AS (
+    UPDATE {read_position} AS r SET last_read_seq = mine.seq, updated_at = mine.sent_at
+    FROM (SELECT conversation_id, sender_id, max(seq) AS seq, max(sent_at) AS sent_at
+          FROM numbered GROUP BY conversation_id, sender_id) AS mine
+    WHERE r.conversation_id = mine.conversation_id AND r.employee_id = mine.sender_id
+        AND r.last_read_seq < mine.seq
+)
+SELECT id, msg_id, seq, sent_at FROM inserted
+"""
+
+
+def _messages_store_in_one_statement(messages: list[Message]) -> None:
+    quote = connection.ops.quote_name
+    sql = _STORE_IN_ONE_STATEMENT.format(
+        conversation=quote(Conversation._meta.db_table),
+        message=quote(Message._meta.db_table),
+        read_position=quote(ReadPosition._meta.db_table),
+        rows=len(messages),  # the planner's row count (mchat.db.rows_source)
+    )
+    document = [
+        {
+            "ord": ord_,
+            "conversation_id": m.conversation_id,
+            "sender_id": m.sender_id,
+            "msg_id": m.msg_id,
+            "content": m.content,
+            "content_type": m.content_type,
+            "client_id": m.client_id,
+            "seq_id": m.seq_id,
+            "file_key": m.file_key,
+        }
+        for ord_, m in enumerate(messages)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(document), timezone.now()])
+        stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
     for message in messages:
-        events.message_sent(message, message.conversation)
-    return messages
+        message.pk, message.seq, message.sent_at = stored[message.msg_id]
+        message._state.adding = False
 
 
 def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:
