@@ -1,0 +1,57 @@
+"""mchat.db: rows handed to one statement keep their values, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+
+from bridge.models import ProcessedRequest
+from mchat.db import rows_insert, rows_source
+
+
+@pytest.mark.django_db
+def test_rows_insert_stores_what_save_would_and_returns_keys_in_order():
+    when = datetime(2026, 11, 24, 8, 30, 15, 123456, tzinfo=UTC)
+    records = [
+        ProcessedRequest(
+            client_id="emp_a_001_d1", seq_id="s1", action="x", response={"code": 0, "t": "中文"}
+        ),
+        ProcessedRequest(client_id="emp_a_001_d1", seq_id="s2", action="x", response=None),
+        ProcessedRequest(
+            client_id="emp_a_001_d1", seq_id="s3", action="x", response=["a", 1], created_at=when
+        ),
+    ]
+    rows_insert(
+        records, fields=("client_id", "seq_id", "action", "response", "created_at"), returning_pk=True
+    )
+    stored = {r.seq_id: r for r in ProcessedRequest.objects.all()}
+    assert [r.pk for r in records] == [stored[s].pk for s in ("s1", "s2", "s3")]
+    assert stored["s1"].response == {"code": 0, "t": "中文"}
+    # None is SQL NULL (a pending answer), not a JSON null.
+    assert list(ProcessedRequest.objects.filter(response__isnull=True).values_list("seq_id", flat=True)) == [
+        "s2"
+    ]
+    assert stored["s3"].response == ["a", 1]
+    # auto_now_add filled in as save() would, over any value given.
+    assert all(r.created_at is not None and r.created_at != when for r in stored.values())
+
+
+@pytest.mark.django_db
+def test_rows_source_joins_like_a_table():
+    ProcessedRequest.objects.create(client_id="emp_a_001_d1", seq_id="s1", action="x", response={})
+    ProcessedRequest.objects.create(client_id="emp_b_002_d1", seq_id="s1", action="y", response={})
+    source, params = rows_source(
+        [("client_id", "text"), ("seq_id", "text"), ("n", "bigint")],
+        [("emp_b_002_d1", "s1", 7), ("emp_c_003_d1", "s1", 8), ('it\'s "quoted"', "s1", 9)],
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.action, v.n FROM bridge_processedrequest AS p JOIN {source} "
+            f"ON p.client_id = v.client_id AND p.seq_id = v.seq_id",
+            params,
+        )
+        assert cursor.fetchall() == [("y", 7)]
+        cursor.execute(f"SELECT v.client_id FROM {source} ORDER BY v.n", params)
+        assert [row[0] for row in cursor.fetchall()] == ["emp_b_002_d1", "emp_c_003_d1", 'it\'s "quoted"']
