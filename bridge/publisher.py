@@ -75,7 +75,11 @@ def publish_json_rollback_unsafe(topic: str, payload: Any, *, qos: int = 1, reta
     current().publish(topic, encode(payload), qos=qos, retain=retain)
 
 
-def publish_json_on_commit(topic: str, payload: Any, *, qos: int = 1, retain: bool = False) -> None:
-    """Publish once the current transaction commits (at once outside a transaction)."""
+def publish_json_on_commit(
+    topic: str | list[str], payload: Any, *, qos: int = 1, retain: bool = False
+) -> None:
+    """Publish once the current transaction commits (at once outside a transaction); a list
+    of topics gets the same payload, encoded once, in that order."""
     data = encode(payload)
-    transaction.on_commit(lambda: current().publish(topic, data, qos=qos, retain=retain))
+    for each in [topic] if isinstance(topic, str) else topic:
+        transaction.on_commit(lambda each=each: current().publish(each, data, qos=qos, retain=retain))

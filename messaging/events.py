@@ -55,5 +55,5 @@ def _to_conversation(conversation: Conversation, payload: dict) -> None:
         publish_json_on_commit(group_topic(conversation.group.group_id), payload, qos=1)
         return
     # The recipient first; then the sender's own inbox (once, for a note to oneself).
-    for employee_id in dict.fromkeys([payload["to_employee_id"], payload["from_employee_id"]]):
-        publish_json_on_commit(inbox_topic(employee_id), payload, qos=1)
+    employee_ids = dict.fromkeys([payload["to_employee_id"], payload["from_employee_id"]])
+    publish_json_on_commit([inbox_topic(employee_id) for employee_id in employee_ids], payload, qos=1)
