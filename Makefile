@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
 # fonts-wqy-microhei: Chinese glyphs in the browser test's screenshots
-TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium fonts-wqy-microhei tmux
+# redis-server: the Celery test's broker (the test starts its own)
+TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) redis-server chromium fonts-wqy-microhei tmux
 
 .PHONY: up test test-pg bench system-deps test-system-deps venv plugin migrate lint clean
 

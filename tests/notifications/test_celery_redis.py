@@ -1,0 +1,141 @@
+"""Celery on a real Redis, as deployed (DESIGN §1): an HR broadcast leaves this process as a
+task, a worker process takes it from Redis, fans it out in batches (more tasks, through Redis
+again) and publishes each employee's notification over MQTT.
+
+The suite otherwise runs Celery eagerly; this test starts its own redis-server and worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.conf import settings
+
+from bridge.broker import free_port
+from mchat.celery import app
+from org import notifications
+
+pytestmark = [pytest.mark.broker]
+
+
+@pytest.fixture
+def redis_url():
+    """A private redis-server on 127.0.0.1, stopped by its PID at the end."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not installed (make system-deps installs it)"
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+WORKER_OPTIONS = [
+    "--pool",
+    "solo",
+    "--loglevel",
+    "INFO",
+    "--without-heartbeat",
+    "--without-mingle",
+    "--without-gossip",
+]
+
+
+class Worker:
+    """`celery -A mchat worker` on the test database and broker; its log kept for asserts."""
+
+    def __init__(self, env: dict[str, str]):
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mchat", "worker", *WORKER_OPTIONS],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if " ready." in line:
+                self.ready.set()
+
+    def succeeded(self, task: str) -> int:
+        return sum(task in line and "succeeded" in line for line in self.lines)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def worker(live, redis_url):
+    env = {**live.subprocess_env(), "CELERY_BROKER_URL": redis_url, "MCHAT_NOTICE_BATCH_SIZE": "2"}
+    worker = Worker(env)
+    try:
+        assert worker.ready.wait(60), "the Celery worker did not start:\n" + "".join(worker.lines[-30:])
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def tasks_to_redis(redis_url):
+    """This process sends tasks to Redis instead of running them in place."""
+    saved = app.conf.task_always_eager, app.conf.broker_url
+    app.conf.task_always_eager, app.conf.broker_url = False, redis_url
+    yield
+    app.conf.task_always_eager, app.conf.broker_url = saved
+    app.pool.force_close_all()
+    app._pool = None  # the next app.pool is built from the restored settings
+
+
+def test_a_broadcast_fans_out_through_redis_in_a_worker(live, worker, tasks_to_redis):
+    people = [live.issue(name) for name in ("Alice", "Bob", "Carol", "Dave", "Erin")]
+    devices = []
+    for employee, password in people:
+        device = live.connect(employee, password)
+        device.subscribe(f"mchat/inbox/{employee.employee_id}")
+        devices.append((employee, device))
+
+    notification = notifications.notice_to_inboxes(all_active=True, title="年会通知", body="周五下午三点")
+
+    for employee, device in devices:
+        inbox = f"mchat/inbox/{employee.employee_id}"
+        assert device.wait_for_count(inbox, 1, timeout=20), f"{employee.employee_id} got nothing"
+        (received,) = [m for m in device.messages(inbox) if m.get("notify_id") == notification["notify_id"]]
+        assert received["title"] == "年会通知" and received["body"] == {"text": "周五下午三点"}
+    # The worker did it: one fan-out task, then batches of two (five employees -> three).
+    assert worker.succeeded("org.tasks.notice_fan_out") == 1
+    deadline = time.monotonic() + 10
+    while worker.succeeded("org.tasks.notice_deliver") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker.succeeded("org.tasks.notice_deliver") == 3
