@@ -18,7 +18,7 @@ up: system-deps venv plugin
 test: test-system-deps venv plugin
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# The suite against a throwaway PostgreSQL cluster (and Redis), as CI runs it.
+# The suite against a throwaway PostgreSQL cluster, as CI runs it.
 test-pg: test-system-deps venv plugin
 	.ci/with-services $(VENV)/bin/pytest $(PYTEST_ARGS)
 
