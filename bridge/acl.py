@@ -9,6 +9,7 @@ sessions of a revoked credential are disconnected at that reload through the `ki
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import threading
@@ -158,8 +159,21 @@ class _Debouncer:
         finally:
             connection.close()
 
+    def flush(self) -> None:
+        """Run a pending sync now: a short-lived process (manage.py createemployee, a shell)
+        exits before its timer fires, and the broker would never learn of its change."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            try:
+                sync()
+            except Exception:
+                logger.exception("broker file sync failed")
+
 
 _debouncer = _Debouncer()
+atexit.register(_debouncer.flush)
 
 
 def request_sync() -> None:

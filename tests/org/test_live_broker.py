@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
+from django.conf import settings
 
 from tests.broker_harness import mqtt_client, try_connect
 
@@ -96,3 +100,18 @@ def test_profile_changes_reach_subscribers(live):
         ["signature"],
         "忙碌中",
     )
+
+
+def test_createemployee_in_its_own_process_reaches_the_running_broker(live):
+    """A short-lived process exits before its debounced broker sync would fire: the sync
+    still happens (at exit), so the printed credential works at once."""
+    command = [sys.executable, "manage.py", "createemployee", "--name", "命令行同事", "--json"]
+    env = {**live.subprocess_env(), "MCHAT_BROKER_SYNC_DEBOUNCE": "5"}
+    done = subprocess.run(command, cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    connection = json.loads(done.stdout)["mqtt_connection"]
+    username, secret = connection["mqtt_username"], connection["mqtt_password"]
+    deadline = time.monotonic() + 3
+    while try_connect(live.port, username, secret, f"{username}_cli") != 0:
+        assert time.monotonic() < deadline, "the new credential was not accepted"
+        time.sleep(0.05)
