@@ -122,6 +122,8 @@ def message_send_group(
     """A message to a group the actor belongs to: one publish to the group topic."""
     parsed = content_parse(content)
     access = selectors.group_access(actor=actor, group_id=group_id)
+    if parsed.file_key:
+        file_reference_check(sender=actor, key=parsed.file_key)
     conversation = selectors.group_conversation(group=access.group)
     return _message_post(conversation, sender=actor, content=parsed, client_id=client_id, seq_id=seq_id)
 

@@ -143,7 +143,14 @@ def test_a_group_image_opens_the_file_to_members_only(call, uploader, friend, st
     assert call(stranger, "file.download_url", key=grant["key"])["code"] == 403
 
 
-def test_a_message_may_only_refer_to_the_senders_own_uploaded_file(call, uploader, friend):
+@pytest.mark.parametrize("action", ["msg.send_private", "msg.send_group"])
+def test_a_message_may_only_refer_to_the_senders_own_uploaded_file(call, uploader, friend, action):
+    group = services.group_create(actor=uploader, name="同组", member_ids=[friend.employee_id]).group
+    where = (
+        {"to_employee_id": uploader.employee_id}
+        if action == "msg.send_private"
+        else {"group_id": group.group_id}
+    )
     mine = uploaded(call, uploader)
     pending = granted(call, friend)
     cases = [
@@ -157,7 +164,7 @@ def test_a_message_may_only_refer_to_the_senders_own_uploaded_file(call, uploade
         (file_content(mine, key=7), "content.key 必须是不超过 300 个字符的字符串"),
     ]
     for content, message in cases:
-        response = call(friend, "msg.send_private", to_employee_id=uploader.employee_id, content=content)
+        response = call(friend, action, content=content, **where)
         assert response["code"] == 400, (content, response)
         assert message in response["message"]
     assert not Message.objects.exists()
