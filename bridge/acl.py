@@ -137,6 +137,7 @@ class _Debouncer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._syncing = threading.Lock()  # held while a debounced sync runs
 
     def request(self) -> None:
         delay = settings.MCHAT_BROKER_SYNC_DEBOUNCE
@@ -150,21 +151,25 @@ class _Debouncer:
                 self._timer.start()
 
     def _run(self) -> None:
-        with self._lock:
-            self._timer = None
-        try:
-            sync()
-        except Exception:
-            logger.exception("broker file sync failed")
-        finally:
-            connection.close()
+        with self._syncing:
+            with self._lock:
+                self._timer = None
+            try:
+                sync()
+            except Exception:
+                logger.exception("broker file sync failed")
+            finally:
+                connection.close()
 
     def flush(self) -> None:
-        """Run a pending sync now: a short-lived process (manage.py createemployee, a shell)
-        exits before its timer fires, and the broker would never learn of its change."""
-        with self._lock:
-            timer, self._timer = self._timer, None
-        if timer is not None:
+        """Run a pending sync now, or wait for the one running: a short-lived process
+        (manage.py createemployee, a shell) exits before its timer fires, and the broker
+        would never learn of its change."""
+        with self._syncing:
+            with self._lock:
+                timer, self._timer = self._timer, None
+            if timer is None:
+                return
             timer.cancel()
             try:
                 sync()

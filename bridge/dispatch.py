@@ -183,14 +183,25 @@ class Dispatcher:
         if len(batch) == 1 and batch[0].route.many_handler is None:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
+            committed = False
+
+            def mark_committed() -> None:
+                nonlocal committed
+                committed = True
+
             try:
                 with transaction.atomic():
+                    transaction.on_commit(mark_committed)  # the first hook to run after COMMIT
                     for run in _runs(batch):
                         if len(run) > 1 or run[0].route.many_handler is not None:
                             self._execute_many(run)
                         else:
                             self._execute_one(run[0], in_batch=True)
             except Exception as exc:
+                if committed:
+                    # An after-commit hook failed: the batch is done and its answers stand.
+                    internal_error_reply(exc, context="an after-commit hook of a batch")
+                    return
                 if isinstance(exc, IntegrityError):
                     # Usually a repeat whose message exists though its record was purged.
                     logger.info(

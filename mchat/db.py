@@ -46,11 +46,12 @@ def rows_source(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]
     return f"(SELECT {renamed} FROM (VALUES {', '.join([placeholders] * len(rows))})) AS v", params
 
 
-def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk: bool = False) -> None:
+def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk_by: str | None = None) -> None:
     """INSERT `objs` (one model) in one statement, values as `save()` would store them.
 
-    `fields` are model field names (foreign keys by name). With `returning_pk` each object
-    gets its new primary key, in order.
+    `fields` are model field names (foreign keys by name). With `returning_pk_by`, the name
+    of a unique field among them, each object gets its new primary key (matched by that
+    field: neither backend promises RETURNING rows in VALUES order).
     """
     if not objs:
         return
@@ -69,13 +70,15 @@ def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk: b
         f"SELECT {', '.join(f'v.{column}' for column, _type in columns)} FROM {source}"
     )
     with connection.cursor() as cursor:
-        if not returning_pk:
+        if returning_pk_by is None:
             cursor.execute(sql, params)
             return
-        cursor.execute(f"{sql} RETURNING {quote(meta.pk.column)}", params)
-        for obj, (pk,) in zip(objs, cursor.fetchall(), strict=True):
-            obj.pk = pk
-            obj._state.adding = False
+        key = meta.get_field(returning_pk_by)
+        cursor.execute(f"{sql} RETURNING {quote(key.column)}, {quote(meta.pk.column)}", params)
+        pks = dict(cursor.fetchall())
+    for obj in objs:
+        obj.pk = pks[getattr(obj, key.attname)]
+        obj._state.adding = False
 
 
 def _stored(field, value):

@@ -12,7 +12,7 @@ from mchat.db import rows_insert, rows_source
 
 
 @pytest.mark.django_db
-def test_rows_insert_stores_what_save_would_and_returns_keys_in_order():
+def test_rows_insert_stores_what_save_would_and_gives_each_object_its_key():
     when = datetime(2026, 11, 24, 8, 30, 15, 123456, tzinfo=UTC)
     records = [
         ProcessedRequest(
@@ -23,9 +23,9 @@ def test_rows_insert_stores_what_save_would_and_returns_keys_in_order():
             client_id="emp_a_001_d1", seq_id="s3", action="x", response=["a", 1], created_at=when
         ),
     ]
-    rows_insert(
-        records, fields=("client_id", "seq_id", "action", "response", "created_at"), returning_pk=True
-    )
+    # seq_id is unique among these rows (one client), so it can match keys to objects.
+    fields = ("client_id", "seq_id", "action", "response", "created_at")
+    rows_insert(records, fields=fields, returning_pk_by="seq_id")
     stored = {r.seq_id: r for r in ProcessedRequest.objects.all()}
     assert [r.pk for r in records] == [stored[s].pk for s in ("s1", "s2", "s3")]
     assert stored["s1"].response == {"code": 0, "t": "中文"}

@@ -1,8 +1,9 @@
 """Sending, recalling and acknowledging messages (spec 3.11-3.13, DESIGN §5).
 
-Every message takes the next number of its conversation inside the sender's transaction
-(`conversations_seq_take`), so numbers are gap-free and strictly increasing per conversation
-across any number of bridge processes. Deliveries go out after commit (messaging.events).
+Every message takes the next number of its conversation inside the sender's transaction,
+under the conversation's row lock (`_messages_post`: one statement on PostgreSQL,
+`conversations_seq_take` elsewhere), so numbers are gap-free and strictly increasing per
+conversation across any number of bridge processes. Deliveries go out after commit (messaging.events).
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatE
     conversation take consecutive numbers in the order given. All or nothing for the rest: a
     (client_id, seq_id) that already made a message raises IntegrityError, and the caller
     retries the sends one at a time (message_send_private returns the earlier message).
-    Conversation rows are locked in id order, so concurrent batches never deadlock.
+    The conversations' rows are locked in id order, so two batches of sends alone cannot
+    deadlock (a batch that also holds other locks still may: PostgreSQL then aborts it and
+    the dispatcher serves its requests one by one).
     """
     results: list[Message | MChatError | None] = [None] * len(sends)
     recipients, found = _recipients_with_conversations(sends)
@@ -237,14 +240,13 @@ def private_conversations_get_or_create(
 ) -> dict[tuple[int, int], Conversation]:
     """The private conversation of each pair, by selectors.private_key: those in `found`
     (looked up already), private_conversation_get_or_create for each other pair."""
+    wanted = {selectors.private_key(a, b): selectors.private_pair(a, b) for a, b in pairs}
     conversations = {}
-    for a, b in pairs:
-        key = selectors.private_key(a, b)
-        if key not in conversations:
-            low, high = selectors.private_pair(a, b)
-            conversation = found.get(key) or private_conversation_get_or_create(a=low, b=high)
-            conversation.employee_low, conversation.employee_high = low, high
-            conversations[key] = conversation
+    # In key order, so two processes creating the same new pairs take them in the same order.
+    for key, (low, high) in sorted(wanted.items()):
+        conversation = found.get(key) or private_conversation_get_or_create(a=low, b=high)
+        conversation.employee_low, conversation.employee_high = low, high
+        conversations[key] = conversation
     return conversations
 
 
@@ -403,7 +405,7 @@ def _messages_store(messages: list[Message]) -> None:
     for message in messages:
         message.seq, message.sent_at = next_seq[message.conversation_id], sent_at
         next_seq[message.conversation_id] += 1
-    rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk=True)
+    rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk_by="msg_id")
     read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
     _read_positions_advance(read_up_to, at=sent_at)
 

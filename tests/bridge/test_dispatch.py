@@ -267,3 +267,27 @@ def test_an_answer_echoing_a_lone_surrogate_still_goes_out(dispatcher, published
     outcome = dispatcher.handle("mchat/msg/req/emp_alice_001_dev1/s1", b'{"action": "a\\ud800b"}')
     assert outcome.response["code"] == 400
     assert published.messages[0].payload["message"] == "未知的 action：a?b"
+
+
+executions: list[str] = []
+
+
+def _hook_fails_after_commit(request):
+    from django.db import transaction
+
+    executions.append(request.seq_id)
+    transaction.on_commit(lambda: 1 / 0)
+    return {"done": request.seq_id}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_after_commit_hook_does_not_run_a_committed_batch_again(published):
+    EmployeeFactory(employee_id="emp_alice_001")
+    executions.clear()
+    routes = {"work": Route("work", "tests.bridge.test_dispatch:_hook_fails_after_commit", "write")}
+    dispatcher = Dispatcher(published, routes=routes, limiter=RateLimiter({}))
+    messages = [(f"mchat/msg/req/emp_alice_001_dev1/s{n}", encode({"action": "work"})) for n in range(2)]
+    outcomes = dispatcher.handle_batch(messages)
+    assert [o.response["code"] for o in outcomes] == [0, 0]
+    assert executions == ["s0", "s1"]  # once each: the batch had committed
+    assert ProcessedRequest.objects.count() == 2
