@@ -70,13 +70,21 @@ def make_client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     return client
 
 
-def connect_async(client: mqtt.Client, *, persistent: bool) -> None:
+def connect_async(client: mqtt.Client, *, persistent: bool, receive_maximum: int | None = None) -> None:
     address = broker_address()
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS if persistent else 0
+    if receive_maximum is not None:
+        # At most this many unacknowledged QoS 1 messages from the broker at a time (MQTT 5).
+        properties.ReceiveMaximum = receive_maximum
     client.connect_async(
         address.host, address.port, keepalive=30, clean_start=not persistent, properties=properties
     )
+
+
+def receive_maximum() -> int:
+    """Unacknowledged requests the broker may send a bridge at once: a few batches' worth."""
+    return 4 * settings.MCHAT_BRIDGE_BATCH
 
 
 def _session_end() -> Properties:
@@ -115,10 +123,14 @@ class BridgeClient:
         shared_filter = f"$share/{protocol.SHARED_GROUP}/{protocol.REQUEST_FILTER}"
         self.filter = shared_filter if shared else protocol.REQUEST_FILTER
         self._other_filter = protocol.REQUEST_FILTER if shared else shared_filter
-        self._pending: list[tuple] = []  # received and not answered yet (loop thread only)
+        # Received and not answered yet, each with the connection it came on (loop thread only).
+        self._pending: list[tuple] = []
+        self._connection = 0  # counts successful connects: an ack belongs to its connection
         self._accepting = False
         self._loop_thread: threading.Thread | None = None
         self._handoff: deque[tuple[str, bytes, int, bool, Future]] = deque()
+        self._handoff_lock = threading.Lock()
+        self._handoff_closed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -142,6 +154,7 @@ class BridgeClient:
             logger.error("broker refused the bridge: %s", reason_code)
             return
         self._reconnect_delay = RECONNECT_MIN_SECONDS
+        self._connection += 1
         # Subscriptions are restored on every (re)connect; a persistent session that switched
         # between shared and plain mode must not keep the other filter.
         _, self._request_sub_mid = client.subscribe(self.filter, qos=1)
@@ -164,6 +177,9 @@ class BridgeClient:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        # Unanswered requests of this connection come back with the session; serving them now
+        # too would only answer them twice.
+        self._pending.clear()
         self._reconnect_later()
         if reason_code.is_failure:
             logger.warning("bridge disconnected (%s); reconnecting", reason_code)
@@ -174,7 +190,7 @@ class BridgeClient:
 
     def _on_message(self, client, userdata, message) -> None:
         if self._accepting:
-            self._pending.append((message.topic, message.payload, message.mid, message.qos))
+            self._pending.append((message.topic, message.payload, message.mid, message.qos, self._connection))
         # else: shutting down; left unacknowledged, the broker redelivers it next session
 
     # --- publishing from any thread -----------------------------------------------------------
@@ -185,7 +201,14 @@ class BridgeClient:
         if self._loop_thread is None or threading.current_thread() is self._loop_thread:
             future.set_result(self.client.publish(topic, payload, qos=qos, retain=retain))
             return future
-        self._handoff.append((topic, payload, qos, retain, future))
+        with self._handoff_lock:
+            queued = not self._handoff_closed
+            if queued:
+                self._handoff.append((topic, payload, qos, retain, future))
+        if not queued:
+            logger.warning("the bridge is stopping: nothing more is published (%s)", topic)
+            future.set_exception(RuntimeError("the bridge is stopping"))
+            return future
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
@@ -198,6 +221,7 @@ class BridgeClient:
             try:
                 future.set_result(self.client.publish(topic, payload, qos=qos, retain=retain))
             except Exception as exc:
+                logger.exception("publishing on %s for another thread failed", topic)
                 future.set_exception(exc)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -228,9 +252,13 @@ class BridgeClient:
             self.client.loop_misc()
 
     def _read_available(self, sock) -> None:
-        """Read until the socket has nothing more or a full batch has arrived."""
-        while len(self._pending) < settings.MCHAT_BRIDGE_BATCH:
+        """Read what has arrived: always one pass (acknowledgements and PINGRESP must not wait
+        behind a backlog; the broker sends at most receive_maximum() unacknowledged requests),
+        then on while more is waiting and less than a batch is in hand."""
+        while True:
             if self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self.client.socket() is not sock:
+                return
+            if len(self._pending) >= settings.MCHAT_BRIDGE_BATCH:
                 return
             if not getattr(sock, "pending", lambda: 0)() and not select.select([sock], [], [], 0)[0]:
                 return
@@ -250,14 +278,16 @@ class BridgeClient:
         batch = self._pending[: settings.MCHAT_BRIDGE_BATCH]
         del self._pending[: len(batch)]
         # Status messages are not requests: org.presence, no reply, never a dispatch.
-        requests = [(t, p) for t, p, _, _ in batch if not status.is_status_topic(t)]
-        for topic, payload, _, _ in batch:
+        requests = [(t, p) for t, p, *_ in batch if not status.is_status_topic(t)]
+        for topic, payload, *_ in batch:
             if status.is_status_topic(topic):
                 status.handle_status_message(topic, payload)
         if requests:
             self.dispatcher.handle_batch(requests)
-        for _, _, mid, qos in batch:
-            if qos:
+        for _, _, mid, qos, connection in batch:
+            # A packet id means something only on the connection it came on; after a reconnect
+            # the broker redelivers the unacknowledged request (answered again from its record).
+            if qos and connection == self._connection and self.client.socket() is not None:
                 self.client.ack(mid, qos)
 
     def _confirm_acks(self) -> None:
@@ -282,7 +312,7 @@ class BridgeClient:
         """Serve until `stop` is set, then answer what was already received and disconnect."""
         self._loop_thread = threading.current_thread()
         self._accepting = True
-        connect_async(self.client, persistent=True)
+        connect_async(self.client, persistent=True, receive_maximum=receive_maximum())
         try:
             while not stop.is_set() or self._pending:
                 if stop.is_set():
@@ -293,6 +323,8 @@ class BridgeClient:
                     self._serve_pending()
         finally:
             self._accepting = False
+            with self._handoff_lock:
+                self._handoff_closed = True
             self._publish_handed_over()
             self._confirm_acks()
             self.client.disconnect(properties=None if self.keep_session else _session_end())
