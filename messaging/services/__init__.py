@@ -13,7 +13,6 @@ from messaging.services.groups import (
 from messaging.services.messages import (
     PrivateSend,
     ReadAck,
-    conversations_seq_take,
     message_recall,
     message_send_group,
     message_send_private,
@@ -32,7 +31,6 @@ __all__ = [
     "MembershipChange",
     "PrivateSend",
     "ReadAck",
-    "conversations_seq_take",
     "group_create",
     "group_dismiss",
     "group_member_add",

@@ -2,7 +2,7 @@
 
 Every message takes the next number of its conversation inside the sender's transaction,
 under the conversation's row lock (`_messages_post`: one statement on PostgreSQL,
-`conversations_seq_take` elsewhere), so numbers are gap-free and strictly increasing per
+`_conversations_seq_take` on SQLite), so numbers are gap-free and strictly increasing per
 conversation across any number of bridge processes. Deliveries go out after commit (messaging.events).
 """
 
@@ -285,37 +285,25 @@ def _recipients_with_conversations(
     return recipients, conversations
 
 
-def conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int, int]:
+def _conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int, int]:
     """Take `counts[pk]` consecutive message numbers from each conversation, in the current
     transaction; returns each conversation's new last_seq (its numbers end there).
 
-    One UPDATE ... RETURNING: the row locks it takes (in id order on PostgreSQL, so two
-    batches cannot deadlock) order concurrent senders across processes until commit, and a
-    rollback gives the numbers back, so there are never gaps.
+    The SQLite half of _messages_store (PostgreSQL takes the numbers inside its one write
+    statement, locking rows in id order). SQLite has one writer at a time, and a rollback
+    gives the numbers back, so there are never gaps.
     """
     if not counts:
         return {}
     table = connection.ops.quote_name(Conversation._meta.db_table)
     source, source_params = rows_source([("id", "bigint"), ("n", "bigint")], sorted(counts.items()))
-    at_value = connection.ops.adapt_datetimefield_value(at)
-    if connection.vendor == "postgresql":
-        sql = (
-            f"WITH locked AS (SELECT id FROM {table} WHERE id IN (SELECT v.id FROM {source}) "
-            f"ORDER BY id FOR UPDATE) "
-            f"UPDATE {table} AS c SET last_seq = c.last_seq + v.n, "
-            f"last_activity_at = GREATEST(c.last_activity_at, %s) "
-            f"FROM {source} WHERE c.id = v.id AND c.id IN (SELECT id FROM locked) "
-            f"RETURNING c.id, c.last_seq"
-        )
-        params = [*source_params, at_value, *source_params]
-    else:  # SQLite: one writer at a time anyway
-        sql = (
-            f"UPDATE {table} SET last_seq = last_seq + v.n, "
-            f"last_activity_at = MAX(last_activity_at, %s) "
-            f"FROM {source} WHERE {table}.id = v.id "
-            f"RETURNING {table}.id, {table}.last_seq"
-        )
-        params = [at_value, *source_params]
+    sql = (
+        f"UPDATE {table} SET last_seq = last_seq + v.n, "
+        f"last_activity_at = MAX(last_activity_at, %s) "
+        f"FROM {source} WHERE {table}.id = v.id "
+        f"RETURNING {table}.id, {table}.last_seq"
+    )
+    params = [connection.ops.adapt_datetimefield_value(at), *source_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         taken = dict(cursor.fetchall())
@@ -398,7 +386,7 @@ def _messages_post(posts: Sequence[_Post]) -> list[Message]:
 
 def _messages_store(messages: list[Message]) -> None:
     counts = Counter(message.conversation_id for message in messages)
-    last = conversations_seq_take(counts, at=timezone.now())
+    last = _conversations_seq_take(counts, at=timezone.now())
     # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
     sent_at = timezone.now()
     next_seq = {pk: last[pk] - n + 1 for pk, n in counts.items()}
