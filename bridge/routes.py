@@ -22,6 +22,11 @@ class Route:
     # Optional "module:function" serving many requests of this action at once (a list of
     # Request -> a list of data, Deferred or MChatError, in order); see bridge.dispatch.
     many_target: str = ""
+    # The many-handler makes its own writes atomic, and a repeat of a request it served is
+    # recognised by what it wrote (msg.send_private: the message's unique (client_id, seq_id)
+    # finds it, and the answer is rebuilt from the message). A batch that is one run of it
+    # then gets no transaction from the dispatcher, and only refusals are recorded.
+    many_commits_itself: bool = False
 
     @cached_property
     def handler(self) -> Callable[..., Any]:
@@ -63,7 +68,13 @@ ROUTES: dict[str, Route] = _table(
     Route("group.list", f"{H}.groups:group_list", "read"),
     Route("group.info", f"{H}.groups:group_info", "read"),
     # messages (spec 3.11-3.13, plus history, conversations, recall)
-    Route("msg.send_private", f"{H}.messages:send_private", "message", f"{H}.messages:send_private_many"),
+    Route(
+        "msg.send_private",
+        f"{H}.messages:send_private",
+        "message",
+        many_target=f"{H}.messages:send_private_many",
+        many_commits_itself=True,
+    ),
     Route("msg.send_group", f"{H}.messages:send_group", "message"),
     Route("msg.read_ack", f"{H}.messages:read_ack", "message"),
     Route("msg.recall", f"{H}.messages:recall", "message"),

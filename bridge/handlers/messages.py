@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
+from django.db import transaction
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
@@ -84,7 +86,13 @@ def send_private(request: Request) -> dict | Deferred:
 
 def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MChatError]:
     """send_private for requests that arrived together (the dispatcher's batch path): the
-    same answers, in a fixed number of queries (services.messages_send_private)."""
+    same answers, in a fixed number of queries.
+
+    The dispatcher opens no transaction around it (its route says `many_commits_itself`):
+    on PostgreSQL the messages are stored by one statement, so a batch with no AI agent
+    among its recipients needs none. One that has agents is stored in a transaction that
+    also records their acknowledgement waits, so a wait exists exactly when its message does.
+    """
     results: list[dict | Deferred | MChatError | None] = [None] * len(requests)
     sends, indexes = [], []
     for index, (request, fields) in enumerate(
@@ -103,10 +111,13 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
                 request.seq_id,
             )
         )
-    for index, outcome in zip(indexes, services.messages_send_private(sends), strict=True):
-        results[index] = (
-            outcome if isinstance(outcome, MChatError) else _sent_private(requests[index], outcome)
-        )
+    checked = services.private_sends_check(sends)
+    waits = any(r.is_ai_agent and r.pk != sender.pk for sender, r in checked.recipients)
+    with transaction.atomic() if waits else nullcontext():
+        for index, outcome in zip(indexes, services.private_sends_store(checked), strict=True):
+            results[index] = (
+                outcome if isinstance(outcome, MChatError) else _sent_private(requests[index], outcome)
+            )
     return results  # type: ignore[return-value]
 
 

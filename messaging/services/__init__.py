@@ -11,6 +11,7 @@ from messaging.services.groups import (
     group_update,
 )
 from messaging.services.messages import (
+    CheckedSends,
     PrivateSend,
     ReadAck,
     message_recall,
@@ -19,6 +20,8 @@ from messaging.services.messages import (
     messages_send_private,
     private_conversation_get_or_create,
     private_conversations_get_or_create,
+    private_sends_check,
+    private_sends_store,
     read_ack,
     read_position_move,
 )
@@ -26,6 +29,7 @@ from messaging.services.notifications import group_notify, system_notification_d
 from messaging.services.receipts import group_receipt_counts, group_receipts_flush
 
 __all__ = [
+    "CheckedSends",
     "GroupCreated",
     "GroupUpdated",
     "MembershipChange",
@@ -45,6 +49,8 @@ __all__ = [
     "messages_send_private",
     "private_conversation_get_or_create",
     "private_conversations_get_or_create",
+    "private_sends_check",
+    "private_sends_store",
     "read_ack",
     "read_position_move",
     "system_notification_deliver",

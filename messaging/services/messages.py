@@ -85,7 +85,32 @@ def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatE
     The conversations' rows are locked in id order, so two batches of sends alone cannot
     deadlock (a batch that also holds other locks still may: PostgreSQL then aborts it and
     the dispatcher serves its requests one by one).
+
+    In two steps for callers that decide something between them (the bridge's batch handler
+    opens a transaction only when an answer waits for an AI agent): private_sends_check, then
+    private_sends_store.
     """
+    return private_sends_store(private_sends_check(sends))
+
+
+@dataclass
+class CheckedSends:
+    """private_sends_check's outcome: a refusal per refused send, the rest ready to store."""
+
+    results: list[Message | MChatError | None]
+    accepted: list[tuple[int, PrivateSend, Content, Employee]]  # (index, send, content, recipient)
+    conversations: dict[tuple[int, int], Conversation]  # by selectors.private_key
+
+    @property
+    def recipients(self) -> list[tuple[Employee, Employee]]:
+        """(sender, recipient) of each accepted send."""
+        return [(send.actor, recipient) for _index, send, _content, recipient in self.accepted]
+
+
+def private_sends_check(sends: Sequence[PrivateSend]) -> CheckedSends:
+    """The refusals of messages_send_private, and the conversation of each other send (a
+    missing one is created, committed on its own: a conversation without messages is
+    harmless). Reads one query, plus one transaction per new conversation."""
     results: list[Message | MChatError | None] = [None] * len(sends)
     recipients, found = _recipients_with_conversations(sends)
     accepted: list[tuple[int, PrivateSend, Content, Employee]] = []
@@ -101,15 +126,25 @@ def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatE
             results[index] = exc
             continue
         accepted.append((index, send, content, recipient))
-    if accepted:
-        conversations = private_conversations_get_or_create(
-            [(s.actor, r) for _, s, _, r in accepted], found=found
-        )
-        posts = [
-            _Post(conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id)
-            for _, s, content, r in accepted
-        ]
-        for (index, *_rest), message in zip(accepted, _messages_post(posts), strict=True):
+    conversations = (
+        private_conversations_get_or_create([(s.actor, r) for _, s, _, r in accepted], found=found)
+        if accepted
+        else {}
+    )
+    return CheckedSends(results, accepted, conversations)
+
+
+def private_sends_store(checked: CheckedSends) -> list[Message | MChatError]:
+    """Store and deliver (after commit) the accepted sends of private_sends_check; the list
+    of messages_send_private. One statement on PostgreSQL, so it needs no transaction of its
+    own; elsewhere its statements run in one (the caller's, if it has one)."""
+    results = list(checked.results)
+    posts = [
+        _Post(checked.conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id)
+        for _, s, content, r in checked.accepted
+    ]
+    if posts:
+        for (index, *_rest), message in zip(checked.accepted, _messages_post(posts), strict=True):
             results[index] = message
     return results  # type: ignore[return-value]
 
@@ -217,19 +252,20 @@ def read_position_move(
 
 def private_conversation_get_or_create(*, a: Employee, b: Employee) -> Conversation:
     low, high = selectors.private_pair(a, b)
-    conversation, created = Conversation.objects.get_or_create(
-        kind=Conversation.Kind.PRIVATE,
-        employee_low=low,
-        employee_high=high,
-        defaults={"last_activity_at": timezone.now()},
-    )
-    if created:
-        ReadPosition.objects.bulk_create(
-            [
-                ReadPosition(conversation=conversation, employee=e)
-                for e in {low.pk: low, high.pk: high}.values()
-            ]
+    with transaction.atomic():  # never a conversation without its read positions
+        conversation, created = Conversation.objects.get_or_create(
+            kind=Conversation.Kind.PRIVATE,
+            employee_low=low,
+            employee_high=high,
+            defaults={"last_activity_at": timezone.now()},
         )
+        if created:
+            ReadPosition.objects.bulk_create(
+                [
+                    ReadPosition(conversation=conversation, employee=e)
+                    for e in {low.pk: low, high.pk: high}.values()
+                ]
+            )
     # The caller's objects: no extra queries for the employee ids in payloads.
     conversation.employee_low, conversation.employee_high = low, high
     return conversation
@@ -375,9 +411,10 @@ def _messages_post(posts: Sequence[_Post]) -> list[Message]:
         for post in posts
     ]
     if connection.vendor == "postgresql":
-        _messages_store_in_one_statement(messages)
+        _messages_store_in_one_statement(messages)  # one statement: atomic by itself
     else:
-        _messages_store(messages)
+        with transaction.atomic():  # a savepoint inside the caller's transaction
+            _messages_store(messages)
     for message in messages:
         message.conversation.last_seq = max(message.conversation.last_seq, message.seq)
         events.message_sent(message, message.conversation)

@@ -52,10 +52,11 @@ def pending_send(call, published, sender, agent, *, seq_id: str, text: str = "�
 
 def test_the_answer_waits_for_the_agents_read_ack(call, published, alice, agent):
     message = pending_send(call, published, alice, agent, seq_id="770e8400")
-    # Stored and delivered at once; the request is recorded as pending.
+    # Stored and delivered at once; the wait, not an answer record, holds the request.
     [delivery] = published.to(f"mchat/inbox/{agent.employee_id}")
     assert (delivery["msg_id"], delivery["content"]) == (message.msg_id, "订单 1001 到哪了？")
-    assert ProcessedRequest.objects.get(seq_id="770e8400").response is None
+    assert published.to(answer_topic(alice, "770e8400")) == []
+    assert not ProcessedRequest.objects.filter(seq_id="770e8400").exists()
     wait = AgentAckWait.objects.get()
     assert (wait.state, wait.seq, wait.agent_id) == ("pending", 1, agent.pk)
     assert wait.deadline == message.sent_at + timedelta(seconds=5)
@@ -80,8 +81,9 @@ def test_the_answer_waits_for_the_agents_read_ack(call, published, alice, agent)
             "seq": 1,
         },
     }
-    assert ProcessedRequest.objects.get(seq_id="770e8400").response == answer
     assert AgentAckWait.objects.get().state == "acknowledged"
+    # A repeat now gets the same answer, rebuilt from the message and its wait.
+    assert call(alice, "msg.send_private", seq_id="770e8400", to_employee_id=agent.employee_id, content="x") == answer
 
 
 def test_a_repeat_while_pending_publishes_nothing_and_after_resolution_replays_the_answer(
@@ -108,7 +110,6 @@ def test_the_deadline_answers_504_and_the_message_is_kept(call, published, alice
     assert sweep() == 1
     [answer] = published.to(answer_topic(alice, "late-1"))
     assert answer == {"seq_id": "late-1", "code": 504, "message": "Agent 响应超时", "data": None}
-    assert ProcessedRequest.objects.get(seq_id="late-1").response == answer
     assert sweep() == 0  # exactly once
 
     # Kept: the agent finds it unread when it comes back, and its late ack answers nobody again.
