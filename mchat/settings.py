@@ -88,7 +88,7 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
-if DATABASES["default"]["ENGINE"].endswith("postgresql") and os.environ.get("XSSB", "1") == "1":
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Server-side binding with prepared statements: a statement run a few times (every one on
     # the request path) is parsed and planned once per connection instead of on every call,
     # which for the message store's one statement was a third of its time. Django leaves
