@@ -50,9 +50,96 @@ def _nodelay(client, userdata, sock) -> None:
         pass
 
 
-def make_client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+class GatheringSocket:
+    """The bridge connection's socket as paho sees it: reads served from one large recv, and
+    writes gathered until the bridge's loop calls `flush`.
+
+    paho reads each packet with three or more recv calls (the header byte, each byte of the
+    length, the body) and writes each packet with its own send. With this socket a batch's
+    answers, deliveries and acknowledgements leave in one write, and the broker reads them in
+    a few TCP segments instead of one per packet.
+    """
+
+    READ_SIZE = 256 * 1024
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self._in = b""
+        self._in_at = 0
+        self._out = bytearray()
+        self._failed: OSError | None = None
+
+    def recv(self, size: int) -> bytes:
+        if self._failed is not None:
+            raise self._failed  # a failed flush: paho's read reports the lost connection
+        if self._in_at >= len(self._in):
+            data = self._sock.recv(max(size, self.READ_SIZE))
+            if len(data) <= size:
+                return data
+            self._in, self._in_at = data, 0
+        start, self._in_at = self._in_at, min(self._in_at + size, len(self._in))
+        return self._in[start : self._in_at]
+
+    def pending(self) -> int:
+        """Bytes received and not yet taken by paho, which select() cannot see."""
+        inner = getattr(self._sock, "pending", None)  # TLS keeps its own
+        return len(self._in) - self._in_at + (inner() if inner else 0)
+
+    def send(self, data) -> int:
+        if self._failed is not None:
+            raise self._failed
+        self._out += data
+        return len(data)
+
+    def unsent(self) -> int:
+        return len(self._out)
+
+    def flush(self) -> None:
+        """Write what was gathered, as far as the socket takes it now; the rest waits for the
+        loop's next pass (select() then waits for the socket to take more)."""
+        while self._out and self._failed is None:
+            try:
+                sent = self._sock.send(self._out)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._failed = exc
+                return
+            del self._out[:sent]
+
+    def close(self) -> None:
+        # paho closes right after queueing its DISCONNECT: send what was gathered first.
+        if self._out and self._failed is None:
+            try:
+                self._sock.settimeout(1.0)
+                self._sock.sendall(self._out)
+            except OSError:
+                pass
+        self._out.clear()
+        self._sock.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.setblocking(flag)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class GatheringClient(mqtt.Client):
+    """A paho client on a GatheringSocket; only for a loop that calls its socket's flush()."""
+
+    def _create_socket(self):
+        return GatheringSocket(super()._create_socket())
+
+
+def make_client(
+    client_id: str, *, manual_ack: bool = False, client_class: type[mqtt.Client] = mqtt.Client
+) -> mqtt.Client:
     """A paho client logged in as the bridge's own broker user."""
-    client = mqtt.Client(
+    client = client_class(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
@@ -111,8 +198,9 @@ class BridgeClient:
     idempotency record makes the redelivery harmless.
 
     One thread does everything: it runs paho's network loop itself (loop_read, loop_write,
-    loop_misc on its own select) between batches, so answers and deliveries are written to the
-    socket as they are published, with no hand-over to a network thread. Other threads of
+    loop_misc on its own select) between batches, with no hand-over to a network thread; what
+    a batch publishes and acknowledges is gathered (GatheringSocket) and written once, when the
+    batch is done. Other threads of
     the process (timers, tests) publish through `publish`, which passes the message to the
     loop thread.
     """
@@ -137,7 +225,7 @@ class BridgeClient:
         self._reconnect_at = 0.0
         self._reconnect_delay = RECONNECT_MIN_SECONDS
         self.connected = threading.Event()
-        self.client = make_client(self.client_id, manual_ack=True)
+        self.client = make_client(self.client_id, manual_ack=True, client_class=GatheringClient)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -233,7 +321,9 @@ class BridgeClient:
         if sock is None:
             self._connect(timeout)
             return
-        want_write = [sock] if self.client.want_write() else []
+        if sock.pending():
+            timeout = 0  # received already: select() would not see it
+        want_write = [sock] if self.client.want_write() or sock.unsent() else []
         try:
             readable, _, _ = select.select([sock, self._wake_r], want_write, [], timeout)
         except (OSError, ValueError):
@@ -243,13 +333,19 @@ class BridgeClient:
                 self._wake_r.recv(4096)
             except BlockingIOError:
                 pass
-        if sock in readable or getattr(sock, "pending", lambda: 0)():
+        if sock in readable or sock.pending():
             self._read_available(sock)
         self._publish_handed_over()
         if self.client.socket() is not None:
             if self.client.want_write():
                 self.client.loop_write()
             self.client.loop_misc()
+        self._flush()
+
+    def _flush(self) -> None:
+        sock = self.client.socket()
+        if sock is not None:
+            sock.flush()
 
     def _read_available(self, sock) -> None:
         """Read what has arrived: always one pass (acknowledgements and PINGRESP must not wait
@@ -260,7 +356,7 @@ class BridgeClient:
                 return
             if len(self._pending) >= settings.MCHAT_BRIDGE_BATCH:
                 return
-            if not getattr(sock, "pending", lambda: 0)() and not select.select([sock], [], [], 0)[0]:
+            if not sock.pending() and not select.select([sock], [], [], 0)[0]:
                 return
 
     def _connect(self, timeout: float) -> None:
@@ -289,6 +385,7 @@ class BridgeClient:
             # the broker redelivers the unacknowledged request (answered again from its record).
             if qos and connection == self._connection and self.client.socket() is not None:
                 self.client.ack(mid, qos)
+        self._flush()  # the batch's answers, deliveries and acknowledgements, in one write
 
     def _confirm_acks(self) -> None:
         """Make sure the broker has taken our acknowledgements before we go.

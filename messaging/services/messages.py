@@ -140,7 +140,9 @@ def private_sends_store(checked: CheckedSends) -> list[Message | MChatError]:
     own; elsewhere its statements run in one (the caller's, if it has one)."""
     results = list(checked.results)
     posts = [
-        _Post(checked.conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id)
+        _Post(
+            checked.conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id
+        )
         for _, s, content, r in checked.accepted
     ]
     if posts:

@@ -83,7 +83,10 @@ def test_the_answer_waits_for_the_agents_read_ack(call, published, alice, agent)
     }
     assert AgentAckWait.objects.get().state == "acknowledged"
     # A repeat now gets the same answer, rebuilt from the message and its wait.
-    assert call(alice, "msg.send_private", seq_id="770e8400", to_employee_id=agent.employee_id, content="x") == answer
+    assert (
+        call(alice, "msg.send_private", seq_id="770e8400", to_employee_id=agent.employee_id, content="x")
+        == answer
+    )
 
 
 def test_a_repeat_while_pending_publishes_nothing_and_after_resolution_replays_the_answer(

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from bridge.client import BridgeClient
+from bridge.client import BridgeClient, GatheringSocket
 from org import services
 from org.models import AuthChallenge
 
@@ -22,6 +22,8 @@ def test_admin_binds_and_gets_a_challenge_over_mqtt(live):
     challenge = device.request("auth.challenge", seq_id="cc0e8400")
     assert challenge["code"] == 0
     assert set(challenge["data"]) == {"challenge_id", "token", "expires_at"}
+    # Answers went out through the bridge's gathering socket (paho still builds it for us).
+    assert isinstance(live.bridge.client.socket(), GatheringSocket)
 
 
 def test_bad_input_over_mqtt_gets_400_and_the_bridge_keeps_serving(live):

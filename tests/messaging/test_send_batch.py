@@ -99,13 +99,16 @@ def test_a_batch_uses_a_fixed_number_of_statements(batch, alice, bob, carol):
         )
     assert len(many) == len(few)
     assert Message.objects.filter(seq_id__startswith="many-").count() == 40
+
     # No savepoint per request: as many for 40 as for one (the batch's, inside the test's
     # transaction, and on SQLite the store's own).
     def savepoints(queries):
         return sum(q["sql"].startswith("SAVEPOINT") for q in queries.captured_queries)
 
     assert savepoints(many) == savepoints(few) <= 2
-    assert not any(q["sql"].startswith('INSERT INTO "bridge_processedrequest"') for q in many.captured_queries)
+    assert not any(
+        q["sql"].startswith('INSERT INTO "bridge_processedrequest"') for q in many.captured_queries
+    )
 
 
 def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(batch, published, alice, bob):
@@ -155,7 +158,10 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
     # As in the bridge: no test transaction around the dispatcher.
     alice = EmployeeFactory(employee_id="emp_alice_001")
     bob = EmployeeFactory(employee_id="emp_bob_002")
-    (first,) = [o.response for o in dispatcher.handle_batch([_send(alice, "t1", to_employee_id=bob.employee_id, content="一")])]
+    (first,) = [
+        o.response
+        for o in dispatcher.handle_batch([_send(alice, "t1", to_employee_id=bob.employee_id, content="一")])
+    ]
     published.clear()
     with CaptureQueriesContext(connection) as queries:
         outcomes = dispatcher.handle_batch(
@@ -179,7 +185,10 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
         )
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
     assert "SAVEPOINT" not in statements
-    assert not any('"bridge_processedrequest"' in q["sql"] and q["sql"].startswith("INSERT") for q in queries.captured_queries)
+    assert not any(
+        '"bridge_processedrequest"' in q["sql"] and q["sql"].startswith("INSERT")
+        for q in queries.captured_queries
+    )
     if connection.vendor == "postgresql":
         # employees, earlier answers, recipients and conversations, then the one store statement
         assert len(statements) == 4
