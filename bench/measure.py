@@ -118,6 +118,7 @@ class LoopResult:
     window: float = 0.0
     sent: dict[str, float] = field(default_factory=dict)  # seq_id -> intended send time
     unanswered: int = 0
+    late: list[float] = field(default_factory=list)  # open loop: actual minus intended send time
 
     def summary(self) -> dict:
         return {
@@ -220,6 +221,7 @@ def open_loop(
 
             seq_id = requests.send(index, make_payload, on_response)
             result.sent[seq_id] = intended
+            result.late.append(time.monotonic() - intended)
         if state["next"] < total:
             requests.swarm.call_at(t0 + state["next"] * interval, pump)
 

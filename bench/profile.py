@@ -39,19 +39,21 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         "  topic parse + envelope decode",
         [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")],
     ),
-    ("  identity SELECT (employee of the connection)", [("employees_for_connections", "org/selectors.py")]),
-    ("  idempotency SELECT (earlier answer)", [("Dispatcher._recorded", "bridge/dispatch.py")]),
+    (
+        "  identity + idempotency SELECT (employees, earlier answers)",
+        [("Dispatcher._employees_and_records", "bridge/dispatch.py")],
+    ),
     ("  rate limiter", [("RateLimiter.take", "bridge/ratelimit.py")]),
     ("  handler transaction(s)", [("Dispatcher._execute", "bridge/dispatch.py")]),
     (
-        "    _execute_many (a run: many-handler, then one INSERT of answers)",
+        "    _execute_many (a run: many-handler; answers recorded for refusals only)",
         [("Dispatcher._execute_many", "bridge/dispatch.py")],
     ),
     ("      send_private_many (batch handler)", [("send_private_many", "bridge/handlers/messages.py")]),
     ("        validate (one DRF ListSerializer)", [("validate_many", "bridge/handlers/__init__.py")]),
     (
-        "        services.messages_send_private",
-        [("messages_send_private", "messaging/services/messages.py")],
+        "        services.private_sends_check (refusals, conversations)",
+        [("private_sends_check", "messaging/services/messages.py")],
     ),
     ("          content_parse", [("content_parse", "messaging/content.py")]),
     (
@@ -63,7 +65,7 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("private_conversation_get_or_create", "messaging/services/messages.py")],
     ),
     (
-        "          _messages_post (number, insert, read positions)",
+        "        services.private_sends_store -> _messages_post (number, insert, read positions)",
         [("_messages_post", "messaging/services/messages.py")],
     ),
     (
@@ -72,7 +74,10 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("            elsewhere: three statements", [("_messages_store", "messaging/services/messages.py")]),
     ("            events.message_sent (payload, on_commit)", [("message_sent", "messaging/events.py")]),
-    ("    COMMIT", [("BaseDatabaseWrapper._commit", "django/db/backends/base/base.py")]),
+    (
+        "    COMMIT (batches that need a transaction)",
+        [("BaseDatabaseWrapper._commit", "django/db/backends/base/base.py")],
+    ),
     (
         "    on_commit hooks (publish deliveries)",
         [("BaseDatabaseWrapper.run_and_clear_commit_hooks", "django/db/backends/base/base.py")],

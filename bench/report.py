@@ -59,6 +59,12 @@ def _lat(s: dict | None) -> str:
     return f"{s['p50']:.2f} / {s['p95']:.2f} / {s['p99']:.2f}"
 
 
+def _late(s: dict | None) -> str:
+    if not s or not s.get("count"):
+        return "–"  # runs from before the bench measured it
+    return f"{s['p50']:.2f} / {s['p99']:.2f}"
+
+
 def _row(*cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -182,17 +188,19 @@ def render(r: dict) -> str:
         "",
         "Open loop: requests sent on a fixed schedule whatever the answers do; latency counts from",
         "the scheduled time (a stall that delays sending is included). End to end = schedule to",
-        "the recipient's inbox arrival (recipients online in a separate process).",
+        "the recipient's inbox arrival (recipients online in a separate process). Sent late =",
+        "how late the load generator itself sent (its timer's error, included in both latencies).",
         "",
         _row(
             "offered/s",
             "answered/s",
             "response p50 / p95 / p99",
             "end-to-end p50 / p95 / p99",
+            "sent late p50 / p99",
             "missing deliveries",
             "codes",
         ),
-        _row("---:", "---:", "---", "---", "---:", "---"),
+        _row("---:", "---:", "---", "---", "---", "---:", "---"),
     ]
     for row in r.get("offered_load", []):
         offered = f"{row['offered_per_second']}" + (
@@ -204,6 +212,7 @@ def render(r: dict) -> str:
                 row["answered_per_second"],
                 _lat(row["response_ms"]),
                 _lat(row["end_to_end_ms"]),
+                _late(row.get("send_late_ms")),
                 row["deliveries_missing"],
                 _codes(row["codes"]),
             )

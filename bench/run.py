@@ -455,6 +455,8 @@ class Bench:
                 "answered_per_second": result.summary()["per_second"],
                 "response_ms": measure.stats_ms(result.latencies),
                 "end_to_end_ms": measure.stats_ms(e2e),
+                # The load generator's own error: how late it sent (counted in the latencies).
+                "send_late_ms": measure.stats_ms(result.late),
                 "codes": {str(k): v for k, v in result.codes.items()},
                 "unanswered": result.unanswered,
                 "deliveries_missing": missing,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import selectors
 import socket
 import threading
@@ -226,15 +227,25 @@ class Swarm:
             self._flush_writes()
             now = time.monotonic()
             timeout = 0.05
+            timer_first = False
             if self._timers:
-                timeout = max(0.0, min(timeout, self._timers[0][0] - now))
+                due_in = self._timers[0][0] - now
+                if due_in < timeout:
+                    # epoll waits in whole milliseconds, rounded up: a timer would fire up to
+                    # 1 ms late, and open-loop latency counts from the scheduled time. Wait in
+                    # whole milliseconds rounded down, then sleep (sub-millisecond) the rest.
+                    timeout, timer_first = max(0.0, math.floor(due_in * 1e3) * 1e-3), True
             if self._calls:
-                timeout = 0.0
+                timeout, timer_first = 0.0, False
             try:
                 events = self._selector.select(timeout)
             except OSError as exc:
                 self.errors.append(f"select: {exc}")
                 continue
+            if timer_first and not events:
+                rest = self._timers[0][0] - time.monotonic()
+                if rest > 0:
+                    time.sleep(rest)
             for key, mask in events:
                 client = key.data
                 if client is None:

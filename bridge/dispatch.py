@@ -20,6 +20,7 @@ of answers.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -39,7 +40,6 @@ from bridge.routes import ROUTES, Route
 from mchat.db import rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
 from org.models import Employee
-from org.selectors import employees_for_connections
 
 logger = logging.getLogger("mchat.bridge")
 
@@ -113,8 +113,7 @@ class Dispatcher:
         works = [_Work(topic, raw) for topic, raw in messages]
         try:
             self._decode(works)
-            self._identify(works)
-            self._replay_recorded(works)
+            self._identify_and_replay(works)
             self._limit(works)
             self._execute(works)
         except Exception as exc:
@@ -148,31 +147,58 @@ class Dispatcher:
             except MChatError as exc:
                 work.decide(self._error(work, exc))
 
-    def _identify(self, works: list[_Work]) -> None:
+    def _identify_and_replay(self, works: list[_Work]) -> None:
+        """Who is behind each connection (unknown or inactive: 401), and which requests were
+        answered before: those get the same answer and execute nothing again."""
         open_works = [w for w in works if not w.decided]
         if not open_works:
             return
-        employees = employees_for_connections(employee_ids={w.parsed.employee_id for w in open_works})
+        employees, recorded = self._employees_and_records(
+            {w.parsed.employee_id for w in open_works}, {w.key for w in open_works}
+        )
+        first_of: dict[tuple[str, str], _Work] = {}
         for work in open_works:
             work.employee = employees.get(work.parsed.employee_id)
             if work.employee is None:
                 work.decide(self._error(work, Unauthenticated(_("连接未绑定到在职员工"))))
-
-    def _replay_recorded(self, works: list[_Work]) -> None:
-        """A request answered before gets the same answer and executes nothing again."""
-        open_works = [w for w in works if not w.decided]
-        if not open_works:
-            return
-        recorded = self._recorded({w.key for w in open_works})
-        first_of: dict[tuple[str, str], _Work] = {}
-        for work in open_works:
-            if work.key in recorded:
+            elif work.key in recorded:
                 work.decide(recorded[work.key], replayed=True)
             elif work.key in first_of:
                 work.same_as = first_of[work.key]
                 work.decided = True
             else:
                 first_of[work.key] = work
+
+    def _employees_and_records(
+        self, employee_ids: set[str], keys: set[tuple[str, str]]
+    ) -> tuple[dict[str, Employee], dict[tuple[str, str], dict | None]]:
+        """The active employees by employee_id, and the recorded answers by key (None: still
+        pending), in one statement: the employees' rows, then the answers' rows, whose
+        employee columns are NULL."""
+        quote = connection.ops.quote_name
+        fields = Employee._meta.concrete_fields
+        people, people_params = rows_source([("employee_id", "text")], sorted((e,) for e in employee_ids))
+        asked, asked_params = rows_source([("client_id", "text"), ("seq_id", "text")], sorted(keys))
+        rows = Employee.objects.raw(
+            f"SELECT {', '.join(quote(f.column) for f in fields)}, "
+            f"NULL AS answer_client_id, NULL AS answer_seq_id, NULL AS answer "
+            f"FROM {quote(Employee._meta.db_table)} "
+            f"WHERE is_active AND employee_id IN (SELECT v.employee_id FROM {people}) "
+            f"UNION ALL SELECT {', '.join('NULL' for _ in fields)}, p.client_id, p.seq_id, p.response "
+            f"FROM {quote(ProcessedRequest._meta.db_table)} AS p "
+            f"WHERE (p.client_id, p.seq_id) IN (SELECT v.client_id, v.seq_id FROM {asked})",
+            [*people_params, *asked_params],
+        )
+        employees, recorded = {}, {}
+        for row in rows:
+            if row.pk is not None:
+                employees[row.employee_id] = row
+            else:
+                answer = row.answer
+                recorded[(row.answer_client_id, row.answer_seq_id)] = (
+                    json.loads(answer) if isinstance(answer, str) else answer
+                )
+        return employees, recorded
 
     def _limit(self, works: list[_Work]) -> None:
         for work in works:

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext as _
 
-from mchat.db import rows_source
 from mchat.errors import BadRequest, NotFound
 from org.models import Department, Employee, OrgVersion
 
 INITIAL_VERSION = "0."
-
-
-def employees_for_connections(*, employee_ids: set[str]) -> dict[str, Employee]:
-    """The active employees behind MQTT connections, by employee_id, in one query whatever
-    their number (mchat.db); an id missing from the answer is unknown or inactive (the bridge
-    answers 401)."""
-    if not employee_ids:
-        return {}
-    source, params = rows_source([("employee_id", "text")], [(e,) for e in employee_ids])
-    employees = Employee.objects.raw(
-        f"SELECT * FROM {connection.ops.quote_name(Employee._meta.db_table)} "
-        f"WHERE is_active AND employee_id IN (SELECT v.employee_id FROM {source})",
-        params,
-    )
-    return {employee.employee_id: employee for employee in employees}
 
 
 def org_version() -> str:
