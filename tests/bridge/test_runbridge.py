@@ -65,3 +65,19 @@ def test_sigterm_answers_what_it_took_and_the_next_session_the_rest(live):
         for process in (first, second):
             if process is not None and process.poll() is None:
                 process.kill()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_start_up_is_frozen_out_of_full_garbage_collections():
+    import gc
+
+    from bridge.management.commands.runbridge import freeze_start_up
+    from bridge.routes import ROUTES
+
+    try:
+        freeze_start_up()
+        # Django and every handler's module are frozen: a full collection skips them.
+        assert gc.get_freeze_count() > 50_000
+        assert all("handler" in vars(route) for route in ROUTES.values())  # resolved, cached
+    finally:
+        gc.unfreeze()  # the rest of the test process collects as usual

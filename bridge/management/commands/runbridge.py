@@ -1,3 +1,4 @@
+import gc
 import signal
 import socket
 import threading
@@ -5,6 +6,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError
 
 from bridge.client import BridgeClient
+from bridge.routes import ROUTES
 
 DEVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
@@ -33,5 +35,16 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         bridge = BridgeClient(instance=instance, shared=shared)
+        freeze_start_up()
         self.stdout.write(f"bridge {bridge.client_id} on {socket.gethostname()}: serving {bridge.filter}")
         bridge.run(stop)
+
+
+def freeze_start_up() -> None:
+    """Leave what start-up built (Django, every handler's module: ~300k objects) out of the
+    garbage collector's full passes. A full pass over them took ~90 ms, a stall of every
+    request in hand that showed as the bridge's p99; now it scans only what came later."""
+    for route in ROUTES.values():
+        route.handler, route.many_handler  # noqa: B018 -- import every handler's module now
+    gc.collect()
+    gc.freeze()
