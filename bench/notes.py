@@ -42,11 +42,12 @@ def analysis(r: dict, measured: dict) -> list[str]:
             f"per request in batches of 64). Requests that arrive together are served by "
             f"`send_private_many` in a fixed number of statements: "
             f"{ip.get('statements_one_request', '?')} for a request alone, "
-            f"{ip.get('statements_batch_of_4', '?')} for a batch of 4 on PostgreSQL (identity, "
-            f"earlier answers, BEGIN, recipients with their conversations, one statement that takes "
-            f"the sequence numbers, inserts the messages and moves read positions, the answers, "
-            f"COMMIT), each with one statement text whatever the batch size (rows travel as one "
-            f"jsonb parameter)."
+            f"{ip.get('statements_batch_of_4', '?')} for a batch of 4 on PostgreSQL (the employees "
+            f"with any earlier answers, the recipients with their conversations, and one statement "
+            f"that takes the sequence numbers, inserts the messages and moves read positions; no "
+            f"BEGIN, COMMIT or INSERT of answers, as each message is its own idempotency record), "
+            f"each prepared once per connection and with one text whatever the batch size (rows "
+            f"travel as one jsonb parameter)."
         )
         lines.append(
             f"- **Where the time goes at 64 in flight.** CPU in cores: bridge "
@@ -152,13 +153,11 @@ def closing_note(r: dict, measured: dict) -> list[str]:
     if e2e is not None and e2e >= 5:
         lines.append(
             f"- **End-to-end p50 {e2e:.1f} ms at low load, target 5 ms.** A lone request makes "
-            f"{ip.get('statements_one_request', '?')} database round trips one after another and "
-            "the deliveries wait for the last (COMMIT). What would close it: the identity and "
-            "idempotency lookups in one statement; no BEGIN/COMMIT for a lone send on PostgreSQL "
-            "(the one write statement is atomic by itself and the message row is its own "
-            "idempotency key), publishing the deliveries right after it; prepared statements "
-            "(psycopg server-side binding) so the write statement is not planned each time. That "
-            "leaves three round trips before the delivery."
+            f"{ip.get('statements_one_request', '?')} prepared statements one after another; the "
+            "deliveries go out as the last one returns. What is left is the wake-up of each idle "
+            "process on the way (load generator, broker, bridge, PostgreSQL, broker, receiver) "
+            "and the pipeline's Python; looking the recipients up inside the store statement would "
+            "save one more round trip."
         )
     fan = measured.get("fanout_1000_p50")
     if fan is not None and fan >= 100:

@@ -3,6 +3,7 @@
 import json
 import threading
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from bridge.client import BridgeClient, GatheringSocket
@@ -79,3 +80,23 @@ def test_two_shared_bridges_answer_each_request_exactly_once(live):
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_the_bridge_sees_its_publishes_acknowledged_with_or_without_subscribers(live, monkeypatch):
+    # PUBACKs come back with a packet id only, or with "no matching subscribers" (MQTT 5);
+    # the bridge's client takes both without paho's per-packet objects (GatheringClient).
+    slow_path = []
+    paho_handler = mqtt.Client._handle_pubackcomp
+    monkeypatch.setattr(
+        mqtt.Client, "_handle_pubackcomp", lambda self, cmd: slow_path.append(cmd) or paho_handler(self, cmd)
+    )
+    admin, password = live.issue("演示管理员", org_admin=True)
+    device = live.connect(admin, password, device="laptop")
+    device.subscribe(f"mchat/inbox/{admin.employee_id}")
+    heard = live.bridge.publish(f"mchat/inbox/{admin.employee_id}", b'{"n":1}').result(3)
+    unheard = live.bridge.publish("mchat/inbox/emp_nobody_000", b'{"n":2}').result(3)
+    for info in (heard, unheard):
+        info.wait_for_publish(3)
+        assert info.is_published()
+    assert live.bridge.client._out_messages == {}  # nothing left waiting for its PUBACK
+    assert slow_path == []
