@@ -339,9 +339,15 @@ class MosquittoProcess:
         if not wait:
             return
         deadline = time.monotonic() + timeout
+        again = time.monotonic() + 0.5
         while "Reloading config." not in self._log_since(offset):
             if time.monotonic() > deadline or not self.is_running():
                 raise RuntimeError("mosquitto did not reload:\n" + self._log_since(offset)[-2000:])
+            if time.monotonic() > again:
+                # A SIGHUP that lands while an earlier one is being applied (another process's
+                # sync) is lost: mosquitto clears its reload flag after reloading. Ask again.
+                self._proc.send_signal(signal.SIGHUP)
+                again = time.monotonic() + 0.5
             time.sleep(0.005)
         # The reload (re-read files, disconnect revoked users) runs within one pass of the
         # broker's loop; a connection opened after that pass began is served after it.

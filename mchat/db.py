@@ -33,7 +33,7 @@ def rows_source(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]
         # The LIMIT tells the planner how many rows come (it guesses 100 for a set-returning
         # function, and would then scan a whole table rather than probe its index).
         return (
-            f"(SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x({typed}) LIMIT {len(rows)}) AS v",
+            f"(SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x({typed}) LIMIT {planned_rows(len(rows))}) AS v",
             [json.dumps(document)],
         )
     placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
@@ -44,6 +44,13 @@ def rows_source(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]
         for x, (_name, type_) in zip(row, columns, strict=True)
     ]
     return f"(SELECT {renamed} FROM (VALUES {', '.join([placeholders] * len(rows))})) AS v", params
+
+
+def planned_rows(n: int) -> int:
+    """`n` rounded up to a power of two: the row count a statement tells the planner. Close
+    enough for its plan, and it keeps the statement texts few, so each is prepared once per
+    connection (psycopg keeps 100) rather than one per batch size, evicting each other."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk_by: str | None = None) -> None:

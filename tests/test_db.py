@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from bridge.models import ProcessedRequest
-from mchat.db import rows_insert, rows_source
+from mchat.db import planned_rows, rows_insert, rows_source
 
 
 @pytest.mark.django_db
@@ -55,3 +55,10 @@ def test_rows_source_joins_like_a_table():
         assert cursor.fetchall() == [("y", 7)]
         cursor.execute(f"SELECT v.client_id FROM {source} ORDER BY v.n", params)
         assert [row[0] for row in cursor.fetchall()] == ["emp_b_002_d1", "emp_c_003_d1", 'it\'s "quoted"']
+
+
+def test_statement_texts_depend_on_the_batch_size_in_powers_of_two_only():
+    assert [planned_rows(n) for n in (0, 1, 2, 3, 4, 5, 8, 9, 64, 65)] == [1, 1, 2, 4, 4, 8, 8, 16, 64, 128]
+    columns = [("n", "bigint")]
+    texts = {rows_source(columns, [(i,) for i in range(n)])[0] for n in range(5, 9)}
+    assert len(texts) == (1 if connection.vendor == "postgresql" else 4)  # SQLite: VALUES per row

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 
 from bridge.deferred import agent_acknowledged
 from bridge.protocol import isoformat_z
-from mchat.db import rows_insert, rows_source
+from mchat.db import planned_rows, rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
 from messaging import events, ids, selectors
 from messaging.content import Content, content_parse
@@ -484,7 +484,7 @@ def _messages_store_in_one_statement(messages: list[Message]) -> None:
         conversation=quote(Conversation._meta.db_table),
         message=quote(Message._meta.db_table),
         read_position=quote(ReadPosition._meta.db_table),
-        rows=len(messages),  # the planner's row count (mchat.db.rows_source)
+        rows=planned_rows(len(messages)),  # the planner's row count (mchat.db.rows_source)
     )
     document = [
         {
