@@ -2,9 +2,11 @@
 acknowledges it, or with 504 when its deadline passes (DESIGN §5, spec 3.11, 3.20).
 
 The bridge never waits. The handler stores the message as usual and returns `Deferred()`;
-the dispatcher then records the request with no answer yet (ProcessedRequest.response NULL)
-and publishes nothing (a repeat of the request meanwhile gets nothing either). The answer is
-written and published by whoever resolves the AgentAckWait first, in any bridge process:
+the dispatcher publishes nothing, and a repeat of the request meanwhile gets nothing either:
+served one by one, the request is recorded with no answer yet (ProcessedRequest.response
+NULL); served in a batch (send_private_many), the wait itself is the record, as a repeat
+finds the message and `agent_ack_wait` its wait. The answer is written (to the record, if
+there is one) and published by whoever resolves the AgentAckWait first, in any bridge process:
 
 - the agent's msg.read_ack covering the message (`agent_acknowledged`, called by the
   messaging service inside the acknowledgement's transaction): code 0 with the spec 3.11

@@ -283,7 +283,7 @@ class Dispatcher:
             if isinstance(result, MChatError):
                 response = self._error(work, result)
             elif isinstance(result, Deferred):
-                response = None  # recorded as pending; whoever resolves it publishes the answer
+                response = None  # no answer yet; whoever resolves it publishes the answer
             else:
                 response = protocol.response_payload(work.parsed.seq_id, 0, "ok", result or {})
             work.decide(response)
