@@ -6,6 +6,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -101,8 +102,8 @@ class GatheringSocket:
         while self._out and self._failed is None:
             try:
                 sent = self._sock.send(self._out)
-            except BlockingIOError:
-                return
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return  # TLS too may have to wait for the socket before it can write
             except OSError as exc:
                 self._failed = exc
                 return
