@@ -92,10 +92,12 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Server-side binding with prepared statements: a statement run a few times (every one on
     # the request path) is parsed and planned once per connection instead of on every call,
     # which for the message store's one statement was a third of its time. Django leaves
-    # preparation off unless prepare_threshold is given.
+    # preparation off unless prepare_threshold is given. "off" for a pooler that cannot keep
+    # prepared statements (PgBouncer in transaction mode before 1.21).
+    _prepare = os.environ.get("DATABASE_PREPARE_THRESHOLD", "5")
     DATABASES["default"]["OPTIONS"] = {
         "server_side_binding": True,
-        "prepare_threshold": int(os.environ.get("DATABASE_PREPARE_THRESHOLD", "5")),
+        "prepare_threshold": None if _prepare.lower() in ("", "off", "none") else int(_prepare),
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (bridge, web, worker) share the file: WAL and a busy timeout

@@ -62,3 +62,18 @@ def test_statement_texts_depend_on_the_batch_size_in_powers_of_two_only():
     columns = [("n", "bigint")]
     texts = {rows_source(columns, [(i,) for i in range(n)])[0] for n in range(5, 9)}
     assert len(texts) == (1 if connection.vendor == "postgresql" else 4)  # SQLite: VALUES per row
+
+
+@pytest.mark.django_db
+def test_on_postgresql_statements_run_again_are_prepared():
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    connection.ensure_connection()
+    assert connection.connection.prepare_threshold == 5  # Django's default, None, never prepares
+    with connection.cursor() as cursor:
+        for _ in range(6):
+            cursor.execute("SELECT %s::int + 1", [41])
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%$1::int + 1%"]
+        )
+        assert cursor.fetchone()[0] == 1
