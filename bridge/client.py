@@ -120,13 +120,7 @@ class GatheringSocket:
         self._out.clear()
         self._sock.close()
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def setblocking(self, flag: bool) -> None:
-        self._sock.setblocking(flag)
-
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # fileno, setblocking, setsockopt...: the socket's own
         return getattr(self._sock, name)
 
 

@@ -163,14 +163,13 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
         for o in dispatcher.handle_batch([_send(alice, "t1", to_employee_id=bob.employee_id, content="一")])
     ]
     published.clear()
-    with CaptureQueriesContext(connection) as queries:
-        outcomes = dispatcher.handle_batch(
-            [
-                _send(alice, "t2", to_employee_id=bob.employee_id, content="二"),
-                _send(alice, "t1", to_employee_id=bob.employee_id, content="一"),  # a repeat
-                _send(alice, "t3", to_employee_id=bob.employee_id, content="三"),
-            ]
-        )
+    outcomes = dispatcher.handle_batch(
+        [
+            _send(alice, "t2", to_employee_id=bob.employee_id, content="二"),
+            _send(alice, "t1", to_employee_id=bob.employee_id, content="一"),  # a repeat
+            _send(alice, "t3", to_employee_id=bob.employee_id, content="三"),
+        ]
+    )
     responses = [o.response for o in outcomes]
     assert responses[1] == first
     assert [responses[0]["data"]["seq"], responses[2]["data"]["seq"]] == [2, 3]
