@@ -4,8 +4,9 @@ topic -> envelope -> identity -> idempotency -> rate limit -> route -> handler i
 transaction that also records the answer -> publish after commit. Every exception ends here
 as a code; nothing escapes to the MQTT loop.
 
-Requests that arrive together are served together: one query finds their employees, one
-finds earlier answers, and their handlers run in one transaction. Consecutive requests of an
+Requests that arrive together are served together: one statement finds their employees (and
+those their payloads name, Route.payload_employees) and their earlier answers, and their
+handlers run in one transaction. Consecutive requests of an
 action whose route has a many-handler (msg.send_private) are served by it in a fixed number of
 statements, refusals included; any other request runs inside its own savepoint so a refusal
 or an error undoes only that request. One commit then covers the
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
@@ -37,11 +39,20 @@ from bridge.models import ProcessedRequest
 from bridge.publisher import Publisher
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
-from mchat.db import rows_insert, rows_source
+from mchat.db import model_columns, model_from_row, rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
-from org.models import Employee
+from org.models import EMPLOYEE_ID_PATTERN, Employee
 
 logger = logging.getLogger("mchat.bridge")
+
+EMPLOYEE_ID_RE = re.compile(EMPLOYEE_ID_PATTERN)
+
+
+def _payload_employee_ids(work: _Work) -> set[str]:
+    """The employee ids that the work's payload names in its route's payload_employees fields
+    (only what could be one: anything else is the handler's to refuse)."""
+    values = (work.payload.get(name) for name in work.route.payload_employees)
+    return {v for v in values if isinstance(v, str) and EMPLOYEE_ID_RE.match(v)}
 
 
 def _runs(works: list[_Work]) -> list[list[_Work]]:
@@ -66,7 +77,7 @@ class Outcome:
     replayed: bool = False
 
 
-@dataclass
+@dataclass(eq=False)  # by identity: works are keys while they are identified
 class _Work:
     """One message on its way through the pipeline."""
 
@@ -76,6 +87,7 @@ class _Work:
     route: Route | None = None
     payload: dict | None = None
     employee: Employee | None = None
+    employees: dict[str, Employee | None] = field(default_factory=dict)  # see Request.employees
     response: dict | None = None
     decided: bool = False  # response is final (None: nothing to publish)
     replayed: bool = False
@@ -149,16 +161,19 @@ class Dispatcher:
 
     def _identify_and_replay(self, works: list[_Work]) -> None:
         """Who is behind each connection (unknown or inactive: 401), and which requests were
-        answered before: those get the same answer and execute nothing again."""
+        answered before: those get the same answer and execute nothing again. The same
+        statement finds the employees that payloads name (Route.payload_employees)."""
         open_works = [w for w in works if not w.decided]
         if not open_works:
             return
+        named = {work: _payload_employee_ids(work) for work in open_works}
         employees, recorded = self._employees_and_records(
-            {w.parsed.employee_id for w in open_works}, {w.key for w in open_works}
+            {w.parsed.employee_id for w in open_works}.union(*named.values()), {w.key for w in open_works}
         )
         first_of: dict[tuple[str, str], _Work] = {}
         for work in open_works:
             work.employee = employees.get(work.parsed.employee_id)
+            work.employees = {employee_id: employees.get(employee_id) for employee_id in named[work]}
             if work.employee is None:
                 work.decide(self._error(work, Unauthenticated(_("连接未绑定到在职员工"))))
             elif work.key in recorded:
@@ -176,28 +191,28 @@ class Dispatcher:
         pending), in one statement: the employees' rows, then the answers' rows, whose
         employee columns are NULL."""
         quote = connection.ops.quote_name
-        fields = Employee._meta.concrete_fields
+        n_fields = len(Employee._meta.concrete_fields)
         people, people_params = rows_source([("employee_id", "text")], sorted((e,) for e in employee_ids))
         asked, asked_params = rows_source([("client_id", "text"), ("seq_id", "text")], sorted(keys))
-        rows = Employee.objects.raw(
-            f"SELECT {', '.join(quote(f.column) for f in fields)}, "
-            f"NULL AS answer_client_id, NULL AS answer_seq_id, NULL AS answer "
-            f"FROM {quote(Employee._meta.db_table)} "
-            f"WHERE is_active AND employee_id IN (SELECT v.employee_id FROM {people}) "
-            f"UNION ALL SELECT {', '.join('NULL' for _ in fields)}, p.client_id, p.seq_id, p.response "
+        sql = (
+            f"SELECT {model_columns(Employee, 'e')}, NULL, NULL, NULL "
+            f"FROM {quote(Employee._meta.db_table)} AS e "
+            f"WHERE e.is_active AND e.employee_id IN (SELECT v.employee_id FROM {people}) "
+            f"UNION ALL SELECT {', '.join(['NULL'] * n_fields)}, p.client_id, p.seq_id, p.response "
             f"FROM {quote(ProcessedRequest._meta.db_table)} AS p "
-            f"WHERE (p.client_id, p.seq_id) IN (SELECT v.client_id, v.seq_id FROM {asked})",
-            [*people_params, *asked_params],
+            f"WHERE (p.client_id, p.seq_id) IN (SELECT v.client_id, v.seq_id FROM {asked})"
         )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*people_params, *asked_params])
+            rows = cursor.fetchall()
         employees, recorded = {}, {}
         for row in rows:
-            if row.pk is not None:
-                employees[row.employee_id] = row
+            if row[0] is not None:
+                employee = model_from_row(Employee, row[:n_fields])
+                employees[employee.employee_id] = employee
             else:
-                answer = row.answer
-                recorded[(row.answer_client_id, row.answer_seq_id)] = (
-                    json.loads(answer) if isinstance(answer, str) else answer
-                )
+                client_id, seq_id, answer = row[n_fields:]
+                recorded[(client_id, seq_id)] = json.loads(answer) if isinstance(answer, str) else answer
         return employees, recorded
 
     def _limit(self, works: list[_Work]) -> None:
@@ -275,7 +290,8 @@ class Dispatcher:
         commits itself finds what it already wrote and answers the same."""
         route = run[0].route
         requests = [
-            Request(w.parsed.client_id, w.parsed.seq_id, route.action, w.payload, w.employee) for w in run
+            Request(w.parsed.client_id, w.parsed.seq_id, route.action, w.payload, w.employee, w.employees)
+            for w in run
         ]
         results = route.many_handler(requests)
         records = []
@@ -301,7 +317,12 @@ class Dispatcher:
 
     def _execute_one(self, work: _Work, *, in_batch: bool) -> None:
         request = Request(
-            work.parsed.client_id, work.parsed.seq_id, work.route.action, work.payload, work.employee
+            work.parsed.client_id,
+            work.parsed.seq_id,
+            work.route.action,
+            work.payload,
+            work.employee,
+            work.employees,
         )
         try:
             with transaction.atomic():

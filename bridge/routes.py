@@ -27,6 +27,11 @@ class Route:
     # finds it, and the answer is rebuilt from the message). A batch that is one run of it
     # then gets no transaction from the dispatcher, and only refusals are recorded.
     many_commits_itself: bool = False
+    # Payload fields that name employees the handler looks up (msg.send_private: its
+    # recipient). The dispatcher finds them, active ones only, with the requesters in its one
+    # identity statement, and hands them over in Request.employees: a send costs no query of
+    # its own for its recipient.
+    payload_employees: tuple[str, ...] = ()
 
     @cached_property
     def handler(self) -> Callable[..., Any]:
@@ -74,6 +79,7 @@ ROUTES: dict[str, Route] = _table(
         "message",
         many_target=f"{H}.messages:send_private_many",
         many_commits_itself=True,
+        payload_employees=("to_employee_id",),
     ),
     Route("msg.send_group", f"{H}.messages:send_group", "message"),
     Route("msg.read_ack", f"{H}.messages:read_ack", "message"),

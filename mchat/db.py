@@ -10,12 +10,15 @@ document encoded in C. On SQLite it is a VALUES list.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 from django.db import connection
 from django.db.models import JSONField, Model
+
+M = TypeVar("M", bound=Model)
 
 
 def rows_source(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
@@ -98,3 +101,39 @@ def _sqlite_value(value):
     if isinstance(value, datetime):
         return connection.ops.adapt_datetimefield_value(value)
     return value
+
+
+def model_columns(model: type[Model], table_alias: str) -> str:
+    """`alias.column, ...` for the model's concrete fields in their order: the columns a
+    select must give, in that order, for model_from_row."""
+    quote = connection.ops.quote_name
+    return ", ".join(f"{table_alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+
+
+def model_from_row(model: type[M], row: Sequence[Any]) -> M:
+    """The instance the ORM would build from a row of model_columns: the database's values
+    converted as a queryset converts them (SQLite's booleans, datetimes, JSON), then
+    Model.from_db. For hot paths: a raw queryset sets this up again for every query."""
+    names, converters = _row_plan(model, connection.vendor)
+    if converters:
+        values = list(row)
+        for index, field_converters, expression in converters:
+            value = values[index]
+            for converter in field_converters:
+                value = converter(value, expression, connection)
+            values[index] = value
+        row = values
+    return model.from_db(connection.alias, names, row)
+
+
+@cache
+def _row_plan(model: type[Model], vendor: str) -> tuple[list[str], list[tuple[int, list[Callable], Any]]]:
+    # The converters Django's SQL compiler applies to these columns (compiler.get_converters).
+    fields = model._meta.concrete_fields
+    converters = []
+    for index, field in enumerate(fields):
+        expression = field.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+        if found:
+            converters.append((index, found, expression))
+    return [f.attname for f in fields], converters

@@ -14,6 +14,7 @@ from bridge import publisher as publisher_module
 from bridge.dispatch import Dispatcher
 from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
+from messaging import services
 
 pytest_plugins = ["tests.live"]
 
@@ -30,6 +31,14 @@ def published():
 def _broker_files_per_test(settings, tmp_path):
     settings.MCHAT_BROKER_DIR = tmp_path / "broker"
     settings.MCHAT_BROKER_SYNC_DEBOUNCE = 0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    # What one test created is rolled back: its conversations must not be remembered.
+    services.private_conversation_ids_clear()
+    yield
+    services.private_conversation_ids_clear()
 
 
 @pytest.fixture

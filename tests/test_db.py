@@ -8,7 +8,9 @@ import pytest
 from django.db import connection
 
 from bridge.models import ProcessedRequest
-from mchat.db import planned_rows, rows_insert, rows_source
+from mchat.db import model_columns, model_from_row, planned_rows, rows_insert, rows_source
+from org.models import Employee
+from tests.factories import EmployeeFactory
 
 
 @pytest.mark.django_db
@@ -36,6 +38,24 @@ def test_rows_insert_stores_what_save_would_and_gives_each_object_its_key():
     assert stored["s3"].response == ["a", 1]
     # auto_now_add filled in as save() would, over any value given.
     assert all(r.created_at is not None and r.created_at != when for r in stored.values())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", [Employee, ProcessedRequest])
+def test_model_from_row_builds_what_the_orm_builds(model):
+    # Booleans, datetimes and JSON come back from SQLite as ints and text; converted as the
+    # ORM converts them, every field has the ORM's value and type.
+    EmployeeFactory(is_ai_agent=True, last_seen_at=datetime(2026, 11, 24, 8, 0, tzinfo=UTC))
+    ProcessedRequest.objects.create(client_id="emp_a_001_d1", seq_id="s1", action="x", response={"中": [1]})
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {model_columns(model, 't')} FROM {table} AS t")
+        (row,) = cursor.fetchall()
+    built, loaded = model_from_row(model, row), model.objects.get()
+    assert not built._state.adding and built._state.db == "default"
+    for field in model._meta.concrete_fields:
+        ours, orms = getattr(built, field.attname), getattr(loaded, field.attname)
+        assert (ours, type(ours)) == (orms, type(orms)), field.attname
 
 
 @pytest.mark.django_db

@@ -94,7 +94,7 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
     also records their acknowledgement waits, so a wait exists exactly when its message does.
     """
     results: list[dict | Deferred | MChatError | None] = [None] * len(requests)
-    sends, indexes = [], []
+    sends, indexes, known = [], [], {}
     for index, (request, fields) in enumerate(
         zip(requests, validate_many(SendPrivateInput, requests), strict=True)
     ):
@@ -102,6 +102,7 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
             results[index] = fields
             continue
         indexes.append(index)
+        known.update(request.employees)  # recipients the dispatcher found already
         sends.append(
             services.PrivateSend(
                 request.employee,
@@ -111,7 +112,7 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
                 request.seq_id,
             )
         )
-    checked = services.private_sends_check(sends)
+    checked = services.private_sends_check(sends, known=known)
     waits = any(r.is_ai_agent and r.pk != sender.pk for sender, r in checked.recipients)
     with transaction.atomic() if waits else nullcontext():
         for index, outcome in zip(indexes, services.private_sends_store(checked), strict=True):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -107,12 +107,20 @@ class CheckedSends:
         return [(send.actor, recipient) for _index, send, _content, recipient in self.accepted]
 
 
-def private_sends_check(sends: Sequence[PrivateSend]) -> CheckedSends:
+def private_sends_check(
+    sends: Sequence[PrivateSend], *, known: Mapping[str, Employee | None] | None = None
+) -> CheckedSends:
     """The refusals of messages_send_private, and the conversation of each other send (a
     missing one is created, committed on its own: a conversation without messages is
-    harmless). Reads one query, plus one transaction per new conversation."""
+    harmless).
+
+    `known`: recipients found already, by employee_id (None: unknown or no longer active),
+    as the bridge's dispatcher hands them over. A send whose recipient is known and whose
+    pair has a conversation this process has seen costs no query; the others, one in all,
+    plus one transaction per new conversation.
+    """
     results: list[Message | MChatError | None] = [None] * len(sends)
-    recipients, found = _recipients_with_conversations(sends)
+    recipients, found = _recipients_with_conversations(sends, known or {})
     accepted: list[tuple[int, PrivateSend, Content, Employee]] = []
     for index, send in enumerate(sends):
         try:
@@ -131,6 +139,7 @@ def private_sends_check(sends: Sequence[PrivateSend]) -> CheckedSends:
         if accepted
         else {}
     )
+    _PRIVATE_CONVERSATION_IDS.remember(conversations)
     return CheckedSends(results, accepted, conversations)
 
 
@@ -146,7 +155,14 @@ def private_sends_store(checked: CheckedSends) -> list[Message | MChatError]:
         for _, s, content, r in checked.accepted
     ]
     if posts:
-        for (index, *_rest), message in zip(checked.accepted, _messages_post(posts), strict=True):
+        try:
+            messages = _messages_post(posts)
+        except (DatabaseError, Conversation.DoesNotExist):
+            # Nothing was stored. A conversation this process remembered may be gone (the
+            # store checks each against its pair): look them up again next time.
+            _PRIVATE_CONVERSATION_IDS.forget(checked.conversations)
+            raise
+        for (index, *_rest), message in zip(checked.accepted, messages, strict=True):
             results[index] = message
     return results  # type: ignore[return-value]
 
@@ -288,11 +304,81 @@ def private_conversations_get_or_create(
     return conversations
 
 
+class _PrivateConversationIds:
+    """This process's private conversation ids by pair (selectors.private_key).
+
+    A pair's conversation, once created, is never replaced, so a send to a pair seen before
+    needs no lookup. Should one be deleted after all (its employees deleted in the admin), the
+    store statement, which checks every conversation against its pair, fails as a whole and
+    the batch's pairs are forgotten (private_sends_store). Bounded: when full, it starts over.
+    """
+
+    MAX_PAIRS = 200_000
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[int, int], int] = {}
+
+    def get(self, key: tuple[int, int]) -> int | None:
+        return self._ids.get(key)
+
+    def remember(self, conversations: Mapping[tuple[int, int], Conversation]) -> None:
+        if len(self._ids) + len(conversations) > self.MAX_PAIRS:
+            self._ids.clear()
+        for key, conversation in conversations.items():
+            self._ids[key] = conversation.pk
+
+    def forget(self, keys: Iterable[tuple[int, int]]) -> None:
+        for key in keys:
+            self._ids.pop(key, None)
+
+    def clear(self) -> None:
+        self._ids.clear()
+
+
+_PRIVATE_CONVERSATION_IDS = _PrivateConversationIds()
+
+
+def private_conversation_ids_clear() -> None:
+    """Forget the private conversations this process has seen (tests: a rolled-back test's
+    pairs must not be taken for existing in the next one)."""
+    _PRIVATE_CONVERSATION_IDS.clear()
+
+
 def _recipients_with_conversations(
-    sends: Sequence[PrivateSend],
+    sends: Sequence[PrivateSend], known: Mapping[str, Employee | None]
 ) -> tuple[dict[str, Employee], dict[tuple[int, int], Conversation]]:
     """The sends' active recipients by employee_id, and the private conversations that exist
-    between each sender and recipient by selectors.private_key; one query."""
+    between each sender and recipient by selectors.private_key: from `known` and the
+    conversations this process has seen, and one query for the rest."""
+    recipients = {employee_id: e for employee_id, e in known.items() if e is not None}
+    conversations = {}
+    rest = []
+    for send in sends:
+        if send.to_employee_id not in known:
+            rest.append(send)
+            continue
+        recipient = recipients.get(send.to_employee_id)
+        if recipient is None:
+            continue  # refused: unknown or no longer active
+        key = selectors.private_key(send.actor, recipient)
+        pk = _PRIVATE_CONVERSATION_IDS.get(key)
+        if pk is None:
+            rest.append(send)
+        else:
+            conversations[key] = Conversation(
+                pk=pk, kind=Conversation.Kind.PRIVATE, employee_low_id=key[0], employee_high_id=key[1]
+            )
+    if rest:
+        found_recipients, found = _recipients_with_conversations_query(rest)
+        recipients.update(found_recipients)
+        conversations.update(found)
+    return recipients, conversations
+
+
+def _recipients_with_conversations_query(
+    sends: Sequence[PrivateSend],
+) -> tuple[dict[str, Employee], dict[tuple[int, int], Conversation]]:
+    """_recipients_with_conversations from the database; one query."""
     if not sends:
         return {}, {}
     source, params = rows_source(
@@ -323,9 +409,13 @@ def _recipients_with_conversations(
     return recipients, conversations
 
 
-def _conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int, int]:
-    """Take `counts[pk]` consecutive message numbers from each conversation, in the current
-    transaction; returns each conversation's new last_seq (its numbers end there).
+def _conversations_seq_take(
+    counts: dict[tuple[int, int | None, int | None], int], *, at: datetime
+) -> dict[int, int]:
+    """Take `n` consecutive message numbers from each conversation of `counts`, (pk, low,
+    high) -> n, in the current transaction; returns each conversation's new last_seq by pk
+    (its numbers end there). A conversation that is gone, or is not the pair's, raises
+    Conversation.DoesNotExist (the caller's transaction then stores nothing).
 
     The SQLite half of _messages_store (PostgreSQL takes the numbers inside its one write
     statement, locking rows in id order). SQLite has one writer at a time, and a rollback
@@ -334,11 +424,15 @@ def _conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int
     if not counts:
         return {}
     table = connection.ops.quote_name(Conversation._meta.db_table)
-    source, source_params = rows_source([("id", "bigint"), ("n", "bigint")], sorted(counts.items()))
+    source, source_params = rows_source(
+        [("id", "bigint"), ("low", "bigint"), ("high", "bigint"), ("n", "bigint")],
+        [(*key, n) for key, n in sorted(counts.items(), key=lambda item: item[0][0])],
+    )
     sql = (
         f"UPDATE {table} SET last_seq = last_seq + v.n, "
         f"last_activity_at = MAX(last_activity_at, %s) "
         f"FROM {source} WHERE {table}.id = v.id "
+        f"AND {table}.employee_low_id IS v.low AND {table}.employee_high_id IS v.high "
         f"RETURNING {table}.id, {table}.last_seq"
     )
     params = [connection.ops.adapt_datetimefield_value(at), *source_params]
@@ -346,7 +440,8 @@ def _conversations_seq_take(counts: dict[int, int], *, at: datetime) -> dict[int
         cursor.execute(sql, params)
         taken = dict(cursor.fetchall())
     if len(taken) != len(counts):
-        raise Conversation.DoesNotExist(f"conversations vanished: {sorted(set(counts) - set(taken))}")
+        missing = sorted({pk for pk, _low, _high in counts} - set(taken))
+        raise Conversation.DoesNotExist(f"conversations vanished or not the pair's: {missing}")
     return taken
 
 
@@ -424,11 +519,13 @@ def _messages_post(posts: Sequence[_Post]) -> list[Message]:
 
 
 def _messages_store(messages: list[Message]) -> None:
-    counts = Counter(message.conversation_id for message in messages)
+    counts = Counter(
+        (m.conversation_id, m.conversation.employee_low_id, m.conversation.employee_high_id) for m in messages
+    )
     last = _conversations_seq_take(counts, at=timezone.now())
     # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
     sent_at = timezone.now()
-    next_seq = {pk: last[pk] - n + 1 for pk, n in counts.items()}
+    next_seq = {pk: last[pk] - n + 1 for (pk, _low, _high), n in counts.items()}
     for message in messages:
         message.seq, message.sent_at = next_seq[message.conversation_id], sent_at
         next_seq[message.conversation_id] += 1
@@ -441,26 +538,32 @@ def _messages_store(messages: list[Message]) -> None:
 # conversations' rows are locked in id order (concurrent batches cannot deadlock); a message's
 # sent_at is the later of now and its conversation's last activity, read under the lock, so
 # sent_at never goes back as seq goes up; and all of it commits or rolls back with the
-# transaction, so numbers stay gap-free.
+# transaction, so numbers stay gap-free. Each conversation is checked against the pair the
+# caller gave (low, high; none for a group): a message whose conversation is not there gets no
+# number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
 _STORE_IN_ONE_STATEMENT = """
 WITH posts AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
-        ord int, conversation_id bigint, sender_id bigint, msg_id text, content jsonb,
-        content_type text, client_id text, seq_id text, file_key text)
+        ord int, conversation_id bigint, low bigint, high bigint, sender_id bigint, msg_id text,
+        content jsonb, content_type text, client_id text, seq_id text, file_key text)
     LIMIT {rows}
 ), counts AS (
-    SELECT conversation_id, count(*) AS n FROM posts GROUP BY conversation_id
+    SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
 ), locked AS (
     SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
 ), taken AS (
     UPDATE {conversation} AS c SET last_seq = c.last_seq + counts.n,
         last_activity_at = GREATEST(c.last_activity_at, %s::timestamptz)
     FROM counts WHERE c.id = counts.conversation_id AND c.id IN (SELECT id FROM locked)
-    RETURNING c.id, c.last_seq - counts.n AS before, c.last_activity_at AS sent_at
+        AND c.employee_low_id IS NOT DISTINCT FROM counts.low
+        AND c.employee_high_id IS NOT DISTINCT FROM counts.high
+    RETURNING c.id, c.employee_low_id AS low, c.employee_high_id AS high,
+        c.last_seq - counts.n AS before, c.last_activity_at AS sent_at
 ), numbered AS (
     SELECT posts.*, taken.sent_at,
         taken.before + row_number() OVER (PARTITION BY posts.conversation_id ORDER BY posts.ord) AS seq
-    FROM posts JOIN taken ON taken.id = posts.conversation_id
+    FROM posts LEFT JOIN taken ON taken.id = posts.conversation_id
+        AND taken.low IS NOT DISTINCT FROM posts.low AND taken.high IS NOT DISTINCT FROM posts.high
 ), inserted AS (
     INSERT INTO {message} (conversation_id, seq, msg_id, sender_id, content, content_type, sent_at,
         client_id, seq_id, file_key)
@@ -490,6 +593,8 @@ def _messages_store_in_one_statement(messages: list[Message]) -> None:
         {
             "ord": ord_,
             "conversation_id": m.conversation_id,
+            "low": m.conversation.employee_low_id,
+            "high": m.conversation.employee_high_id,
             "sender_id": m.sender_id,
             "msg_id": m.msg_id,
             "content": m.content,

@@ -1,13 +1,16 @@
 """The bridge's socket (bridge.client.GatheringSocket): paho's many small reads served from
-one recv, its writes gathered until the loop flushes them, failures reported to paho."""
+one recv, its writes gathered until the loop flushes them, failures reported to paho. And
+the client on it (GatheringClient), which reads the usual PUBLISH without paho's objects."""
 
 from __future__ import annotations
 
 import socket
+import struct
 
+import paho.mqtt.client as mqtt
 import pytest
 
-from bridge.client import GatheringSocket
+from bridge.client import GatheringClient, GatheringSocket
 
 
 @pytest.fixture
@@ -75,3 +78,64 @@ def test_close_sends_what_was_gathered(pair):
     sock.send(b"\xe0\x00")  # paho closes right after queueing DISCONNECT
     sock.close()
     assert peer.recv(10) == b"\xe0\x00"
+
+
+def _publish_packet(topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 7, properties: bytes = b"\0"):
+    body = (
+        struct.pack("!H", len(topic))
+        + topic
+        + (struct.pack("!H", mid) if qos else b"")
+        + properties
+        + payload
+    )
+    assert len(body) < 128
+    return bytes([0x30 | qos << 1, len(body)]) + body
+
+
+@pytest.fixture
+def reader():
+    """A GatheringClient reading what its peer sends; (client, peer, plain, paho's)."""
+    ours, theirs = socket.socketpair()
+    client = GatheringClient(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="emp_x_dev", protocol=mqtt.MQTTv5, manual_ack=True
+    )
+    client._sock = GatheringSocket(ours)
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    plain, paho = [], []
+    client.on_plain_message = lambda *parts: plain.append(parts)
+    client.on_message = lambda c, u, message: paho.append(
+        (message.topic, message.payload, message.mid, message.qos)
+    )
+    yield client, theirs, plain, paho
+    theirs.close()
+    ours.close()
+
+
+def test_a_plain_publish_is_handed_over_as_its_parts(reader):
+    client, peer, plain, paho = reader
+    peer.sendall(
+        _publish_packet(b"mchat/msg/req/a_b/1", b'{"x":1}') + _publish_packet(b"t/0", b"zero", qos=0)
+    )
+    client._packet_read()
+    client._packet_read()
+    assert plain == [("mchat/msg/req/a_b/1", b'{"x":1}', 7, 1), ("t/0", b"zero", 0, 0)]
+    assert type(plain[0][1]) is bytes and paho == []
+
+
+def test_a_publish_with_properties_or_qos_2_is_paho_s(reader):
+    client, peer, plain, paho = reader
+    user_property = b"\x26\x00\x01k\x00\x01v"  # UserProperty k=v
+    peer.sendall(_publish_packet(b"t/p", b"props", properties=bytes([len(user_property)]) + user_property))
+    client._packet_read()
+    peer.sendall(_publish_packet(b"t/2", b"two", qos=2, mid=9))
+    client._packet_read()
+    assert plain == []
+    assert paho == [("t/p", b"props", 7, 1)]  # QoS 2 waits for PUBREL, as paho does it
+    assert 9 in client._in_messages
+
+
+def test_a_malformed_publish_is_left_to_paho(reader):
+    client, peer, plain, paho = reader
+    peer.sendall(bytes([0x32, 4]) + struct.pack("!H", 10) + b"ab")  # topic longer than the packet
+    assert client._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL  # paho's verdict
+    assert plain == [] and paho == []

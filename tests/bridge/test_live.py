@@ -5,6 +5,8 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.client import BridgeClient, GatheringSocket
 from org import services
@@ -80,6 +82,29 @@ def test_two_shared_bridges_answer_each_request_exactly_once(live):
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_requests_are_read_without_paho_objects_unless_they_carry_properties(live, monkeypatch):
+    # A request without MQTT 5 properties is read by GatheringClient itself; one with
+    # properties (a user property here) goes through paho's own reading, and is answered too.
+    paho_read = []
+    paho_handler = mqtt.Client._handle_publish
+    monkeypatch.setattr(
+        mqtt.Client,
+        "_handle_publish",
+        lambda self: (self is live.bridge.client and paho_read.append(1)) or paho_handler(self),
+    )
+    admin, password = live.issue("演示管理员", org_admin=True)
+    device = live.connect(admin, password, device="laptop")
+    assert device.request("auth.challenge", seq_id="plain")["code"] == 0
+    assert paho_read == []
+
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = ("trace", "abc")
+    topic = f"mchat/msg/req/{device.client_id}/with-props"
+    device.mqtt.publish(topic, b'{"action":"auth.challenge"}', qos=1, properties=properties)
+    assert device.response("with-props")["code"] == 0
+    assert len(paho_read) == 1
 
 
 def test_the_bridge_sees_its_publishes_acknowledged_with_or_without_subscribers(live, monkeypatch):

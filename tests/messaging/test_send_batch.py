@@ -189,7 +189,68 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
         for q in queries.captured_queries
     )
     if connection.vendor == "postgresql":
-        # employees and earlier answers, recipients and conversations, then the one store
-        # statement: no BEGIN or COMMIT either (CaptureQueriesContext would not show them).
-        assert len(statements) == 3
+        # Senders, recipients and earlier answers in one; the pair's conversation is known
+        # from before; then the one store statement. No BEGIN or COMMIT either
+        # (CaptureQueriesContext would not show them).
+        assert statements == ["SELECT", "WITH"]
     assert len(published.to(f"mchat/inbox/{bob.employee_id}")) == 5
+
+
+def _statements(dispatcher, messages):
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = dispatcher.handle_batch(messages)
+    return [o.response for o in outcomes], [q["sql"] for q in queries.captured_queries]
+
+
+def test_recipients_come_with_the_senders_and_known_pairs_need_no_lookup(dispatcher, alice, bob, carol):
+    carol.is_active = False
+    carol.save()
+    first, statements = _statements(
+        dispatcher, [_send(alice, "k1", to_employee_id=bob.employee_id, content="1")]
+    )
+    assert first[0]["code"] == 0
+    looked_up = [sql for sql in statements if "pair_conversation" in sql]
+    assert len(looked_up) == 1  # a pair not seen before: its conversation is looked up (and made)
+
+    responses, statements = _statements(
+        dispatcher,
+        [
+            _send(alice, "k2", to_employee_id=bob.employee_id, content="2"),
+            _send(alice, "k3", to_employee_id=carol.employee_id, content="3"),  # no longer active
+            _send(alice, "k4", to_employee_id="emp_nobody_999", content="4"),
+        ],
+    )
+    assert [r["code"] for r in responses] == [0, 404, 404]
+    assert responses[0]["data"]["seq"] == 2
+    # Neither the recipients nor the known pair's conversation cost a query of their own.
+    assert not any("pair_conversation" in sql for sql in statements)
+    assert sum('"org_employee" AS e' in sql for sql in statements) == 1
+
+
+def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batch, published, alice, bob):
+    (sent,) = batch([_send(alice, "g1", to_employee_id=bob.employee_id, content="1")])
+    assert sent["code"] == 0
+    Conversation.objects.filter(kind=Conversation.Kind.PRIVATE).delete()  # its messages with it
+    published.clear()
+
+    (again,) = batch([_send(alice, "g2", to_employee_id=bob.employee_id, content="2")])
+    assert again["code"] == 0 and again["data"]["seq"] == 1  # a new conversation
+    assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["2"]
+    (conversation,) = Conversation.objects.filter(kind=Conversation.Kind.PRIVATE)
+    assert list(conversation.messages.values_list("seq_id", flat=True)) == ["g2"]
+
+
+def test_a_remembered_conversation_of_another_pair_is_never_written_to(batch, alice, bob, carol):
+    from messaging.services import messages as message_services
+
+    batch([_send(alice, "p1", to_employee_id=carol.employee_id, content="给丙")])
+    theirs = Conversation.objects.get(kind=Conversation.Kind.PRIVATE)
+    # As if an id had been reused for another pair (SQLite may, after a rollback).
+    key = (min(alice.pk, bob.pk), max(alice.pk, bob.pk))
+    message_services._PRIVATE_CONVERSATION_IDS.remember({key: theirs})
+
+    (response,) = batch([_send(alice, "p2", to_employee_id=bob.employee_id, content="给乙")])
+    assert response["code"] == 0 and response["data"]["seq"] == 1
+    assert list(theirs.messages.values_list("seq_id", flat=True)) == ["p1"]
+    assert Message.objects.get(seq_id="p2").conversation_id != theirs.pk
+    assert message_services._PRIVATE_CONVERSATION_IDS.get(key) != theirs.pk
