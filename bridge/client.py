@@ -137,8 +137,11 @@ class GatheringClient(mqtt.Client):
     - the broker's PUBACK (a packet id, maybe a reason code, no properties) is taken without
       paho's ReasonCode and Properties objects: three come back per message sent, and
       building those objects was a tenth of the bridge's time.
-    Anything else (properties, QoS 2, an on_publish callback, an in-flight limit) goes
-    through paho as usual.
+    - a QoS 1 publish without properties, while connected and with nothing of paho's
+      waiting to be written, is packed here and gathered at once: paho's own path (packet
+      dict, queue, log call, write loop) took twice as long, three times per message.
+    Anything else (properties, QoS 0 or 2, an on_publish callback, an in-flight or queue
+    limit) goes through paho as usual.
     """
 
     on_plain_message: Callable[[str, bytes, int, int], None] | None = None
@@ -165,6 +168,50 @@ class GatheringClient(mqtt.Client):
             return super()._handle_publish()
         self.on_plain_message(topic, bytes(packet[at + 1 :]), mid, qos)
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish(self, topic, payload=None, qos=0, retain=False, properties=None):
+        usual = (
+            qos == 1
+            and properties is None
+            and isinstance(payload, bytes)
+            and self._state == mqtt._ConnectionState.MQTT_CS_CONNECTED
+            and self._sock is not None
+            and not self._out_packet
+            and not self._max_inflight_messages
+            and not self._max_queued_messages
+            and self._protocol == mqtt.MQTTv5
+        )
+        if not usual:
+            return super().publish(topic, payload, qos, retain, properties)
+        topic_bytes = topic.encode()
+        self._raise_for_invalid_topic(topic_bytes)  # wildcards, length: as paho refuses them
+        mid = self._mid_generate()
+        message = mqtt.MQTTMessage(mid, topic_bytes)
+        message.timestamp = mqtt.time_func()
+        message.payload, message.qos, message.retain, message.dup = payload, 1, retain, False
+        message.state = mqtt.mqtt_ms_wait_for_puback
+        with self._out_message_mutex:
+            if mid in self._out_messages:  # 65,535 unacknowledged: paho's answer
+                message.info.rc = mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return message.info
+            self._out_messages[mid] = message  # kept until its PUBACK; resent after a reconnect
+            self._inflight_messages += 1
+        # Fixed header, topic, packet id, no properties, payload.
+        length = 2 + len(topic_bytes) + 2 + 1 + len(payload)
+        header = bytearray((0x32 | bool(retain),))
+        self._pack_remaining_length(header, length)
+        try:
+            self._sock.send(
+                header
+                + struct.pack("!H", len(topic_bytes))
+                + topic_bytes
+                + struct.pack("!HB", mid, 0)
+                + payload
+            )
+        except OSError:
+            pass  # the connection is lost: paho's next read says so, and a reconnect resends it
+        self._last_msg_out = mqtt.time_func()  # for the keepalive, as paho's write loop does
+        return message.info
 
     def _handle_pubackcomp(self, cmd):
         packet = self._in_packet["packet"]

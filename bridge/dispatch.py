@@ -39,7 +39,7 @@ from bridge.models import ProcessedRequest
 from bridge.publisher import Publisher
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
-from mchat.db import model_columns, model_from_row, rows_insert, rows_source
+from mchat.db import model_columns, model_from_row, rows_insert, rows_source, value_in
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
 from org.models import EMPLOYEE_ID_PATTERN, Employee
 
@@ -192,12 +192,11 @@ class Dispatcher:
         employee columns are NULL."""
         quote = connection.ops.quote_name
         n_fields = len(Employee._meta.concrete_fields)
-        people, people_params = rows_source([("employee_id", "text")], sorted((e,) for e in employee_ids))
+        people, people_params = value_in("e.employee_id", sorted(employee_ids), "text")
         asked, asked_params = rows_source([("client_id", "text"), ("seq_id", "text")], sorted(keys))
         sql = (
             f"SELECT {model_columns(Employee, 'e')}, NULL, NULL, NULL "
-            f"FROM {quote(Employee._meta.db_table)} AS e "
-            f"WHERE e.is_active AND e.employee_id IN (SELECT v.employee_id FROM {people}) "
+            f"FROM {quote(Employee._meta.db_table)} AS e WHERE e.is_active AND {people} "
             f"UNION ALL SELECT {', '.join(['NULL'] * n_fields)}, p.client_id, p.seq_id, p.response "
             f"FROM {quote(ProcessedRequest._meta.db_table)} AS p "
             f"WHERE (p.client_id, p.seq_id) IN (SELECT v.client_id, v.seq_id FROM {asked})"

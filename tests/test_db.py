@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from bridge.models import ProcessedRequest
-from mchat.db import model_columns, model_from_row, planned_rows, rows_insert, rows_source
+from mchat.db import model_columns, model_from_row, planned_rows, rows_insert, rows_source, value_in
 from org.models import Employee
 from tests.factories import EmployeeFactory
 
@@ -97,3 +97,22 @@ def test_on_postgresql_statements_run_again_are_prepared():
             "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%$1::int + 1%"]
         )
         assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.django_db
+def test_value_in_selects_the_listed_values_and_probes_the_index():
+    Employee.objects.bulk_create(
+        [Employee(employee_id=f"emp_v{i:05d}", name=str(i), mqtt_password_hash="-") for i in range(3000)]
+    )
+    wanted = [f"emp_v{i:05d}" for i in range(0, 3000, 100)] + ["emp_nobody_000"]
+    condition, params = value_in("e.employee_id", wanted, "text")
+    sql = f"SELECT e.employee_id FROM {Employee._meta.db_table} AS e WHERE {condition}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert sorted(r[0] for r in cursor.fetchall()) == wanted[:-1]
+        if connection.vendor == "postgresql":
+            # 30 values among 3,000 rows: looked up in the index, not a scan of the table.
+            cursor.execute("ANALYZE org_employee")
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(r[0] for r in cursor.fetchall())
+            assert "Index" in plan and "Seq Scan" not in plan, plan

@@ -9,6 +9,8 @@ import struct
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.client import GatheringClient, GatheringSocket
 
@@ -139,3 +141,64 @@ def test_a_malformed_publish_is_left_to_paho(reader):
     peer.sendall(bytes([0x32, 4]) + struct.pack("!H", 10) + b"ab")  # topic longer than the packet
     assert client._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL  # paho's verdict
     assert plain == [] and paho == []
+
+
+class _Sink:
+    """A connected socket that takes everything (the bytes stay in the GatheringSocket)."""
+
+    def send(self, data) -> int:
+        return len(data)
+
+    def sendall(self, data) -> None:
+        pass
+
+    def settimeout(self, seconds) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _connected(client_class):
+    client = client_class(mqtt.CallbackAPIVersion.VERSION2, client_id="emp_x_dev", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    client._sock = GatheringSocket(_Sink())
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    return client
+
+
+def test_a_usual_publish_is_packed_as_paho_packs_it_and_waits_for_its_puback():
+    ours, pahos = _connected(GatheringClient), _connected(mqtt.Client)
+    for client in (ours, pahos):
+        for payload, retain in (
+            (b'{"a":1}', False),
+            (b"", False),
+            (b"x" * 300, True),
+            (b"y" * 20_000, False),
+        ):
+            client.publish("mchat/inbox/emp_é", payload, qos=1, retain=retain)
+    assert ours._sock._out == pahos._sock._out
+    assert sorted(ours._out_messages) == [1, 2, 3, 4] and ours._inflight_messages == 4
+    info = ours._out_messages[1].info
+    ours._in_packet["packet"] = bytearray(b"\x00\x01")  # the broker's PUBACK for packet 1
+    ours._handle_pubackcomp("PUBACK")
+    assert info.is_published() and sorted(ours._out_messages) == [2, 3, 4]
+
+
+def test_an_unusual_publish_is_paho_s(monkeypatch):
+    client = _connected(GatheringClient)
+    taken = []
+    paho_publish = mqtt.Client.publish
+    monkeypatch.setattr(
+        mqtt.Client, "publish", lambda self, *a, **k: taken.append(a) or paho_publish(self, *a, **k)
+    )
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = 60
+    client.publish("t/0", b"zero", qos=0)
+    client.publish("t/p", b"props", qos=1, properties=properties)
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTION_LOST
+    client.publish("t/later", b"offline", qos=1)  # kept by paho for after the reconnect
+    assert [a[0] for a in taken] == ["t/0", "t/p", "t/later"]
+    with pytest.raises(ValueError):
+        _connected(GatheringClient).publish("t/+", b"wildcard", qos=1)
