@@ -34,6 +34,29 @@ class RateLimiter:
             if len(self._buckets) > 100_000:
                 self._forget_full(now)
 
+    def take_all(self, keys: list[tuple[str, str]]) -> bool:
+        """Spend one token for each (employee_id, action_class), a key once per time it is
+        listed, if every bucket has them; otherwise spend none and return False."""
+        now = self._clock()
+        wanted: dict[tuple[str, str], int] = {}
+        for key in keys:
+            if key[1] in self._limits:
+                wanted[key] = wanted.get(key, 0) + 1
+        with self._lock:
+            left = {}
+            for key, n in wanted.items():
+                rate, burst = self._limits[key[1]]
+                tokens, stamp = self._buckets.get(key, (burst, now))
+                tokens = min(burst, tokens + (now - stamp) * rate)
+                if tokens < n:
+                    return False
+                left[key] = tokens - n
+            for key, tokens in left.items():
+                self._buckets[key] = (tokens, now)
+            if len(self._buckets) > 100_000:
+                self._forget_full(now)
+        return True
+
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled completely: they carry no information."""
         for key, (tokens, stamp) in list(self._buckets.items()):

@@ -32,6 +32,12 @@ class Route:
     # identity statement, and hands them over in Request.employees: a send costs no query of
     # its own for its recipient.
     payload_employees: tuple[str, ...] = ()
+    # Optional "module:function" that may serve a whole batch of this action before anyone
+    # is looked up, from what this process has seen before, in one statement that checks all
+    # of it (msg.send_private: senders, recipients and their conversation, no earlier
+    # answer). Requests -> a list of data, or None when it cannot (nothing done then: the
+    # batch goes the usual way). Its requests carry no employee (Request.employee is None).
+    optimistic_target: str = ""
 
     @cached_property
     def handler(self) -> Callable[..., Any]:
@@ -40,6 +46,10 @@ class Route:
     @cached_property
     def many_handler(self) -> Callable[..., Any] | None:
         return _resolve(self.many_target) if self.many_target else None
+
+    @cached_property
+    def optimistic_handler(self) -> Callable[..., Any] | None:
+        return _resolve(self.optimistic_target) if self.optimistic_target else None
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -80,6 +90,7 @@ ROUTES: dict[str, Route] = _table(
         many_target=f"{H}.messages:send_private_many",
         many_commits_itself=True,
         payload_employees=("to_employee_id",),
+        optimistic_target=f"{H}.messages:send_private_known",
     ),
     Route("msg.send_group", f"{H}.messages:send_group", "message"),
     Route("msg.read_ack", f"{H}.messages:read_ack", "message"),

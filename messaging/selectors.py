@@ -140,7 +140,12 @@ def private_pair(a: Employee, b: Employee) -> tuple[Employee, Employee]:
 
 def private_key(a: Employee, b: Employee) -> tuple[int, int]:
     """The pair's (employee_low_id, employee_high_id): its private conversation's identity."""
-    return (a.pk, b.pk) if a.pk <= b.pk else (b.pk, a.pk)
+    return private_key_of(a.pk, b.pk)
+
+
+def private_key_of(a: int, b: int) -> tuple[int, int]:
+    """private_key from the employees' primary keys."""
+    return (a, b) if a <= b else (b, a)
 
 
 def private_conversation(*, a: Employee, b: Employee) -> Conversation | None:

@@ -23,7 +23,7 @@ class Request:
     seq_id: str
     action: str
     payload: dict
-    employee: Employee
+    employee: Employee  # None only for a route's optimistic handler (bridge.routes)
     # The employees named by the route's payload_employees fields, by employee_id, as the
     # dispatcher found them: None for one that is unknown or no longer active.
     employees: Mapping[str, Employee | None] = field(default_factory=dict)
@@ -31,6 +31,10 @@ class Request:
     @property
     def device(self) -> str:
         return self.client_id.rsplit("_", 1)[1]
+
+    @property
+    def employee_id(self) -> str:
+        return self.client_id.rsplit("_", 1)[0]
 
 
 def validate(serializer_class: type[serializers.Serializer], payload: dict) -> dict[str, Any]:

@@ -122,16 +122,39 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
     return results  # type: ignore[return-value]
 
 
+def send_private_known(requests: Sequence[Request]) -> list[dict] | None:
+    """send_private for a batch whose senders have sent to these recipients before (the
+    dispatcher's optimistic path: nobody looked up yet, Request.employee is None). One
+    statement stores them all if everything this process remembers still holds; None
+    otherwise, and the dispatcher serves the batch the usual way (send_private_many)."""
+    fields = validate_many(SendPrivateInput, requests)
+    if any(isinstance(f, MChatError) for f in fields):
+        return None
+    messages = services.private_sends_known(
+        [
+            services.KnownSend(r.employee_id, f["to_employee_id"], f["content"], r.client_id, r.seq_id)
+            for r, f in zip(requests, fields, strict=True)
+        ]
+    )
+    if messages is None:
+        return None
+    return [_sent_data(message, f["to_employee_id"]) for message, f in zip(messages, fields, strict=True)]
+
+
 def _sent_private(request: Request, message) -> dict | Deferred:
     recipient = message.conversation.peer_of(request.employee)
-    data = {
+    data = _sent_data(message, recipient.employee_id)
+    # To an AI agent the answer waits for its msg.read_ack (bridge.deferred).
+    return agent_ack_wait(request=request, message=message, recipient=recipient, data=data)
+
+
+def _sent_data(message, to_employee_id: str) -> dict:
+    return {
         "msg_id": message.msg_id,
-        "to_employee_id": recipient.employee_id,
+        "to_employee_id": to_employee_id,
         "sent_at": isoformat_z(message.sent_at),
         "seq": message.seq,
     }
-    # To an AI agent the answer waits for its msg.read_ack (bridge.deferred).
-    return agent_ack_wait(request=request, message=message, recipient=recipient, data=data)
 
 
 def send_group(request: Request) -> dict:

@@ -12,6 +12,7 @@ from messaging.services.groups import (
 )
 from messaging.services.messages import (
     CheckedSends,
+    KnownSend,
     PrivateSend,
     ReadAck,
     message_recall,
@@ -22,6 +23,7 @@ from messaging.services.messages import (
     private_conversation_ids_clear,
     private_conversations_get_or_create,
     private_sends_check,
+    private_sends_known,
     private_sends_store,
     read_ack,
     read_position_move,
@@ -33,6 +35,7 @@ __all__ = [
     "CheckedSends",
     "GroupCreated",
     "GroupUpdated",
+    "KnownSend",
     "MembershipChange",
     "PrivateSend",
     "ReadAck",
@@ -52,6 +55,7 @@ __all__ = [
     "private_conversation_ids_clear",
     "private_conversations_get_or_create",
     "private_sends_check",
+    "private_sends_known",
     "private_sends_store",
     "read_ack",
     "read_position_move",

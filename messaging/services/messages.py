@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from bridge.deferred import agent_acknowledged
+from bridge.models import ProcessedRequest
 from bridge.protocol import isoformat_z
 from mchat.db import planned_rows, rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
@@ -139,7 +141,7 @@ def private_sends_check(
         if accepted
         else {}
     )
-    _PRIVATE_CONVERSATION_IDS.remember(conversations)
+    _PRIVATE_CONVERSATION_IDS.remember(conversations, [(s.actor, r) for _, s, _, r in accepted])
     return CheckedSends(results, accepted, conversations)
 
 
@@ -165,6 +167,68 @@ def private_sends_store(checked: CheckedSends) -> list[Message | MChatError]:
         for (index, *_rest), message in zip(checked.accepted, messages, strict=True):
             results[index] = message
     return results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class KnownSend:
+    """A msg.send_private request by employee ids, before anyone is looked up."""
+
+    employee_id: str
+    to_employee_id: str
+    content: Any
+    client_id: str
+    seq_id: str
+
+
+def private_sends_known(sends: Sequence[KnownSend]) -> list[Message] | None:
+    """messages_send_private for sends between pairs this process has seen, in ONE statement
+    that checks what it assumes: each sender and recipient still active, still the employee
+    it was (and the recipient still not an AI agent), their conversation still theirs, and no
+    earlier answer recorded for the request. PostgreSQL only.
+
+    None when it cannot serve them all: a pair not seen, an AI agent as recipient (its
+    answer waits, bridge.deferred), content that is refused or names a file, or a check that
+    fails. Nothing is stored then, and the caller goes the usual way (messages_send_private
+    after its lookups), which gives each send its answer, refusals included.
+    """
+    if connection.vendor != "postgresql" or not sends:
+        return None
+    posts, conversations = [], {}
+    for send in sends:
+        known = _PRIVATE_CONVERSATION_IDS.known(send.employee_id, send.to_employee_id)
+        if known is None or (known.recipient_is_agent and known.recipient_pk != known.sender_pk):
+            return None
+        try:
+            content = content_parse(send.content)
+        except MChatError:
+            return None
+        if content.file_key:
+            return None
+        conversation = conversations.get(known.conversation_id)
+        if conversation is None:
+            # Stand-ins with what payloads and answers read: primary key and employee_id.
+            sender = Employee(pk=known.sender_pk, employee_id=send.employee_id)
+            recipient = Employee(
+                pk=known.recipient_pk, employee_id=send.to_employee_id, is_ai_agent=known.recipient_is_agent
+            )
+            low, high = selectors.private_pair(sender, recipient)
+            conversation = conversations[known.conversation_id] = Conversation(
+                pk=known.conversation_id, kind=Conversation.Kind.PRIVATE, employee_low=low, employee_high=high
+            )
+        sender = (
+            conversation.employee_low
+            if conversation.employee_low_id == known.sender_pk
+            else conversation.employee_high
+        )
+        posts.append(_Post(conversation, sender, content, send.client_id, send.seq_id))
+    try:
+        # In someone's transaction (a test's), a savepoint keeps it usable after a failed check.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            return _messages_post(posts, checked=True)
+    except DatabaseError:
+        # A check failed (or a repeat clashed): what this process remembered may be stale.
+        _PRIVATE_CONVERSATION_IDS.forget_known((s.employee_id, s.to_employee_id) for s in sends)
+        return None
 
 
 def message_send_group(
@@ -304,8 +368,19 @@ def private_conversations_get_or_create(
     return conversations
 
 
+@dataclass(frozen=True)
+class KnownPair:
+    """What this process has seen of a sender and a recipient (by employee_id)."""
+
+    conversation_id: int
+    sender_pk: int
+    recipient_pk: int
+    recipient_is_agent: bool
+
+
 class _PrivateConversationIds:
-    """This process's private conversation ids by pair (selectors.private_key).
+    """This process's private conversation ids by pair (selectors.private_key), and what it
+    has seen of each pair by employee ids (KnownPair, for private_sends_known).
 
     A pair's conversation, once created, is never replaced, so a send to a pair seen before
     needs no lookup. Should one be deleted after all (its employees deleted in the admin), the
@@ -317,22 +392,45 @@ class _PrivateConversationIds:
 
     def __init__(self) -> None:
         self._ids: dict[tuple[int, int], int] = {}
+        self._known: dict[tuple[str, str], KnownPair] = {}
 
     def get(self, key: tuple[int, int]) -> int | None:
         return self._ids.get(key)
 
-    def remember(self, conversations: Mapping[tuple[int, int], Conversation]) -> None:
-        if len(self._ids) + len(conversations) > self.MAX_PAIRS:
-            self._ids.clear()
+    def known(self, sender_id: str, recipient_id: str) -> KnownPair | None:
+        return self._known.get((sender_id, recipient_id))
+
+    def remember(
+        self,
+        conversations: Mapping[tuple[int, int], Conversation],
+        pairs: Iterable[tuple[Employee, Employee]] = (),
+    ) -> None:
+        if len(self._ids) + len(conversations) > self.MAX_PAIRS or len(self._known) > self.MAX_PAIRS:
+            self.clear()
         for key, conversation in conversations.items():
             self._ids[key] = conversation.pk
+        for sender, recipient in pairs:  # and the other way round: the same conversation
+            conversation_id = self._ids[selectors.private_key(sender, recipient)]
+            for a, b in ((sender, recipient), (recipient, sender)):
+                self._known[(a.employee_id, b.employee_id)] = KnownPair(
+                    conversation_id, a.pk, b.pk, b.is_ai_agent
+                )
 
     def forget(self, keys: Iterable[tuple[int, int]]) -> None:
+        keys = set(keys)
         for key in keys:
             self._ids.pop(key, None)
+        for by_ids, pair in list(self._known.items()):
+            if selectors.private_key_of(pair.sender_pk, pair.recipient_pk) in keys:
+                del self._known[by_ids]
+
+    def forget_known(self, ids: Iterable[tuple[str, str]]) -> None:
+        for key in ids:
+            self._known.pop(key, None)
 
     def clear(self) -> None:
         self._ids.clear()
+        self._known.clear()
 
 
 _PRIVATE_CONVERSATION_IDS = _PrivateConversationIds()
@@ -488,11 +586,14 @@ MESSAGE_FIELDS = (
 )
 
 
-def _messages_post(posts: Sequence[_Post]) -> list[Message]:
+def _messages_post(posts: Sequence[_Post], *, checked: bool = False) -> list[Message]:
     """Number, store and deliver (after commit) the messages of `posts`, in order: take the
     numbers, insert the messages, move each sender's read position past its own messages
     (whoever writes has read everything before). A fixed number of statements whatever the
     number of posts: one on PostgreSQL, three elsewhere.
+
+    `checked` (PostgreSQL, private posts): the statement also checks what private_sends_known
+    assumed of each post, and fails whole if anything is not so.
     """
     messages = [
         Message(
@@ -508,8 +609,9 @@ def _messages_post(posts: Sequence[_Post]) -> list[Message]:
         for post in posts
     ]
     if connection.vendor == "postgresql":
-        _messages_store_in_one_statement(messages)  # one statement: atomic by itself
+        _messages_store_in_one_statement(messages, checked=checked)  # one statement: atomic by itself
     else:
+        assert not checked, "checked posts are PostgreSQL's (private_sends_known)"
         with transaction.atomic():  # a savepoint inside the caller's transaction
             _messages_store(messages)
     for message in messages:
@@ -541,13 +643,16 @@ def _messages_store(messages: list[Message]) -> None:
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
 # caller gave (low, high; none for a group): a message whose conversation is not there gets no
 # number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
+# Checked posts (private_sends_known) get no number either unless their sender and recipient
+# are the active employees the caller took them for and no answer is recorded for the request.
 _STORE_IN_ONE_STATEMENT = """
 WITH posts AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
         ord int, conversation_id bigint, low bigint, high bigint, sender_id bigint, msg_id text,
-        content jsonb, content_type text, client_id text, seq_id text, file_key text)
+        content jsonb, content_type text, client_id text, seq_id text, file_key text,
+        sender_eid text, recipient_id bigint, recipient_eid text, recipient_agent boolean)
     LIMIT {rows}
-), counts AS (
+){checks}, counts AS (
     SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
 ), locked AS (
     SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
@@ -564,6 +669,7 @@ WITH posts AS (
         taken.before + row_number() OVER (PARTITION BY posts.conversation_id ORDER BY posts.ord) AS seq
     FROM posts LEFT JOIN taken ON taken.id = posts.conversation_id
         AND taken.low IS NOT DISTINCT FROM posts.low AND taken.high IS NOT DISTINCT FROM posts.high
+        {checked}
 ), inserted AS (
     INSERT INTO {message} (conversation_id, seq, msg_id, sender_id, content, content_type, sent_at,
         client_id, seq_id, file_key)
@@ -581,13 +687,28 @@ SELECT id, msg_id, seq, sent_at FROM inserted
 """
 
 
-def _messages_store_in_one_statement(messages: list[Message]) -> None:
+_STORE_CHECKS = """, verified AS (
+    SELECT posts.ord FROM posts
+    JOIN {employee} AS s ON s.id = posts.sender_id AND s.employee_id = posts.sender_eid AND s.is_active
+    JOIN {employee} AS r ON r.id = posts.recipient_id AND r.employee_id = posts.recipient_eid
+        AND r.is_active AND r.is_ai_agent = posts.recipient_agent
+    WHERE NOT EXISTS (SELECT 1 FROM {processed} AS p WHERE p.client_id = posts.client_id AND p.seq_id = posts.seq_id)
+)"""
+
+
+def _messages_store_in_one_statement(messages: list[Message], *, checked: bool = False) -> None:
     quote = connection.ops.quote_name
     sql = _STORE_IN_ONE_STATEMENT.format(
         conversation=quote(Conversation._meta.db_table),
         message=quote(Message._meta.db_table),
         read_position=quote(ReadPosition._meta.db_table),
         rows=planned_rows(len(messages)),  # the planner's row count (mchat.db.rows_source)
+        checks=_STORE_CHECKS.format(
+            employee=quote(Employee._meta.db_table), processed=quote(ProcessedRequest._meta.db_table)
+        )
+        if checked
+        else "",
+        checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
     )
     document = [
         {
@@ -602,6 +723,7 @@ def _messages_store_in_one_statement(messages: list[Message]) -> None:
             "client_id": m.client_id,
             "seq_id": m.seq_id,
             "file_key": m.file_key,
+            **(_checks_of(m) if checked else {}),
         }
         for ord_, m in enumerate(messages)
     ]
@@ -611,6 +733,16 @@ def _messages_store_in_one_statement(messages: list[Message]) -> None:
     for message in messages:
         message.pk, message.seq, message.sent_at = stored[message.msg_id]
         message._state.adding = False
+
+
+def _checks_of(message: Message) -> dict:
+    recipient = message.conversation.peer_of(message.sender)
+    return {
+        "sender_eid": message.sender.employee_id,
+        "recipient_id": recipient.pk,
+        "recipient_eid": recipient.employee_id,
+        "recipient_agent": recipient.is_ai_agent,
+    }
 
 
 def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:

@@ -9,7 +9,7 @@ from bridge.models import ProcessedRequest
 from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
-from mchat.errors import BadRequest
+from mchat.errors import BadRequest, RateLimited
 from org.models import AuthChallenge, Device
 from tests.factories import EmployeeFactory
 
@@ -191,9 +191,23 @@ def test_rate_limit_gives_429_with_retry_after(published, alice):
     assert AuthChallenge.objects.count() == 2
 
 
+def test_take_all_spends_every_token_or_none():
+    now = [0.0]
+    limiter = RateLimiter({"message": [1, 3], "read": [1, 1]}, clock=lambda: now[0])
+    alice, bob = ("emp_alice_001", "message"), ("emp_bob_002", "message")
+    assert limiter.take_all([alice, alice, bob, ("emp_alice_001", "unlimited")])
+    assert not limiter.take_all([alice, alice])  # one left: neither is spent
+    limiter.take(employee_id="emp_alice_001", action_class="message")
+    with pytest.raises(RateLimited):
+        limiter.take(employee_id="emp_alice_001", action_class="message")
+    now[0] = 2.0  # two seconds refill two tokens
+    assert limiter.take_all([alice, alice]) and not limiter.take_all([alice])
+
+
 def test_every_route_resolves_to_a_callable():
     for route in ROUTES.values():
         assert callable(route.handler), route.action
+        assert route.optimistic_handler is None or callable(route.optimistic_handler), route.action
 
 
 def _batch_routes():
