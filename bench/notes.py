@@ -39,15 +39,19 @@ def analysis(r: dict, measured: dict) -> list[str]:
             f"flight, {sp64.get('ratio_to_raw', 0):.1%} of what the broker echoes "
             f"({raw64.get('per_second', 0):,.0f}/s). The pipeline alone, in process without MQTT, "
             f"does {ip.get('batch64_per_second', 0):,.0f}/s ({ip.get('batch64_ms_per_request')} ms "
-            f"per request in batches of 64). Requests that arrive together are served by "
-            f"`send_private_many` in a fixed number of statements: "
+            f"per request in batches of 64). Requests that arrive together are served together. "
+            f"Between pairs the bridge has served before, one statement stores the whole batch "
+            f"and checks everything the bridge remembered (sender and recipient active and "
+            f"unchanged, their conversation, no earlier answer): "
             f"{ip.get('statements_one_request', '?')} for a request alone, "
-            f"{ip.get('statements_batch_of_4', '?')} for a batch of 4 on PostgreSQL (the employees "
-            f"with any earlier answers, the recipients with their conversations, and one statement "
-            f"that takes the sequence numbers, inserts the messages and moves read positions; no "
-            f"BEGIN, COMMIT or INSERT of answers, as each message is its own idempotency record), "
-            f"each prepared once per connection and with one text whatever the batch size (rows "
-            f"travel as one jsonb parameter)."
+            f"{ip.get('statements_batch_of_4', '?')} for a batch of 4. Otherwise (a pair not seen "
+            f"before, a failed check, an AI agent as recipient) the usual way: "
+            f"{ip.get('statements_one_request_usual_way', '?')} for a request alone (the employees "
+            f"with any earlier answers, the recipients' conversations, the store). The store "
+            f"statement takes the sequence numbers, inserts the messages and moves read positions; "
+            f"no BEGIN, COMMIT or INSERT of answers, as each message is its own idempotency record. "
+            f"Each statement is prepared once per connection, with one text whatever the batch "
+            f"size (rows travel as one jsonb parameter)."
         )
         lines.append(
             f"- **Where the time goes at 64 in flight.** CPU in cores: bridge "
@@ -88,9 +92,9 @@ def analysis(r: dict, measured: dict) -> list[str]:
         lines.append(
             f"- **Latency.** One request alone takes p50 {one['latency_ms']['p50']:.1f} ms through "
             f"MChat against {_get(r, 'raw_broker', 'in_flight_1', 'latency_ms', 'p50', default=0):.2f} ms "
-            f"for the raw echo: {ip.get('statements_one_request', '?')} statements one after the "
-            f"other, each a full round trip to PostgreSQL (see the statement timings below), plus "
-            f"the Python of the pipeline and the wake-up of each idle process on the way. At "
+            f"for the raw echo: {ip.get('statements_one_request', '?')} statement (a pair seen "
+            f"before), a round trip to PostgreSQL that waits for the WAL flush, plus the Python "
+            f"of the pipeline and the wake-up of each idle process on the way. At "
             f"{low.get('offered_per_second')} msg/s "
             f"offered the recipient has the message after p50 "
             f"{_get(low, 'end_to_end_ms', 'p50', default=0):.1f} ms."
@@ -140,9 +144,8 @@ def closing_note(r: dict, measured: dict) -> list[str]:
             f"- **`msg.send_private` {rate:,.0f}/s, short of 2,000/s.** The pipeline alone does "
             f"{ip.get('batch64_per_second', 0):,.0f}/s; over MQTT the bridge, the broker, the load "
             "generator and PostgreSQL share two cores. What is left: the request thread waits for "
-            "each statement in turn; overlapping the next batch's reading and decoding with the "
-            "current batch's database round trips (or a second bridge once cores are free) and "
-            "fewer statements (below) would close it."
+            "its statement; overlapping the next batch's reading and decoding with the current "
+            "batch's database round trip (or a second bridge once cores are free) would close it."
         )
     p99 = measured.get("p99_at_1000")
     if p99 is not None and p99 >= 50:
@@ -154,11 +157,10 @@ def closing_note(r: dict, measured: dict) -> list[str]:
     if e2e is not None and e2e >= 5:
         lines.append(
             f"- **End-to-end p50 {e2e:.1f} ms at low load, target 5 ms.** A lone request makes "
-            f"{ip.get('statements_one_request', '?')} prepared statements one after another; the "
-            "deliveries go out as the last one returns. What is left is the wake-up of each idle "
-            "process on the way (load generator, broker, bridge, PostgreSQL, broker, receiver) "
-            "and the pipeline's Python; looking the recipients up inside the store statement would "
-            "save one more round trip."
+            f"{ip.get('statements_one_request', '?')} prepared statement(s); the deliveries go out "
+            "as the last one returns. What is left is the wake-up of each idle process on the way "
+            "(load generator, broker, bridge, PostgreSQL, broker, receiver) and the pipeline's "
+            "Python."
         )
     fan = measured.get("fanout_1000_p50")
     if fan is not None and fan >= 100:

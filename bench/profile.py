@@ -40,40 +40,52 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")],
     ),
     (
-        "  identity + idempotency SELECT (employees, earlier answers)",
+        "  optimistic: a run of msg.send_private between pairs seen before (one checked statement)",
+        [("Dispatcher._serve_optimistically", "bridge/dispatch.py")],
+    ),
+    ("    send_private_known (handler)", [("send_private_known", "bridge/handlers/messages.py")]),
+    ("      validate (DRF serializer, reused)", [("validate_many", "bridge/handlers/__init__.py")]),
+    (
+        "      services.private_sends_known -> _messages_post (checks, number, insert, read positions)",
+        [("private_sends_known", "messaging/services/messages.py")],
+    ),
+    (
+        "  identity + idempotency SELECT (employees, earlier answers; the usual way)",
         [("Dispatcher._employees_and_records", "bridge/dispatch.py")],
     ),
-    ("  rate limiter", [("RateLimiter.take", "bridge/ratelimit.py")]),
-    ("  handler transaction(s)", [("Dispatcher._execute", "bridge/dispatch.py")]),
+    (
+        "  rate limiter",
+        [("RateLimiter.take", "bridge/ratelimit.py"), ("RateLimiter.take_all", "bridge/ratelimit.py")],
+    ),
+    ("  handler transaction(s) (the usual way)", [("Dispatcher._execute", "bridge/dispatch.py")]),
     (
         "    _execute_many (a run: many-handler; answers recorded for refusals only)",
         [("Dispatcher._execute_many", "bridge/dispatch.py")],
     ),
     ("      send_private_many (batch handler)", [("send_private_many", "bridge/handlers/messages.py")]),
-    ("        validate (one DRF ListSerializer)", [("validate_many", "bridge/handlers/__init__.py")]),
     (
         "        services.private_sends_check (refusals, conversations)",
         [("private_sends_check", "messaging/services/messages.py")],
     ),
-    ("          content_parse", [("content_parse", "messaging/content.py")]),
     (
-        "          recipients + conversations SELECT",
-        [("_recipients_with_conversations", "messaging/services/messages.py")],
+        "          recipients + conversations SELECT (pairs not seen before)",
+        [("_recipients_with_conversations_query", "messaging/services/messages.py")],
     ),
     (
         "          new conversations (first message of a pair)",
         [("private_conversation_get_or_create", "messaging/services/messages.py")],
     ),
+    ("  [both ways] content_parse", [("content_parse", "messaging/content.py")]),
     (
-        "        services.private_sends_store -> _messages_post (number, insert, read positions)",
+        "  [both ways] _messages_post (number, insert, read positions; deliveries)",
         [("_messages_post", "messaging/services/messages.py")],
     ),
     (
-        "            PostgreSQL: one statement (numbers, INSERT, read positions)",
+        "    PostgreSQL: one statement (checks when optimistic, numbers, INSERT, read positions)",
         [("_messages_store_in_one_statement", "messaging/services/messages.py")],
     ),
-    ("            elsewhere: three statements", [("_messages_store", "messaging/services/messages.py")]),
-    ("            events.message_sent (payload, on_commit)", [("message_sent", "messaging/events.py")]),
+    ("    elsewhere: three statements", [("_messages_store", "messaging/services/messages.py")]),
+    ("    events.message_sent (payload, publish)", [("message_sent", "messaging/events.py")]),
     (
         "    COMMIT (batches that need a transaction)",
         [("BaseDatabaseWrapper._commit", "django/db/backends/base/base.py")],

@@ -396,8 +396,9 @@ def _profile_section(r: dict) -> list[str]:
                 f"memory: **{ip.get('batch64_per_second')}/s, {ip.get('batch64_ms_per_request')} ms "
                 f"per request**. This is the ceiling of one bridge process with this code, whatever "
                 f"MQTT does. SQL statements: {ip.get('statements_one_request')} for one request alone, "
-                f"{ip.get('statements_batch_of_4')} for a batch of 4. py-spy of that loop "
-                f"(`{ip.get('raw_file')}`):"
+                f"{ip.get('statements_batch_of_4')} for a batch of 4, between a pair this process has "
+                f"seen; {ip.get('statements_one_request_usual_way', '?')} for a request alone the usual "
+                f"way (a pair not seen before). py-spy of that loop (`{ip.get('raw_file')}`):"
             ),
             "",
         ]
@@ -418,9 +419,13 @@ def _profile_section(r: dict) -> list[str]:
             lines += ["", "py-spy of the loop:", ""]
         if ip.get("profile"):
             lines += _phase_table(ip["profile"], ip.get("batch64_per_second"))
-        lines += ["", "The statements of one `msg.send_private` (a batch of one):", ""]
+        lines += ["", "The statements of one `msg.send_private` (a batch of one), a pair seen before:", ""]
         for n, sql in enumerate(ip.get("sql", []), 1):
             lines.append(f"{n}. `{sql.replace('`', '')}`")
+        if ip.get("sql_usual_way"):
+            lines += ["", "The usual way (a pair not seen before):", ""]
+            for n, sql in enumerate(ip["sql_usual_way"], 1):
+                lines.append(f"{n}. `{sql.replace('`', '')}`")
     return lines
 
 

@@ -545,6 +545,7 @@ class Bench:
         from bridge import publisher
         from bridge.dispatch import Dispatcher
         from bridge.ratelimit import RateLimiter
+        from messaging import services
 
         memory = publisher.MemoryPublisher()
         publisher.install(memory)
@@ -561,11 +562,15 @@ class Bench:
             )
             memory.clear()
 
-        batch(64)  # the conversation exists from here on
+        batch(64)  # the conversation exists from here on, and this process has seen the pair
         with CaptureQueriesContext(connection) as one:
             batch(1)
         with CaptureQueriesContext(connection) as four:
             batch(4)
+        # The usual way: a process that has not seen the pair (a new pair, or a refusal).
+        services.private_conversation_ids_clear()
+        with CaptureQueriesContext(connection) as usual:
+            batch(1)
         # Every statement timed at Django's cursor (driver + server), by kind.
         timings: dict[str, list] = {}
 
@@ -602,7 +607,9 @@ class Bench:
         result = {
             "statements_one_request": len(one.captured_queries),
             "statements_batch_of_4": len(four.captured_queries),
+            "statements_one_request_usual_way": len(usual.captured_queries),
             "sql": [q["sql"][:200] for q in one.captured_queries],
+            "sql_usual_way": [q["sql"][:200] for q in usual.captured_queries],
             "batch64_ms_per_request": round(1000 / rate, 3),
             "batch64_per_second": round(rate, 1),
             "cpu_cores": window.result,
