@@ -368,7 +368,7 @@ def private_conversations_get_or_create(
     return conversations
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KnownPair:
     """What this process has seen of a sender and a recipient (by employee_id)."""
 
@@ -385,10 +385,11 @@ class _PrivateConversationIds:
     A pair's conversation, once created, is never replaced, so a send to a pair seen before
     needs no lookup. Should one be deleted after all (its employees deleted in the admin), the
     store statement, which checks every conversation against its pair, fails as a whole and
-    the batch's pairs are forgotten (private_sends_store). Bounded: when full, it starts over.
+    the batch's pairs are forgotten (private_sends_store, private_sends_known). Bounded (about
+    30 MB when full): when full, it starts over.
     """
 
-    MAX_PAIRS = 200_000
+    MAX_PAIRS = 50_000
 
     def __init__(self) -> None:
         self._ids: dict[tuple[int, int], int] = {}
@@ -405,7 +406,7 @@ class _PrivateConversationIds:
         conversations: Mapping[tuple[int, int], Conversation],
         pairs: Iterable[tuple[Employee, Employee]] = (),
     ) -> None:
-        if len(self._ids) + len(conversations) > self.MAX_PAIRS or len(self._known) > self.MAX_PAIRS:
+        if len(self._ids) + len(conversations) > self.MAX_PAIRS or len(self._known) > 2 * self.MAX_PAIRS:
             self.clear()
         for key, conversation in conversations.items():
             self._ids[key] = conversation.pk

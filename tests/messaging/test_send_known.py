@@ -131,3 +131,16 @@ def test_a_pair_not_seen_and_content_naming_no_file_only_are_optimistic(serve, a
     responses, statements = serve([_send(alice, "n3", carol), _send(alice, "n4", bob, {"type": "text"})])
     assert [r["code"] for r in responses] == [0, 400]  # invalid content: refused the usual way
     assert not _one_statement(statements)
+
+
+def test_what_a_process_remembers_is_bounded(serve, monkeypatch, alice, bob, carol):
+    from messaging.services import messages as message_services
+
+    remembered = message_services._PRIVATE_CONVERSATION_IDS
+    monkeypatch.setattr(remembered, "MAX_PAIRS", 1)
+    serve([_send(alice, "b1", bob)])
+    assert remembered.known(alice.employee_id, bob.employee_id) is not None
+    assert remembered.known(bob.employee_id, alice.employee_id) is not None  # the same conversation
+    serve([_send(alice, "b2", carol)])  # a second pair: it starts over
+    assert remembered.known(alice.employee_id, bob.employee_id) is None
+    assert remembered.known(alice.employee_id, carol.employee_id) is not None
