@@ -13,6 +13,11 @@ or an error undoes only that request. One commit then covers the
 batch, and responses and deliveries go out after it. If the batch cannot commit, each request
 is served again on its own, so a bad neighbour never costs the others their answer.
 
+A batch that is one run of a route with an optimistic handler (msg.send_private between pairs
+this process has served before) goes to it first, before anyone is looked up: one statement
+stores the batch and checks everything the handler assumed; if anything no longer holds,
+nothing is stored and the batch takes the path above (_serve_optimistically).
+
 A batch that is one run of a route whose many-handler commits itself (msg.send_private, the
 bulk of the traffic) gets no transaction here: its handler's one write statement is atomic, and
 a message is its own idempotency record, so the batch costs neither BEGIN, COMMIT nor an INSERT
