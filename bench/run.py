@@ -663,6 +663,8 @@ class Bench:
                 "failed to commit; serving them one by one"
             ),
             "bridge_error_lines": sum(" ERROR " in line for line in bridge_logs.splitlines()),
+            # Batches and periodic jobs over MCHAT_BRIDGE_SLOW_MS: a stall inside the bridge.
+            "bridge_slow_lines": sum(" slow " in line for line in bridge_logs.splitlines()),
         }
         if self.pg is not None:
             try:

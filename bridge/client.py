@@ -468,6 +468,7 @@ class BridgeClient:
             self._reconnect_later()
 
     def _serve_pending(self) -> None:
+        started = time.monotonic()
         batch = self._pending[: settings.MCHAT_BRIDGE_BATCH]
         del self._pending[: len(batch)]
         # Status messages are not requests: org.presence, no reply, never a dispatch.
@@ -483,6 +484,9 @@ class BridgeClient:
             if qos and connection == self._connection and self.client.socket() is not None:
                 self.client.ack(mid, qos)
         self._flush()  # the batch's answers, deliveries and acknowledgements, in one write
+        took = (time.monotonic() - started) * 1000
+        if took > settings.MCHAT_BRIDGE_SLOW_MS:
+            logger.warning("slow batch: %d requests served in %.0f ms", len(batch), took)
 
     def _confirm_acks(self) -> None:
         """Make sure the broker has taken our acknowledgements before we go.

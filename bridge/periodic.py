@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from importlib import import_module
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 
 logger = logging.getLogger("mchat.bridge")
@@ -41,3 +42,6 @@ class PeriodicJobs:
                 logger.exception("periodic job %s failed", target)
                 if isinstance(exc, DatabaseError):
                     connection.close_if_unusable_or_obsolete()
+            took = (self._clock() - now) * 1000
+            if took > settings.MCHAT_BRIDGE_SLOW_MS:
+                logger.warning("slow periodic job %s: %.0f ms", target, took)

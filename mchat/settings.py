@@ -169,6 +169,9 @@ MCHAT_BROKER_SYNC_DEBOUNCE = float(os.environ.get("MCHAT_BROKER_SYNC_DEBOUNCE", 
 MCHAT_MAX_PAYLOAD = int(os.environ.get("MCHAT_MAX_PAYLOAD", str(64 * 1024)))
 # Requests served in one transaction when they arrive together (1 = one commit per request).
 MCHAT_BRIDGE_BATCH = int(os.environ.get("MCHAT_BRIDGE_BATCH", "64"))
+# A batch or periodic job of the bridge that takes longer is logged as a warning (like
+# PostgreSQL's log_min_duration_statement): every request in hand waits for it.
+MCHAT_BRIDGE_SLOW_MS = int(os.environ.get("MCHAT_BRIDGE_SLOW_MS", "200"))
 MCHAT_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("MCHAT_IDEMPOTENCY_TTL_HOURS", "48"))
 # Jobs every bridge process runs between batches and while idle: {"module:function": seconds}.
 MCHAT_BRIDGE_PERIODIC = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -202,3 +203,20 @@ def test_an_unusual_publish_is_paho_s(monkeypatch):
     assert [a[0] for a in taken] == ["t/0", "t/p", "t/later"]
     with pytest.raises(ValueError):
         _connected(GatheringClient).publish("t/+", b"wildcard", qos=1)
+
+
+@pytest.mark.django_db
+def test_a_slow_batch_is_logged(caplog, settings, monkeypatch):
+    from bridge.client import BridgeClient
+
+    settings.MCHAT_BRIDGE_SLOW_MS = 20
+    bridge = BridgeClient(instance="slowtest", shared=False)  # never connected: no acks are sent
+    monkeypatch.setattr(bridge.dispatcher, "handle_batch", lambda requests: time.sleep(0.05) or [])
+    bridge._pending = [("mchat/msg/req/emp_alice_001_d1/s1", b"{}", 1, 1, 0)]
+    bridge._serve_pending()
+    assert "slow batch: 1 requests served in" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(bridge.dispatcher, "handle_batch", lambda requests: [])
+    bridge._pending = [("mchat/msg/req/emp_alice_001_d1/s2", b"{}", 2, 1, 0)]
+    bridge._serve_pending()
+    assert "slow batch" not in caplog.text

@@ -19,6 +19,22 @@ def job_broken():
     raise RuntimeError("boom")
 
 
+CLOCK = [0.0]
+
+
+def job_slow():
+    CLOCK[0] += 0.5  # half a second passes while it runs
+
+
+def test_a_slow_job_is_logged(caplog, settings):
+    settings.MCHAT_BRIDGE_SLOW_MS = 200
+    CLOCK[0] = 100.0
+    jobs = PeriodicJobs({"tests.bridge.test_periodic:job_slow": 1.0}, clock=lambda: CLOCK[0])
+    CLOCK[0] += 1.0
+    jobs.run_due()
+    assert "slow periodic job tests.bridge.test_periodic:job_slow: 500 ms" in caplog.text
+
+
 def test_jobs_run_at_their_interval_and_survive_failures(caplog):
     calls.clear()
     now = [100.0]
