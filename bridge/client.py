@@ -128,7 +128,7 @@ class GatheringSocket:
 class GatheringClient(mqtt.Client):
     """A paho client on a GatheringSocket; only for a loop that calls its socket's flush().
 
-    Two of paho's steps are taken without its objects when a packet is the usual one, as
+    Three of paho's steps are taken without its objects when a packet is the usual one, as
     nearly every packet of the bridge is:
     - a PUBLISH at QoS 0 or 1 without properties goes to `on_plain_message` as (topic,
       payload, packet id, QoS), if that is set (and acknowledgements are manual): paho builds
@@ -136,7 +136,7 @@ class GatheringClient(mqtt.Client):
       tenths of the time it took to read one;
     - the broker's PUBACK (a packet id, maybe a reason code, no properties) is taken without
       paho's ReasonCode and Properties objects: three come back per message sent, and
-      building those objects was a tenth of the bridge's time.
+      building those objects was a tenth of the bridge's time;
     - a QoS 1 publish without properties, while connected and with nothing of paho's
       waiting to be written, is packed here and gathered at once: paho's own path (packet
       dict, queue, log call, write loop) took twice as long, three times per message.

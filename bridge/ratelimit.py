@@ -21,12 +21,11 @@ class RateLimiter:
         limit = self._limits.get(action_class)
         if limit is None:
             return
-        rate, burst = limit
+        rate, _burst = limit
         key = (employee_id, action_class)
         now = self._clock()
         with self._lock:
-            tokens, stamp = self._buckets.get(key, (burst, now))
-            tokens = min(burst, tokens + (now - stamp) * rate)
+            tokens = self._refilled(key, now)
             if tokens < 1:
                 self._buckets[key] = (tokens, now)
                 raise RateLimited(retry_after_ms=max(1, int((1 - tokens) / rate * 1000)))
@@ -45,9 +44,7 @@ class RateLimiter:
         with self._lock:
             left = {}
             for key, n in wanted.items():
-                rate, burst = self._limits[key[1]]
-                tokens, stamp = self._buckets.get(key, (burst, now))
-                tokens = min(burst, tokens + (now - stamp) * rate)
+                tokens = self._refilled(key, now)
                 if tokens < n:
                     return False
                 left[key] = tokens - n
@@ -56,6 +53,12 @@ class RateLimiter:
             if len(self._buckets) > 100_000:
                 self._forget_full(now)
         return True
+
+    def _refilled(self, key: tuple[str, str], now: float) -> float:
+        """The bucket's tokens at `now` (a new bucket is full); call with the lock held."""
+        rate, burst = self._limits[key[1]]
+        tokens, stamp = self._buckets.get(key, (burst, now))
+        return min(burst, tokens + (now - stamp) * rate)
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled completely: they carry no information."""
