@@ -45,6 +45,25 @@ def stats_ms(samples: list[float]) -> dict:
     }
 
 
+def slow_spans(timeline: list[tuple[float, float]], threshold: float, gap: float = 0.1) -> list[dict]:
+    """Runs of requests slower than `threshold` (s), from (intended send time, latency) pairs:
+    a run ends when no slow request was sent within `gap` s of the last one's answer. Each span
+    has its start (the first slow request's scheduled time), end (the last one's answer), how
+    many requests it holds and the slowest. Times stay time.monotonic() seconds."""
+    spans: list[dict] = []
+    for intended, latency in sorted(timeline):
+        if latency < threshold:
+            continue
+        if spans and intended <= spans[-1]["end"] + gap:
+            span = spans[-1]
+            span["end"] = max(span["end"], intended + latency)
+            span["requests"] += 1
+            span["max"] = max(span["max"], latency)
+        else:
+            spans.append({"start": intended, "end": intended + latency, "requests": 1, "max": latency})
+    return spans
+
+
 def response_code(payload: bytes) -> int:
     if OK_MARK in payload:
         return 0
@@ -119,6 +138,9 @@ class LoopResult:
     sent: dict[str, float] = field(default_factory=dict)  # seq_id -> intended send time
     unanswered: int = 0
     late: list[float] = field(default_factory=list)  # open loop: actual minus intended send time
+    # open loop: (intended send time, latency) of each answer, time.monotonic() seconds
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    started: float = 0.0  # open loop: the first scheduled send
 
     def summary(self) -> dict:
         return {
@@ -203,6 +225,7 @@ def open_loop(
     state = {"next": 0, "answered": 0, "last": 0.0}
     finished = threading.Event()
     t0 = time.monotonic() + 0.05
+    result.started = t0
 
     def pump() -> None:
         now = time.monotonic()
@@ -213,6 +236,7 @@ def open_loop(
 
             def on_response(when: float, payload: bytes, intended=intended) -> None:
                 result.latencies.append(when - intended)
+                result.timeline.append((intended, when - intended))
                 result.codes[response_code(payload)] += 1
                 state["answered"] += 1
                 state["last"] = when

@@ -218,6 +218,8 @@ def render(r: dict) -> str:
             )
         )
 
+    lines += _machine_section(r.get("offered_load", []))
+
     lines += [
         "",
         "## Group fan-out",
@@ -426,6 +428,67 @@ def _profile_section(r: dict) -> list[str]:
             lines += ["", "The usual way (a pair not seen before):", ""]
             for n, sql in enumerate(ip["sql_usual_way"], 1):
                 lines.append(f"{n}. `{sql.replace('`', '')}`")
+    return lines
+
+
+def _monitor_cells(m: dict | None) -> list[str]:
+    if not m or "steal_ms" not in m:
+        return ["–"] * 6
+    waits = m.get("in_disk_wait_samples") or {}
+    return [
+        f"{m['monitor_late_max_ms']:.1f}",
+        f"{m['steal_ms']}",
+        f"{m['cpu_some_ms']:.0f}",
+        f"{m['io_full_ms']:.0f}",
+        ", ".join(f"{name} {n}" for name, n in sorted(waits.items())) or "none",
+        f"{m['seconds']:.2f}",
+    ]
+
+
+def _machine_section(offered: list[dict]) -> list[str]:
+    """What the machine monitor (bench.sysmon) saw during each offered window and each run of
+    responses over 50 ms: whether the whole machine stalled or a process waited for the disk."""
+    if not any(row.get("machine") for row in offered):
+        return []  # runs from before the bench had a monitor
+    lines = [
+        "",
+        "What the machine did meanwhile (`bench.sysmon`, a sample every 10 ms): how late the",
+        "monitor's own 10 ms sleep ended (a machine that took the CPU away delays it too), the",
+        "hypervisor's steal time, the kernel's pressure stall time (CPU some: a runnable task",
+        "waited for a CPU; I/O full: every non-idle task waited for the disk), and the samples",
+        "in which a process of the stack was in disk wait (state D: PostgreSQL flushing its WAL,",
+        "for instance). Slow spans are runs of responses over 50 ms (the p99 target).",
+        "",
+        _row(
+            "window",
+            "monitor late max ms",
+            "steal ms",
+            "CPU some ms",
+            "I/O full ms",
+            "samples in disk wait",
+            "seconds",
+            "responses over 50 ms",
+        ),
+        _row("---", "---:", "---:", "---:", "---:", "---", "---:", "---:"),
+    ]
+    for row in offered:
+        spans = row.get("slow_spans") or []
+        lines.append(
+            _row(
+                f"{row['offered_per_second']}/s, whole window",
+                *_monitor_cells(row.get("machine")),
+                sum(span["requests"] for span in spans),
+            )
+        )
+        for span in spans:
+            lines.append(
+                _row(
+                    f"{row['offered_per_second']}/s, slow span at {span['start_s']:.2f} s "
+                    f"(max {span['max_ms']:.0f} ms)",
+                    *_monitor_cells(span.get("machine")),
+                    span["requests"],
+                )
+            )
     return lines
 
 

@@ -112,6 +112,7 @@ class Bench:
         self.bridges: list[BridgeProcess] = []
         self.echo: subprocess.Popen | None = None
         self.pool: ReceiverPool | None = None
+        self.monitor: subprocess.Popen | None = None
         self.swarm: Swarm | None = None
         self.steps = tqdm(total=18, desc="bench", unit="step", position=0, dynamic_ncols=True)
 
@@ -128,6 +129,42 @@ class Bench:
         tqdm.write(text)
 
     # --- the stack ------------------------------------------------------------------------
+
+    def start_monitor(self) -> None:
+        self.monitor = subprocess.Popen(
+            [sys.executable, "-m", "bench.sysmon"],
+            cwd=REPO_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def ask_monitor(self, command: dict) -> dict:
+        if self.monitor is None or self.monitor.poll() is not None:
+            return {}
+        self.monitor.stdin.write(json.dumps(command) + "\n")
+        self.monitor.stdin.flush()
+        return json.loads(self.monitor.stdout.readline() or "{}")
+
+    def watch_processes(self) -> None:
+        named = {
+            "bridge": self.bridges[0].pid if self.bridges else None,
+            "postgres": self.pg.pid if self.pg else None,
+            "broker": self.broker.pid if self.broker else None,
+        }
+        self.ask_monitor({"cmd": "watch", "pids": {k: v for k, v in named.items() if v}})
+
+    def stop_monitor(self) -> None:
+        if self.monitor is not None and self.monitor.poll() is None:
+            try:
+                self.monitor.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.monitor.stdin.flush()
+                self.monitor.wait(5)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                self.monitor.kill()
+                self.monitor.wait(5)
+        self.monitor = None
 
     def start_database(self) -> str:
         if self.args.postgres:
@@ -462,10 +499,30 @@ class Bench:
                 "deliveries_missing": missing,
                 "deliveries_duplicated": duplicates,
             }
+            row["machine"] = self.ask_monitor(
+                {"cmd": "span", "from": result.started, "to": result.started + seconds}
+            )
+            row["slow_spans"] = self.stall_report(result.timeline, result.started)
             self.log(f"offered {rate}/s: response {row['response_ms']} e2e {row['end_to_end_ms']}")
             rows.append(row)
             time.sleep(0.5)
         return rows
+
+    def stall_report(self, timeline: list[tuple[float, float]], started: float) -> list[dict]:
+        """Runs of responses over the p99 target (50 ms), each with what the machine monitor saw
+        in it: a stall of the whole machine, a process waiting for the disk, or neither."""
+        out = []
+        for span in measure.slow_spans(timeline, threshold=0.05)[:10]:
+            out.append(
+                {
+                    "start_s": round(span["start"] - started, 3),
+                    "seconds": round(span["end"] - span["start"], 3),
+                    "requests": span["requests"],
+                    "max_ms": round(span["max"] * 1000, 1),
+                    "machine": self.ask_monitor({"cmd": "span", "from": span["start"], "to": span["end"]}),
+                }
+            )
+        return out
 
     def org_tree(self) -> dict:
         full, unchanged, size, version = [], [], 0, None
@@ -689,6 +746,7 @@ class Bench:
         (BENCH_DIR / "results").mkdir(exist_ok=True)
         self.results["machine"] = machine_info()
         self.results["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.start_monitor()
         url = self.start_database()
         self.step("database")
         self.configure_django(url)
@@ -715,6 +773,7 @@ class Bench:
 
         self.start_bridge("b1")
         self.wait_bridge_ready()
+        self.watch_processes()
         self.step("bridge up")
         mchat: dict = {}
         mchat["in_flight_1"] = self.closed("send_private, 1 in flight", 1)
@@ -781,6 +840,7 @@ class Bench:
     def cleanup(self) -> None:
         for action in (
             lambda: self.pool and self.pool.close(),
+            self.stop_monitor,
             lambda: self.swarm and self.swarm.stop(),
             self.stop_echo,
             *[b.stop for b in self.bridges],

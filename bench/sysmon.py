@@ -1,0 +1,172 @@
+"""A machine monitor process: samples, every 10 ms, what can stall every process at once, so
+that a latency spike in the bench can be told apart from a stall of MChat itself. Driven by
+JSON lines on stdin, answering JSON lines on stdout:
+
+    {"cmd": "watch", "pids": {"bridge": 123, ...}}  -> {"ok": true}  (their children too)
+    {"cmd": "span", "from": t0, "to": t1}  -> what happened between two time.monotonic() times
+    {"cmd": "quit"}
+
+What one sample holds:
+- `late`: how much later than asked the monitor's own 10 ms sleep ended. A machine that took
+  the CPU away (the hypervisor's steal, a frozen VM) delays it like everything else.
+- the kernel's cumulative counters: steal and iowait time (/proc/stat), and pressure stall
+  time (/proc/pressure: "some" = at least one task waited for CPU, I/O or memory; "full" = all
+  non-idle tasks waited for I/O).
+- the scheduler state of the watched processes: "D" = asleep in the kernel, uninterruptible,
+  usually waiting for the disk (a PostgreSQL backend flushing its WAL, for instance).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+
+INTERVAL = 0.01
+KEEP = 60_000  # samples: 10 minutes
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+PRESSURE = (("cpu", "some"), ("io", "some"), ("io", "full"), ("memory", "some"))
+
+
+def _pressure_us() -> list[int]:
+    out = []
+    for resource, kind in PRESSURE:
+        try:
+            with open(f"/proc/pressure/{resource}") as f:
+                for line in f:
+                    if line.startswith(kind):
+                        out.append(int(line.rsplit("total=", 1)[1]))
+                        break
+                else:
+                    out.append(0)
+        except OSError:
+            out.append(0)
+    return out
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, iowait) over all CPUs, in clock ticks."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]), int(fields[5])
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return "-"
+    return chr(data[data.rfind(b")") + 2])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.samples: deque = deque(maxlen=KEEP)  # (t, late, steal, iowait, pressure..., states)
+        self.watched: dict[str, int] = {}
+        self.pids: list[tuple[str, int]] = []
+        self.stop = threading.Event()
+
+    def watch(self, named: dict[str, int]) -> None:
+        with self.lock:
+            self.watched = dict(named)
+        self._refresh_pids()
+
+    def _refresh_pids(self) -> None:
+        pids = []
+        for name, pid in self.watched.items():
+            pids.append((name, pid))
+            pids += [(name, child) for child in _children(pid)]
+        with self.lock:
+            self.pids = pids
+
+    def run(self) -> None:
+        asked = time.monotonic()
+        refresh = asked + 1.0
+        while not self.stop.is_set():
+            asked += INTERVAL
+            pause = asked - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            now = time.monotonic()
+            late = max(0.0, now - asked)
+            if late > INTERVAL:
+                asked = now  # do not try to catch up
+            steal, iowait = _cpu_ticks()
+            with self.lock:
+                pids = self.pids
+            blocked = tuple(sorted({name for name, pid in pids if _state(pid) == "D"}))
+            sample = (now, late, steal, iowait, *_pressure_us(), blocked)
+            with self.lock:
+                self.samples.append(sample)
+            if now > refresh:
+                refresh = now + 1.0
+                self._refresh_pids()
+
+    def span(self, start: float, end: float) -> dict:
+        with self.lock:
+            samples = list(self.samples)
+        times = [s[0] for s in samples]
+        lo = max(0, bisect.bisect_left(times, start) - 1)
+        hi = bisect.bisect_right(times, end)
+        inside = samples[lo : hi + 1]
+        if len(inside) < 2:
+            return {"samples": len(inside)}
+        first, last = inside[0], inside[-1]
+        blocked: dict[str, int] = {}
+        for sample in inside[1:]:
+            for name in sample[-1]:
+                blocked[name] = blocked.get(name, 0) + 1
+        out = {
+            "samples": len(inside),
+            "seconds": round(last[0] - first[0], 3),
+            "monitor_late_max_ms": round(max(s[1] for s in inside[1:]) * 1000, 1),
+            "steal_ms": round((last[2] - first[2]) * TICK_MS),
+            "iowait_ms": round((last[3] - first[3]) * TICK_MS),
+        }
+        for i, (resource, kind) in enumerate(PRESSURE):
+            out[f"{resource}_{kind}_ms"] = round((last[4 + i] - first[4 + i]) / 1000, 1)
+        out["in_disk_wait_samples"] = blocked  # process name -> samples seen in state D
+        return out
+
+
+def main() -> None:
+    monitor = Monitor()
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    for line in sys.stdin:
+        command = json.loads(line)
+        cmd = command.get("cmd")
+        if cmd == "quit":
+            break
+        if cmd == "watch":
+            monitor.watch({k: int(v) for k, v in command["pids"].items()})
+            reply: dict = {"ok": True}
+        elif cmd == "span":
+            reply = monitor.span(float(command["from"]), float(command["to"]))
+        else:
+            reply = {"error": f"unknown command {cmd!r}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    monitor.stop.set()
+    thread.join(1)
+
+
+if __name__ == "__main__":
+    main()
