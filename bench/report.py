@@ -433,7 +433,7 @@ def _profile_section(r: dict) -> list[str]:
 
 def _monitor_cells(m: dict | None) -> list[str]:
     if not m or "steal_ms" not in m:
-        return ["–"] * 6
+        return ["–"] * 7
     waits = m.get("in_disk_wait_samples") or {}
     return [
         f"{m['monitor_late_max_ms']:.1f}",
@@ -441,6 +441,7 @@ def _monitor_cells(m: dict | None) -> list[str]:
         f"{m['cpu_some_ms']:.0f}",
         f"{m['io_full_ms']:.0f}",
         ", ".join(f"{name} {n}" for name, n in sorted(waits.items())) or "none",
+        m.get("wal_files_added", "–"),
         f"{m['seconds']:.2f}",
     ]
 
@@ -457,7 +458,9 @@ def _machine_section(offered: list[dict]) -> list[str]:
         "hypervisor's steal time, the kernel's pressure stall time (CPU some: a runnable task",
         "waited for a CPU; I/O full: every non-idle task waited for the disk), and the samples",
         "in which a process of the stack was in disk wait (state D: PostgreSQL flushing its WAL,",
-        "for instance). Slow spans are runs of responses over 50 ms (the p99 target).",
+        "for instance), and the WAL segments PostgreSQL created (a new file in pg_wal: 16 MB",
+        "written and flushed while commits wait). Slow spans are runs of responses over 50 ms",
+        "(the p99 target).",
         "",
         _row(
             "window",
@@ -466,10 +469,11 @@ def _machine_section(offered: list[dict]) -> list[str]:
             "CPU some ms",
             "I/O full ms",
             "samples in disk wait",
+            "WAL segments created",
             "seconds",
             "responses over 50 ms",
         ),
-        _row("---", "---:", "---:", "---:", "---:", "---", "---:", "---:"),
+        _row("---", "---:", "---:", "---:", "---:", "---", "---:", "---:", "---:"),
     ]
     for row in offered:
         spans = row.get("slow_spans") or []

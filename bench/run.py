@@ -153,7 +153,10 @@ class Bench:
             "postgres": self.pg.pid if self.pg else None,
             "broker": self.broker.pid if self.broker else None,
         }
-        self.ask_monitor({"cmd": "watch", "pids": {k: v for k, v in named.items() if v}})
+        directories = {"wal": str(self.pg.data / "pg_wal")} if self.pg else {}
+        self.ask_monitor(
+            {"cmd": "watch", "pids": {k: v for k, v in named.items() if v}, "directories": directories}
+        )
 
     def stop_monitor(self) -> None:
         if self.monitor is not None and self.monitor.poll() is None:

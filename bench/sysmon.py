@@ -2,7 +2,8 @@
 that a latency spike in the bench can be told apart from a stall of MChat itself. Driven by
 JSON lines on stdin, answering JSON lines on stdout:
 
-    {"cmd": "watch", "pids": {"bridge": 123, ...}}  -> {"ok": true}  (their children too)
+    {"cmd": "watch", "pids": {"bridge": 123, ...}, "directories": {"wal": "/path/pg_wal"}}
+        -> {"ok": true}  (the processes' children too; the directories' files are counted)
     {"cmd": "span", "from": t0, "to": t1}  -> what happened between two time.monotonic() times
     {"cmd": "quit"}
 
@@ -14,6 +15,8 @@ What one sample holds:
   non-idle tasks waited for I/O).
 - the scheduler state of the watched processes: "D" = asleep in the kernel, uninterruptible,
   usually waiting for the disk (a PostgreSQL backend flushing its WAL, for instance).
+- how many files the watched directories hold, every 100 ms: a new file in PostgreSQL's
+  pg_wal is a WAL segment created (16 MB written and flushed) while a commit waits for it.
 """
 
 from __future__ import annotations
@@ -81,12 +84,25 @@ class Monitor:
         self.samples: deque = deque(maxlen=KEEP)  # (t, late, steal, iowait, pressure..., states)
         self.watched: dict[str, int] = {}
         self.pids: list[tuple[str, int]] = []
+        self.directories: dict[str, str] = {}
+        self.files: tuple[int, ...] = ()
         self.stop = threading.Event()
 
-    def watch(self, named: dict[str, int]) -> None:
+    def watch(self, named: dict[str, int], directories: dict[str, str]) -> None:
         with self.lock:
             self.watched = dict(named)
+            self.directories = dict(directories)
         self._refresh_pids()
+        self._count_files()
+
+    def _count_files(self) -> None:
+        counts = []
+        for path in self.directories.values():
+            try:
+                counts.append(len(os.listdir(path)))
+            except OSError:
+                counts.append(0)
+        self.files = tuple(counts)
 
     def _refresh_pids(self) -> None:
         pids = []
@@ -99,6 +115,7 @@ class Monitor:
     def run(self) -> None:
         asked = time.monotonic()
         refresh = asked + 1.0
+        n = 0
         while not self.stop.is_set():
             asked += INTERVAL
             pause = asked - time.monotonic()
@@ -112,7 +129,10 @@ class Monitor:
             with self.lock:
                 pids = self.pids
             blocked = tuple(sorted({name for name, pid in pids if _state(pid) == "D"}))
-            sample = (now, late, steal, iowait, *_pressure_us(), blocked)
+            n += 1
+            if n % 10 == 0:
+                self._count_files()
+            sample = (now, late, steal, iowait, *_pressure_us(), self.files, blocked)
             with self.lock:
                 self.samples.append(sample)
             if now > refresh:
@@ -143,6 +163,11 @@ class Monitor:
         for i, (resource, kind) in enumerate(PRESSURE):
             out[f"{resource}_{kind}_ms"] = round((last[4 + i] - first[4 + i]) / 1000, 1)
         out["in_disk_wait_samples"] = blocked  # process name -> samples seen in state D
+        with self.lock:
+            names = list(self.directories)
+        for i, name in enumerate(names):
+            if len(first[-2]) > i and len(last[-2]) > i:
+                out[f"{name}_files_added"] = last[-2][i] - first[-2][i]
         return out
 
 
@@ -156,7 +181,7 @@ def main() -> None:
         if cmd == "quit":
             break
         if cmd == "watch":
-            monitor.watch({k: int(v) for k, v in command["pids"].items()})
+            monitor.watch({k: int(v) for k, v in command["pids"].items()}, command.get("directories") or {})
             reply: dict = {"ok": True}
         elif cmd == "span":
             reply = monitor.span(float(command["from"]), float(command["to"]))
