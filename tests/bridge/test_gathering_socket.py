@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.client import GatheringClient, GatheringSocket
+from bridge.gathering import GatheringClient, GatheringSocket
 
 
 @pytest.fixture
@@ -185,6 +185,31 @@ def test_a_usual_publish_is_packed_as_paho_packs_it_and_waits_for_its_puback():
     ours._in_packet["packet"] = bytearray(b"\x00\x01")  # the broker's PUBACK for packet 1
     ours._handle_pubackcomp("PUBACK")
     assert info.is_published() and sorted(ours._out_messages) == [2, 3, 4]
+
+
+def test_an_acknowledgement_is_packed_as_paho_packs_it():
+    ours, pahos = _connected(GatheringClient), _connected(mqtt.Client)
+    for client in (ours, pahos):
+        client._manual_ack = True
+        for mid in (1, 255, 256, 65535):
+            assert client.ack(mid, 1) == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert (
+        ours._sock._out
+        == pahos._sock._out
+        == b"".join(bytes([0x40, 2]) + struct.pack("!H", mid) for mid in (1, 255, 256, 65535))
+    )
+
+
+def test_an_unusual_acknowledgement_is_paho_s(monkeypatch):
+    client = _connected(GatheringClient)
+    client._manual_ack = True
+    taken = []
+    paho_ack = mqtt.Client.ack
+    monkeypatch.setattr(mqtt.Client, "ack", lambda self, *a: taken.append(a) or paho_ack(self, *a))
+    client.ack(5, 2)  # QoS 2: PUBCOMP
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTION_LOST
+    client.ack(6, 1)
+    assert taken == [(5, 2), (6, 1)]
 
 
 def test_an_unusual_publish_is_paho_s(monkeypatch):

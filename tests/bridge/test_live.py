@@ -8,7 +8,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.client import BridgeClient, GatheringSocket
+from bridge.client import BridgeClient
+from bridge.gathering import GatheringSocket
 from org import services
 from org.models import AuthChallenge
 
