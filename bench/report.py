@@ -128,8 +128,10 @@ def render(r: dict) -> str:
         "## Requests: raw broker vs `msg.send_private`",
         "",
         "Closed loop: N requests always outstanding (64 = 8 connections x 8), each answer sends",
-        "the next. Latency p50 / p95 / p99 in ms. The raw broker is a trivial paho echo responder",
-        "logged in as the bridge (no database): the physical limit of this broker and client.",
+        "the next. Latency p50 / p95 / p99 in ms. The raw broker is a trivial echo responder",
+        "logged in as the bridge, on the bridge's own MQTT client and loop (no database): the",
+        "physical limit of this broker and client. Requesters and receivers run the same client",
+        "(bridge.gathering: paho without its per-packet objects), as they share the machine.",
         "",
         _row(
             "load",
@@ -433,7 +435,7 @@ def _profile_section(r: dict) -> list[str]:
 
 def _monitor_cells(m: dict | None) -> list[str]:
     if not m or "steal_ms" not in m:
-        return ["–"] * 7
+        return ["–"] * 9
     waits = m.get("in_disk_wait_samples") or {}
     return [
         f"{m['monitor_late_max_ms']:.1f}",
@@ -442,8 +444,16 @@ def _monitor_cells(m: dict | None) -> list[str]:
         f"{m['io_full_ms']:.0f}",
         ", ".join(f"{name} {n}" for name, n in sorted(waits.items())) or "none",
         m.get("wal_files_added", "–"),
+        _disk_cell(m.get("disk"), "flushes", "flush_ms"),
+        _disk_cell(m.get("disk"), "discards", "discard_ms"),
         f"{m['seconds']:.2f}",
     ]
+
+
+def _disk_cell(disk: dict | None, count: str, ms: str) -> str:
+    if not disk:
+        return "–"
+    return f"{disk[count]} / {disk[ms]} ms"
 
 
 def _machine_section(offered: list[dict]) -> list[str]:
@@ -458,9 +468,11 @@ def _machine_section(offered: list[dict]) -> list[str]:
         "hypervisor's steal time, the kernel's pressure stall time (CPU some: a runnable task",
         "waited for a CPU; I/O full: every non-idle task waited for the disk), and the samples",
         "in which a process of the stack was in disk wait (state D: PostgreSQL flushing its WAL,",
-        "for instance), and the WAL segments PostgreSQL created (a new file in pg_wal: 16 MB",
-        "written and flushed while commits wait). Slow spans are runs of responses over 50 ms",
-        "(the p99 target).",
+        "for instance), the WAL segments PostgreSQL created (a new file in pg_wal: 16 MB",
+        "written and flushed while commits wait), and the disk's own counters: cache flushes",
+        "(one per fdatasync) and discards (this machine mounts / with `discard`: the blocks of",
+        "deleted files are trimmed as the journal commits), each with the device's",
+        "milliseconds. Slow spans are runs of responses over 50 ms (the p99 target).",
         "",
         _row(
             "window",
@@ -470,10 +482,12 @@ def _machine_section(offered: list[dict]) -> list[str]:
             "I/O full ms",
             "samples in disk wait",
             "WAL segments created",
+            "disk flushes / ms",
+            "disk discards / ms",
             "seconds",
             "responses over 50 ms",
         ),
-        _row("---", "---:", "---:", "---:", "---:", "---", "---:", "---:", "---:"),
+        _row("---", "---:", "---:", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:"),
     ]
     for row in offered:
         spans = row.get("slow_spans") or []

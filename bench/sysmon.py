@@ -17,6 +17,10 @@ What one sample holds:
   usually waiting for the disk (a PostgreSQL backend flushing its WAL, for instance).
 - how many files the watched directories hold, every 100 ms: a new file in PostgreSQL's
   pg_wal is a WAL segment created (16 MB written and flushed) while a commit waits for it.
+- the disk's own counters (/proc/diskstats, the device holding the first watched
+  directory): writes, discards (TRIM: this machine mounts / with `discard`, so the blocks of
+  every deleted file are discarded as the journal commits) and cache flushes (one per
+  fdatasync), with the milliseconds the device took for each.
 """
 
 from __future__ import annotations
@@ -58,6 +62,37 @@ def _cpu_ticks() -> tuple[int, int]:
     return int(fields[8]), int(fields[5])
 
 
+# /proc/diskstats fields after the device name (Linux 5.5+), 1-based
+DISK_FIELDS = (
+    ("writes", 5),
+    ("write_ms", 8),
+    ("discards", 12),
+    ("discard_ms", 15),
+    ("flushes", 16),
+    ("flush_ms", 17),
+)
+
+
+def _disk_of(path: str) -> tuple[int, int] | None:
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    return os.major(dev), os.minor(dev)
+
+
+def _disk_counters(device: tuple[int, int] | None) -> tuple[int, ...]:
+    if device is None:
+        return ()
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if (int(fields[0]), int(fields[1])) == device:
+                values = fields[3:]
+                return tuple(int(values[i - 1]) if len(values) >= i else 0 for _, i in DISK_FIELDS)
+    return ()
+
+
 def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -86,12 +121,14 @@ class Monitor:
         self.pids: list[tuple[str, int]] = []
         self.directories: dict[str, str] = {}
         self.files: tuple[int, ...] = ()
+        self.device: tuple[int, int] | None = None
         self.stop = threading.Event()
 
     def watch(self, named: dict[str, int], directories: dict[str, str]) -> None:
         with self.lock:
             self.watched = dict(named)
             self.directories = dict(directories)
+            self.device = _disk_of(next(iter(directories.values()), os.getcwd()))
         self._refresh_pids()
         self._count_files()
 
@@ -132,7 +169,8 @@ class Monitor:
             n += 1
             if n % 10 == 0:
                 self._count_files()
-            sample = (now, late, steal, iowait, *_pressure_us(), self.files, blocked)
+            disk = _disk_counters(self.device)
+            sample = (now, late, steal, iowait, *_pressure_us(), disk, self.files, blocked)
             with self.lock:
                 self.samples.append(sample)
             if now > refresh:
@@ -163,6 +201,10 @@ class Monitor:
         for i, (resource, kind) in enumerate(PRESSURE):
             out[f"{resource}_{kind}_ms"] = round((last[4 + i] - first[4 + i]) / 1000, 1)
         out["in_disk_wait_samples"] = blocked  # process name -> samples seen in state D
+        if first[-3] and last[-3]:
+            out["disk"] = {
+                name: b - a for (name, _), a, b in zip(DISK_FIELDS, first[-3], last[-3], strict=True)
+            }
         with self.lock:
             names = list(self.directories)
         for i, name in enumerate(names):
