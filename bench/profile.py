@@ -98,8 +98,14 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         "  publish responses",
         [("Dispatcher._publish", "bridge/dispatch.py"), ("Dispatcher._reply", "bridge/dispatch.py")],
     ),
-    ("paho Client.publish (responses + deliveries)", [("Client.publish", "paho/mqtt/client.py")]),
-    ("paho Client.ack (PUBACK to the broker)", [("Client.ack", "paho/mqtt/client.py")]),
+    (
+        "MQTT publish (responses + deliveries; bridge.gathering or paho)",
+        [("GatheringClient.publish", "bridge/gathering.py"), ("Client.publish", "paho/mqtt/client.py")],
+    ),
+    (
+        "MQTT PUBACK to the broker (bridge.gathering or paho)",
+        [("GatheringClient.ack", "bridge/gathering.py"), ("Client.ack", "paho/mqtt/client.py")],
+    ),
     (
         "[all] SQL statements: driver + server round trip",
         [("CursorWrapper._execute", "django/db/backends/utils.py")],
