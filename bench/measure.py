@@ -9,14 +9,13 @@ import itertools
 import json
 import math
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.services import REPO_DIR
+from bench.services import helper_process
 from bench.swarm import Swarm
 
 REQ = "mchat/msg/req/"
@@ -270,17 +269,7 @@ class ReceiverPool:
 
     def __init__(self, port: int, processes: int) -> None:
         self.port = port
-        self._procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "bench.receivers"],
-                cwd=REPO_DIR,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-            for _ in range(processes)
-        ]
+        self._procs = [helper_process("bench.receivers") for _ in range(processes)]
         self._topics: list[Counter] = [Counter() for _ in self._procs]
 
     def _ask(self, index: int, command: dict) -> dict:

@@ -34,6 +34,7 @@ from bench.services import (
     BridgeProcess,
     PostgresCluster,
     bridge_env,
+    helper_process,
     wait_until,
 )
 from bench.swarm import Swarm
@@ -131,14 +132,7 @@ class Bench:
     # --- the stack ------------------------------------------------------------------------
 
     def start_monitor(self) -> None:
-        self.monitor = subprocess.Popen(
-            [sys.executable, "-m", "bench.sysmon"],
-            cwd=REPO_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        self.monitor = helper_process("bench.sysmon")
 
     def ask_monitor(self, command: dict) -> dict:
         if self.monitor is None or self.monitor.poll() is not None:

@@ -284,6 +284,19 @@ class BridgeProcess:
             return ""
 
 
+def helper_process(module: str) -> subprocess.Popen:
+    """A bench helper (`python -m module`) driven by JSON lines on its stdin and stdout, in its
+    own session so a signal to the bench does not reach it before the bench stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=REPO_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
