@@ -72,9 +72,7 @@ def main() -> None:
                 select.select([sock], want_write, [], 1.0)
             except InterruptedError:
                 continue
-        client.loop_read()
-        while client.socket() is sock and sock.pending():
-            client.loop_read()
+        client.loop_read_buffered()
         if client.socket() is not None:
             if client.want_write():
                 client.loop_write()

@@ -7,7 +7,7 @@ thread; everything that touches a client (connect, subscribe, publish) runs in t
 submitted with `call` or scheduled with `call_at`. Times are `time.monotonic()`, which is
 CLOCK_MONOTONIC on Linux and therefore comparable across processes.
 
-The clients are the bridge's own (bridge.client.GatheringClient): a usual QoS 1 publish, a
+The clients are the bridge's own (bridge.gathering.GatheringClient): a usual QoS 1 publish, a
 received plain PUBLISH and its PUBACK skip paho's per-packet objects, and what a pass of the
 loop writes leaves in one send per connection. The same packets go on the wire; the load
 generator and the receivers share this 2-core machine with what they measure, and paho's
@@ -293,11 +293,7 @@ class Swarm:
                         pass
                     continue
                 if mask & selectors.EVENT_READ:
-                    sock = client.socket()
-                    client.loop_read()
-                    # What the socket read ahead and paho has not taken: select() cannot see it.
-                    while sock is not None and client.socket() is sock and sock.pending():
-                        client.loop_read()
+                    client.loop_read_buffered()
             while self._calls:
                 self._calls.popleft()()
             now = time.monotonic()

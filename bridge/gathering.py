@@ -87,7 +87,7 @@ class GatheringSocket:
 class GatheringClient(mqtt.Client):
     """A paho client on a GatheringSocket; only for a loop that calls its socket's flush().
 
-    Three of paho's steps are taken without its objects when a packet is the usual one, as
+    Four of paho's steps are taken without its objects when a packet is the usual one, as
     nearly every packet of the bridge is:
     - a PUBLISH at QoS 0 or 1 without properties goes to `on_plain_message` as (topic,
       payload, packet id, QoS), if that is set (and acknowledgements are manual): paho builds
@@ -108,6 +108,20 @@ class GatheringClient(mqtt.Client):
 
     def _create_socket(self):
         return GatheringSocket(super()._create_socket())
+
+    def loop_read_buffered(self):
+        """paho's loop_read, then on while the socket holds bytes it read ahead and paho has
+        not taken: select() cannot see those, so a loop that waits on it would leave them."""
+        sock = self._sock
+        rc = self.loop_read()
+        while (
+            rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            and sock is not None
+            and self._sock is sock
+            and sock.pending()
+        ):
+            rc = self.loop_read()
+        return rc
 
     def _handle_publish(self):
         header, packet = self._in_packet["command"], self._in_packet["packet"]

@@ -125,6 +125,15 @@ def test_a_plain_publish_is_handed_over_as_its_parts(reader):
     assert type(plain[0][1]) is bytes and paho == []
 
 
+def test_loop_read_buffered_takes_what_the_socket_read_ahead(reader):
+    client, peer, plain, _ = reader
+    peer.sendall(b"".join(_publish_packet(b"t/%d" % i, b"x", mid=i + 1) for i in range(5)))
+    client.loop_read()  # paho's: as many packets as it has messages in flight, at least one
+    assert len(plain) == 1 and client._sock.pending()  # the rest sits in the socket's buffer
+    assert client.loop_read_buffered() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [p[0] for p in plain] == [f"t/{i}" for i in range(5)] and not client._sock.pending()
+
+
 def test_a_publish_with_properties_or_qos_2_is_paho_s(reader):
     client, peer, plain, paho = reader
     user_property = b"\x26\x00\x01k\x00\x01v"  # UserProperty k=v
