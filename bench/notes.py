@@ -5,6 +5,8 @@ Kept apart from the tables (bench/report.py) so the reasoning is easy to read an
 
 from __future__ import annotations
 
+from bench import sysmon
+
 
 def _get(d, *path, default=None):
     for key in path:
@@ -23,6 +25,7 @@ def _phase_share(prof: dict | None, name: str) -> float:
 
 SQL = "[all] SQL statements: driver + server round trip"
 NETWORK = "MQTT network pass (select, read, write; idle included)"
+SAMPLE_MS = sysmon.INTERVAL * 1000  # one machine-monitor sample
 
 
 def stall_reading(span: dict) -> str:
@@ -36,11 +39,9 @@ def stall_reading(span: dict) -> str:
             f"the whole machine: the monitor woke {m['monitor_late_max_ms']:.0f} ms late, "
             f"steal {m['steal_ms']} ms"
         )
-    waited = max((m.get("in_disk_wait_samples") or {}).values(), default=0) * 10  # ms
-    if ms and (m.get("io_full_ms", 0) >= 0.3 * ms or waited >= 0.3 * ms):
-        waits = ", ".join(
-            f"{name} {n * 10} ms" for name, n in sorted((m.get("in_disk_wait_samples") or {}).items())
-        )
+    waits_ms = {name: n * SAMPLE_MS for name, n in (m.get("in_disk_wait_samples") or {}).items()}
+    if ms and (m.get("io_full_ms", 0) >= 0.3 * ms or max(waits_ms.values(), default=0) >= 0.3 * ms):
+        waits = ", ".join(f"{name} {n:.0f} ms" for name, n in sorted(waits_ms.items()))
         disk = m.get("disk") or {}
         return (
             f"the disk: every busy task waited for I/O {m['io_full_ms']:.0f} ms of {ms:.0f} "

@@ -10,10 +10,12 @@ import json
 import sys
 from pathlib import Path
 
+P99_TARGET_MS = 50  # also where the bench starts counting a response as part of a stall
+
 TARGETS = [
     # key, description, unit, target, higher_is_better
     ("send_private_64", "`msg.send_private`, 64 in flight", "responses/s", 2000, True),
-    ("p99_at_1000", "`msg.send_private` response p99 at 1,000 msg/s offered", "ms", 50, False),
+    ("p99_at_1000", "`msg.send_private` response p99 at 1,000 msg/s offered", "ms", P99_TARGET_MS, False),
     ("e2e_p50_low", "end-to-end p50 at low load (lowest offered rate)", "ms", 5, False),
     ("fanout_1000_p50", "fan-out to 1,000 members, all received, p50", "ms", 100, False),
     ("bridge_rss", "one bridge process, resident size at the end", "MiB", 200, False),

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import NamedTuple
 
 INTERVAL = 0.01
 KEEP = 60_000  # samples: 10 minutes
@@ -113,10 +114,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+class Sample(NamedTuple):
+    at: float  # time.monotonic()
+    late: float  # seconds the monitor's sleep overran
+    steal: int  # clock ticks, all CPUs
+    iowait: int
+    pressure: tuple[int, ...]  # microseconds stalled, as PRESSURE lists them
+    disk: tuple[int, ...]  # as DISK_FIELDS lists them; () before a directory is watched
+    files: tuple[int, ...]  # files in each watched directory
+    blocked: tuple[str, ...]  # names of watched processes in disk wait
+
+
 class Monitor:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.samples: deque = deque(maxlen=KEEP)  # (t, late, steal, iowait, pressure..., states)
+        self.samples: deque[Sample] = deque(maxlen=KEEP)
         self.watched: dict[str, int] = {}
         self.pids: list[tuple[str, int]] = []
         self.directories: dict[str, str] = {}
@@ -170,7 +182,7 @@ class Monitor:
             if n % 10 == 0:
                 self._count_files()
             disk = _disk_counters(self.device)
-            sample = (now, late, steal, iowait, *_pressure_us(), disk, self.files, blocked)
+            sample = Sample(now, late, steal, iowait, tuple(_pressure_us()), disk, self.files, blocked)
             with self.lock:
                 self.samples.append(sample)
             if now > refresh:
@@ -180,7 +192,7 @@ class Monitor:
     def span(self, start: float, end: float) -> dict:
         with self.lock:
             samples = list(self.samples)
-        times = [s[0] for s in samples]
+        times = [s.at for s in samples]
         lo = max(0, bisect.bisect_left(times, start) - 1)
         hi = bisect.bisect_right(times, end)
         inside = samples[lo : hi + 1]
@@ -189,27 +201,27 @@ class Monitor:
         first, last = inside[0], inside[-1]
         blocked: dict[str, int] = {}
         for sample in inside[1:]:
-            for name in sample[-1]:
+            for name in sample.blocked:
                 blocked[name] = blocked.get(name, 0) + 1
         out = {
             "samples": len(inside),
-            "seconds": round(last[0] - first[0], 3),
-            "monitor_late_max_ms": round(max(s[1] for s in inside[1:]) * 1000, 1),
-            "steal_ms": round((last[2] - first[2]) * TICK_MS),
-            "iowait_ms": round((last[3] - first[3]) * TICK_MS),
+            "seconds": round(last.at - first.at, 3),
+            "monitor_late_max_ms": round(max(s.late for s in inside[1:]) * 1000, 1),
+            "steal_ms": round((last.steal - first.steal) * TICK_MS),
+            "iowait_ms": round((last.iowait - first.iowait) * TICK_MS),
         }
-        for i, (resource, kind) in enumerate(PRESSURE):
-            out[f"{resource}_{kind}_ms"] = round((last[4 + i] - first[4 + i]) / 1000, 1)
+        for (resource, kind), a, b in zip(PRESSURE, first.pressure, last.pressure, strict=True):
+            out[f"{resource}_{kind}_ms"] = round((b - a) / 1000, 1)
         out["in_disk_wait_samples"] = blocked  # process name -> samples seen in state D
-        if first[-3] and last[-3]:
+        if first.disk and last.disk:
             out["disk"] = {
-                name: b - a for (name, _), a, b in zip(DISK_FIELDS, first[-3], last[-3], strict=True)
+                name: b - a for (name, _), a, b in zip(DISK_FIELDS, first.disk, last.disk, strict=True)
             }
         with self.lock:
             names = list(self.directories)
         for i, name in enumerate(names):
-            if len(first[-2]) > i and len(last[-2]) > i:
-                out[f"{name}_files_added"] = last[-2][i] - first[-2][i]
+            if len(first.files) > i and len(last.files) > i:
+                out[f"{name}_files_added"] = last.files[i] - first.files[i]
         return out
 
 
