@@ -227,14 +227,16 @@ class TestClient(mqtt.Client):
             self._cond.notify_all()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01) -> bool:
-    """Poll `predicate` until it is true; False after `timeout` seconds."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """The tests' one polling helper, for a state no event reports (a row, a file, a process):
+    poll `predicate` until it returns something true and return that; False after `timeout`
+    seconds. Prefer waiting on an event or a marker message where there is one."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
-    return True
+    return value
 
 
 def _set_nodelay(client: Any, userdata: Any, sock: Any) -> None:

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from bridge.broker import MosquittoProcess, build_plugin, free_port, render_conf
 from bridge.client import BridgeClient
 from org import services
 from org.models import Employee
-from tests.broker_harness import TestClient, mqtt_client
+from tests.broker_harness import TestClient, mqtt_client, wait_until
 
 _instances = itertools.count(1)
 
@@ -72,6 +73,24 @@ class LiveClient:
 
     def wait_for_count(self, topic: str, count: int, timeout: float = 5.0) -> bool:
         return self.mqtt.wait_for(lambda msgs: sum(m.topic == topic for m in msgs) >= count, timeout)
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        """Until a bridge answers (a new bridge process takes a moment to start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.round_trip(timeout=1.0)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError("no bridge answered")
+
+    def round_trip(self, *, timeout: float = 10.0) -> dict:
+        """A marker request (refused, changes nothing): once its answer is in, what the bridge
+        serving it published to this client before it has arrived too."""
+        return self.request(
+            "auth.bind", employee_id="x", seq_id=f"marker-{uuid.uuid4().hex}", timeout=timeout
+        )
 
     def close(self) -> None:
         self.mqtt.close()
@@ -153,6 +172,32 @@ class LiveStack:
         client = LiveClient(mqtt_client(self.port, employee_id, password, client_id, **options), client_id)
         self._clients.append(client)
         return client
+
+    def wait_disconnected(self, client_id: str, timeout: float = 10.0) -> None:
+        """Until the broker logs that `client_id` is gone: it has sent (or refused) its Will by then."""
+
+        def gone() -> bool:
+            log = self.broker.log_file.read_text(errors="replace")
+            return any(
+                client_id in line and ("closed its connection" in line or "disconnecting" in line)
+                for line in log.splitlines()
+            )
+
+        if not wait_until(gone, timeout, interval=0.02):
+            raise TimeoutError(f"the broker did not log that {client_id} is gone")
+
+    def wait_memberships_loaded(self, count: int, timeout: float = 10.0) -> None:
+        """Until the broker's plugin has (re)loaded the groups file with `count` memberships
+        (it watches the file: a member's first delivery can precede the reload by ~100 ms)."""
+        needle = f"mchat_auth: loaded {count} group memberships"
+
+        def loaded() -> bool:
+            log = self.broker.log_file.read_text(errors="replace")
+            lines = [line for line in log.splitlines() if "group memberships" in line]
+            return bool(lines) and needle in lines[-1]
+
+        if not wait_until(loaded, timeout, interval=0.02):
+            raise TimeoutError(f"the broker did not load {count} group memberships")
 
     def close_clients(self) -> None:
         for client in self._clients:

@@ -42,19 +42,6 @@ def _sync_broker(live) -> None:
     live.broker.reload()  # waits until the broker has applied passwd/acl
 
 
-def _wait_memberships_loaded(live, count: int, timeout: float = 5.0) -> None:
-    """Until the plugin has (re)loaded the groups file with `count` memberships."""
-    deadline = time.monotonic() + timeout
-    needle = f"mchat_auth: loaded {count} group memberships"
-    while time.monotonic() < deadline:
-        log = live.broker.log_file.read_text(errors="replace")
-        lines = [line for line in log.splitlines() if "group memberships" in line]
-        if lines and needle in lines[-1]:
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"the broker did not load {count} memberships")
-
-
 def _group_messages(client, group_id: str) -> list[dict]:
     return client.messages(f"mchat/group/{group_id}")
 
@@ -95,7 +82,7 @@ def test_one_send_reaches_each_online_member_of_a_500_member_group_exactly_once(
         "group.member_remove", group_id=group_id, member_ids=[m.employee_id for m in removed], timeout=30
     )
     assert gone["data"]["current_member_count"] == 491
-    _wait_memberships_loaded(live, 491)
+    live.wait_memberships_loaded(491)
 
     topic = f"mchat/group/{group_id}"
     everyone = [f"{e.employee_id}_crowd" for e in members + outsiders]
@@ -145,7 +132,7 @@ def test_group_topic_access_follows_membership(live):
     bob_dev.subscribe(MARKER_TOPIC)
     carol_dev.subscribe(f"mchat/inbox/{carol.employee_id}")
     carol_dev.subscribe(topic)  # granted, but each delivery is checked against membership
-    _wait_memberships_loaded(live, 2)
+    live.wait_memberships_loaded(2)
 
     owner.request("msg.send_group", group_id=group_id, content="before carol")
     assert bob_dev.wait_for_count(topic, 1)
@@ -154,7 +141,7 @@ def test_group_topic_access_follows_membership(live):
     # membership (how soon after the add answer is the benchmark's question, not this test's).
     added = owner.request("group.member_add", group_id=group_id, member_ids=[carol.employee_id])
     assert added["data"]["added_ids"] == [carol.employee_id]
-    _wait_memberships_loaded(live, 3)
+    live.wait_memberships_loaded(3)
     welcome = owner.request("msg.send_group", group_id=group_id, content="welcome carol")
     assert carol_dev.wait_for_count(topic, 1)
     assert [m["msg_id"] for m in _group_messages(carol_dev, group_id)] == [welcome["data"]["msg_id"]]
@@ -274,7 +261,7 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
         topic = f"mchat/group/{group_id}"
         watching = live.connect(watcher, PASSWORD)
         watching.subscribe(topic)
-        _wait_memberships_loaded(live, 21)
+        live.wait_memberships_loaded(21)
 
         per_sender = 10
         start = threading.Barrier(len(devices))
@@ -337,7 +324,7 @@ def test_an_offline_member_gets_queued_messages_and_fills_gaps_from_history(live
     session = {"clean_start": False, "session_expiry": 3600}
     phone = live.connect(bob, bob_pw, device="phone", **session)
     phone.subscribe(topic)
-    _wait_memberships_loaded(live, 2)
+    live.wait_memberships_loaded(2)
     owner.request("msg.send_group", group_id=group_id, content="m1")
     assert phone.wait_for_count(topic, 1)
     phone.close()

@@ -19,7 +19,7 @@ from mchat_sdk import (
 )
 from mchat_sdk.events import Conversation
 from org.models import AuthChallenge
-from tests.sdk.conftest import connection_for, wait_memberships_loaded
+from tests.sdk.conftest import connection_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
@@ -166,7 +166,7 @@ def test_groups_that_exist_before_connecting_are_followed_from_group_list(live, 
     bob, bob_pw = live.issue("Bob")
     owner = sdk(alice, alice_pw)
     gid = owner.group_create("老群", [bob.employee_id])["group_id"]
-    wait_memberships_loaded(live, 2)
+    live.wait_memberships_loaded(2)
     member = sdk(bob, bob_pw, device="later")
     assert gid in member.groups
     owner.send_group(gid, "早")
