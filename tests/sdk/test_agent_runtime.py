@@ -15,6 +15,7 @@ from tests.sdk.conftest import connection_for
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture
 def agent_login(live):
     issued = services.employee_create(actor=None, name="助手", is_ai_agent=True, id_slug="helper")
     return issued.employee, issued.password
@@ -100,15 +101,22 @@ def test_in_groups_the_agent_answers_only_when_mentioned_and_never_itself(
         seen.append(incoming.text)
         return f"回复：{incoming.text}"
 
-    start_agent(handler)
+    agent = start_agent(handler)
     gid = person.group_create("群", [agent_employee.employee_id])["group_id"]
-    time.sleep(0.3)  # the agent's client joins the group topic
+    assert agent.client.wait_group(gid)  # the agent's client has joined the group topic
+    live.wait_memberships_loaded(2)  # and the broker delivers it to the new member
     person.send_group(gid, "大家好")
     person.send_group(gid, f"@{agent_employee.employee_id} 你好")
-    reply = person.wait_event(lambda e: e.message.text.startswith("回复："), kind="message")
+    reply = person.wait_event(
+        lambda e: e.message.text == f"回复：@{agent_employee.employee_id} 你好", kind="message"
+    )
     assert reply.message.group_id == gid
-    time.sleep(0.5)
-    assert seen == [f"@{agent_employee.employee_id} 你好"]  # not "大家好", not its own reply
+    # A second mention as a marker: by its reply the agent has taken everything before it in
+    # the group, its own first reply included.
+    person.send_group(gid, f"@{agent_employee.employee_id} 再见")
+    person.wait_event(lambda e: e.message.text == f"回复：@{agent_employee.employee_id} 再见", kind="message")
+    # not "大家好", not its own replies
+    assert seen == [f"@{agent_employee.employee_id} 你好", f"@{agent_employee.employee_id} 再见"]
 
 
 def test_stop_lets_running_handlers_finish_and_send_their_replies(live, sdk, agent_login, start_agent):
