@@ -37,6 +37,7 @@ from org.models import Employee
 from tests.broker_harness import TestClient, mqtt_client, wait_until
 
 _instances = itertools.count(1)
+MARKER_ACTION = "test.marker"  # no such action: every bridge answers it at once, with 400
 
 
 class LiveClient:
@@ -86,11 +87,12 @@ class LiveClient:
         raise TimeoutError("no bridge answered")
 
     def round_trip(self, *, timeout: float = 10.0) -> dict:
-        """A marker request (refused, changes nothing): once its answer is in, what the bridge
-        serving it published to this client before it has arrived too."""
-        return self.request(
-            "auth.bind", employee_id="x", seq_id=f"marker-{uuid.uuid4().hex}", timeout=timeout
-        )
+        """A marker request: an unknown action, refused with 400 before any database work.
+        Once its answer is in, what the bridge serving it published to this client before
+        it has arrived too."""
+        answer = self.request(MARKER_ACTION, seq_id=f"marker-{uuid.uuid4().hex}", timeout=timeout)
+        assert answer["code"] == 400, answer
+        return answer
 
     def close(self) -> None:
         self.mqtt.close()
