@@ -29,12 +29,13 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bench.services import free_port
 from bridge import acl
-from bridge.broker import MosquittoProcess, build_plugin, free_port, render_config
+from bridge.broker import build_plugin, render_config
 from bridge.client import BridgeClient
 from org import services
 from org.models import Employee
-from tests.broker_harness import TestClient, mqtt_client, wait_until
+from tests.broker_harness import ReloadableMosquitto, TestClient, mqtt_client, wait_until
 
 _instances = itertools.count(1)
 MARKER_ACTION = "test.marker"  # no such action: every bridge answers it at once, with 400
@@ -99,7 +100,7 @@ class LiveClient:
 
 
 class LiveStack:
-    def __init__(self, broker: MosquittoProcess, directory: Path):
+    def __init__(self, broker: ReloadableMosquitto, directory: Path):
         self.broker = broker
         self.directory = directory
         self.port = broker.port
@@ -221,7 +222,7 @@ def live_broker(tmp_path_factory):
     build_plugin()
     directory = tmp_path_factory.mktemp("live-broker")
     conf = render_config(port=free_port(), directory=directory)
-    broker = MosquittoProcess(conf)
+    broker = ReloadableMosquitto(conf)
     broker.start()
     yield broker, directory
     broker.stop()

@@ -18,7 +18,7 @@ import time
 import pytest
 from django.conf import settings
 
-from bridge.broker import free_port
+from bench.services import free_port
 
 pytestmark = [pytest.mark.broker]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.services import BridgeProcess
+from bench.services import BridgeProcess, free_port
 from bridge import acl
-from bridge.broker import MosquittoProcess, build_plugin, free_port, render_config
-from tests.broker_harness import mqtt_client
+from bridge.broker import build_plugin, render_config
+from tests.broker_harness import ReloadableMosquitto, mqtt_client
 from tests.live import LiveClient, LiveStack
 
 
@@ -71,7 +71,7 @@ def own_broker(transactional_db, settings, tmp_path):
     directory: Path = tmp_path / "own-broker"
     broker = None
     for attempt in range(3):  # a free port can be taken between probe and bind
-        broker = MosquittoProcess(render_config(port=free_port(), directory=directory))
+        broker = ReloadableMosquitto(render_config(port=free_port(), directory=directory))
         try:
             broker.start()
             break
