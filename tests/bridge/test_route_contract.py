@@ -36,16 +36,16 @@ class World:
 
     send: Callable[..., dict]
     admin: Employee
-    alice: Employee  # owner of `group`, sender of `private_msg_id`, uploader of `file_key`
-    bob: Employee  # member of `group`, recipient of `private_msg_id`
+    alice: Employee  # owner of `group_id`, sender of `private_msg_id`, uploader of `file_key`
+    bob: Employee  # member of `group_id`, recipient of `private_msg_id`
     carol: Employee  # in no group, party to no message: the outsider
+    gone: Employee  # deactivated
     department_id: str  # with employees
     empty_department_id: str  # nobody in it: deletable
-    group_id: str
-    private_msg_id: str
-    group_msg_id: str
-    file_key: str
-    gone: Employee  # deactivated
+    group_id: str = ""
+    private_msg_id: str = ""
+    group_msg_id: str = ""
+    file_key: str = ""
 
     def ok(self, employee: Employee, action: str, **fields) -> dict:
         response = self.send(employee, action, **fields)
@@ -318,8 +318,16 @@ def world(call, local_files) -> World:
     bob = EmployeeFactory(employee_id="emp_bob_002", name="Bob", department=department)
     carol = EmployeeFactory(employee_id="emp_carol_003", name="Carol")
     gone = EmployeeFactory(employee_id="emp_gone_004", name="Gone", is_active=False)
-    w = World(call, admin, alice, bob, carol, department.department_id, empty.department_id,
-              "", "", "", "", gone)  # fmt: skip
+    w = World(
+        send=call,
+        admin=admin,
+        alice=alice,
+        bob=bob,
+        carol=carol,
+        gone=gone,
+        department_id=department.department_id,
+        empty_department_id=empty.department_id,
+    )
     w.ok(admin, "employee.create", name="订单助手", is_ai_agent=True, agent={"capabilities": ["订单查询"]})
     w.group_id = w.ok(alice, "group.create", name="项目组", member_ids=[bob.employee_id])["group_id"]
     w.private_msg_id = w.ok(alice, "msg.send_private", to_employee_id=bob.employee_id, content="在吗")[
@@ -330,6 +338,11 @@ def world(call, local_files) -> World:
     upload_in_process(grant, b"hello")
     w.file_key = grant["key"]
     return w
+
+
+def test_a_route_without_a_contract_case_fails_saying_where_to_add_it():
+    with pytest.raises(pytest.fail.Exception, match=r"'brand\.new' .* has no contract case: add an entry"):
+        contract_for("brand.new")
 
 
 def test_every_contract_names_a_route():
