@@ -35,6 +35,7 @@ from bench.services import (
     BridgeProcess,
     PostgresCluster,
     bridge_env,
+    free_port,
     helper_process,
     wait_until,
 )
@@ -227,7 +228,6 @@ class Bench:
         from bridge.broker import (
             MosquittoProcess,
             build_plugin,
-            free_port,
             render_config,
         )
 

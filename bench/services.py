@@ -1,5 +1,6 @@
 """Processes the benchmark (and tests/resilience) start and stop by pid: a private PostgreSQL
-cluster, `manage.py runbridge` subprocesses, and the environment a bridge process needs.
+cluster, `manage.py runbridge` subprocesses, and the environment a bridge process needs; and
+the free loopback ports they (and the tests' brokers and servers) listen on.
 
 No Django import here: the benchmark configures Django only after the database exists.
 """
@@ -10,18 +11,24 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-from bridge.broker import free_port
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 MANAGE_PY = REPO_DIR / "manage.py"
 
 # Rate limits high enough never to cap a benchmark or a resilience test.
 UNLIMITED_RATES = {name: [1_000_000, 1_000_000] for name in ("auth", "read", "write", "message")}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def postgres_bin_dir() -> Path | None:

@@ -215,19 +215,9 @@ def reload_broker(pid_file: Path) -> bool:
     return True
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --- the broker process -----------------------------------------------------------------------
 
 _RUNNING = re.compile(r"mosquitto version \S+ running")
-
-# MQTT 3.1.1 CONNECT without credentials, client id "mchat-reload-probe", clean session.
-_PROBE_CONNECT = bytes([0x10, 30, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 10, 0, 18]) + b"mchat-reload-probe"
 
 
 class MosquittoProcess:
@@ -301,33 +291,6 @@ class MosquittoProcess:
             proc.kill()
             proc.wait(timeout)
 
-    def reload(self, *, wait: bool = True, timeout: float = 5.0) -> None:
-        """SIGHUP. With `wait`, return only after the broker has applied the new files."""
-        if not self.is_running():
-            raise RuntimeError("mosquitto is not running")
-        offset = self._log_size()
-        self._proc.send_signal(signal.SIGHUP)
-        if not wait:
-            return
-        deadline = time.monotonic() + timeout
-        again = time.monotonic() + 0.5
-        while "Reloading config." not in self._log_since(offset):
-            if time.monotonic() > deadline or not self.is_running():
-                raise RuntimeError("mosquitto did not reload:\n" + self._log_since(offset)[-2000:])
-            if time.monotonic() > again:
-                # A SIGHUP that lands while an earlier one is being applied (another process's
-                # sync) is lost: mosquitto clears its reload flag after reloading. Ask again.
-                self._proc.send_signal(signal.SIGHUP)
-                again = time.monotonic() + 0.5
-            time.sleep(0.005)
-        # The reload (re-read files, disconnect revoked users) runs within one pass of the
-        # broker's loop; a connection opened after that pass began is served after it.
-        self._round_trip(deadline - time.monotonic())
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -341,13 +304,6 @@ class MosquittoProcess:
                 return True
         except OSError:
             return False
-
-    def _round_trip(self, timeout: float) -> None:
-        """A CONNECT the broker refuses (no credentials): its CONNACK proves a loop pass."""
-        with socket.create_connection((self.host, self.port), timeout=max(timeout, 0.1)) as s:
-            s.sendall(_PROBE_CONNECT)
-            if not s.recv(4):
-                raise RuntimeError("mosquitto closed the probe connection without CONNACK")
 
     def _log_size(self) -> int:
         try:

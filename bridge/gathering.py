@@ -1,6 +1,14 @@
 """The bridge's MQTT connection at the packet level: paho, minus the per-packet objects it
 builds on the usual path. No Django here, so the benchmark's clients (bench.swarm) run the same
 code as the bridge.
+
+This is a fork of parts of paho-mqtt 2.2 that leans on its internals: private attributes and
+methods of `paho.mqtt.client.Client` (`_in_packet`, `_out_messages`, `_handle_publish`...) and
+module-level names (`_ConnectionState`, `mqtt_ms_wait_for_puback`...). paho may change any of
+them in any release, so this module refuses to import on another paho version (requirements.txt
+pins `>=2.2,<2.3`); tests/bridge/test_gathering_paho.py checks that every private member used
+here exists in the installed paho. Moving to a new paho: read its client.py against every
+`self._...` and `mqtt._...` below, then widen PAHO_SERIES.
 """
 
 from __future__ import annotations
@@ -9,7 +17,18 @@ import ssl
 import struct
 from collections.abc import Callable
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
+
+PAHO_SERIES = "2.2"
+"""The paho-mqtt release series whose internals this module was written against."""
+
+if paho.mqtt.__version__.split(".")[:2] != PAHO_SERIES.split("."):
+    raise ImportError(
+        f"bridge.gathering relies on paho-mqtt {PAHO_SERIES}.x internals, but paho-mqtt "
+        f"{paho.mqtt.__version__} is installed: install paho-mqtt>={PAHO_SERIES},<2.3 "
+        "(requirements.txt), or port bridge/gathering.py to the new version first"
+    )
 
 
 class GatheringSocket:
@@ -84,8 +103,17 @@ class GatheringSocket:
         return getattr(self._sock, name)
 
 
+_OWN_LOOP_ONLY = (
+    "GatheringClient gathers its writes until its socket's flush() is called: paho's "
+    "loop_start()/loop_forever() never call it, so nothing would be sent. Run the loop "
+    "yourself (loop_read_buffered, loop_write, loop_misc, then sock.flush()), as "
+    "bridge.client.BridgeClient and bench.swarm do"
+)
+
+
 class GatheringClient(mqtt.Client):
-    """A paho client on a GatheringSocket; only for a loop that calls its socket's flush().
+    """A paho client on a GatheringSocket; only for a loop that calls its socket's flush()
+    (paho's own loop_start()/loop_forever() are refused: they never flush).
 
     Four of paho's steps are taken without its objects when a packet is the usual one, as
     nearly every packet of the bridge is:
@@ -105,6 +133,12 @@ class GatheringClient(mqtt.Client):
     """
 
     on_plain_message: Callable[[str, bytes, int, int], None] | None = None
+
+    def loop_start(self):
+        raise RuntimeError(_OWN_LOOP_ONLY)
+
+    def loop_forever(self, *args, **kwargs):
+        raise RuntimeError(_OWN_LOOP_ONLY)
 
     def _create_socket(self):
         return GatheringSocket(super()._create_socket())

@@ -13,6 +13,7 @@ Every wait is bounded; `BrokerHarness.stop()` stops the broker by its pid.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -26,12 +27,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.services import free_port
 from bridge.broker import (
     DEFAULT_BRIDGE_USER,
     BrokerPaths,
     MosquittoProcess,
     build_plugin,
-    free_port,
     password_line,
     render_config,
     request_kick,
@@ -40,6 +41,41 @@ from bridge.broker import (
 from org.credentials import hash_password
 
 CONNECT_TIMEOUT = 5.0
+
+# MQTT 3.1.1 CONNECT without credentials, client id "mchat-reload-probe", clean session.
+_PROBE_CONNECT = bytes([0x10, 30, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 10, 0, 18]) + b"mchat-reload-probe"
+
+
+class ReloadableMosquitto(MosquittoProcess):
+    """The broker process plus what only tests need: a reload that returns once applied."""
+
+    def reload(self, *, timeout: float = 5.0) -> None:
+        """SIGHUP; return only after the broker has applied the new files."""
+        if not self.is_running():
+            raise RuntimeError("mosquitto is not running")
+        offset = self._log_size()
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        again = time.monotonic() + 0.5
+        while "Reloading config." not in self._log_since(offset):
+            if time.monotonic() > deadline or not self.is_running():
+                raise RuntimeError("mosquitto did not reload:\n" + self._log_since(offset)[-2000:])
+            if time.monotonic() > again:
+                # A SIGHUP that lands while an earlier one is being applied (another process's
+                # sync) is lost: mosquitto clears its reload flag after reloading. Ask again.
+                self._proc.send_signal(signal.SIGHUP)
+                again = time.monotonic() + 0.5
+            time.sleep(0.005)
+        # The reload (re-read files, disconnect revoked users) runs within one pass of the
+        # broker's loop; a connection opened after that pass began is served after it.
+        self._round_trip(deadline - time.monotonic())
+
+    def _round_trip(self, timeout: float) -> None:
+        """A CONNECT the broker refuses (no credentials): its CONNACK proves a loop pass."""
+        with socket.create_connection((self.host, self.port), timeout=max(timeout, 0.1)) as s:
+            s.sendall(_PROBE_CONNECT)
+            if not s.recv(4):
+                raise RuntimeError("mosquitto closed the probe connection without CONNACK")
 
 
 class BrokerHarness:
@@ -61,7 +97,7 @@ class BrokerHarness:
         self.paths = BrokerPaths(self.directory.resolve())
         self.bridge_user = bridge_user
         self.port = 0
-        self.process: MosquittoProcess | None = None
+        self.process: ReloadableMosquitto | None = None
         self.write_passwd(users or {})
         self.write_acl(acl)
         self.write_groups(groups)
@@ -73,7 +109,7 @@ class BrokerHarness:
         for attempt in range(3):
             self.port = free_port()
             conf = render_config(port=self.port, directory=self.directory, bridge_user=self.bridge_user)
-            self.process = MosquittoProcess(conf)
+            self.process = ReloadableMosquitto(conf)
             try:
                 self.process.start()
                 return
@@ -227,14 +263,16 @@ class TestClient(mqtt.Client):
             self._cond.notify_all()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01) -> bool:
-    """Poll `predicate` until it is true; False after `timeout` seconds."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """The tests' one polling helper, for a state no event reports (a row, a file, a process):
+    poll `predicate` until it returns something true and return that; False after `timeout`
+    seconds. Prefer waiting on an event or a marker message where there is one."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
-    return True
+    return value
 
 
 def _set_nodelay(client: Any, userdata: Any, sock: Any) -> None:

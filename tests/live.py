@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,16 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bench.services import free_port
 from bridge import acl
-from bridge.broker import MosquittoProcess, build_plugin, free_port, render_config
+from bridge.broker import build_plugin, render_config
 from bridge.client import BridgeClient
 from org import services
 from org.models import Employee
-from tests.broker_harness import TestClient, mqtt_client
+from tests.broker_harness import ReloadableMosquitto, TestClient, mqtt_client, wait_until
 
 _instances = itertools.count(1)
+MARKER_ACTION = "test.marker"  # no such action: every bridge answers it at once, with 400
 
 
 class LiveClient:
@@ -73,12 +76,31 @@ class LiveClient:
     def wait_for_count(self, topic: str, count: int, timeout: float = 5.0) -> bool:
         return self.mqtt.wait_for(lambda msgs: sum(m.topic == topic for m in msgs) >= count, timeout)
 
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        """Until a bridge answers (a new bridge process takes a moment to start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.round_trip(timeout=1.0)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError("no bridge answered")
+
+    def round_trip(self, *, timeout: float = 10.0) -> dict:
+        """A marker request: an unknown action, refused with 400 before any database work.
+        Once its answer is in, what the bridge serving it published to this client before
+        it has arrived too."""
+        answer = self.request(MARKER_ACTION, seq_id=f"marker-{uuid.uuid4().hex}", timeout=timeout)
+        assert answer["code"] == 400, answer
+        return answer
+
     def close(self) -> None:
         self.mqtt.close()
 
 
 class LiveStack:
-    def __init__(self, broker: MosquittoProcess, directory: Path):
+    def __init__(self, broker: ReloadableMosquitto, directory: Path):
         self.broker = broker
         self.directory = directory
         self.port = broker.port
@@ -154,6 +176,32 @@ class LiveStack:
         self._clients.append(client)
         return client
 
+    def wait_disconnected(self, client_id: str, timeout: float = 10.0) -> None:
+        """Until the broker logs that `client_id` is gone: it has sent (or refused) its Will by then."""
+
+        def gone() -> bool:
+            log = self.broker.log_file.read_text(errors="replace")
+            return any(
+                client_id in line and ("closed its connection" in line or "disconnecting" in line)
+                for line in log.splitlines()
+            )
+
+        if not wait_until(gone, timeout, interval=0.02):
+            raise TimeoutError(f"the broker did not log that {client_id} is gone")
+
+    def wait_memberships_loaded(self, count: int, timeout: float = 10.0) -> None:
+        """Until the broker's plugin has (re)loaded the groups file with `count` memberships
+        (it watches the file: a member's first delivery can precede the reload by ~100 ms)."""
+        needle = f"mchat_auth: loaded {count} group memberships"
+
+        def loaded() -> bool:
+            log = self.broker.log_file.read_text(errors="replace")
+            lines = [line for line in log.splitlines() if "group memberships" in line]
+            return bool(lines) and needle in lines[-1]
+
+        if not wait_until(loaded, timeout, interval=0.02):
+            raise TimeoutError(f"the broker did not load {count} group memberships")
+
     def close_clients(self) -> None:
         for client in self._clients:
             client.close()
@@ -174,7 +222,7 @@ def live_broker(tmp_path_factory):
     build_plugin()
     directory = tmp_path_factory.mktemp("live-broker")
     conf = render_config(port=free_port(), directory=directory)
-    broker = MosquittoProcess(conf)
+    broker = ReloadableMosquitto(conf)
     broker.start()
     yield broker, directory
     broker.stop()

@@ -2,7 +2,6 @@
 
 import json
 import signal
-import time
 
 import pytest
 
@@ -11,21 +10,6 @@ from org.models import AuthChallenge
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 N = 200
-
-
-def _wait_serving(device, timeout=30.0):
-    """Until a bridge answers (a new process takes a moment to start)."""
-    deadline = time.monotonic() + timeout
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        device.publish_request(f"ping{n}", json.dumps({"action": "auth.bind", "employee_id": "x"}).encode())
-        try:
-            device.response(f"ping{n}", timeout=1.0)
-            return
-        except TimeoutError:
-            continue
-    raise TimeoutError("runbridge never answered")
 
 
 def _stop(process):
@@ -41,7 +25,7 @@ def test_sigterm_answers_what_it_took_and_the_next_session_the_rest(live):
     first = live.spawn_bridge(instance="sigterm")
     second = None
     try:
-        _wait_serving(device)
+        device.wait_serving()
         request = json.dumps({"action": "auth.challenge"}).encode()
         for n in range(N):
             device.publish_request(f"r{n}", request)
@@ -57,7 +41,7 @@ def test_sigterm_answers_what_it_took_and_the_next_session_the_rest(live):
         answers = [device.response(f"r{n}", timeout=30) for n in range(N)]
         assert [a["code"] for a in answers] == [0] * N
         assert AuthChallenge.objects.count() == N  # each executed once
-        _wait_serving(device)
+        device.wait_serving()
         assert _stop(second) and second.returncode == 0
         for n in range(N):  # and answered once: taken requests were acknowledged
             assert len(device.mqtt.messages_on(f"mchat/msg/resp/{device.client_id}/r{n}")) == 1

@@ -122,7 +122,7 @@ def test_removed_user_is_disconnected_on_reload(broker, connect):
     broker.request_kick(["emp_b"])  # as MChat does for a deactivation
     broker.reload()
 
-    assert removed.disconnected.wait(1.0)
+    assert removed.disconnected.wait(5.0)
     assert try_connect(broker.port, "emp_b", USERS["emp_b"], "emp_b_dev1") == NOT_AUTHORIZED
     assert not kept.disconnected.is_set()
     assert not bridge.disconnected.is_set()
@@ -138,7 +138,7 @@ def test_changed_password_disconnects_live_session_on_reload(broker, connect):
     broker.request_kick(["emp_a"])
     broker.reload()
 
-    assert reset.disconnected.wait(1.0)
+    assert reset.disconnected.wait(5.0)
     assert not unchanged.disconnected.is_set()
     assert try_connect(broker.port, "emp_a", USERS["emp_a"], "emp_a_dev1") == NOT_AUTHORIZED
     assert try_connect(broker.port, "emp_a", "new-secret", "emp_a_dev1") == 0
@@ -380,7 +380,7 @@ def test_kick_file_disconnects_listed_users_once(broker, connect):
     broker.request_kick(["emp_a"])
     broker.reload()
 
-    assert kicked.disconnected.wait(1.0)
+    assert kicked.disconnected.wait(5.0)
     assert not other.disconnected.is_set()
     assert not broker.paths.kick.exists()
     # The credentials are still valid, and the next reload does not kick again.

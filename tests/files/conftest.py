@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bridge.broker import free_port
+from bench.services import free_port
 from tests.factories import EmployeeFactory
 
 MOTO_START_TIMEOUT = 30.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from messaging import services
@@ -23,10 +25,43 @@ def receipt_wakeups(monkeypatch):
 _REAL_WAKEUP = receipts.eager_wakeup
 
 
+class FlushTimers:
+    """The real eager-mode timers, counted: `wait_idle` returns once every flush they
+    scheduled has run (a flush may schedule the next)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.scheduled = 0
+        self.finished = 0
+
+    def wakeup(self, conversation_pk: int, delay: float) -> None:
+        with self._cond:
+            self.scheduled += 1
+        _REAL_WAKEUP(conversation_pk, delay)
+
+    def flushed(self, conversation_pk: int) -> None:
+        try:
+            _REAL_FLUSH(conversation_pk)
+        finally:
+            with self._cond:
+                self.finished += 1
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.finished == self.scheduled, timeout)
+
+
+_REAL_FLUSH = receipts._run_flush_task
+
+
 @pytest.fixture
-def real_receipt_timer(monkeypatch, receipt_wakeups):
+def real_receipt_timer(monkeypatch, receipt_wakeups) -> FlushTimers:
     """The real eager-mode timer thread, for tests whose data is committed (live ones)."""
-    monkeypatch.setattr(receipts, "eager_wakeup", _REAL_WAKEUP)
+    timers = FlushTimers()
+    monkeypatch.setattr(receipts, "eager_wakeup", timers.wakeup)
+    monkeypatch.setattr(receipts, "_run_flush_task", timers.flushed)
+    return timers
 
 
 @pytest.fixture

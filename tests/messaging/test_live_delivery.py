@@ -42,21 +42,28 @@ def _sync_broker(live) -> None:
     live.broker.reload()  # waits until the broker has applied passwd/acl
 
 
-def _wait_memberships_loaded(live, count: int, timeout: float = 5.0) -> None:
-    """Until the plugin has (re)loaded the groups file with `count` memberships."""
-    deadline = time.monotonic() + timeout
-    needle = f"mchat_auth: loaded {count} group memberships"
-    while time.monotonic() < deadline:
-        log = live.broker.log_file.read_text(errors="replace")
-        lines = [line for line in log.splitlines() if "group memberships" in line]
-        if lines and needle in lines[-1]:
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"the broker did not load {count} memberships")
-
-
 def _group_messages(client, group_id: str) -> list[dict]:
     return client.messages(f"mchat/group/{group_id}")
+
+
+# Marker messages: published by the bridge after what a test waits for, on a topic every
+# employee may read. Deliveries to one client keep the order the bridge published them in, so
+# once a client has the marker, anything published before it would have arrived already.
+MARKER_TOPIC = "mchat/system/notify"
+
+
+def _marker(name: str) -> bytes:
+    return encode({"type": "test_marker", "name": name})
+
+
+def _publish_marker(name: str) -> None:
+    current_publisher().publish(MARKER_TOPIC, _marker(name), qos=1)
+
+
+def _has_marker(client, name: str) -> bool:
+    return client.wait_for(
+        lambda msgs: any(m.topic == MARKER_TOPIC and m.payload == _marker(name) for m in msgs)
+    )
 
 
 def test_one_send_reaches_each_online_member_of_a_500_member_group_exactly_once(live):
@@ -75,31 +82,37 @@ def test_one_send_reaches_each_online_member_of_a_500_member_group_exactly_once(
         "group.member_remove", group_id=group_id, member_ids=[m.employee_id for m in removed], timeout=30
     )
     assert gone["data"]["current_member_count"] == 491
-    _wait_memberships_loaded(live, 491)
+    live.wait_memberships_loaded(491)
 
     topic = f"mchat/group/{group_id}"
+    everyone = [f"{e.employee_id}_crowd" for e in members + outsiders]
     crowd = Crowd(
         live.port,
         [Member(e.employee_id, PASSWORD, f"{e.employee_id}_crowd") for e in members + outsiders],
-        topics=[topic],
+        topics=[topic, MARKER_TOPIC],
     )
     try:
         crowd.connect(timeout=60)
         sent = device.request("msg.send_group", group_id=group_id, content="全员通知：今晚发版")
         assert sent["code"] == 0
-        online = [f"{m.employee_id}_crowd" for m in members[10:]]
-        arrived = crowd.wait_for(lambda got: all(got.get(cid) for cid in online), timeout=30)
-        assert arrived, f"{sum(1 for cid in online if not crowd.received.get(cid))} members got nothing"
-        time.sleep(0.5)  # room for duplicates or leaks to show up
+        # The marker leaves the bridge after the group message: once every client has it, a
+        # duplicate or a leak of the group message would have arrived before it.
+        _publish_marker("after-the-send")
+        arrived = crowd.wait_for(
+            lambda got: all(
+                (MARKER_TOPIC, _marker("after-the-send")) in got.get(cid, ()) for cid in everyone
+            ),
+            timeout=60,
+        )
+        assert arrived, "the marker did not reach every client"
         with crowd._lock:
-            received = {cid: list(msgs) for cid, msgs in crowd.received.items()}
+            received = {cid: [m for m in msgs if m[0] == topic] for cid, msgs in crowd.received.items()}
     finally:
         crowd.close()
 
-    for cid in online:
+    for cid in [f"{m.employee_id}_crowd" for m in members[10:]]:
         assert len(received[cid]) == 1, (cid, received[cid])
         (only,) = received[cid]
-        assert only[0] == topic
         assert json.loads(only[1])["msg_id"] == sent["data"]["msg_id"]
     for employee in removed + outsiders:
         assert received.get(f"{employee.employee_id}_crowd", []) == []
@@ -116,25 +129,22 @@ def test_group_topic_access_follows_membership(live):
     carol_dev = live.connect(carol, carol_pw)
     bob_dev.subscribe(topic)
     bob_dev.subscribe(f"mchat/inbox/{bob.employee_id}")
+    bob_dev.subscribe(MARKER_TOPIC)
     carol_dev.subscribe(f"mchat/inbox/{carol.employee_id}")
     carol_dev.subscribe(topic)  # granted, but each delivery is checked against membership
-    _wait_memberships_loaded(live, 2)
+    live.wait_memberships_loaded(2)
 
-    first = owner.request("msg.send_group", group_id=group_id, content="before carol")
+    owner.request("msg.send_group", group_id=group_id, content="before carol")
     assert bob_dev.wait_for_count(topic, 1)
 
-    # A new member receives within one second of the add response, on its earlier subscription.
+    # A new member receives on its earlier subscription once the broker has loaded the new
+    # membership (how soon after the add answer is the benchmark's question, not this test's).
     added = owner.request("group.member_add", group_id=group_id, member_ids=[carol.employee_id])
-    joined_at = time.monotonic()
     assert added["data"]["added_ids"] == [carol.employee_id]
-    sent_at: dict[str, float] = {}
-    while time.monotonic() - joined_at < 3 and not _group_messages(carol_dev, group_id):
-        probe = owner.request("msg.send_group", group_id=group_id, content="probe")
-        sent_at[probe["data"]["msg_id"]] = time.monotonic() - joined_at
-        carol_dev.wait_for_count(topic, 1, timeout=0.05)
-    first_seen = _group_messages(carol_dev, group_id)[0]
-    assert first_seen["msg_id"] != first["data"]["msg_id"]
-    assert sent_at[first_seen["msg_id"]] < 1.0
+    live.wait_memberships_loaded(3)
+    welcome = owner.request("msg.send_group", group_id=group_id, content="welcome carol")
+    assert carol_dev.wait_for_count(topic, 1)
+    assert [m["msg_id"] for m in _group_messages(carol_dev, group_id)] == [welcome["data"]["msg_id"]]
 
     # A removed member receives nothing sent after the remove response.
     removed = owner.request("group.member_remove", group_id=group_id, member_ids=[bob.employee_id])
@@ -149,7 +159,8 @@ def test_group_topic_access_follows_membership(live):
         ),
         timeout=5,
     )
-    time.sleep(0.3)
+    _publish_marker("after-removal")  # published after the five: bob would have them first
+    assert _has_marker(bob_dev, "after-removal")
     assert len(_group_messages(bob_dev, group_id)) == before
     (told,) = [
         m for m in bob_dev.messages(f"mchat/inbox/{bob.employee_id}") if m.get("type") == "member_removed"
@@ -164,12 +175,12 @@ def test_group_topic_access_follows_membership(live):
     assert dismissed["code"] == 0
     seen = len(_group_messages(carol_dev, group_id))
     current_publisher().publish(topic, encode({"msg_id": "msg_forged", "content": "late"}), qos=1)
+    # The marker is published by the bridge after the forged message: carol would have that first.
     marker = owner.request("msg.send_private", to_employee_id=carol.employee_id, content="marker")
     assert carol_dev.wait_for(
         lambda msgs: any(json.loads(m.payload).get("msg_id") == marker["data"]["msg_id"] for m in msgs),
         timeout=5,
     )
-    time.sleep(0.3)
     assert len(_group_messages(carol_dev, group_id)) == seen
 
 
@@ -250,7 +261,7 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
         topic = f"mchat/group/{group_id}"
         watching = live.connect(watcher, PASSWORD)
         watching.subscribe(topic)
-        _wait_memberships_loaded(live, 21)
+        live.wait_memberships_loaded(21)
 
         per_sender = 10
         start = threading.Barrier(len(devices))
@@ -278,8 +289,13 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
         responses = {
             d.client_id: [d.response(f"burst-{n}", timeout=60) for n in range(per_sender)] for d in devices
         }
-        assert watching.wait_for_count(topic, total, timeout=60)
-        time.sleep(0.3)
+        # Every answer is in, so every delivery has left a bridge: a marker sent now reaches the
+        # watcher after all of them, and after any duplicate.
+        marker = devices[0].request("msg.send_group", group_id=group_id, content="marker")
+        assert marker["code"] == 0 and marker["data"]["seq"] == total + 1
+        assert watching.wait_for(
+            lambda msgs: any(json.loads(m.payload).get("seq") == total + 1 for m in msgs), timeout=60
+        )
     finally:
         if extra is not None:
             stop.set()
@@ -289,11 +305,11 @@ def test_concurrent_senders_get_unique_gap_free_increasing_seqs(live, bridges):
     answered = sorted(r["data"]["seq"] for rs in responses.values() for r in rs)
     assert answered == list(range(1, total + 1))
     delivered = [m["seq"] for m in _group_messages(watching, group_id)]
-    assert sorted(delivered) == list(range(1, total + 1))  # each exactly once, no gaps
+    assert sorted(delivered) == list(range(1, total + 2))  # each exactly once, no gaps; the marker last
     if bridges == 1:
         # One bridge commits and publishes in turn: delivery order is seq order, and each
         # sender's messages are numbered in the order it sent them.
-        assert delivered == list(range(1, total + 1))
+        assert delivered == list(range(1, total + 2))
         for rs in responses.values():
             seqs = [r["data"]["seq"] for r in rs]
             assert seqs == sorted(seqs)
@@ -308,7 +324,7 @@ def test_an_offline_member_gets_queued_messages_and_fills_gaps_from_history(live
     session = {"clean_start": False, "session_expiry": 3600}
     phone = live.connect(bob, bob_pw, device="phone", **session)
     phone.subscribe(topic)
-    _wait_memberships_loaded(live, 2)
+    live.wait_memberships_loaded(2)
     owner.request("msg.send_group", group_id=group_id, content="m1")
     assert phone.wait_for_count(topic, 1)
     phone.close()
@@ -335,6 +351,7 @@ def test_group_read_receipts_are_coalesced_and_the_last_count_arrives(live, real
     sender = live.connect(alice, alice_pw)
     inbox = f"mchat/inbox/{alice.employee_id}"
     sender.subscribe(inbox)
+    sender.subscribe(MARKER_TOPIC)
     group_id = sender.request("group.create", name="回执", member_ids=[r.employee_id for r in readers])[
         "data"
     ]["group_id"]
@@ -349,9 +366,13 @@ def test_group_read_receipts_are_coalesced_and_the_last_count_arrives(live, real
     def counts():
         return [m["read_count"] for m in sender.messages(inbox) if m.get("type") == "read_receipt"]
 
-    assert sender.wait_for(lambda msgs: 12 in counts(), timeout=5)
+    assert sender.wait_for(lambda msgs: 12 in counts(), timeout=30)
+    # Nothing more may follow: every flush the timers scheduled has run, and a marker the
+    # bridge publishes after them reaches the sender after anything they published.
+    assert real_receipt_timer.wait_idle()
+    _publish_marker("after-the-flushes")
+    assert _has_marker(sender, "after-the-flushes")
     elapsed = time.monotonic() - started
-    time.sleep(0.7)  # nothing more may follow
     seen = counts()
     assert seen[0] >= 1 and seen[-1] == 12 and seen == sorted(seen)
     assert len(seen) <= 1 + elapsed / 0.5 + 1

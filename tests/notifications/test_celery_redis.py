@@ -18,7 +18,8 @@ import time
 import pytest
 from django.conf import settings
 
-from bridge.broker import free_port
+from bench.services import free_port
+from tests.broker_harness import wait_until
 
 pytestmark = [pytest.mark.broker]
 
@@ -141,7 +142,5 @@ def test_a_broadcast_fans_out_through_redis_in_a_worker(live, worker):
         assert received["title"] == "年会通知" and received["body"] == {"text": "周五下午三点"}
     # The worker did it: one fan-out task, then batches of two (five employees -> three).
     assert worker.succeeded("org.tasks.notice_fan_out") == 1
-    deadline = time.monotonic() + 10
-    while worker.succeeded("org.tasks.notice_deliver") < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: worker.succeeded("org.tasks.notice_deliver") >= 3, timeout=10, interval=0.05)
     assert worker.succeeded("org.tasks.notice_deliver") == 3

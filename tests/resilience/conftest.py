@@ -5,35 +5,23 @@ stopped by pid at the end and its persistent broker session discarded.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import pytest
 
-from bench.services import BridgeProcess
+from bench.services import BridgeProcess, free_port
 from bridge import acl
-from bridge.broker import MosquittoProcess, build_plugin, free_port, render_config
-from tests.broker_harness import mqtt_client
+from bridge.broker import build_plugin, render_config
+from tests.broker_harness import ReloadableMosquitto, mqtt_client
 from tests.live import LiveClient, LiveStack
-
-PING = json.dumps({"action": "resilience.ping"}).encode()  # unknown action: a 400, no database
 
 
 def wait_serving(device: LiveClient, process: BridgeProcess | None = None, timeout: float = 45.0) -> None:
     """Until some bridge answers `device` (a new process needs a few seconds to start)."""
-    deadline = time.monotonic() + timeout
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        seq_id = f"ping{n}-{time.monotonic_ns()}"
-        device.publish_request(seq_id, PING)
-        try:
-            device.response(seq_id, timeout=1.0)
-            return
-        except TimeoutError:
-            continue
-    raise TimeoutError(f"no bridge answered within {timeout} s" + (bridge_log(process) if process else ""))
+    try:
+        device.wait_serving(timeout)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc} within {timeout} s" + (bridge_log(process) if process else "")) from None
 
 
 def discard_session(port: int, username: str, password: str, client_id: str) -> None:
@@ -83,7 +71,7 @@ def own_broker(transactional_db, settings, tmp_path):
     directory: Path = tmp_path / "own-broker"
     broker = None
     for attempt in range(3):  # a free port can be taken between probe and bind
-        broker = MosquittoProcess(render_config(port=free_port(), directory=directory))
+        broker = ReloadableMosquitto(render_config(port=free_port(), directory=directory))
         try:
             broker.start()
             break

@@ -12,13 +12,13 @@ recipient finds that message in msg.history (gap-free seq numbers show what is m
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from bridge.models import ProcessedRequest
 from mchat.wire import inbox_topic
 from messaging.models import Message
+from tests.broker_harness import wait_until
 from tests.resilience.conftest import bridge_log, wait_serving
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -46,9 +46,7 @@ def test_kill_9_mid_stream_every_request_executed_once_and_answered(live, bridge
         body = {"action": "msg.send_private", "to_employee_id": bob.employee_id, "content": f"m{n}"}
         sender.publish_request(f"k{n}", json.dumps(body).encode())
     # Kill once the bridge is well into the stream.
-    deadline = time.monotonic() + 60
-    while answered() < N // 4 and time.monotonic() < deadline:
-        time.sleep(0.002)
+    wait_until(lambda: answered() >= N // 4, timeout=60, interval=0.002)
     first.kill9()
     at_kill = answered()
     assert N // 4 <= at_kill < N, f"not killed mid-stream ({at_kill}/{N} answered){bridge_log(first)}"

@@ -16,6 +16,7 @@ import pytest
 
 from mchat.wire import inbox_topic
 from messaging.models import Message
+from tests.broker_harness import wait_until
 from tests.resilience.conftest import bridge_log, wait_serving
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -43,10 +44,17 @@ def test_broker_restart_during_traffic_loses_no_acknowledged_message(own_broker,
             {"action": "msg.send_private", "to_employee_id": bob.employee_id, "content": f"r{n}"}
         ).encode()
 
+    def answered() -> int:
+        prefix = f"mchat/msg/resp/{sender.client_id}/"
+        return len({m.topic for m in sender.mqtt.messages if m.topic.startswith(prefix)})
+
     def restart() -> None:
-        time.sleep(0.5)
+        # Mid-stream: once some requests are answered, while the rest are still being sent.
+        wait_until(lambda: answered() >= N // 10, timeout=30, interval=0.005)
         stack.broker.stop()  # SIGTERM: Mosquitto saves sessions and queued messages
-        time.sleep(1.5)
+        # Back once both clients have noticed (what they publish meanwhile, paho queues).
+        sender.mqtt.disconnected.wait(15)  # the main thread checks both noticed
+        recipient.mqtt.disconnected.wait(15)
         stack.broker.start()
 
     restarter = threading.Thread(target=restart)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mchat_sdk import Client
@@ -48,20 +46,3 @@ def issue_agent(live):
         return issued.employee, issued.password
 
     return issue
-
-
-def wait_memberships_loaded(live, count: int, timeout: float = 5.0) -> None:
-    """Until the broker's plugin has (re)loaded the groups file with `count` memberships
-    (it watches the file; a member's first delivery can precede the reload by ~100 ms)."""
-    needle = f"mchat_auth: loaded {count} group memberships"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [
-            line
-            for line in live.broker.log_file.read_text(errors="replace").splitlines()
-            if "group memberships" in line
-        ]
-        if lines and needle in lines[-1]:
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"the broker did not load {count} group memberships")

@@ -9,19 +9,10 @@ import pytest
 
 from mchat_sdk import Agent, Client, RequestTimeout
 from org import services
+from tests.broker_harness import wait_until
 from tests.sdk.conftest import connection_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
-
-
-def eventually(predicate, timeout: float = 10.0) -> bool:
-    """Counters move once a reply's own answer is in, a moment after the reply is delivered."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -78,7 +69,7 @@ def test_handlers_run_at_most_concurrency_at_a_time_and_in_order_within_a_conver
     assert max(peak) == 2  # three conversations, never more than two at once
     for person in people:
         assert handled[person.employee_id] == [f"{person.employee_id}-{n}" for n in range(3)]
-    assert eventually(lambda: agent.handled == 9)
+    assert wait_until(lambda: agent.handled == 9)
 
 
 def test_a_failing_handler_gets_an_apology_and_an_async_handler_works(live, sdk, agent_login, start_agent):
@@ -96,7 +87,7 @@ def test_a_failing_handler_gets_an_apology_and_an_async_handler_works(live, sdk,
     assert person.wait_event(lambda e: e.message.text == "出错了", kind="message")
     person.send_private(agent_employee.employee_id, "好消息")
     assert person.wait_event(lambda e: e.message.text == "好的：好消息", kind="message")
-    assert eventually(lambda: (agent.failed, agent.handled) == (1, 1))
+    assert wait_until(lambda: (agent.failed, agent.handled) == (1, 1))
 
 
 def test_in_groups_the_agent_answers_only_when_mentioned_and_never_itself(
@@ -110,15 +101,22 @@ def test_in_groups_the_agent_answers_only_when_mentioned_and_never_itself(
         seen.append(incoming.text)
         return f"回复：{incoming.text}"
 
-    start_agent(handler)
+    agent = start_agent(handler)
     gid = person.group_create("群", [agent_employee.employee_id])["group_id"]
-    time.sleep(0.3)  # the agent's client joins the group topic
+    assert agent.client.wait_group(gid)  # the agent's client has joined the group topic
+    live.wait_memberships_loaded(2)  # and the broker delivers it to the new member
     person.send_group(gid, "大家好")
     person.send_group(gid, f"@{agent_employee.employee_id} 你好")
-    reply = person.wait_event(lambda e: e.message.text.startswith("回复："), kind="message")
+    reply = person.wait_event(
+        lambda e: e.message.text == f"回复：@{agent_employee.employee_id} 你好", kind="message"
+    )
     assert reply.message.group_id == gid
-    time.sleep(0.5)
-    assert seen == [f"@{agent_employee.employee_id} 你好"]  # not "大家好", not its own reply
+    # A second mention as a marker: by its reply the agent has taken everything before it in
+    # the group, its own first reply included.
+    person.send_group(gid, f"@{agent_employee.employee_id} 再见")
+    person.wait_event(lambda e: e.message.text == f"回复：@{agent_employee.employee_id} 再见", kind="message")
+    # not "大家好", not its own replies
+    assert seen == [f"@{agent_employee.employee_id} 你好", f"@{agent_employee.employee_id} 再见"]
 
 
 def test_stop_lets_running_handlers_finish_and_send_their_replies(live, sdk, agent_login, start_agent):
@@ -137,7 +135,7 @@ def test_stop_lets_running_handlers_finish_and_send_their_replies(live, sdk, age
     agent.stop(timeout=10, end_session=True)
     assert not agent.client.connected
     assert person.wait_event(lambda e: e.message.text == "慢慢来", kind="message")
-    assert eventually(lambda: agent.handled == 1)
+    assert wait_until(lambda: agent.handled == 1)
 
 
 def test_messages_sent_before_its_first_start_are_fetched_and_answered_in_order(

@@ -4,13 +4,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from mchat_sdk.events import Conversation
+from tests.broker_harness import wait_until
 from tests.sdk.conftest import connection_for
 
 pytestmark = [
@@ -47,13 +47,10 @@ class Tmux:
         return self._tmux("capture-pane", "-p", "-J", "-t", self.session, "-S", "-500").stdout
 
     def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} did not appear on the terminal:\n{self.screen()}")
+        screen = wait_until(lambda: text in (shown := self.screen()) and shown, timeout, interval=0.1)
+        if not screen:
+            raise AssertionError(f"{text!r} did not appear on the terminal:\n{self.screen()}")
+        return screen
 
     def kill(self) -> None:
         self._tmux("kill-server")

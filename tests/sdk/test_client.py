@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import threading
 
 import pytest
 
@@ -18,7 +19,7 @@ from mchat_sdk import (
 )
 from mchat_sdk.events import Conversation
 from org.models import AuthChallenge
-from tests.sdk.conftest import connection_for, wait_memberships_loaded
+from tests.sdk.conftest import connection_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
@@ -165,7 +166,7 @@ def test_groups_that_exist_before_connecting_are_followed_from_group_list(live, 
     bob, bob_pw = live.issue("Bob")
     owner = sdk(alice, alice_pw)
     gid = owner.group_create("老群", [bob.employee_id])["group_id"]
-    wait_memberships_loaded(live, 2)
+    live.wait_memberships_loaded(2)
     member = sdk(bob, bob_pw, device="later")
     assert gid in member.groups
     owner.send_group(gid, "早")
@@ -180,11 +181,18 @@ def test_missed_deliveries_are_detected_by_seq_and_fetched_in_order(live, sdk):
     sender.send_private(bob.employee_id, "一")
     receiver.wait_event(lambda e: e.message.text == "一", kind="message")
 
+    # Lost deliveries: the receiver is off its inbox while two messages are sent. Off and
+    # back on only once the broker has said so (UNSUBACK, SUBACK): a request sent before
+    # would race the (un)subscription, and "二" could arrive or "四" be lost.
     inbox = f"mchat/inbox/{bob.employee_id}"
-    receiver._mqtt.unsubscribe(inbox)  # simulate lost deliveries
+    unsubscribed = threading.Event()
+    receiver._mqtt.on_unsubscribe = lambda *args: unsubscribed.set()
+    receiver._mqtt.unsubscribe(inbox)
+    assert unsubscribed.wait(10), "no UNSUBACK"
     sender.send_private(bob.employee_id, "二")
     sender.send_private(bob.employee_id, "三")
-    receiver._mqtt.subscribe(inbox, qos=1)
+    _, mid = receiver._mqtt.subscribe(inbox, qos=1)
+    assert receiver._wait_subscribed(mid, 10), "no SUBACK"
     sender.send_private(bob.employee_id, "四")
     receiver.wait_event(lambda e: e.message.text == "四", kind="message")
 
@@ -217,7 +225,9 @@ def test_callbacks_and_the_async_iterator_see_the_same_deliveries(live, sdk):
 
     async def scenario():
         reader = asyncio.ensure_future(first_two())
-        await asyncio.sleep(0.1)  # the iterator is registered
+        # One pass of the event loop (no time passes): the reader runs up to its first
+        # wait, and the iterator has registered by then.
+        await asyncio.sleep(0)
         await sender.arequest("msg.send_private", to_employee_id=bob.employee_id, content="甲")
         await asyncio.to_thread(sender.send_private, bob.employee_id, {"type": "text", "text": "乙"})
         return await asyncio.wait_for(reader, 10)
