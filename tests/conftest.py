@@ -16,7 +16,7 @@ from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
 from messaging import services
 
-pytest_plugins = ["tests.live"]
+pytest_plugins = ["tests.live", "tests.web_server"]
 
 
 @pytest.fixture(autouse=True)
