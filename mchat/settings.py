@@ -37,6 +37,28 @@ DEBUG = _env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# --- Web security (`manage.py check --deploy`; docs/deploy.md) ----------------------------
+# Headers on every response (SecurityMiddleware, XFrameOptionsMiddleware); Django's defaults
+# spelled out so that nobody loosens them by accident.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# MCHAT_HTTPS=1: browsers reach this site only over HTTPS (a TLS-terminating proxy in front,
+# which sets X-Forwarded-Proto). Secure cookies, redirect to HTTPS, HSTS. The embedded default
+# serves plain HTTP on 127.0.0.1 and therefore keeps these off (README: Operations).
+MCHAT_HTTPS = _env_bool("MCHAT_HTTPS", False)
+SESSION_COOKIE_SECURE = MCHAT_HTTPS
+CSRF_COOKIE_SECURE = MCHAT_HTTPS
+SECURE_SSL_REDIRECT = MCHAT_HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if MCHAT_HTTPS else None
+SECURE_HSTS_SECONDS = int(os.environ.get("MCHAT_HSTS_SECONDS", "31536000" if MCHAT_HTTPS else "0"))
+# Set these two to 0 when a subdomain must stay reachable over plain HTTP (docs/deploy.md).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("MCHAT_HSTS_INCLUDE_SUBDOMAINS", MCHAT_HTTPS)
+SECURE_HSTS_PRELOAD = _env_bool("MCHAT_HSTS_PRELOAD", MCHAT_HTTPS)
+# /healthz answers plain HTTP on loopback probes even with MCHAT_HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

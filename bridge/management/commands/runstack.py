@@ -1,7 +1,7 @@
 """`make up`: the whole MChat on one machine, in the foreground, until Ctrl-C.
 
-Mosquitto (with the mchat plugin, files under var/broker), the bridge, the web admin and, when
-CELERY_BROKER_URL is set, a Celery worker. A demo org admin is created on first start.
+Mosquitto (with the mchat plugin, files under var/broker), the bridge, the web process
+(gunicorn, static files by WhiteNoise) and, when CELERY_BROKER_URL is set, a Celery worker. A demo org admin is created on first start.
 """
 
 import json
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         broker = MosquittoProcess(conf)
         broker.start()
         acl.sync()
-        children = [self._spawn("runbridge"), self._spawn("runserver", web, "--noreload")]
+        children = [self._spawn("runbridge"), self._web(web)]
         if settings.CELERY_BROKER_URL:
             children.append(
                 subprocess.Popen([sys.executable, "-m", "celery", "-A", "mchat", "worker", "-l", "info"])
@@ -66,6 +66,22 @@ class Command(BaseCommand):
                     child.kill()
             broker.stop()
             self.stdout.write("MChat stopped.")
+
+    def _web(self, bind: str) -> subprocess.Popen:
+        """gunicorn with mchat/gunicorn_conf.py (static files by WhiteNoise), never runserver."""
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:mchat.gunicorn_conf",
+                "--bind",
+                bind,
+                "mchat.wsgi:application",
+            ],
+            cwd=settings.BASE_DIR,
+        )
 
     def _spawn(self, *command: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "manage.py", *command], cwd=settings.BASE_DIR)
