@@ -20,3 +20,6 @@ errorlog = "-"
 # Only a reverse proxy on this machine may say which scheme the client used.
 forwarded_allow_ips = "127.0.0.1"
 proc_name = "mchat-web"
+# gunicorn 24+ opens a control socket at ~/.gunicorn/gunicorn.ctl, one path for every instance
+# on the machine (tests start several): not used here.
+control_socket_disable = True

@@ -6,14 +6,15 @@ Unset variables give the one-machine setup that `make up` runs: SQLite and broke
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
 
+from mchat import local_state
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Created by `manage.py runstack` (mchat.local_state), never by importing these settings.
 VAR_DIR = Path(os.environ.get("MCHAT_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -23,16 +24,9 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _persistent_secret(name: str) -> str:
-    """A random secret kept under var/ so that restarts of the embedded setup keep it."""
-    path = VAR_DIR / name
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _persistent_secret("django-secret-key")
+# From the environment, else var/django-secret-key (written by runstack), else random for this
+# process only (sessions and signed URLs then do not survive it; check --deploy warns).
+SECRET_KEY = local_state.secret(VAR_DIR, "DJANGO_SECRET_KEY")
 DEBUG = _env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
@@ -185,7 +179,7 @@ CELERY_TASK_IGNORE_RESULT = True
 # Where the bridge (and any server process that publishes) connects.
 MCHAT_MQTT_URL = os.environ.get("MCHAT_MQTT_URL", "mqtt://127.0.0.1:1883")
 MCHAT_BRIDGE_USERNAME = os.environ.get("MCHAT_BRIDGE_USERNAME", "mchat-bridge")
-MCHAT_BRIDGE_PASSWORD = os.environ.get("MCHAT_BRIDGE_PASSWORD") or _persistent_secret("bridge-password")
+MCHAT_BRIDGE_PASSWORD = local_state.secret(VAR_DIR, "MCHAT_BRIDGE_PASSWORD")
 # What employee.create tells clients (spec 3.3 mqtt_connection).
 MCHAT_PUBLIC_MQTT_HOST = os.environ.get("MCHAT_PUBLIC_MQTT_HOST", "127.0.0.1")
 MCHAT_PUBLIC_MQTT_PORT = int(os.environ.get("MCHAT_PUBLIC_MQTT_PORT", "1883"))

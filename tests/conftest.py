@@ -7,6 +7,7 @@ broker files into its own temporary directory, synchronously.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,13 @@ from bridge.ratelimit import RateLimiter
 from messaging import services
 
 pytest_plugins = ["tests.live", "tests.web_server"]
+
+
+def pytest_configure(config):
+    # Importing settings creates nothing (runstack does): the SQLite test databases live here.
+    from django.conf import settings
+
+    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -55,10 +55,14 @@ def test_pages_and_static_files_from_gunicorn(web_server, admin_user):
 
 
 def _check_deploy(**env: str) -> str:
+    secrets = {
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "MCHAT_BRIDGE_PASSWORD": settings.MCHAT_BRIDGE_PASSWORD,
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
         cwd=settings.BASE_DIR,
-        env={**os.environ, "DJANGO_SECRET_KEY": "x" * 10 + settings.SECRET_KEY, **env},
+        env={**os.environ, **secrets, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -76,6 +80,16 @@ def test_check_deploy_is_clean_for_production_and_documents_the_embedded_default
         "security.W012",
         "security.W016",
     ]
+
+
+def test_check_deploy_warns_about_secrets_each_process_would_make_up(tmp_path):
+    # No variable and no var/ file (runstack writes them): every gunicorn worker would differ.
+    output = _check_deploy(
+        MCHAT_HTTPS="1", MCHAT_VAR_DIR=str(tmp_path), DJANGO_SECRET_KEY="", MCHAT_BRIDGE_PASSWORD=""
+    )
+    assert output.count("mchat.W001") == 2
+    assert "DJANGO_SECRET_KEY is not set" in output and "MCHAT_BRIDGE_PASSWORD is not set" in output
+    assert list(tmp_path.iterdir()) == []  # importing settings wrote nothing
 
 
 @pytest.mark.django_db

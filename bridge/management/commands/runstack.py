@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand
 
 from bridge import acl
 from bridge.broker import MosquittoProcess, build_plugin, render_config
+from mchat import local_state
 from org import services
 from org.models import Employee
 
@@ -32,6 +33,14 @@ class Command(BaseCommand):
         parser.add_argument("--web", default="127.0.0.1:8000", help="address of the web admin")
 
     def handle(self, *args, web: str, **options):
+        # var/, its folders and the two secrets: made here, before any other process starts,
+        # so that all of them read the same files (importing settings creates nothing).
+        local_state.adopt(
+            settings,
+            local_state.ensure(
+                settings.VAR_DIR, [Path(settings.MCHAT_BROKER_DIR), Path(settings.MCHAT_STORAGE_DIR)]
+            ),
+        )
         call_command("migrate", interactive=False, verbosity=0)
         demo = self._demo_admin()
         build_plugin()
