@@ -200,13 +200,22 @@ MCHAT_BRIDGE_BATCH = int(os.environ.get("MCHAT_BRIDGE_BATCH", "64"))
 MCHAT_BRIDGE_SLOW_MS = int(os.environ.get("MCHAT_BRIDGE_SLOW_MS", "200"))
 MCHAT_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("MCHAT_IDEMPOTENCY_TTL_HOURS", "48"))
 # Jobs every bridge process runs between batches and while idle: {"module:function": seconds}.
+# Only what belongs to serving requests; clean-ups are in MCHAT_SCHEDULE.
 MCHAT_BRIDGE_PERIODIC = {
     "django.db:close_old_connections": 30,
-    "bridge.services:processed_requests_purge": 3600,
     # Sends to AI agents whose acknowledgement deadline passed get their 504 (DESIGN §5).
     "bridge.deferred:expire_due": 0.2,
-    "bridge.deferred:resolved_waits_purge": 3600,
 }
+# Periodic clean-ups, {Celery task: seconds}: Celery beat sends them to a worker when
+# CELERY_BROKER_URL is set; otherwise `manage.py runschedule` (started by runstack) runs them.
+MCHAT_PURGE_INTERVAL_SECONDS = float(os.environ.get("MCHAT_PURGE_INTERVAL_SECONDS", "3600"))
+MCHAT_SCHEDULE = {
+    "bridge.tasks.processed_requests_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    "bridge.tasks.agent_waits_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    "org.tasks.challenges_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    "messaging.tasks.file_records_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+}
+CELERY_BEAT_SCHEDULE = {task: {"task": task, "schedule": seconds} for task, seconds in MCHAT_SCHEDULE.items()}
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
 MCHAT_RATE_LIMITS = {
     "auth": [5, 20],

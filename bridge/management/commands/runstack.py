@@ -1,7 +1,8 @@
 """`make up`: the whole MChat on one machine, in the foreground, until Ctrl-C.
 
 Mosquitto (with the mchat plugin, files under var/broker), the bridge, the web process
-(gunicorn, static files by WhiteNoise) and, when CELERY_BROKER_URL is set, a Celery worker. A demo org admin is created on first start.
+(gunicorn, static files by WhiteNoise) and the periodic clean-ups: a Celery worker and beat when
+CELERY_BROKER_URL is set, `manage.py runschedule` otherwise. A demo org admin is created on first start.
 """
 
 import json
@@ -53,9 +54,15 @@ class Command(BaseCommand):
         acl.sync()
         children = [self._spawn("runbridge"), self._web(web)]
         if settings.CELERY_BROKER_URL:
+            celery = [sys.executable, "-m", "celery", "-A", "mchat"]
+            beat_file = Path(settings.VAR_DIR) / "celerybeat-schedule"
+            children.append(subprocess.Popen([*celery, "worker", "-l", "info"], cwd=settings.BASE_DIR))
             children.append(
-                subprocess.Popen([sys.executable, "-m", "celery", "-A", "mchat", "worker", "-l", "info"])
+                subprocess.Popen([*celery, "beat", "-l", "info", "-s", str(beat_file)], cwd=settings.BASE_DIR)
             )
+        else:
+            # The same periodic tasks as beat's, on a timer in a process of their own.
+            children.append(self._spawn("runschedule"))
         self._banner(demo, web)
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
