@@ -176,14 +176,26 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_IGNORE_RESULT = True
 
 # --- MQTT ---------------------------------------------------------------------------------
+# TLS (docs/deploy.md): with a certificate and key (PEM) the broker also listens with TLS on
+# MCHAT_TLS_PORT, clients are told to use it, and the bridge connects over it, verifying the
+# certificate against MCHAT_TLS_CA (or the system's CAs). Plain TCP stays for loopback.
+MCHAT_TLS_CERT = os.environ.get("MCHAT_TLS_CERT", "")
+MCHAT_TLS_KEY = os.environ.get("MCHAT_TLS_KEY", "")
+MCHAT_TLS_CA = os.environ.get("MCHAT_TLS_CA", "")
+MCHAT_TLS_PORT = int(os.environ.get("MCHAT_TLS_PORT", "8883"))
+_tls = bool(MCHAT_TLS_CERT or MCHAT_TLS_KEY)
 # Where the bridge (and any server process that publishes) connects.
-MCHAT_MQTT_URL = os.environ.get("MCHAT_MQTT_URL", "mqtt://127.0.0.1:1883")
+MCHAT_MQTT_URL = os.environ.get(
+    "MCHAT_MQTT_URL", f"mqtts://127.0.0.1:{MCHAT_TLS_PORT}" if _tls else "mqtt://127.0.0.1:1883"
+)
 MCHAT_BRIDGE_USERNAME = os.environ.get("MCHAT_BRIDGE_USERNAME", "mchat-bridge")
 MCHAT_BRIDGE_PASSWORD = local_state.secret(VAR_DIR, "MCHAT_BRIDGE_PASSWORD")
 # What employee.create tells clients (spec 3.3 mqtt_connection).
 MCHAT_PUBLIC_MQTT_HOST = os.environ.get("MCHAT_PUBLIC_MQTT_HOST", "127.0.0.1")
-MCHAT_PUBLIC_MQTT_PORT = int(os.environ.get("MCHAT_PUBLIC_MQTT_PORT", "1883"))
-MCHAT_PUBLIC_MQTT_TLS = _env_bool("MCHAT_PUBLIC_MQTT_TLS", False)
+MCHAT_PUBLIC_MQTT_TLS = _env_bool("MCHAT_PUBLIC_MQTT_TLS", _tls)
+MCHAT_PUBLIC_MQTT_PORT = int(
+    os.environ.get("MCHAT_PUBLIC_MQTT_PORT", str(MCHAT_TLS_PORT if MCHAT_PUBLIC_MQTT_TLS else 1883))
+)
 
 # Broker files rendered from the database (DESIGN §3) and the pid file used for SIGHUP.
 MCHAT_BROKER_DIR = Path(os.environ.get("MCHAT_BROKER_DIR", VAR_DIR / "broker"))

@@ -16,10 +16,10 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from bridge import acl
-from bridge.broker import MosquittoProcess, build_plugin, render_config
+from bridge.broker import MosquittoProcess, TlsConfigError, TlsFiles, build_plugin, render_config
 from mchat import local_state
 from org import services
 from org.models import Employee
@@ -34,6 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--web", default="127.0.0.1:8000", help="address of the web admin")
 
     def handle(self, *args, web: str, **options):
+        tls = self._tls_files()
         # var/, its folders and the two secrets: made here, before any other process starts,
         # so that all of them read the same files (importing settings creates nothing).
         local_state.adopt(
@@ -47,7 +48,11 @@ class Command(BaseCommand):
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
         conf = render_config(
-            port=settings.MCHAT_BROKER_PORT, directory=broker_dir, bridge_user=settings.MCHAT_BRIDGE_USERNAME
+            port=settings.MCHAT_BROKER_PORT,
+            directory=broker_dir,
+            bridge_user=settings.MCHAT_BRIDGE_USERNAME,
+            tls=tls,
+            tls_port=settings.MCHAT_TLS_PORT,
         )
         broker = MosquittoProcess(conf)
         broker.start()
@@ -82,6 +87,22 @@ class Command(BaseCommand):
                     child.kill()
             broker.stop()
             self.stdout.write("MChat stopped.")
+
+    def _tls_files(self) -> TlsFiles | None:
+        """MCHAT_TLS_CERT / _KEY / _CA, checked before anything starts (CommandError naming
+        the file that is missing or unreadable)."""
+        cert, key, ca = settings.MCHAT_TLS_CERT, settings.MCHAT_TLS_KEY, settings.MCHAT_TLS_CA
+        if not (cert or key):
+            return None
+        if not (cert and key):
+            missing = "MCHAT_TLS_KEY" if cert else "MCHAT_TLS_CERT"
+            raise CommandError(f"TLS: {missing} is not set (MCHAT_TLS_CERT and MCHAT_TLS_KEY go together)")
+        tls = TlsFiles(Path(cert), Path(key), Path(ca) if ca else None)
+        try:
+            tls.check()
+        except TlsConfigError as exc:
+            raise CommandError(f"TLS: {exc}") from None
+        return tls
 
     def _web(self, bind: str) -> subprocess.Popen:
         """gunicorn with mchat/gunicorn_conf.py (static files by WhiteNoise), never runserver."""
