@@ -10,16 +10,16 @@ SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
 # redis-server: the Celery test's broker (the test starts its own)
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) redis-server chromium fonts-wqy-microhei tmux
 
-.PHONY: up test test-pg bench system-deps test-system-deps venv plugin migrate lint clean
+.PHONY: up test test-pg bench system-deps test-system-deps venv plugin static migrate lint clean
 
-up: system-deps venv plugin
+up: system-deps venv plugin static
 	$(PY) manage.py runstack
 
-test: test-system-deps venv plugin
+test: test-system-deps venv plugin static
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The suite against a throwaway PostgreSQL cluster, as CI runs it.
-test-pg: test-system-deps venv plugin
+test-pg: test-system-deps venv plugin static
 	.ci/with-services $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The benchmark on a private stack it starts itself; writes bench/REPORT.md and bench/latest.json.
@@ -44,6 +44,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 plugin:
 	$(MAKE) -s -C broker
+
+# Hashed, compressed static files under var/static (STATIC_ROOT), served by WhiteNoise.
+static: venv
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 migrate: venv
 	$(PY) manage.py migrate --noinput

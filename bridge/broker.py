@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import tempfile
@@ -79,19 +80,78 @@ class BrokerPaths:
         return self.directory / "mosquitto.log"
 
 
+class TlsConfigError(ValueError):
+    """A certificate, key or CA file that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate (chain) and private key, PEM; `ca` is the CA that clients
+    (the bridge) verify the certificate against, when it is not a public one."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    def check(self) -> None:
+        """Raise TlsConfigError naming the file unless cert and key are readable PEM files
+        that belong together (and the CA, if given, is a readable certificate)."""
+        for variable, path in (
+            ("MCHAT_TLS_CERT", self.cert),
+            ("MCHAT_TLS_KEY", self.key),
+            ("MCHAT_TLS_CA", self.ca),
+        ):
+            if path is None:
+                continue
+            if any(ch.isspace() for ch in str(path)):
+                raise TlsConfigError(
+                    f"{variable}: the path {path} contains whitespace (Mosquitto cannot read it)"
+                )
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise TlsConfigError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsConfigError(
+                f"MCHAT_TLS_CERT / MCHAT_TLS_KEY: {self.cert} and {self.key} are not a PEM certificate "
+                f"and its private key ({exc})"
+            ) from None
+        if self.ca is not None:
+            try:
+                ssl.create_default_context(cafile=str(self.ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise TlsConfigError(f"MCHAT_TLS_CA: {self.ca} is not a PEM CA certificate ({exc})") from None
+
+
+def tls_options(tls: TlsFiles) -> str:
+    """The lines that make the listener above them speak TLS: MQTT over TLS, or, placed after
+    a `protocol websockets` listener, WebSockets over TLS (WSS)."""
+    return f"certfile {Path(tls.cert).resolve()}\nkeyfile {Path(tls.key).resolve()}\ntls_version tlsv1.2\n"
+
+
 def render_config(
     *,
     port: int,
     bind_address: str = "127.0.0.1",
     directory: Path,
     bridge_user: str = DEFAULT_BRIDGE_USER,
+    tls: TlsFiles | None = None,
+    tls_port: int = 8883,
 ) -> Path:
     """Write `mosquitto.conf` for a broker whose files all live in `directory`.
 
     Creates the directory, `data/` and empty passwd/acl/groups files when missing (existing
-    ones are kept). Returns the path of the config file.
+    ones are kept). With `tls`, a second listener on `tls_port` speaks MQTT over TLS (the same
+    plugin, passwords and ACL). Returns the path of the config file.
     """
     paths = BrokerPaths(Path(directory).resolve())
+    tls_listener = ""
+    if tls is not None:
+        tls.check()
+        tls_listener = f"listener {int(tls_port)} {bind_address}\n{tls_options(tls)}"
     # Mosquitto splits config values at whitespace.
     for value in (str(paths.directory), str(PLUGIN_PATH), bind_address, bridge_user):
         if not value or any(ch.isspace() for ch in value):
@@ -112,6 +172,7 @@ def render_config(
         persistence_dir=f"{paths.data}/",
         log_file=paths.log,
         bridge_user=bridge_user,
+        tls_listener=tls_listener,
     )
     write_atomically(paths.conf, text)
     return paths.conf

@@ -70,7 +70,9 @@ def make_client(
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     if broker_address().tls:
-        client.tls_set()
+        # The broker's certificate is verified (host name included) against MCHAT_TLS_CA, or
+        # the system's CAs when it is unset.
+        client.tls_set(ca_certs=settings.MCHAT_TLS_CA or None)
     return client
 
 

@@ -6,14 +6,15 @@ Unset variables give the one-machine setup that `make up` runs: SQLite and broke
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
 
+from mchat import local_state
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Created by `manage.py runstack` (mchat.local_state), never by importing these settings.
 VAR_DIR = Path(os.environ.get("MCHAT_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -23,19 +24,34 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _persistent_secret(name: str) -> str:
-    """A random secret kept under var/ so that restarts of the embedded setup keep it."""
-    path = VAR_DIR / name
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _persistent_secret("django-secret-key")
+# From the environment, else var/django-secret-key (written by runstack), else random for this
+# process only (sessions and signed URLs then do not survive it; check --deploy warns).
+SECRET_KEY = local_state.secret(VAR_DIR, "DJANGO_SECRET_KEY")
 DEBUG = _env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# --- Web security (`manage.py check --deploy`; docs/deploy.md) ----------------------------
+# Headers on every response (SecurityMiddleware, XFrameOptionsMiddleware); Django's defaults
+# spelled out so that nobody loosens them by accident.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# MCHAT_HTTPS=1: browsers reach this site only over HTTPS (a TLS-terminating proxy in front,
+# which sets X-Forwarded-Proto). Secure cookies, redirect to HTTPS, HSTS. The embedded default
+# serves plain HTTP on 127.0.0.1 and therefore keeps these off (README: Operations).
+MCHAT_HTTPS = _env_bool("MCHAT_HTTPS", False)
+SESSION_COOKIE_SECURE = MCHAT_HTTPS
+CSRF_COOKIE_SECURE = MCHAT_HTTPS
+SECURE_SSL_REDIRECT = MCHAT_HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if MCHAT_HTTPS else None
+SECURE_HSTS_SECONDS = int(os.environ.get("MCHAT_HSTS_SECONDS", "31536000" if MCHAT_HTTPS else "0"))
+# Set these two to 0 when a subdomain must stay reachable over plain HTTP (docs/deploy.md).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("MCHAT_HSTS_INCLUDE_SUBDOMAINS", MCHAT_HTTPS)
+SECURE_HSTS_PRELOAD = _env_bool("MCHAT_HSTS_PRELOAD", MCHAT_HTTPS)
+# /healthz answers plain HTTP on loopback probes even with MCHAT_HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -49,6 +65,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI and ReDoc served from our own static files, never a CDN.
+    "drf_spectacular_sidecar",
     "org",
     "messaging",
     "bridge",
@@ -56,6 +74,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (hashed, compressed) straight from the web process: no runserver, no CDN.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,7 +148,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Filled by `manage.py collectstatic` (the Makefile runs it for `make up` and `make test`).
+STATIC_ROOT = Path(os.environ.get("MCHAT_STATIC_ROOT", VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Names carry a content hash (cached for a year by browsers), with .gz/.br beside them.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,
@@ -150,14 +176,26 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_IGNORE_RESULT = True
 
 # --- MQTT ---------------------------------------------------------------------------------
+# TLS (docs/deploy.md): with a certificate and key (PEM) the broker also listens with TLS on
+# MCHAT_TLS_PORT, clients are told to use it, and the bridge connects over it, verifying the
+# certificate against MCHAT_TLS_CA (or the system's CAs). Plain TCP stays for loopback.
+MCHAT_TLS_CERT = os.environ.get("MCHAT_TLS_CERT", "")
+MCHAT_TLS_KEY = os.environ.get("MCHAT_TLS_KEY", "")
+MCHAT_TLS_CA = os.environ.get("MCHAT_TLS_CA", "")
+MCHAT_TLS_PORT = int(os.environ.get("MCHAT_TLS_PORT", "8883"))
+_tls = bool(MCHAT_TLS_CERT or MCHAT_TLS_KEY)
 # Where the bridge (and any server process that publishes) connects.
-MCHAT_MQTT_URL = os.environ.get("MCHAT_MQTT_URL", "mqtt://127.0.0.1:1883")
+MCHAT_MQTT_URL = os.environ.get(
+    "MCHAT_MQTT_URL", f"mqtts://127.0.0.1:{MCHAT_TLS_PORT}" if _tls else "mqtt://127.0.0.1:1883"
+)
 MCHAT_BRIDGE_USERNAME = os.environ.get("MCHAT_BRIDGE_USERNAME", "mchat-bridge")
-MCHAT_BRIDGE_PASSWORD = os.environ.get("MCHAT_BRIDGE_PASSWORD") or _persistent_secret("bridge-password")
+MCHAT_BRIDGE_PASSWORD = local_state.secret(VAR_DIR, "MCHAT_BRIDGE_PASSWORD")
 # What employee.create tells clients (spec 3.3 mqtt_connection).
 MCHAT_PUBLIC_MQTT_HOST = os.environ.get("MCHAT_PUBLIC_MQTT_HOST", "127.0.0.1")
-MCHAT_PUBLIC_MQTT_PORT = int(os.environ.get("MCHAT_PUBLIC_MQTT_PORT", "1883"))
-MCHAT_PUBLIC_MQTT_TLS = _env_bool("MCHAT_PUBLIC_MQTT_TLS", False)
+MCHAT_PUBLIC_MQTT_TLS = _env_bool("MCHAT_PUBLIC_MQTT_TLS", _tls)
+MCHAT_PUBLIC_MQTT_PORT = int(
+    os.environ.get("MCHAT_PUBLIC_MQTT_PORT", str(MCHAT_TLS_PORT if MCHAT_PUBLIC_MQTT_TLS else 1883))
+)
 
 # Broker files rendered from the database (DESIGN §3) and the pid file used for SIGHUP.
 MCHAT_BROKER_DIR = Path(os.environ.get("MCHAT_BROKER_DIR", VAR_DIR / "broker"))
@@ -180,13 +218,22 @@ MCHAT_BRIDGE_BATCH = int(os.environ.get("MCHAT_BRIDGE_BATCH", "64"))
 MCHAT_BRIDGE_SLOW_MS = int(os.environ.get("MCHAT_BRIDGE_SLOW_MS", "200"))
 MCHAT_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("MCHAT_IDEMPOTENCY_TTL_HOURS", "48"))
 # Jobs every bridge process runs between batches and while idle: {"module:function": seconds}.
+# Only what belongs to serving requests; clean-ups are in MCHAT_SCHEDULE.
 MCHAT_BRIDGE_PERIODIC = {
     "django.db:close_old_connections": 30,
-    "bridge.services:processed_requests_purge": 3600,
     # Sends to AI agents whose acknowledgement deadline passed get their 504 (DESIGN §5).
     "bridge.deferred:expire_due": 0.2,
-    "bridge.deferred:resolved_waits_purge": 3600,
 }
+# Periodic clean-ups, {Celery task: seconds}: Celery beat sends them to a worker when
+# CELERY_BROKER_URL is set; otherwise `manage.py runschedule` (started by runstack) runs them.
+MCHAT_PURGE_INTERVAL_SECONDS = float(os.environ.get("MCHAT_PURGE_INTERVAL_SECONDS", "3600"))
+MCHAT_SCHEDULE = {
+    "bridge.tasks.processed_requests_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    "bridge.tasks.agent_waits_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    "org.tasks.challenges_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    "messaging.tasks.file_records_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+}
+CELERY_BEAT_SCHEDULE = {task: {"task": task, "schedule": seconds} for task, seconds in MCHAT_SCHEDULE.items()}
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
 MCHAT_RATE_LIMITS = {
     "auth": [5, 20],
@@ -257,4 +304,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "MChat HR integration API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's static files (offline intranets).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }

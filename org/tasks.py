@@ -18,3 +18,11 @@ def notice_deliver(employee_ids: list[str], notification: dict) -> None:
     from org.notifications import notice_deliver as deliver
 
     deliver(employee_ids=employee_ids, notification=notification)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, ignore_result=True)
+def challenges_purge() -> int:
+    """Expired auth challenges (settings.MCHAT_SCHEDULE)."""
+    from org.retention import challenges_purge as purge
+
+    return purge()

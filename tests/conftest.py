@@ -7,6 +7,7 @@ broker files into its own temporary directory, synchronously.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,14 @@ from mchat import outbox as publisher_module
 from mchat.wire import encode
 from messaging import services
 
-pytest_plugins = ["tests.live"]
+pytest_plugins = ["tests.live", "tests.web_server"]
+
+
+def pytest_configure(config):
+    # Importing settings creates nothing (runstack does): the SQLite test databases live here.
+    from django.conf import settings
+
+    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """`make up`: the whole MChat on one machine, in the foreground, until Ctrl-C.
 
-Mosquitto (with the mchat plugin, files under var/broker), the bridge, the web admin and, when
-CELERY_BROKER_URL is set, a Celery worker. A demo org admin is created on first start.
+Mosquitto (with the mchat plugin, files under var/broker), the bridge, the web process
+(gunicorn, static files by WhiteNoise) and the periodic clean-ups: a Celery worker and beat when
+CELERY_BROKER_URL is set, `manage.py runschedule` otherwise. A demo org admin is created on first start.
 """
 
 import json
@@ -15,10 +16,11 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from bridge import acl
-from bridge.broker import MosquittoProcess, build_plugin, render_config
+from bridge.broker import MosquittoProcess, TlsConfigError, TlsFiles, build_plugin, render_config
+from mchat import local_state
 from org import services
 from org.models import Employee
 
@@ -32,21 +34,40 @@ class Command(BaseCommand):
         parser.add_argument("--web", default="127.0.0.1:8000", help="address of the web admin")
 
     def handle(self, *args, web: str, **options):
+        tls = self._tls_files()
+        # var/, its folders and the two secrets: made here, before any other process starts,
+        # so that all of them read the same files (importing settings creates nothing).
+        local_state.adopt(
+            settings,
+            local_state.ensure(
+                settings.VAR_DIR, [Path(settings.MCHAT_BROKER_DIR), Path(settings.MCHAT_STORAGE_DIR)]
+            ),
+        )
         call_command("migrate", interactive=False, verbosity=0)
         demo = self._demo_admin()
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
         conf = render_config(
-            port=settings.MCHAT_BROKER_PORT, directory=broker_dir, bridge_user=settings.MCHAT_BRIDGE_USERNAME
+            port=settings.MCHAT_BROKER_PORT,
+            directory=broker_dir,
+            bridge_user=settings.MCHAT_BRIDGE_USERNAME,
+            tls=tls,
+            tls_port=settings.MCHAT_TLS_PORT,
         )
         broker = MosquittoProcess(conf)
         broker.start()
         acl.sync()
-        children = [self._spawn("runbridge"), self._spawn("runserver", web, "--noreload")]
+        children = [self._spawn("runbridge"), self._web(web)]
         if settings.CELERY_BROKER_URL:
+            celery = [sys.executable, "-m", "celery", "-A", "mchat"]
+            beat_file = Path(settings.VAR_DIR) / "celerybeat-schedule"
+            children.append(subprocess.Popen([*celery, "worker", "-l", "info"], cwd=settings.BASE_DIR))
             children.append(
-                subprocess.Popen([sys.executable, "-m", "celery", "-A", "mchat", "worker", "-l", "info"])
+                subprocess.Popen([*celery, "beat", "-l", "info", "-s", str(beat_file)], cwd=settings.BASE_DIR)
             )
+        else:
+            # The same periodic tasks as beat's, on a timer in a process of their own.
+            children.append(self._spawn("runschedule"))
         self._banner(demo, web)
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -66,6 +87,38 @@ class Command(BaseCommand):
                     child.kill()
             broker.stop()
             self.stdout.write("MChat stopped.")
+
+    def _tls_files(self) -> TlsFiles | None:
+        """MCHAT_TLS_CERT / _KEY / _CA, checked before anything starts (CommandError naming
+        the file that is missing or unreadable)."""
+        cert, key, ca = settings.MCHAT_TLS_CERT, settings.MCHAT_TLS_KEY, settings.MCHAT_TLS_CA
+        if not (cert or key):
+            return None
+        if not (cert and key):
+            missing = "MCHAT_TLS_KEY" if cert else "MCHAT_TLS_CERT"
+            raise CommandError(f"TLS: {missing} is not set (MCHAT_TLS_CERT and MCHAT_TLS_KEY go together)")
+        tls = TlsFiles(Path(cert), Path(key), Path(ca) if ca else None)
+        try:
+            tls.check()
+        except TlsConfigError as exc:
+            raise CommandError(f"TLS: {exc}") from None
+        return tls
+
+    def _web(self, bind: str) -> subprocess.Popen:
+        """gunicorn with mchat/gunicorn_conf.py (static files by WhiteNoise), never runserver."""
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:mchat.gunicorn_conf",
+                "--bind",
+                bind,
+                "mchat.wsgi:application",
+            ],
+            cwd=settings.BASE_DIR,
+        )
 
     def _spawn(self, *command: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "manage.py", *command], cwd=settings.BASE_DIR)
