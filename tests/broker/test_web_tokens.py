@@ -23,7 +23,9 @@ OTHER_SID = "fedcba9876543210fedcba9876543210"
 
 @pytest.fixture
 def broker(tmp_path):
-    harness = BrokerHarness(tmp_path / "mosquitto", users=USERS, acl=ACL_TEXT.format(bridge_user="mchat-bridge"))
+    harness = BrokerHarness(
+        tmp_path / "mosquitto", users=USERS, acl=ACL_TEXT.format(bridge_user="mchat-bridge")
+    )
     yield harness
     harness.stop()
 
@@ -49,9 +51,12 @@ def test_the_secret_file_is_private_and_stable(broker, key):
 def test_a_token_connects_over_websockets_and_tcp(broker, key):
     assert ws_connect(broker, "emp_a", token(key), "emp_a_web-0a1b2c3d") == 0
     assert try_connect(broker.port, "emp_a", token(key), "emp_a_web-0a1b2c3d") == 0
-    assert token_verify(
-        key=key, token=token(key), username="emp_a", client_id="emp_a_web-0a1b2c3d", now=time.time()
-    ) == SID
+    assert (
+        token_verify(
+            key=key, token=token(key), username="emp_a", client_id="emp_a_web-0a1b2c3d", now=time.time()
+        )
+        == SID
+    )
 
 
 def test_the_device_password_works_on_the_websockets_listener_too(broker):
@@ -91,8 +96,13 @@ def test_a_token_is_refused_unless_valid_for_this_user_and_client_id(broker, key
 def test_an_ended_session_is_refused_and_its_live_connection_closed_without_sighup(broker, key):
     cid = "emp_a_web-0a1b2c3d"
     live = mqtt_client(broker.ws_port, "emp_a", token(key), cid, transport="websockets")
-    other = mqtt_client(broker.ws_port, "emp_a", token(key, client_id="emp_a_web-11112222", sid=OTHER_SID),
-                        "emp_a_web-11112222", transport="websockets")
+    other = mqtt_client(
+        broker.ws_port,
+        "emp_a",
+        token(key, client_id="emp_a_web-11112222", sid=OTHER_SID),
+        "emp_a_web-11112222",
+        transport="websockets",
+    )
     device = mqtt_client(broker.port, "emp_a", USERS["emp_a"], "emp_a_phone")
     try:
         broker.paths.web_revoked.write_text(render_revoked([(SID, int(time.time()) + 300, [cid])]))
@@ -109,7 +119,10 @@ def test_an_ended_session_is_refused_and_its_live_connection_closed_without_sigh
             render_revoked([(SID, int(time.time()) + 300, [cid]), (OTHER_SID, int(time.time()) + 300, [])])
         )
         assert wait_until(
-            lambda: ws_connect(broker, "emp_a", token(key, client_id=fresh, sid=OTHER_SID), fresh) == NOT_AUTHORIZED
+            lambda: (
+                ws_connect(broker, "emp_a", token(key, client_id=fresh, sid=OTHER_SID), fresh)
+                == NOT_AUTHORIZED
+            )
         )
         assert not again.disconnected.is_set()
         again.close()
