@@ -60,7 +60,7 @@ def _safe_next(request: HttpRequest, value: str | None) -> str:
 
 
 def _with_next(path: str, next_url: str) -> str:
-    return path if next_url == HOME else f"{path}?{urlencode({'next': next_url})}"
+    return f"{path}?{urlencode({'next': next_url})}"
 
 
 def _current(request: HttpRequest) -> tuple[Employee, WebSession] | None:

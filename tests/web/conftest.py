@@ -119,6 +119,12 @@ class WebSession:
         )
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Django's default PBKDF2 costs most of a second per sign-in on a busy test machine.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def web_stack(live, settings):
     ws_port = live.broker.ws_port

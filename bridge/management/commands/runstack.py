@@ -37,7 +37,10 @@ class Command(BaseCommand):
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
         conf = render_config(
-            port=settings.MCHAT_BROKER_PORT, directory=broker_dir, bridge_user=settings.MCHAT_BRIDGE_USERNAME
+            port=settings.MCHAT_BROKER_PORT,
+            ws_port=settings.MCHAT_WS_PORT,
+            directory=broker_dir,
+            bridge_user=settings.MCHAT_BRIDGE_USERNAME,
         )
         broker = MosquittoProcess(conf)
         broker.start()
