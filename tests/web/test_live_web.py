@@ -61,8 +61,16 @@ def test_two_employees_chat_over_websockets_with_web_credentials(web_stack):
     delivery = bob_page.messages(inbox)[0]
     assert delivery["from_employee_id"] == alice.employee_id
     assert delivery["content"] == "<b>你好</b>"
-    # The page's own client id is bound: it cannot publish requests as another device.
     assert bob_credential["client_id"] != alice_credential["client_id"]
+
+    # A broker reload (SIGHUP, here for someone else's credential reset) re-checks every live
+    # session: the pages, whose tokens password_file does not know, stay connected.
+    carol = web_stack.make_employee(name="钱多多")
+    services.employee_credential_reset(actor=None, employee=carol)
+    web_stack.live.broker.reload()
+    response = alice_page.request("msg.send_private", to_employee_id=bob.employee_id, content="还在吗")
+    assert response["code"] == 0 and bob_page.wait_for_count(inbox, 2)
+    assert not alice_page.mqtt.disconnected.is_set()
 
 
 def test_expired_tokens_and_tokens_for_another_client_id_are_refused(web_stack, settings):
