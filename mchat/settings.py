@@ -271,7 +271,7 @@ MCHAT_PUBLIC_WS_URL = os.environ.get("MCHAT_PUBLIC_WS_URL") or (
 )
 # Lifetime of the page's MQTT credential; the page refreshes it at 80 % of this.
 MCHAT_WEB_TOKEN_TTL_SECONDS = int(os.environ.get("MCHAT_WEB_TOKEN_TTL_SECONDS", "300"))
-# Sign-in attempts: {"account": [failures, window_seconds], "address": [attempts, window_seconds]}.
+# Failed sign-ins allowed per account and per client address: [failures, window_seconds].
 MCHAT_WEB_SIGNIN_LIMITS = {
     "account": [10, 900],
     "address": [30, 300],

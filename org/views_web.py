@@ -100,7 +100,6 @@ def sign_in(request: HttpRequest) -> HttpResponse:
         retry_after = web_throttle.sign_in_retry_after(address=_client_address(request), login=login_value)
         if retry_after is not None:
             return _too_many_attempts(request, retry_after)
-        web_throttle.sign_in_attempted(address=_client_address(request))
         if form.is_valid():
             # Always through authenticate(): lock-out libraries see every failure.
             user = authenticate(
@@ -113,7 +112,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                 if web_auth.web_password_must_change(employee=employee):
                     return redirect(_with_next(reverse("web-password"), next_url))
                 return redirect(next_url)
-        web_throttle.sign_in_failed(login=login_value)
+        web_throttle.sign_in_failed(address=_client_address(request), login=login_value)
         form.add_error(None, _("员工编号/邮箱或密码不正确"))
     return render(request, "web/login.html", {"form": form, "next": next_url})
 
