@@ -13,4 +13,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("org.urls")),
     path("", include("messaging.urls")),
+    path("", include("org.urls_web")),
 ]
