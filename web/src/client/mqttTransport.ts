@@ -1,6 +1,6 @@
 // The real transport: MQTT.js 5 over WebSockets (browser) or ws/tcp URLs (Node.js).
 // MQTT.js's own reconnect is off: the client reconnects itself, with a fresh credential.
-import { connect, type IClientOptions, type MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { ConnectRefused, type Transport, type TransportFactory, type TransportOptions } from "./transport";
 
 const UNAUTHORIZED_CODES = new Set([4, 5, 134, 135]);
@@ -19,7 +19,7 @@ export const mqttTransport: TransportFactory = (o: TransportOptions) =>
       resubscribe: false,
     };
     if (o.will) options.will = { ...o.will };
-    const client: MqttClient = connect(o.url, options);
+    const client: MqttClient = mqtt.connect(o.url, options);
     let settled = false;
     let ended = false;
     let closeHandler: ((reason: string) => void) | null = null;
