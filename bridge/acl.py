@@ -1,8 +1,9 @@
 """Broker credentials and ACL rendered from the database (DESIGN §2-3).
 
-Three files in MCHAT_BROKER_DIR: `passwd` (Mosquitto $7$ lines for the bridge and every active
-employee), `acl` (static patterns) and `groups` (one "group_id employee_id" line per current
-membership, which the mchat_auth plugin watches and answers group ACL from). Files are written
+Four files in MCHAT_BROKER_DIR: `passwd` (Mosquitto $7$ lines for the bridge and every active
+employee), `acl` (static patterns), `groups` (one "group_id employee_id" line per current
+membership, which the mchat_auth plugin watches and answers group ACL from) and `web-revoked`
+(web sessions that ended while their short-lived tokens may still be valid; watched too). Files are written
 atomically and only when changed; the broker is sent SIGHUP when passwd or acl changed. Live
 sessions of a revoked credential are disconnected at that reload through the `kick` file.
 """
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.db import connection
 
 from bridge.broker import (
+    WEB_REVOKED_FILE,
     hash_password,
     password_line,
     reload_broker,
@@ -85,7 +87,14 @@ def render_groups() -> str:
     return "".join(f"{gid} {eid}\n" for gid, eid in group_memberships_for_broker())
 
 
-FILES = ("passwd", "acl", "groups")
+def render_web_revoked() -> str:
+    from org.web_sessions import web_sessions_revoked_for_broker
+    from org.web_tokens import render_revoked
+
+    return render_revoked(web_sessions_revoked_for_broker())
+
+
+FILES = ("passwd", "acl", "groups", WEB_REVOKED_FILE)
 
 
 def sync(directory: Path | None = None, *, files: tuple[str, ...] = FILES) -> SyncResult:
@@ -100,6 +109,7 @@ def sync(directory: Path | None = None, *, files: tuple[str, ...] = FILES) -> Sy
             "passwd": lambda: render_passwd(directory / "passwd"),
             "acl": render_acl,
             "groups": render_groups,
+            WEB_REVOKED_FILE: render_web_revoked,
         }
         rendered = {name: renderers[name]() for name in files}
         changed = []

@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from org.web_tokens import REVOKED_FILE as WEB_REVOKED_FILE
+from org.web_tokens import SECRET_FILE as WEB_SECRET_FILE
+from org.web_tokens import web_secret_ensure
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 BROKER_SRC_DIR = REPO_DIR / "broker"
 PLUGIN_SOURCE = BROKER_SRC_DIR / "mchat_auth.c"
@@ -72,6 +76,16 @@ class BrokerPaths:
         return self.directory / "kick"
 
     @property
+    def web_secret(self) -> Path:
+        """The key web tokens are signed with (org.web_tokens); created once, mode 600."""
+        return self.directory / WEB_SECRET_FILE
+
+    @property
+    def web_revoked(self) -> Path:
+        """Web sessions that ended: `{sid} {until} {client_id}...` per line; watched by the plugin."""
+        return self.directory / WEB_REVOKED_FILE
+
+    @property
     def pid(self) -> Path:
         return self.directory / "mosquitto.pid"
 
@@ -90,11 +104,13 @@ def render_config(
     bind_address: str = "127.0.0.1",
     directory: Path,
     bridge_user: str = DEFAULT_BRIDGE_USER,
+    ws_port: int | None = None,
 ) -> Path:
     """Write `mosquitto.conf` for a broker whose files all live in `directory`.
 
-    Creates the directory, `data/` and empty passwd/acl/groups files when missing (existing
-    ones are kept). Returns the path of the config file.
+    Creates the directory, `data/`, empty passwd/acl/groups files and the web token key when
+    missing (existing ones are kept). `ws_port` adds a WebSockets listener on the same
+    address. Returns the path of the config file.
     """
     paths = BrokerPaths(Path(directory).resolve())
     # Mosquitto splits config values at whitespace.
@@ -105,6 +121,12 @@ def render_config(
     for path in (paths.passwd, paths.acl, paths.groups):
         if not path.exists():
             write_atomically(path, "")
+    web_secret_ensure(paths.web_secret)
+    websockets = (
+        f"listener {int(ws_port)} {bind_address}\nprotocol websockets"
+        if ws_port
+        else "# (no WebSockets listener configured)"
+    )
     text = string.Template(CONFIG_TEMPLATE.read_text()).substitute(
         port=int(port),
         bind_address=bind_address,
@@ -113,6 +135,9 @@ def render_config(
         acl_file=paths.acl,
         group_file=paths.groups,
         kick_file=paths.kick,
+        web_secret_file=paths.web_secret,
+        web_revoked_file=paths.web_revoked,
+        websockets_listener=websockets,
         pid_file=paths.pid,
         persistence_dir=f"{paths.data}/",
         log_file=paths.log,
@@ -279,6 +304,7 @@ class MosquittoProcess:
         listener = settings.get("listener", "").split()
         self.port = int(port if port is not None else listener[0])
         self.host = host or (listener[1] if len(listener) > 1 else "127.0.0.1")
+        self.ws_port = _websockets_port(self.conf)
         log_dest = settings.get("log_dest", "").split(maxsplit=1)
         if log_file is None and len(log_dest) == 2 and log_dest[0] == "file":
             log_file = Path(log_dest[1])
@@ -391,6 +417,18 @@ class MosquittoProcess:
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+
+def _websockets_port(conf: Path) -> int | None:
+    """The port of the first listener whose protocol is websockets, if any."""
+    port = None
+    for line in conf.read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "listener":
+            port = int(value.split()[0])
+        elif key == "protocol" and value.strip() == "websockets" and port is not None:
+            return port
+    return None
 
 
 def _read_settings(conf: Path) -> dict[str, str]:

@@ -37,6 +37,11 @@
  *   plugin_opt_bridge_user  the bridge's username (default "mchat-bridge"):
  *                           its group-topic checks are deferred to acl_file
  *   plugin_opt_kick_file    optional: usernames to disconnect at the next reload
+ *   plugin_opt_web_secret_file   optional: key of the web tokens (see "Web tokens")
+ *   plugin_opt_web_revoked_file  optional: web sessions that ended (see "Web tokens")
+ *
+ * BASIC_AUTH also accepts a short-lived web token as the password of a
+ * "{username}_web-..." client id (see "Web tokens" below).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -392,6 +397,376 @@ static bool file_version_equal(const struct file_version *a, const struct file_v
 		&& a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
 }
 
+/* ------------------------------------------------------------------------
+ * Web tokens: the short-lived MQTT credentials of the browser client.
+ *
+ * A signed-in page gets, over HTTPS, a password of the form
+ *   v1.{expiry}.{sid}.{mac}
+ * expiry = Unix seconds, sid = the web session's id (16-64 lowercase hex),
+ * mac = lowercase hex HMAC-SHA256(secret, "v1\n{username}\n{client_id}\n{expiry}\n{sid}").
+ * The secret is the stripped contents of plugin_opt_web_secret_file (written
+ * once by MChat, mode 600), so a token is bound to one user and one client id
+ * ("{username}_web-..."), and verified here without any database. A token is
+ * accepted until its expiry; a connected session is not cut when it expires.
+ *
+ * plugin_opt_web_revoked_file lists the web sessions that ended (sign-out,
+ * deactivation, credential reset) while tokens of theirs may still be valid:
+ *   {sid} {until} [{client_id} ...]
+ * Tokens of a listed sid are refused; when a sid first appears, the listed
+ * client ids (the connections that session opened) are disconnected. The file
+ * is watched like the group file (one stat per token CONNECT and per tick), so
+ * neither a sign-in nor a sign-out needs a SIGHUP.
+ * ------------------------------------------------------------------------ */
+
+#define WEB_TOKEN_PREFIX "v1."
+#define WEB_DEVICE_PREFIX "web-"
+#define WEB_SID_MIN 16
+#define WEB_SID_MAX 64
+#define SHA256_LEN 32
+
+struct sha256_ctx {
+	uint32_t h[8];
+	uint64_t bytes;
+	uint8_t block[64];
+	size_t used;
+};
+
+static const uint32_t SHA256_K[64] = {
+	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+	0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+	0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+	0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+	0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+	0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+	0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+	0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static uint32_t ror32(uint32_t x, int n)
+{
+	return (x >> n) | (x << (32 - n));
+}
+
+static void sha256_compress(struct sha256_ctx *c, const uint8_t *p)
+{
+	uint32_t w[64];
+	for(int i = 0; i < 16; i++){
+		w[i] = (uint32_t)p[4*i] << 24 | (uint32_t)p[4*i+1] << 16 | (uint32_t)p[4*i+2] << 8 | p[4*i+3];
+	}
+	for(int i = 16; i < 64; i++){
+		uint32_t s0 = ror32(w[i-15], 7) ^ ror32(w[i-15], 18) ^ (w[i-15] >> 3);
+		uint32_t s1 = ror32(w[i-2], 17) ^ ror32(w[i-2], 19) ^ (w[i-2] >> 10);
+		w[i] = w[i-16] + s0 + w[i-7] + s1;
+	}
+	uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3];
+	uint32_t e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+	for(int i = 0; i < 64; i++){
+		uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g))
+			+ SHA256_K[i] + w[i];
+		uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+		h = g; g = f; f = e; e = d + t1;
+		d = cc; cc = b; b = a; a = t1 + t2;
+	}
+	c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
+	c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+
+static void sha256_init(struct sha256_ctx *c)
+{
+	static const uint32_t iv[8] = {
+		0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+	};
+	memcpy(c->h, iv, sizeof(iv));
+	c->bytes = 0;
+	c->used = 0;
+}
+
+static void sha256_update(struct sha256_ctx *c, const void *data, size_t n)
+{
+	const uint8_t *p = data;
+	c->bytes += n;
+	while(n > 0){
+		size_t take = 64 - c->used < n ? 64 - c->used : n;
+		memcpy(c->block + c->used, p, take);
+		c->used += take;
+		p += take;
+		n -= take;
+		if(c->used == 64){
+			sha256_compress(c, c->block);
+			c->used = 0;
+		}
+	}
+}
+
+static void sha256_final(struct sha256_ctx *c, uint8_t out[SHA256_LEN])
+{
+	uint64_t bits = c->bytes * 8;
+	uint8_t pad = 0x80;
+	sha256_update(c, &pad, 1);
+	pad = 0;
+	while(c->used != 56) sha256_update(c, &pad, 1);
+	uint8_t len[8];
+	for(int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
+	sha256_update(c, len, 8);
+	for(int i = 0; i < 8; i++){
+		out[4*i] = (uint8_t)(c->h[i] >> 24);
+		out[4*i+1] = (uint8_t)(c->h[i] >> 16);
+		out[4*i+2] = (uint8_t)(c->h[i] >> 8);
+		out[4*i+3] = (uint8_t)c->h[i];
+	}
+}
+
+/* HMAC-SHA256 (RFC 2104) of the concatenation of `parts`. */
+static void hmac_sha256(const char *key, size_t klen, const char *const *parts, size_t nparts,
+		uint8_t out[SHA256_LEN])
+{
+	uint8_t k[64] = {0};
+	if(klen > 64){
+		struct sha256_ctx kc;
+		sha256_init(&kc);
+		sha256_update(&kc, key, klen);
+		sha256_final(&kc, k);
+	}else{
+		memcpy(k, key, klen);
+	}
+	uint8_t pad[64];
+	struct sha256_ctx c;
+	for(int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+	sha256_init(&c);
+	sha256_update(&c, pad, 64);
+	for(size_t i = 0; i < nparts; i++) sha256_update(&c, parts[i], strlen(parts[i]));
+	uint8_t inner[SHA256_LEN];
+	sha256_final(&c, inner);
+	for(int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+	sha256_init(&c);
+	sha256_update(&c, pad, 64);
+	sha256_update(&c, inner, SHA256_LEN);
+	sha256_final(&c, out);
+}
+
+static bool is_lower_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+struct web_revoked_entry {
+	char *sid;
+	int64_t until;
+	char *client_ids; /* space-separated; may be empty */
+};
+
+struct web_tokens {
+	char *secret_file;  /* NULL: web tokens are refused */
+	char *revoked_file; /* NULL: no revocations */
+	char *secret;       /* NULL until a non-empty secret was read */
+	size_t secret_len;
+	struct file_version secret_version;
+	struct web_revoked_entry *revoked;
+	size_t revoked_count;
+	struct file_version revoked_version;
+};
+
+static void web_revoked_free(struct web_revoked_entry *entries, size_t count)
+{
+	for(size_t i = 0; i < count; i++){
+		mosquitto_free(entries[i].sid);
+		mosquitto_free(entries[i].client_ids);
+	}
+	mosquitto_free(entries);
+}
+
+static void web_tokens_free(struct web_tokens *wt)
+{
+	mosquitto_free(wt->secret_file);
+	mosquitto_free(wt->revoked_file);
+	mosquitto_free(wt->secret);
+	web_revoked_free(wt->revoked, wt->revoked_count);
+	memset(wt, 0, sizeof(*wt));
+}
+
+static void web_secret_refresh(struct web_tokens *wt)
+{
+	if(wt->secret_file == NULL) return;
+	struct file_version now = file_version_of(wt->secret_file);
+	if(file_version_equal(&now, &wt->secret_version)) return;
+	wt->secret_version = now;
+	size_t len = 0;
+	char *text = read_file(wt->secret_file, &len);
+	if(text == NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot read web secret file %s: %s",
+				wt->secret_file, strerror(errno));
+		return; /* the previous secret stays */
+	}
+	while(len > 0 && (text[len-1] == '\n' || text[len-1] == '\r' || text[len-1] == ' ')) len--;
+	text[len] = '\0';
+	if(len < 16){
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+				"mchat_auth: web secret file %s is shorter than 16 bytes: web tokens refused",
+				wt->secret_file);
+		mosquitto_free(text);
+		text = NULL;
+		len = 0;
+	}
+	mosquitto_free(wt->secret);
+	wt->secret = text;
+	wt->secret_len = len;
+}
+
+static const struct web_revoked_entry *web_revoked_find(const struct web_revoked_entry *entries,
+		size_t count, const char *sid, size_t sid_len)
+{
+	for(size_t i = 0; i < count; i++){
+		if(strlen(entries[i].sid) == sid_len && memcmp(entries[i].sid, sid, sid_len) == 0){
+			return &entries[i];
+		}
+	}
+	return NULL;
+}
+
+/* Reads the revoked file again if it was replaced; with `kick`, disconnects the
+ * client ids of sessions that were not listed before. */
+static void web_revoked_refresh(struct web_tokens *wt, bool kick)
+{
+	if(wt->revoked_file == NULL) return;
+	struct file_version now = file_version_of(wt->revoked_file);
+	if(file_version_equal(&now, &wt->revoked_version)) return;
+	wt->revoked_version = now;
+
+	size_t len = 0;
+	char *text = read_file(wt->revoked_file, &len);
+	if(text == NULL && errno != ENOENT){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "mchat_auth: cannot read web revoked file %s: %s",
+				wt->revoked_file, strerror(errno));
+		return; /* the previous list stays */
+	}
+	size_t lines = 0;
+	for(size_t i = 0; text != NULL && i < len; i++){
+		if(text[i] == '\n') lines++;
+	}
+	struct web_revoked_entry *fresh = mosquitto_calloc(lines + 1, sizeof(*fresh));
+	if(fresh == NULL){
+		mosquitto_free(text);
+		return;
+	}
+	size_t count = 0;
+	char *save_line = NULL;
+	for(char *line = text ? strtok_r(text, "\n", &save_line) : NULL; line != NULL;
+			line = strtok_r(NULL, "\n", &save_line)){
+		char *save = NULL;
+		char *sid = strtok_r(line, " \t\r", &save);
+		char *until = sid ? strtok_r(NULL, " \t\r", &save) : NULL;
+		if(sid == NULL || sid[0] == '#' || until == NULL || count > lines) continue;
+		char *rest = strtok_r(NULL, "\r", &save);
+		fresh[count].sid = mosquitto_strdup(sid);
+		fresh[count].until = strtoll(until, NULL, 10);
+		fresh[count].client_ids = mosquitto_strdup(rest ? rest : "");
+		if(fresh[count].sid == NULL || fresh[count].client_ids == NULL){
+			count++;
+			web_revoked_free(fresh, count);
+			mosquitto_free(text);
+			return;
+		}
+		count++;
+	}
+	mosquitto_free(text);
+
+	if(kick){
+		for(size_t i = 0; i < count; i++){
+			if(web_revoked_find(wt->revoked, wt->revoked_count, fresh[i].sid, strlen(fresh[i].sid))){
+				continue; /* kicked when it first appeared */
+			}
+			char *ids = mosquitto_strdup(fresh[i].client_ids);
+			if(ids == NULL) continue;
+			char *save = NULL;
+			for(char *cid = strtok_r(ids, " \t", &save); cid != NULL; cid = strtok_r(NULL, " \t", &save)){
+				mosquitto_kick_client_by_clientid(cid, true);
+				mosquitto_log_printf(MOSQ_LOG_NOTICE,
+						"mchat_auth: disconnected web client %s (session ended)", cid);
+			}
+			mosquitto_free(ids);
+		}
+	}
+	web_revoked_free(wt->revoked, wt->revoked_count);
+	wt->revoked = fresh;
+	wt->revoked_count = count;
+}
+
+/* BASIC_AUTH for a password that is a web token; MOSQ_ERR_PLUGIN_DEFER for any
+ * other password (password_file decides). The client id's shape was checked. */
+static int web_token_auth(struct web_tokens *wt, const char *username, const char *client_id,
+		const char *password)
+{
+	if(password == NULL || strncmp(password, WEB_TOKEN_PREFIX, strlen(WEB_TOKEN_PREFIX)) != 0){
+		return MOSQ_ERR_PLUGIN_DEFER;
+	}
+	const char *device = client_id + strlen(username) + 1;
+	const char *reason = NULL;
+	if(strncmp(device, WEB_DEVICE_PREFIX, strlen(WEB_DEVICE_PREFIX)) != 0){
+		reason = "not a web client id";
+		goto refuse;
+	}
+	/* v1.{expiry}.{sid}.{mac} */
+	const char *p = password + strlen(WEB_TOKEN_PREFIX);
+	const char *expiry = p;
+	while(*p >= '0' && *p <= '9') p++;
+	size_t expiry_len = (size_t)(p - expiry);
+	if(expiry_len == 0 || expiry_len > 12 || *p != '.'){
+		reason = "malformed";
+		goto refuse;
+	}
+	const char *sid = ++p;
+	while(is_lower_hex(*p)) p++;
+	size_t sid_len = (size_t)(p - sid);
+	if(sid_len < WEB_SID_MIN || sid_len > WEB_SID_MAX || *p != '.'){
+		reason = "malformed";
+		goto refuse;
+	}
+	const char *mac = ++p;
+	if(strlen(mac) != 2 * SHA256_LEN){
+		reason = "malformed";
+		goto refuse;
+	}
+
+	web_secret_refresh(wt);
+	if(wt->secret == NULL){
+		reason = "no web secret";
+		goto refuse;
+	}
+	char expiry_text[16], sid_text[WEB_SID_MAX + 1];
+	memcpy(expiry_text, expiry, expiry_len);
+	expiry_text[expiry_len] = '\0';
+	memcpy(sid_text, sid, sid_len);
+	sid_text[sid_len] = '\0';
+	const char *parts[] = {"v1\n", username, "\n", client_id, "\n", expiry_text, "\n", sid_text};
+	uint8_t digest[SHA256_LEN];
+	hmac_sha256(wt->secret, wt->secret_len, parts, sizeof(parts) / sizeof(parts[0]), digest);
+	static const char hex[] = "0123456789abcdef";
+	unsigned diff = 0;
+	for(size_t i = 0; i < SHA256_LEN; i++){
+		diff |= (unsigned)(mac[2*i] ^ hex[digest[i] >> 4]);
+		diff |= (unsigned)(mac[2*i+1] ^ hex[digest[i] & 0xf]);
+	}
+	if(diff != 0){
+		reason = "bad signature";
+		goto refuse;
+	}
+	if((int64_t)strtoll(expiry_text, NULL, 10) <= (int64_t)time(NULL)){
+		reason = "expired";
+		goto refuse;
+	}
+	web_revoked_refresh(wt, true);
+	if(web_revoked_find(wt->revoked, wt->revoked_count, sid, sid_len) != NULL){
+		reason = "session ended";
+		goto refuse;
+	}
+	return MOSQ_ERR_SUCCESS;
+
+refuse:
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "mchat_auth: refused web token of \"%s\" for \"%s\": %s",
+			username, client_id, reason);
+	return MOSQ_ERR_AUTH;
+}
+
 struct mchat_auth {
 	mosquitto_plugin_id_t *id;
 	char *bridge_user;
@@ -401,6 +776,7 @@ struct mchat_auth {
 	struct file_version group_file_version; /* the version last read */
 	struct timespec group_file_checked;
 	bool reloading; /* from RELOAD to the next TICK: sessions are being re-checked */
+	struct web_tokens web;
 };
 
 static double elapsed_ms(const struct timespec *start)
@@ -519,7 +895,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		dlen++;
 	}
 	if(dlen == 0) goto refuse;
-	return MOSQ_ERR_PLUGIN_DEFER;
+	return web_token_auth(&st->web, username, client_id, ed->password);
 
 refuse:
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
@@ -587,6 +963,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	if(elapsed_ms(&st->group_file_checked) < WATCH_INTERVAL_MS) return MOSQ_ERR_SUCCESS;
 	clock_gettime(CLOCK_MONOTONIC, &st->group_file_checked);
 	refresh_members(st);
+	web_revoked_refresh(&st->web, true);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -597,6 +974,7 @@ static void state_free(struct mchat_auth *st)
 	mosquitto_free(st->group_file);
 	mosquitto_free(st->kick_file);
 	member_set_free(st->members);
+	web_tokens_free(&st->web);
 	mosquitto_free(st);
 }
 
@@ -627,6 +1005,14 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 			mosquitto_free(st->kick_file);
 			st->kick_file = mosquitto_strdup(options[i].value);
 			if(st->kick_file == NULL) goto nomem;
+		}else if(strcmp(options[i].key, "web_secret_file") == 0 && options[i].value[0] != '\0'){
+			mosquitto_free(st->web.secret_file);
+			st->web.secret_file = mosquitto_strdup(options[i].value);
+			if(st->web.secret_file == NULL) goto nomem;
+		}else if(strcmp(options[i].key, "web_revoked_file") == 0 && options[i].value[0] != '\0'){
+			mosquitto_free(st->web.revoked_file);
+			st->web.revoked_file = mosquitto_strdup(options[i].value);
+			if(st->web.revoked_file == NULL) goto nomem;
 		}
 	}
 	st->bridge_user = mosquitto_strdup(bridge_user);
@@ -637,6 +1023,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 				"mchat_auth: no plugin_opt_group_file: group topics are readable by no one");
 	}
 	load_members(st);
+	web_secret_refresh(&st->web);
+	web_revoked_refresh(&st->web, false); /* nobody is connected yet */
 	/* Kicks requested while the broker was down are moot: nobody is connected. */
 	if(st->kick_file != NULL) unlink(st->kick_file);
 

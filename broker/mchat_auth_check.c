@@ -59,6 +59,16 @@ int mosquitto_kick_client_by_username(const char *username, bool with_will)
 	return MOSQ_ERR_SUCCESS;
 }
 
+static char kicked_ids[256];
+
+int mosquitto_kick_client_by_clientid(const char *clientid, bool with_will)
+{
+	(void)with_will;
+	strncat(kicked_ids, clientid, sizeof(kicked_ids) - strlen(kicked_ids) - 2);
+	strcat(kicked_ids, ",");
+	return MOSQ_ERR_SUCCESS;
+}
+
 int mosquitto_callback_register(mosquitto_plugin_id_t *id, int event,
 		MOSQ_FUNC_generic_callback cb, const void *event_data, void *userdata)
 {
@@ -93,6 +103,16 @@ static int auth(const char *username, const char *client_id)
 	struct mosquitto_evt_basic_auth ed = {0};
 	ed.client = &client;
 	ed.username = (char *)username;
+	return callbacks[MOSQ_EVT_BASIC_AUTH](MOSQ_EVT_BASIC_AUTH, &ed, callback_userdata[MOSQ_EVT_BASIC_AUTH]);
+}
+
+static int auth_pw(const char *username, const char *client_id, const char *password)
+{
+	struct mosquitto client = {client_id, username};
+	struct mosquitto_evt_basic_auth ed = {0};
+	ed.client = &client;
+	ed.username = (char *)username;
+	ed.password = (char *)password;
 	return callbacks[MOSQ_EVT_BASIC_AUTH](MOSQ_EVT_BASIC_AUTH, &ed, callback_userdata[MOSQ_EVT_BASIC_AUTH]);
 }
 
@@ -181,6 +201,73 @@ static int bench(long n, const char *dir)
 	mosquitto_plugin_cleanup(userdata, NULL, 0);
 	remove(path);
 	return hits == n ? 0 : 1;
+}
+
+/* Web tokens: expected values computed by org.web_tokens.token_sign (Python's hmac). */
+#define WEB_CID "emp_a_web-0a1b2c3d"
+#define WEB_SID "0123456789abcdef"
+#define WEB_TOKEN "v1.4102444800." WEB_SID ".e0bd70704f956ece6f19aa253f85e2440ecda7300cf2e3f947ee61796bfc1891"
+#define WEB_TOKEN_EXPIRED "v1.1000." WEB_SID ".9934400dc4cf50c01157dc554b3fe441c9f78b9a454b8c2cce1e1a44ce3274b7"
+/* Signed with a 100-byte key (longer than a SHA-256 block: the key is hashed first). */
+#define WEB_TOKEN_LONG_KEY "v1.4102444800." WEB_SID ".05df5cf4f8849d3aeeb359b39164e918ac99674a76ec1c0e3d0ee5d6639c1f1a"
+
+static void check_web_tokens(const char *dir)
+{
+	char secret[4096], revoked[4096];
+	snprintf(secret, sizeof(secret), "%s/mchat_auth_check.web-secret", dir);
+	snprintf(revoked, sizeof(revoked), "%s/mchat_auth_check.web-revoked", dir);
+	remove(secret);
+	remove(revoked);
+	struct mosquitto_opt opts[] = {
+		{(char *)"web_secret_file", secret},
+		{(char *)"web_revoked_file", revoked},
+	};
+	void *userdata = NULL;
+	CHECK(mosquitto_plugin_init(NULL, &userdata, opts, 2) == MOSQ_ERR_SUCCESS);
+
+	/* No key yet: tokens are refused; other passwords are left to password_file. */
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_a", WEB_CID, "device-password") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(auth_pw("emp_a", WEB_CID, NULL) == MOSQ_ERR_PLUGIN_DEFER);
+
+	write_text(secret, "0123456789abcdef0123456789abcdef\n");
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_SUCCESS);
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN_EXPIRED) == MOSQ_ERR_AUTH);
+	CHECK(strstr(last_log, "expired") != NULL);
+	CHECK(auth_pw("emp_a", "emp_a_web-0a1b2c3e", WEB_TOKEN) == MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_b", "emp_b_web-0a1b2c3d", WEB_TOKEN) == MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_a", "emp_a_phone", WEB_TOKEN) == MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_a", WEB_CID, "v1.4102444800." WEB_SID ".e0bd") == MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_a", WEB_CID, "v1.4102444800.0123.e0bd70704f956ece6f19aa253f85e2440ecda7300cf2e3f947ee61796bfc1891")
+			== MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_a", WEB_CID, "v1..x") == MOSQ_ERR_AUTH);
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN_LONG_KEY) == MOSQ_ERR_AUTH);
+
+	/* A replaced key applies at once. */
+	char longkey[128];
+	memset(longkey, 'k', 100);
+	longkey[100] = '\0';
+	write_text(secret, longkey);
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN_LONG_KEY) == MOSQ_ERR_SUCCESS);
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_AUTH);
+	write_text(secret, "0123456789abcdef0123456789abcdef\n");
+
+	/* An ended session: its tokens are refused, its client ids kicked once. */
+	write_text(revoked, "# comment\n" WEB_SID " 4102444800 " WEB_CID " emp_a_web-ffff0000\n");
+	tick();
+	CHECK(strcmp(kicked_ids, WEB_CID ",emp_a_web-ffff0000,") == 0);
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_AUTH);
+	CHECK(strstr(last_log, "session ended") != NULL);
+	kicked_ids[0] = '\0';
+	write_text(revoked, WEB_SID " 4102444800 " WEB_CID "\nfedcba9876543210 4102444800\n");
+	tick();
+	CHECK(kicked_ids[0] == '\0');
+	remove(revoked);
+	tick();
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_SUCCESS);
+
+	CHECK(mosquitto_plugin_cleanup(userdata, NULL, 0) == MOSQ_ERR_SUCCESS);
+	remove(secret);
 }
 
 int main(int argc, char **argv)
@@ -290,6 +377,7 @@ int main(int argc, char **argv)
 	CHECK(acl("emp_4999", "mchat/group/g49", MOSQ_ACL_READ) == MOSQ_ERR_ACL_DENIED);
 
 	CHECK(mosquitto_plugin_cleanup(userdata, NULL, 0) == MOSQ_ERR_SUCCESS);
+	check_web_tokens(dir);
 	CHECK(callbacks[MOSQ_EVT_ACL_CHECK] == NULL);
 	CHECK(callbacks[MOSQ_EVT_TICK] == NULL);
 

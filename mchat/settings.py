@@ -252,3 +252,62 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# --- Web client and sign-in (DESIGN §8) ---------------------------------------------------
+# Employees sign in with Django's auth machinery (org.web_auth); console accounts are
+# separate users. SSO backends go into this list later.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "org.web_auth.EmployeeWebBackend",
+]
+LOGIN_URL = "/login/"
+# The built browser client (`make web`): served under /static/web/, its index.html by "/".
+MCHAT_WEB_DIST_DIR = Path(os.environ.get("MCHAT_WEB_DIST_DIR", BASE_DIR / "web" / "dist"))
+STATICFILES_DIRS = [("web", MCHAT_WEB_DIST_DIR)] if MCHAT_WEB_DIST_DIR.is_dir() else []
+# MQTT over WebSockets for browsers: the broker's listener and what the page is told.
+MCHAT_WS_PORT = int(os.environ.get("MCHAT_WS_PORT", "8083"))
+MCHAT_PUBLIC_WS_URL = os.environ.get("MCHAT_PUBLIC_WS_URL") or (
+    f"{'wss' if MCHAT_PUBLIC_MQTT_TLS else 'ws'}://{MCHAT_PUBLIC_MQTT_HOST}:{MCHAT_WS_PORT}"
+)
+# Lifetime of the page's MQTT credential; the page refreshes it at 80 % of this.
+MCHAT_WEB_TOKEN_TTL_SECONDS = int(os.environ.get("MCHAT_WEB_TOKEN_TTL_SECONDS", "300"))
+# Sign-in attempts: {"account": [failures, window_seconds], "address": [attempts, window_seconds]}.
+MCHAT_WEB_SIGNIN_LIMITS = {
+    "account": [10, 900],
+    "address": [30, 300],
+    **json.loads(os.environ.get("MCHAT_WEB_SIGNIN_LIMITS", "{}")),
+}
+# Cookies: HttpOnly session, SameSite=Lax; Secure when the site is served over TLS.
+MCHAT_COOKIE_SECURE = _env_bool("MCHAT_COOKIE_SECURE", False)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = MCHAT_COOKIE_SECURE
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SECURE = MCHAT_COOKIE_SECURE
+CSRF_FAILURE_VIEW = "org.views_web.csrf_failure"
+# Content-Security-Policy (django-csp): no inline scripts, no other hosts except the MQTT
+# WebSockets endpoint and the storage endpoint for file bytes.
+if MCHAT_STORAGE == "s3":
+    _storage_origin = MCHAT_S3_ENDPOINT_URL or f"https://{MCHAT_S3_BUCKET}.s3.{MCHAT_S3_REGION}.amazonaws.com"
+else:
+    _storage_origin = MCHAT_PUBLIC_BASE_URL
+MCHAT_CSP_STORAGE_ORIGINS = os.environ.get("MCHAT_CSP_STORAGE_ORIGINS", _storage_origin).split()
+# org.web_csp adds MCHAT_PUBLIC_WS_URL and the storage origins to the policy below.
+MIDDLEWARE.append("org.web_csp.WebClientCSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    # Swagger UI of the REST API loads its assets the way drf-spectacular ships it.
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "media-src": ["'self'", "blob:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'self'"],
+    },
+}

@@ -12,6 +12,7 @@ from django.utils import timezone
 from bridge import acl
 from bridge.protocol import SYSTEM_NOTIFY_TOPIC, isoformat_z, profile_topic
 from bridge.publisher import publish_json_on_commit
+from org import web_sessions
 from org.models import AgentProfile, Employee, SystemNotice
 from org.presence import presence_signed_off
 
@@ -38,17 +39,19 @@ def broker_credentials_changed() -> None:
 
 def credential_reset(employee_id: str) -> None:
     """A new password: the old one's live sessions are disconnected at the reload."""
-    _credential_revoked(employee_id)
+    _credential_revoked(employee_id, reason=web_sessions.CREDENTIAL_RESET)
 
 
 def employee_deactivated(employee: Employee) -> None:
     """The passwd line goes away (new logins refused) and live sessions are disconnected.
     Mosquitto publishes no Will for sessions it drops that way, so presence says offline."""
-    _credential_revoked(employee.employee_id)
+    _credential_revoked(employee.employee_id, reason=web_sessions.DEACTIVATED)
     presence_signed_off(employee=employee)
 
 
-def _credential_revoked(employee_id: str) -> None:
+def _credential_revoked(employee_id: str, *, reason: str) -> None:
+    # Its web sign-ins end too: the broker refuses their short-lived tokens (web-revoked).
+    web_sessions.web_sessions_end_all(employee_id=employee_id, reason=reason)
     transaction.on_commit(lambda: acl.kick_on_next_sync([employee_id]))
     broker_credentials_changed()
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -207,3 +208,54 @@ class DevicePresence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id} ({'online' if self.online else 'offline'})"
+
+
+# --- Web sign-in (DESIGN §8) ---------------------------------------------------------------
+
+
+class WebAccount(models.Model):
+    """An employee's web sign-in: a Django user of its own (not staff, so no console access),
+    whose password is the web password HR sets. Console accounts are separate users."""
+
+    employee = models.OneToOneField(
+        Employee, verbose_name=_("员工"), related_name="web_account", on_delete=models.CASCADE
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, related_name="mchat_web_account", on_delete=models.CASCADE
+    )
+    # Set by HR (and createemployee): the employee chooses a new password at first sign-in.
+    must_change_password = models.BooleanField(_("首次登录须修改密码"), default=True)
+    password_changed_at = models.DateTimeField(_("密码修改时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("网页登录账号")
+        verbose_name_plural = _("网页登录账号")
+
+    def __str__(self) -> str:
+        return str(self.employee)
+
+
+class WebSession(models.Model):
+    """One web sign-in and the short-lived MQTT credentials issued to it.
+
+    `sid` is inside every token issued to it; once `ended_at` is set (sign-out, deactivation,
+    credential or password reset) the broker refuses those tokens and disconnects `client_ids`.
+    """
+
+    sid = models.CharField(max_length=64, unique=True)
+    employee = models.ForeignKey(Employee, related_name="web_sessions", on_delete=models.CASCADE)
+    client_ids = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The latest expiry of a token issued to this session: the broker must refuse its tokens
+    # until then once the session ended.
+    tokens_valid_until = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        verbose_name = _("网页会话")
+        verbose_name_plural = _("网页会话")
+        indexes = [
+            models.Index(fields=["employee", "ended_at"]),
+            models.Index(fields=["ended_at", "tokens_valid_until"]),
+        ]

@@ -61,6 +61,7 @@ class BrokerHarness:
         self.paths = BrokerPaths(self.directory.resolve())
         self.bridge_user = bridge_user
         self.port = 0
+        self.ws_port = 0  # MQTT over WebSockets, same plugin and ACL
         self.process: MosquittoProcess | None = None
         self.write_passwd(users or {})
         self.write_acl(acl)
@@ -71,8 +72,10 @@ class BrokerHarness:
     def start(self) -> None:
         # free_port() can race with another process taking the port: try a few.
         for attempt in range(3):
-            self.port = free_port()
-            conf = render_config(port=self.port, directory=self.directory, bridge_user=self.bridge_user)
+            self.port, self.ws_port = free_port(), free_port()
+            conf = render_config(
+                port=self.port, ws_port=self.ws_port, directory=self.directory, bridge_user=self.bridge_user
+            )
             self.process = MosquittoProcess(conf)
             try:
                 self.process.start()
@@ -132,11 +135,12 @@ class TestClient(mqtt.Client):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, client_id: str, *, reconnect: bool) -> None:
+    def __init__(self, client_id: str, *, reconnect: bool, transport: str = "tcp") -> None:
         super().__init__(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
+            transport=transport,
         )
         self._cond = threading.Condition()
         self._received: list[Received] = []
@@ -254,8 +258,9 @@ def _new_client(
     keepalive: int,
     will: tuple[str, bytes, int, bool] | None,
     reconnect: bool,
+    transport: str = "tcp",
 ) -> TestClient:
-    client = TestClient(client_id, reconnect=reconnect)
+    client = TestClient(client_id, reconnect=reconnect, transport=transport)
     if username is not None:
         client.username_pw_set(username, password)
     if will is not None:
@@ -288,11 +293,13 @@ def mqtt_client(
     will: tuple[str, bytes, int, bool] | None = None,
     reconnect: bool = False,
     timeout: float = CONNECT_TIMEOUT,
+    transport: str = "tcp",
 ) -> TestClient:
     """A connected MQTT 5 client (network loop running in a thread).
 
     `will` is (topic, payload, qos, retain). Without `reconnect`, a client the broker
     disconnects stays disconnected (paho would otherwise retry in the background).
+    `transport="websockets"` connects to a WebSockets listener (`port` is then its port).
     Raises ConnectionRefusedError on a refused CONNACK.
     """
     client = _new_client(
@@ -305,6 +312,7 @@ def mqtt_client(
         keepalive=keepalive,
         will=will,
         reconnect=reconnect,
+        transport=transport,
     )
     deadline = time.monotonic() + timeout
     while not client.connected.wait(0.01):
@@ -321,6 +329,7 @@ def try_connect(
     client_id: str,
     *,
     timeout: float = CONNECT_TIMEOUT,
+    transport: str = "tcp",
 ) -> int:
     """The CONNACK reason code for this CONNECT (0 = accepted); disconnects at once.
 
@@ -336,6 +345,7 @@ def try_connect(
         keepalive=30,
         will=None,
         reconnect=False,
+        transport=transport,
     )
     try:
         deadline = time.monotonic() + timeout

@@ -173,7 +173,7 @@ def test_database_url() -> str:
 def live_broker(tmp_path_factory):
     build_plugin()
     directory = tmp_path_factory.mktemp("live-broker")
-    conf = render_config(port=free_port(), directory=directory)
+    conf = render_config(port=free_port(), ws_port=free_port(), directory=directory)
     broker = MosquittoProcess(conf)
     broker.start()
     yield broker, directory

@@ -1,0 +1,73 @@
+"""Web sessions: one row per sign-in, so that ending one ends its MQTT credentials (DESIGN §8).
+
+Database only. Whoever ends sessions also asks for the broker files to be rendered again
+(org.events.broker_credentials_changed), which writes `web-revoked` from
+`web_sessions_revoked_for_broker`; the mchat_auth plugin then refuses the sessions' tokens and
+disconnects their connections.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from org.models import Employee, WebSession
+from org.web_tokens import new_sid
+
+# Client ids remembered per session (each tab or reload of the page may open one).
+MAX_CLIENT_IDS = 50
+
+SIGNED_OUT = "signed_out"
+DEACTIVATED = "deactivated"
+CREDENTIAL_RESET = "credential_reset"
+PASSWORD_RESET = "password_reset"
+
+
+def web_session_start(*, employee: Employee) -> WebSession:
+    return WebSession.objects.create(sid=new_sid(), employee=employee)
+
+
+def web_session_get_active(*, sid: str | None, employee: Employee) -> WebSession | None:
+    if not sid:
+        return None
+    return WebSession.objects.filter(sid=sid, employee=employee, ended_at__isnull=True).first()
+
+
+@transaction.atomic
+def web_session_end(*, sid: str, reason: str) -> bool:
+    """True if the session was active (the broker files need rendering)."""
+    return bool(
+        WebSession.objects.filter(sid=sid, ended_at__isnull=True).update(
+            ended_at=timezone.now(), end_reason=reason
+        )
+    )
+
+
+def web_sessions_end_all(*, employee_id: str, reason: str) -> int:
+    """Every active session of the employee; runs inside the caller's transaction."""
+    return WebSession.objects.filter(employee__employee_id=employee_id, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason
+    )
+
+
+def web_session_add_client(*, session: WebSession, client_id: str, valid_until: datetime) -> None:
+    """Record a token issued to `client_id` until `valid_until` (the row is locked by the caller)."""
+    ids = [cid for cid in session.client_ids if cid != client_id]
+    session.client_ids = [*ids, client_id][-MAX_CLIENT_IDS:]
+    if session.tokens_valid_until is None or session.tokens_valid_until < valid_until:
+        session.tokens_valid_until = valid_until
+    session.save(update_fields=["client_ids", "tokens_valid_until"])
+
+
+def web_sessions_revoked_for_broker(*, now: datetime | None = None) -> list[tuple[str, int, list[str]]]:
+    """(sid, until as Unix seconds, client_ids) of ended sessions whose tokens have not all
+    expired yet: what `web-revoked` lists. Sessions that never got a token need no line."""
+    now = now or timezone.now()
+    rows = (
+        WebSession.objects.filter(ended_at__isnull=False, tokens_valid_until__gt=now)
+        .order_by("sid")
+        .values_list("sid", "tokens_valid_until", "client_ids")
+    )
+    return [(sid, int(until.timestamp()) + 1, list(client_ids)) for sid, until, client_ids in rows]
