@@ -17,6 +17,8 @@ export const mqttTransport: TransportFactory = (o: TransportOptions) =>
       connectTimeout: o.connectTimeoutMs,
       keepalive: o.keepaliveSeconds,
       resubscribe: false,
+      // Native timers: the default "worker" timers start a Worker from a blob: URL, which the CSP forbids.
+      timerVariant: "native",
     };
     if (o.will) options.will = { ...o.will };
     const client: MqttClient = mqtt.connect(o.url, options);

@@ -101,7 +101,7 @@ export function App() {
   const active = route ? state.conversations.get(conversationKey(route)) : undefined;
   const me = state.me;
   return (
-    <div class={`app${route ? " has-conversation" : ""}`}>
+    <div class={`app${route ? " has-conversation" : ""}`} data-connection={state.connection}>
       <Banner />
       <div class="layout">
         <nav class="rail" aria-label="MChat">
