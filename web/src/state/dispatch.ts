@@ -138,8 +138,11 @@ export function noticeText(store: Store, n: Notification): string {
   const me = store.state.me?.employee_id;
   const who = (id: unknown) => (id ? (id === me ? t("you") : store.nameOf(String(id))) : t("admin_console"));
   switch (n.type) {
-    case "member_joined":
-      return t("notice_joined", { inviter: who(b.inviter_id), names: names(store, b.member_ids) });
+    case "member_joined": {
+      const ids = ((b.member_ids ?? []) as string[]).filter((id) => id !== b.inviter_id);
+      if (ids.length === 0) return t("notice_created", { inviter: who(b.inviter_id) });
+      return t("notice_joined", { inviter: who(b.inviter_id), names: names(store, ids) });
+    }
     case "member_removed": {
       const ids = (b.member_ids ?? []) as string[];
       const left = ids.length === 1 && ids[0] === b.operator_id;

@@ -4,6 +4,7 @@ import { t } from "../i18n";
 import { ensureConversation } from "../state/dispatch";
 import { AgentsView } from "./AgentsView";
 import { Avatar, useApp, useAppState } from "./common";
+import { IconBot, IconChat, IconPeople, IconSignOut } from "./icons";
 import { ConversationList } from "./ConversationList";
 import { ConversationView } from "./ConversationView";
 import { NewGroupDialog } from "./NewGroupDialog";
@@ -53,7 +54,7 @@ function SignOut() {
     <form method="post" action="/logout/" class="sign-out" onSubmit={() => void app.client.close()}>
       <input type="hidden" name="csrfmiddlewaretoken" value={token} />
       <button type="submit" class="rail-button" title={t("sign_out")} aria-label={t("sign_out")} data-testid="sign-out">
-        ⎋
+        <IconSignOut />
       </button>
     </form>
   );
@@ -111,16 +112,16 @@ export function App() {
             </button>
           )}
           <button type="button" class={`rail-button${tab === "chats" ? " active" : ""}`} onClick={() => setTab("chats")} data-testid="tab-chats">
-            <span class="rail-icon">💬</span>
+            <span class="rail-icon"><IconChat /></span>
             <span class="rail-label">{t("tab_chats")}</span>
             {total > 0 && <span class="rail-badge" data-testid="total-unread">{total > 99 ? "99+" : total}</span>}
           </button>
           <button type="button" class={`rail-button${tab === "org" ? " active" : ""}`} onClick={() => setTab("org")} data-testid="tab-org">
-            <span class="rail-icon">👥</span>
+            <span class="rail-icon"><IconPeople /></span>
             <span class="rail-label">{t("tab_org")}</span>
           </button>
           <button type="button" class={`rail-button${tab === "agents" ? " active" : ""}`} onClick={() => setTab("agents")} data-testid="tab-agents">
-            <span class="rail-icon">🤖</span>
+            <span class="rail-icon"><IconBot /></span>
             <span class="rail-label">{t("tab_agents")}</span>
           </button>
           <span class="rail-spacer" />

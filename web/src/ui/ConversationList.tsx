@@ -3,6 +3,7 @@ import { contentSummary } from "../client";
 import { t } from "../i18n";
 import type { Conversation } from "../state/store";
 import { Avatar, PresenceDot, isOnline, shortTime, useApp, useAppState } from "./common";
+import { IconPlus } from "./icons";
 
 export function lastMessageText(me: string, c: Conversation, nameOf: (id: string) => string): string {
   const m = c.lastMessage;
@@ -35,7 +36,7 @@ export function ConversationList({ onOpen, onNewGroup }: { onOpen: (c: Conversat
           onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
         />
         <button type="button" class="icon-button new-group" title={t("new_group")} aria-label={t("new_group")} onClick={onNewGroup} data-testid="new-group">
-          ＋
+          <IconPlus />
         </button>
       </div>
       <ul class="conversation-list" data-testid="conversation-list">

@@ -4,6 +4,7 @@ import { t } from "../i18n";
 import type { Conversation, MessageItem, NoticeItem, ThreadItem } from "../state/store";
 import { Avatar, PresenceDot, isOnline, shortTime, useApp, useAppState } from "./common";
 import { GroupPanel } from "./GroupPanel";
+import { IconAttach, IconBack, IconFile, IconMore } from "./icons";
 
 const RECALL_WINDOW_MS = 120_000;
 
@@ -77,8 +78,8 @@ function FileCard({ content }: { content: Extract<Content, { type: "file" }> }) 
   };
   return (
     <div class="file-card" data-testid="file-card">
-      <span class="file-icon" aria-hidden="true">
-        📄
+      <span class="file-icon">
+        <IconFile />
       </span>
       <span class="file-meta">
         <span class="file-name">{content.name}</span>
@@ -216,7 +217,7 @@ function Composer({ conversationKey, disabled }: { conversationKey: string; disa
         disabled={disabled}
         onClick={() => fileInput.current?.click()}
       >
-        📎
+        <IconAttach />
       </button>
       <input
         ref={fileInput}
@@ -322,7 +323,7 @@ export function ConversationView({ conversation, onBack, onOpenProfile }: { conv
     <section class="conversation-pane" data-testid="conversation-pane" data-key={conversation.key}>
       <header class="pane-head">
         <button type="button" class="icon-button back" onClick={onBack} aria-label={t("back")}>
-          ‹
+          <IconBack />
         </button>
         <button
           type="button"
@@ -340,14 +341,13 @@ export function ConversationView({ conversation, onBack, onOpenProfile }: { conv
         </button>
         {conversation.ref.type === "group" && !conversation.dismissed && (
           <button type="button" class="icon-button" onClick={() => setPanel(!panel)} title={t("group_settings")} aria-label={t("group_settings")} data-testid="group-settings">
-            ⋯
+            <IconMore />
           </button>
         )}
       </header>
       <div class="pane-body">
         <ul class="messages" ref={list} onScroll={onScroll} data-testid="messages">
           {thread?.loadingOlder && <li class="notice">{t("loading")}</li>}
-          {thread?.loaded && !thread.hasMoreBefore && thread.messages.length > 0 && <li class="notice muted">{t("no_more")}</li>}
           {thread?.loaded && thread.hasMoreBefore && !thread.loadingOlder && (
             <li class="notice">
               <button type="button" class="link-button" onClick={() => void app.loadOlder(conversation.key)}>
