@@ -230,3 +230,101 @@ def test_two_employees_chat_in_the_browser(web_stack):
     port = web_stack.live.broker.ws_port
     rc = try_connect(port, credential["username"], credential["password"], credential["client_id"], transport="websockets")
     assert rc == NOT_AUTHORIZED
+
+
+def test_groups_and_agents_in_the_browser(web_stack):
+    """Group management (rename, add, remove, leave, dismiss with its confirmation step) and an
+    agent that does not acknowledge in time: "Agent 响应超时", then its late reply."""
+    assert _built(), "the web client is not built: run `make web`"
+    from mchat_sdk import Client
+
+    alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
+    bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
+    carol = web_stack.make_employee(name="陈晓", web_password=PASSWORD)
+    agent = web_stack.make_employee(
+        name="订单助手",
+        is_ai_agent=True,
+        agent={"capabilities": ["订单查询"], "skills_badge": ["实时响应"], "ack_deadline_seconds": 1},
+    )
+    a_id, b_id, c_id, g_id = alice.employee_id, bob.employee_id, carol.employee_id, agent.employee_id
+    agent_login = {
+        "broker_host": "127.0.0.1",
+        "broker_port": web_stack.live.port,
+        "use_tls": False,
+        "mqtt_username": g_id,
+        "mqtt_password": web_stack.mqtt_passwords[g_id],
+    }
+    base = web_stack.base_url
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            a_ctx, a = sign_in(browser, base, a_id, "/")
+            b_ctx, b = sign_in(browser, base, b_id, "/")
+
+            # The agents directory; a message the agent does not acknowledge in time.
+            a.click("[data-testid=tab-agents]")
+            card = a.locator(".agent-card", has_text="订单助手")
+            expect(card).to_contain_text("订单查询")
+            expect(card).to_contain_text("实时响应")
+            shot(a, "07-agents")
+            card.locator("[data-testid=agent-chat]").click()
+            expect(a).to_have_url(f"{base}/c/private/{g_id}")
+            send(a, "订单 1001 到哪了？")
+            expect(a.locator("[data-testid=agent-timeout]")).to_have_text("Agent 响应超时")
+            shot(a, "08-agent-timeout")
+            # The agent comes back and answers: the reply appears.
+            with Client(agent_login, device="late", track_groups=False) as late_agent:
+                late_agent.send_private(a_id, "订单 1001 已发货，预计明天送达")
+                expect(bubble(a, "订单 1001 已发货，预计明天送达")).to_be_visible()
+
+            # A group with bob; rename it, add and remove carol.
+            a.click("[data-testid=tab-chats]")
+            a.click("[data-testid=new-group]")
+            a.fill("[data-testid=group-name]", "周会")
+            a.check(f"[data-testid=pick-{b_id}]")
+            a.click("[data-testid=create-group]")
+            expect(a.locator("[data-testid=conversation-title]")).to_have_text("周会")
+            a.click("[data-testid=group-settings]")
+            a.click("[data-testid=rename]")
+            a.fill("[data-testid=rename-input]", "周会（二期）")
+            a.press("[data-testid=rename-input]", "Enter")
+            expect(a.locator("[data-testid=conversation-title]")).to_have_text("周会（二期）")
+            expect(a.locator("[data-testid=notice]", has_text="将群名称修改为“周会（二期）”")).to_be_visible()
+            b_row = b.locator("[data-testid=conversation]", has_text="周会（二期）")
+            expect(b_row).to_be_visible()
+
+            a.click("[data-testid=add-members]")
+            a.fill("[data-testid=picker-search]", "陈")
+            a.check(f"[data-testid=pick-{c_id}]")
+            a.click(".dialog .primary")
+            members = a.locator("[data-testid=member-list]")
+            expect(members).to_contain_text("陈晓")
+            member_carol = members.locator("li", has_text="陈晓")
+            member_carol.locator(".link-button.danger").click()
+            expect(members).not_to_contain_text("陈晓")
+            expect(a.locator("[data-testid=notice]", has_text="移出了群聊")).to_be_visible()
+
+            # Bob leaves after confirming; alice sees the notice.
+            b_row.click()
+            b.click("[data-testid=group-settings]")
+            b.click("[data-testid=leave-group]")
+            b.click(".dialog .danger-button")
+            expect(b.locator("[data-testid=composer]")).to_be_disabled()
+            expect(a.locator("[data-testid=notice]", has_text="赵大勇退出了群聊")).to_be_visible()
+
+            # Dismissing asks for a real confirmation (an auth.challenge), then the group is gone.
+            a.click("[data-testid=dismiss-group]")
+            dialog = a.locator("[data-testid=dismiss-dialog]")
+            expect(dialog).to_contain_text("此操作不可撤销")
+            shot(a, "09-dismiss-confirmation")
+            dialog.locator("[data-testid=dismiss-confirm]").click()
+            expect(a.locator("[data-testid=messages]")).to_contain_text("该群已解散")
+            expect(a.locator("[data-testid=composer]")).to_be_disabled()
+            assert a.csp_errors == [] and b.csp_errors == []  # type: ignore[attr-defined]
+            a_ctx.close()
+            b_ctx.close()
+        finally:
+            browser.close()

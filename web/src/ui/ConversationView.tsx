@@ -164,9 +164,12 @@ function MessageRow({ conversation, item, canModerate }: { conversation: Convers
             </span>
           )}
           {item.status === "agent_timeout" && (
-            <span class="status failed" data-testid="agent-timeout" title={t("agent_timeout_hint")}>
-              {t("agent_timeout")}
-            </span>
+            <>
+              <span class="status failed" data-testid="agent-timeout">
+                {t("agent_timeout")}
+              </span>
+              <span class="status-hint">{t("agent_timeout_hint")}</span>
+            </>
           )}
           {mine && <Receipt conversation={conversation} item={item} />}
           {canRecall && (
