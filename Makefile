@@ -51,7 +51,7 @@ web:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || .ci/ensure-packages nodejs npm
 	@if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then \
 		cd web && npm ci --no-audit --no-fund && touch node_modules; fi
-	cd web && npm run -s build && node scripts/report-size.mjs
+	cd web && npm run -s build && npm run -s build:lib && node scripts/report-size.mjs
 
 # The client library's unit tests (Vitest, offline).
 web-test: web
