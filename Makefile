@@ -10,16 +10,16 @@ SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
 # redis-server: the Celery test's broker (the test starts its own)
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) redis-server chromium fonts-wqy-microhei tmux
 
-.PHONY: up test test-pg bench system-deps test-system-deps venv plugin static migrate lint clean
+.PHONY: up test test-pg bench system-deps test-system-deps venv plugin static migrate lint clean web web-test
 
-up: system-deps venv plugin static
+up: system-deps venv plugin web static
 	$(PY) manage.py runstack
 
-test: test-system-deps venv plugin static
+test: test-system-deps venv plugin web static
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The suite against a throwaway PostgreSQL cluster, as CI runs it.
-test-pg: test-system-deps venv plugin static
+test-pg: test-system-deps venv plugin web static
 	.ci/with-services $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The benchmark on a private stack it starts itself; writes bench/REPORT.md and bench/latest.json.
@@ -45,8 +45,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 plugin:
 	$(MAKE) -s -C broker
 
+# The browser client (web/): Node.js from Debian when missing, `npm ci` when the lockfile is newer
+# than node_modules, the Vite build into web/dist (served at /static/web/), the gzipped JS size.
+web:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || .ci/ensure-packages nodejs npm
+	@if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then \
+		cd web && npm ci --no-audit --no-fund && touch node_modules; fi
+	cd web && npm run -s build && npm run -s build:lib && node scripts/report-size.mjs
+
+# The client library's unit tests (Vitest, offline).
+web-test: web
+	cd web && npm test --silent
+
 # Hashed, compressed static files under var/static (STATIC_ROOT), served by WhiteNoise.
-static: venv
+static: venv web
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 migrate: venv

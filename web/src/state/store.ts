@@ -1,0 +1,220 @@
+// The page's state: conversations, threads, people, groups, agents and the connection, kept in
+// one store and fed by one delivery dispatcher (dispatch.ts), in the spirit of Zulip's
+// server_events_dispatch. Components read it with useStore() and call the actions (actions.ts).
+import type {
+  AgentProfile,
+  ConnectionState,
+  Content,
+  ConversationRef,
+  Department,
+  Employee,
+  GroupInfo,
+  MessagePayload,
+  PresencePayload,
+} from "../client";
+
+export type SendStatus = "sent" | "pending" | "failed" | "agent_timeout";
+
+export interface MessageItem {
+  kind: "message";
+  /** msg_id once known, else the send's seq_id. */
+  id: string;
+  msgId: string | null;
+  seq: number | null;
+  from: string;
+  content: Content | null;
+  sentAt: string;
+  recalled: boolean;
+  status: SendStatus;
+  /** The seq_id of my send (reused by a retry). */
+  seqId?: string;
+  error?: string;
+  readCount?: number;
+  memberCount?: number;
+}
+
+export interface NoticeItem {
+  kind: "notice";
+  id: string;
+  /** Shown after the message with this seq. */
+  afterSeq: number;
+  text: string;
+  at: string;
+}
+
+export type ThreadItem = MessageItem | NoticeItem;
+
+export interface Thread {
+  messages: MessageItem[]; // sent ones sorted by seq, then pending ones
+  notices: NoticeItem[];
+  loaded: boolean;
+  loading: boolean;
+  hasMoreBefore: boolean;
+  loadingOlder: boolean;
+  error?: string;
+}
+
+export interface Conversation {
+  key: string;
+  ref: ConversationRef;
+  name: string;
+  dismissed: boolean;
+  lastSeq: number;
+  lastReadSeq: number;
+  unread: number;
+  lastMessage: MessagePayload | null;
+  lastActivityAt: string;
+  /** Private: the highest seq the peer has read (from read receipts). */
+  peerReadSeq: number;
+}
+
+export interface SystemNotice {
+  id: string;
+  title: string;
+  text: string;
+  at: string;
+}
+
+export interface AppState {
+  me: Employee | null;
+  connection: ConnectionState;
+  connectionError: string;
+  everConnected: boolean;
+  conversations: Map<string, Conversation>;
+  conversationsLoaded: boolean;
+  threads: Map<string, Thread>;
+  employees: Map<string, Employee>;
+  departments: Department[];
+  orgVersion: string | null;
+  presence: Map<string, PresencePayload>;
+  groups: Map<string, GroupInfo>;
+  agents: AgentProfile[] | null;
+  agentsError: string;
+  systemNotices: SystemNotice[];
+  activeKey: string | null;
+  visible: boolean;
+  toast: string;
+}
+
+export function initialState(): AppState {
+  return {
+    me: null,
+    connection: "idle",
+    connectionError: "",
+    everConnected: false,
+    conversations: new Map(),
+    conversationsLoaded: false,
+    threads: new Map(),
+    employees: new Map(),
+    departments: [],
+    orgVersion: null,
+    presence: new Map(),
+    groups: new Map(),
+    agents: null,
+    agentsError: "",
+    systemNotices: [],
+    activeKey: null,
+    visible: true,
+    toast: "",
+  };
+}
+
+export class Store {
+  state: AppState = initialState();
+  version = 0;
+  private listeners = new Set<() => void>();
+  private scheduled = false;
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Mark the state changed; listeners run once per microtask however many changes. */
+  changed(): void {
+    this.version += 1;
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      for (const fn of [...this.listeners]) fn();
+    });
+  }
+
+  thread(key: string): Thread {
+    let t = this.state.threads.get(key);
+    if (!t) {
+      t = { messages: [], notices: [], loaded: false, loading: false, hasMoreBefore: false, loadingOlder: false };
+      this.state.threads.set(key, t);
+    }
+    return t;
+  }
+
+  /** Conversations newest first. */
+  sortedConversations(): Conversation[] {
+    return [...this.state.conversations.values()].sort((a, b) =>
+      a.lastActivityAt < b.lastActivityAt ? 1 : a.lastActivityAt > b.lastActivityAt ? -1 : 0,
+    );
+  }
+
+  totalUnread(): number {
+    let n = 0;
+    for (const c of this.state.conversations.values()) n += c.unread;
+    return n;
+  }
+
+  nameOf(employeeId: string): string {
+    return this.state.employees.get(employeeId)?.name ?? employeeId;
+  }
+}
+
+export function messageItem(m: MessagePayload): MessageItem {
+  return {
+    kind: "message",
+    id: m.msg_id,
+    msgId: m.msg_id,
+    seq: m.seq,
+    from: m.from_employee_id,
+    content: m.recalled ? null : m.content,
+    sentAt: m.sent_at,
+    recalled: Boolean(m.recalled),
+    status: "sent",
+  };
+}
+
+/** Put a sent message into a thread by seq; replaces an entry with the same msg_id. */
+export function placeMessage(thread: Thread, item: MessageItem): void {
+  const msgs = thread.messages;
+  const same = item.msgId ? msgs.findIndex((m) => m.msgId === item.msgId) : -1;
+  if (same >= 0) {
+    const old = msgs[same];
+    msgs[same] = {
+      ...old,
+      ...item,
+      recalled: old.recalled || item.recalled,
+      content: old.recalled || item.recalled ? null : item.content,
+      readCount: old.readCount ?? item.readCount,
+      memberCount: old.memberCount ?? item.memberCount,
+      status: old.status === "agent_timeout" ? old.status : item.status,
+      seqId: old.seqId ?? item.seqId,
+      id: old.id,
+    };
+    return;
+  }
+  if (item.seq === null) {
+    msgs.push(item);
+    return;
+  }
+  let i = msgs.length;
+  while (i > 0) {
+    const prev = msgs[i - 1];
+    if (prev.seq !== null && prev.seq < item.seq) break;
+    i -= 1;
+  }
+  msgs.splice(i, 0, item);
+}
+
+export function conversationName(store: Store, ref: ConversationRef, fallback?: string): string {
+  if (ref.type === "private") return store.state.employees.get(ref.id)?.name ?? fallback ?? ref.id;
+  return store.state.groups.get(ref.id)?.name ?? fallback ?? ref.id;
+}
