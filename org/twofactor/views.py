@@ -47,7 +47,7 @@ def _next_url(request) -> str:
 
 
 def _qr_svg(uri: str) -> str:
-    image = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    image = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=16)
     return image.to_string(encoding="unicode")
 
 
