@@ -53,6 +53,7 @@ class BrokerHarness:
         acl: str = "",
         groups: Iterable[tuple[str, str]] = (),
         bridge_user: str = DEFAULT_BRIDGE_USER,
+        plugin_options: Mapping[str, str | int] | None = None,
         start: bool = True,
     ) -> None:
         build_plugin()
@@ -60,6 +61,7 @@ class BrokerHarness:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.paths = BrokerPaths(self.directory.resolve())
         self.bridge_user = bridge_user
+        self.plugin_options = dict(plugin_options or {})
         self.port = 0
         self.process: MosquittoProcess | None = None
         self.write_passwd(users or {})
@@ -73,6 +75,10 @@ class BrokerHarness:
         for attempt in range(3):
             self.port = free_port()
             conf = render_config(port=self.port, directory=self.directory, bridge_user=self.bridge_user)
+            if self.plugin_options:
+                # After the template's `plugin` line, so they are that plugin's options.
+                extra = "".join(f"plugin_opt_{key} {value}\n" for key, value in self.plugin_options.items())
+                write_atomically(conf, conf.read_text() + extra)
             self.process = MosquittoProcess(conf)
             try:
                 self.process.start()
@@ -254,6 +260,7 @@ def _new_client(
     keepalive: int,
     will: tuple[str, bytes, int, bool] | None,
     reconnect: bool,
+    bind_address: str = "",
 ) -> TestClient:
     client = TestClient(client_id, reconnect=reconnect)
     if username is not None:
@@ -271,6 +278,7 @@ def _new_client(
         keepalive=keepalive,
         clean_start=clean_start,
         properties=props,
+        bind_address=bind_address,
     )
     client.loop_start()
     return client
@@ -321,9 +329,11 @@ def try_connect(
     client_id: str,
     *,
     timeout: float = CONNECT_TIMEOUT,
+    source_address: str = "",
 ) -> int:
     """The CONNACK reason code for this CONNECT (0 = accepted); disconnects at once.
 
+    `source_address` (e.g. "127.0.0.2") makes the broker see another client address.
     Raises TimeoutError if the broker neither answers nor closes within `timeout`.
     """
     client = _new_client(
@@ -336,6 +346,7 @@ def try_connect(
         keepalive=30,
         will=None,
         reconnect=False,
+        bind_address=source_address,
     )
     try:
         deadline = time.monotonic() + timeout
