@@ -295,7 +295,9 @@ AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept with address and use
 # Logged failures show the address; the typed username stays masked (people type passwords there).
 AXES_SENSITIVE_PARAMETERS = ["username"]
 # Behind a reverse proxy: MCHAT_PROXY_COUNT=1 makes the client address X-Forwarded-For's.
-AXES_IPWARE_PROXY_COUNT = int(os.environ["MCHAT_PROXY_COUNT"]) if os.environ.get("MCHAT_PROXY_COUNT") else None
+AXES_IPWARE_PROXY_COUNT = (
+    int(os.environ["MCHAT_PROXY_COUNT"]) if os.environ.get("MCHAT_PROXY_COUNT") else None
+)
 # Two-factor for console users (staff): "off" (embedded default), "optional" (those who
 # enrolled must enter a code), "required" (every console user enrols at first sign-in).
 MCHAT_CONSOLE_2FA = os.environ.get("MCHAT_CONSOLE_2FA", "off").strip().lower()

@@ -29,7 +29,11 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
     }
     if request.headers.get("x-requested-with") == "XMLHttpRequest" or request.path.startswith("/api/"):
         return JsonResponse(
-            {"code": 429, "message": _("登录失败次数过多，已暂时锁定"), "data": {"retry_after_minutes": minutes}},
+            {
+                "code": 429,
+                "message": _("登录失败次数过多，已暂时锁定"),
+                "data": {"retry_after_minutes": minutes},
+            },
             status=429,
         )
     return render(request, "org/lockout.html", context, status=429)

@@ -31,7 +31,9 @@ def hr_user(db):
 
 def code_for(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
     """The code an authenticator shows now (or `steps_ahead` periods later)."""
-    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=steps_ahead):06d}"
+    return (
+        f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=steps_ahead):06d}"
+    )
 
 
 def sign_in_with_password(client):
@@ -51,7 +53,9 @@ def test_first_sign_in_enrols_then_every_sign_in_needs_a_code(client, hr_user):
     assert b32decode(secret) == device.bin_key
     assert "otpauth://totp/MChat%3Ahr?secret=" in page
 
-    bad = client.post("/admin/2fa/enrol/?next=/admin/", {"code": "000000" if code_for(device) != "000000" else "111111"})
+    bad = client.post(
+        "/admin/2fa/enrol/?next=/admin/", {"code": f"{(int(code_for(device)) + 1) % 1_000_000:06d}"}
+    )
     assert "验证码不正确" in bad.content.decode()
     assert client.get("/admin/").status_code == 302
     # django-otp throttles a device after a wrong code (1 s, doubling); as if that second passed:
@@ -78,7 +82,9 @@ def test_first_sign_in_enrols_then_every_sign_in_needs_a_code(client, hr_user):
     assert client.get("/admin/").status_code == 302
     TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_timestamp=None)
     # The next period's code (what the phone shows a little later; one step of drift allowed).
-    ok = client.post("/admin/2fa/verify/", {"code": code_for(device, steps_ahead=1), "next": "/admin/org/employee/"})
+    ok = client.post(
+        "/admin/2fa/verify/", {"code": code_for(device, steps_ahead=1), "next": "/admin/org/employee/"}
+    )
     assert ok.status_code == 302 and ok["Location"] == "/admin/org/employee/"
     assert client.get("/admin/").status_code == 200
     assert client.get("/api/v1/employees/").status_code == 200

@@ -122,7 +122,9 @@ def test_the_lock_ends_with_the_cool_off(client, hr_user, settings):
         sign_in(client, "hr", "wrong")
     assert sign_in(client, "hr", PASSWORD).status_code == 429
     # As if the cool-off had passed: the failures are older than it.
-    AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
+    AccessAttempt.objects.update(
+        attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1)
+    )
     assert sign_in(client, "hr", PASSWORD).status_code == 302
 
 
