@@ -3,10 +3,12 @@ and the code step at every sign-in. Both need a signed-in console user."""
 
 from __future__ import annotations
 
+import logging
 from base64 import b32encode
 
 import qrcode
 import qrcode.image.svg
+from axes.helpers import get_client_ip_address
 from django import forms
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import REDIRECT_FIELD_NAME
@@ -23,6 +25,9 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from org.twofactor import console_2fa_mode, has_authenticator
+
+# Until the audit log exists, the two-factor events are recorded here (address, user agent).
+log = logging.getLogger("mchat.signin")
 
 RECOVERY_CODES = 10
 AUTHENTICATOR_NAME = "控制台验证器"
@@ -44,6 +49,17 @@ def _next_url(request) -> str:
     ):
         return target
     return reverse("admin:index")
+
+
+def _record(request, event: str, level: int = logging.INFO) -> None:
+    log.log(
+        level,
+        "console 2fa %s: user=%s address=%s agent=%r",
+        event,
+        request.user.get_username(),
+        get_client_ip_address(request),
+        request.headers.get("user-agent", ""),
+    )
 
 
 def _qr_svg(uri: str) -> str:
@@ -81,11 +97,13 @@ def enrol(request):
                 TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
                 codes = _recovery_codes_issue(user)
                 otp_login(request, device)
+                _record(request, "enrolled")
                 return render(
                     request,
                     "org/twofactor/recovery_codes.html",
                     {"title": _("保存恢复码"), "codes": codes, "next": _next_url(request)},
                 )
+        _record(request, "enrolment code refused", logging.WARNING)
         form.add_error("code", _("验证码不正确，请确认手机时间准确后重试"))
     secret = b32encode(device.bin_key).decode()
     context = {
@@ -112,8 +130,10 @@ def verify(request):
         device = match_token(user, form.cleaned_data["code"].strip().replace(" ", ""))
         if device is not None:
             otp_login(request, device)
+            _record(request, "recovery code used" if device.name == RECOVERY_DEVICE_NAME else "verified")
             return redirect(_next_url(request))
-        form.add_error("code", _("验证码无效或已使用过"))
+        _record(request, "code refused", logging.WARNING)
+        form.add_error("code", _("验证码无效或已使用过；连续输错后需稍等几秒再试"))
     return render(
         request,
         "org/twofactor/verify.html",

@@ -10,7 +10,7 @@ from base64 import b32decode
 import pytest
 from django.contrib.auth import get_user_model
 from django_otp.oath import totp
-from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def sign_in_with_password(client):
     return client.get("/admin/")
 
 
-def test_first_sign_in_enrols_then_every_sign_in_needs_a_code(client, hr_user):
+def test_first_sign_in_enrols_then_every_sign_in_needs_a_code(client, hr_user, caplog):
     response = sign_in_with_password(client)
     # Not in the console yet: off to enrolment.
     assert response.status_code == 302 and response["Location"].startswith("/admin/2fa/enrol/")
@@ -89,15 +89,22 @@ def test_first_sign_in_enrols_then_every_sign_in_needs_a_code(client, hr_user):
     assert client.get("/admin/").status_code == 200
     assert client.get("/api/v1/employees/").status_code == 200
 
-    # A recovery code works once.
+    # A recovery code works once (the replay above throttled every device for a second).
+    StaticDevice.objects.update(throttling_failure_timestamp=None)
     client.post("/admin/logout/")
     sign_in_with_password(client)
     assert client.post("/admin/2fa/verify/", {"code": codes[0]}).status_code == 302
     assert client.get("/admin/").status_code == 200
     client.post("/admin/logout/")
     sign_in_with_password(client)
+    StaticDevice.objects.update(throttling_failure_timestamp=None)
     assert "验证码无效或已使用过" in client.post("/admin/2fa/verify/", {"code": codes[0]}).content.decode()
     assert client.get("/admin/").status_code == 302
+
+    events = [r.getMessage() for r in caplog.records if r.name == "mchat.signin"]
+    assert any(e.startswith("console 2fa enrolled: user=hr address=127.0.0.1") for e in events)
+    assert any(e.startswith("console 2fa recovery code used: user=hr") for e in events)
+    assert sum(e.startswith("console 2fa code refused: user=hr") for e in events) == 2
 
 
 def test_off_and_optional(client, hr_user, settings):

@@ -117,6 +117,17 @@ def test_hr_unlocks_through_the_axes_console(client, admin_client, hr_user):
     assert sign_in(client, "hr", PASSWORD).status_code == 302
 
 
+def test_hr_unlocks_with_the_console_action(client, admin_client, hr_user):
+    for _ in range(5):
+        sign_in(client, "hr", "wrong", address="10.0.0.8")
+    attempts = list(AccessAttempt.objects.values_list("pk", flat=True))
+    response = admin_client.post(
+        "/admin/axes/accessattempt/", {"action": "unlock", "_selected_action": attempts}, follow=True
+    )
+    assert "已解除 1 个登录锁定记录的锁定" in response.content.decode()
+    assert sign_in(client, "hr", PASSWORD, address="10.0.0.8").status_code == 302
+
+
 def test_the_lock_ends_with_the_cool_off(client, hr_user, settings):
     for _ in range(5):
         sign_in(client, "hr", "wrong")
