@@ -304,3 +304,26 @@ MCHAT_CONSOLE_2FA = os.environ.get("MCHAT_CONSOLE_2FA", "off").strip().lower()
 if MCHAT_CONSOLE_2FA not in {"off", "optional", "required"}:
     raise ValueError("MCHAT_CONSOLE_2FA must be off, optional or required")
 OTP_TOTP_ISSUER = os.environ.get("MCHAT_OTP_ISSUER", "MChat")
+
+# --- Single sign-on for the console (issue 20): OpenID Connect, on when a client id is set --
+# Endpoints are given one by one (no discovery at start-up). See org/oidc.py for matching.
+MCHAT_OIDC = bool(os.environ.get("MCHAT_OIDC_CLIENT_ID"))
+OIDC_RP_CLIENT_ID = os.environ.get("MCHAT_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("MCHAT_OIDC_CLIENT_SECRET", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("MCHAT_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("MCHAT_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("MCHAT_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("MCHAT_OIDC_JWKS_ENDPOINT", "")
+OIDC_RP_SIGN_ALGO = os.environ.get("MCHAT_OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_CREATE_USER = _env_bool("MCHAT_OIDC_CREATE_USERS", False)
+MCHAT_OIDC_MATCH_CLAIM = os.environ.get("MCHAT_OIDC_MATCH_CLAIM", "email")
+MCHAT_OIDC_USER_FIELD = os.environ.get("MCHAT_OIDC_USER_FIELD", "email")
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sso=failed"
+# With SSO on, local console passwords can be switched off (MCHAT_LOCAL_PASSWORDS=false).
+MCHAT_LOCAL_PASSWORDS = _env_bool("MCHAT_LOCAL_PASSWORDS", True)
+if MCHAT_OIDC:
+    AUTHENTICATION_BACKENDS += ["org.oidc.ConsoleOIDCBackend"]
+    if not MCHAT_LOCAL_PASSWORDS:
+        AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")
