@@ -152,3 +152,18 @@ def test_a_deactivated_user_is_refused(live_server, sso):
 def test_without_configuration_there_is_no_single_sign_on(client):
     assert client.get("/oidc/authenticate/").status_code == 404
     assert "mchat-sso" not in client.get("/admin/login/").content.decode()
+
+
+def test_local_passwords_can_be_switched_off_when_sso_is_on(client, settings):
+    """What MCHAT_LOCAL_PASSWORDS=false gives (settings.py drops ModelBackend then)."""
+    settings.MCHAT_OIDC = True
+    settings.MCHAT_LOCAL_PASSWORDS = False
+    settings.AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "org.oidc.ConsoleOIDCBackend"]
+    settings.OIDC_OP_TOKEN_ENDPOINT = settings.OIDC_OP_USER_ENDPOINT = "http://127.0.0.1:9/unused"
+    settings.OIDC_OP_JWKS_ENDPOINT = "http://127.0.0.1:9/unused"
+    settings.OIDC_RP_CLIENT_ID = settings.OIDC_RP_CLIENT_SECRET = "unused"
+    get_user_model().objects.create_user("hr", password="Xq7-console-pass", is_staff=True)
+    page = client.get("/admin/login/").content.decode()
+    assert "使用企业账号登录" in page and "id_password" not in page
+    response = client.post("/admin/login/?next=/admin/", {"username": "hr", "password": "Xq7-console-pass"})
+    assert response.status_code == 200 and client.get("/admin/").status_code == 302
