@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
-SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
+# libssl-dev: the plugin's login guard verifies password hashes with libcrypto
+SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make libssl-dev
 # fonts-wqy-microhei: Chinese glyphs in the browser test's screenshots
 # redis-server: the Celery test's broker (the test starts its own)
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) redis-server chromium fonts-wqy-microhei tmux
@@ -27,6 +28,11 @@ test-pg: test-system-deps venv plugin web static
 bench: system-deps venv plugin
 	@.ci/ensure-packages postgresql
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Good logins/s while a guesser hammers one account (the plugin's login guard); a few seconds.
+.PHONY: bench-login
+bench-login: system-deps venv plugin
+	$(PY) -m bench.login_guard $(BENCH_ARGS)
 
 system-deps:
 	@.ci/ensure-packages $(SYSTEM_PACKAGES)

@@ -32,7 +32,12 @@
  * deactivation) in the kick file instead; kicking touches connected sessions
  * only, and a revoked user's next CONNECT meets the new password_file.
  *
+ * LOGIN GUARD: repeated failed CONNECTs back off per username and per address
+ * (see "Login guard" below; on with plugin_opt_password_file).
+ *
  * Options:
+ *   plugin_opt_password_file  the password_file, for the login guard
+ *   plugin_opt_guard_*      the login guard's limits (see below)
  *   plugin_opt_group_file   "{group_id} {employee_id}" per line; '#' comments
  *   plugin_opt_bridge_user  the bridge's username (default "mchat-bridge"):
  *                           its group-topic checks are deferred to acl_file
@@ -55,6 +60,9 @@
 
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 /* Debian ships mosquitto.h (the error and log constants) in libmosquitto-dev,
  * not in mosquitto-dev; fall back to the values of the 2.0 ABI. */
@@ -767,6 +775,409 @@ refuse:
 	return MOSQ_ERR_AUTH;
 }
 
+/* ------------------------------------------------------------------------
+ * Login guard (issue 20): repeated failed CONNECTs back off, per username and
+ * per source address, with state kept in this plugin's memory only.
+ *
+ * Mosquitto calls BASIC_AUTH synchronously on its single thread, so "slowing"
+ * never sleeps: during a backoff window a CONNECT is refused at once
+ * (MOSQ_ERR_AUTH) without its password being checked, even a correct one.
+ *
+ * - The plugin verifies the password itself against plugin_opt_password_file
+ *   (the same password_file, "$7$" PBKDF2-HMAC-SHA512 lines, re-read when the
+ *   file is replaced; one stat per CONNECT), to know the outcome: a wrong
+ *   password or an unknown user is a failure and is refused here; a right one
+ *   is deferred to password_file as before (so a success costs two PBKDF2 runs
+ *   of 101 iterations, tens of microseconds). Lines it cannot read are left to
+ *   Mosquitto and not counted.
+ * - Per username: after guard_user_failures failures (default 5) the username is
+ *   refused for guard_base_ms (1000), doubling with each further failure up to
+ *   guard_max_ms (60000). A success clears the username. Attempts refused during
+ *   a window are not failures (they were not checked) and do not extend it.
+ * - Per address: the first guard_user_failures failures of each username count
+ *   for the source address; after guard_address_failures of them (default 20)
+ *   the address backs off the same way. So spraying one password over many
+ *   usernames from one address is stopped, while one account hammered from an
+ *   office's shared address (or a device retrying a reset password) does not
+ *   lock everyone else out there. A success does not clear the address.
+ * - Failures are forgotten after guard_forget_ms (900000) without any.
+ * - The bridge user is neither checked nor counted (its password is random and
+ *   long, and refusing it would stop all of MChat).
+ * - Memory is bounded: two fixed tables of guard_slots entries (default 8192
+ *   each, about 1 MB together), 16 probes from a hash seeded at random at start,
+ *   the oldest entry in the window replaced when all are in use. A flood of
+ *   distinct addresses or usernames can push entries out early; it cannot grow
+ *   the tables.
+ * ------------------------------------------------------------------------ */
+
+#define GUARD_KEY_MAX 96
+#define GUARD_PROBES 16
+#define PBKDF2_KEY_MAX 128
+#define PBKDF2_SALT_MAX 64
+
+struct guard_entry {
+	uint64_t hash; /* 0 = empty */
+	int64_t last_failure_ms;
+	int64_t blocked_until_ms;
+	uint32_t failures;
+	uint32_t refused; /* attempts refused in the current window */
+	char key[GUARD_KEY_MAX];
+};
+
+struct guard_table {
+	const char *kind; /* "user" or "address", for the log */
+	struct guard_entry *slots;
+	size_t capacity; /* a power of two */
+	uint32_t free_failures;
+};
+
+struct passwd_entry {
+	const char *user; /* NULL = empty slot */
+	const char *hash;
+	uint64_t h;
+};
+
+struct passwd_table {
+	char *arena; /* the file's contents; entries point into it */
+	struct passwd_entry *slots;
+	size_t capacity;
+	size_t count;
+};
+
+struct login_guard {
+	char *password_file; /* NULL: no guard */
+	struct passwd_table *passwords;
+	struct file_version password_file_version;
+	struct guard_table users;
+	struct guard_table addresses;
+	int64_t base_ms;
+	int64_t max_ms;
+	int64_t forget_ms;
+	size_t slots;
+	uint64_t seed;
+	uint64_t password_checks; /* PBKDF2 verifications done, for the unit checks */
+};
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static void passwd_table_free(struct passwd_table *t)
+{
+	if(t == NULL) return;
+	mosquitto_free(t->arena);
+	mosquitto_free(t->slots);
+	mosquitto_free(t);
+}
+
+/* "username:hash" per line, as Mosquitto reads password_file. NULL on error. */
+static struct passwd_table *passwd_table_load(const char *path)
+{
+	struct passwd_table *t = mosquitto_calloc(1, sizeof(*t));
+	if(t == NULL) return NULL;
+	size_t len = 0;
+	t->arena = read_file(path, &len);
+	if(t->arena == NULL){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "mchat_auth: login guard cannot read %s: %s",
+				path, strerror(errno));
+		passwd_table_free(t);
+		return NULL;
+	}
+	size_t lines = 1;
+	for(size_t i = 0; i < len; i++){
+		if(t->arena[i] == '\n') lines++;
+	}
+	t->capacity = 16;
+	while(t->capacity < lines * 2) t->capacity *= 2;
+	t->slots = mosquitto_calloc(t->capacity, sizeof(struct passwd_entry));
+	if(t->slots == NULL){
+		passwd_table_free(t);
+		return NULL;
+	}
+	char *save = NULL;
+	for(char *line = strtok_r(t->arena, "\r\n", &save); line != NULL;
+			line = strtok_r(NULL, "\r\n", &save)){
+		char *colon = strchr(line, ':');
+		if(line[0] == '#' || colon == NULL || colon == line) continue;
+		*colon = '\0';
+		uint64_t h = fnv1a(FNV_OFFSET, line, (size_t)(colon - line));
+		size_t i = (size_t)h & (t->capacity - 1);
+		while(t->slots[i].user != NULL && strcmp(t->slots[i].user, line) != 0){
+			i = (i + 1) & (t->capacity - 1);
+		}
+		if(t->slots[i].user == NULL) t->count++;
+		t->slots[i].user = line; /* a later line for the same user wins, as in Mosquitto */
+		t->slots[i].hash = colon + 1;
+		t->slots[i].h = h;
+	}
+	return t;
+}
+
+static const char *passwd_lookup(const struct passwd_table *t, const char *username)
+{
+	uint64_t h = fnv1a(FNV_OFFSET, username, strlen(username));
+	size_t i = (size_t)h & (t->capacity - 1);
+	while(t->slots[i].user != NULL){
+		if(t->slots[i].h == h && strcmp(t->slots[i].user, username) == 0) return t->slots[i].hash;
+		i = (i + 1) & (t->capacity - 1);
+	}
+	return NULL;
+}
+
+/* Standard base64 with padding; returns the decoded length or -1. */
+static int base64_decode(const char *in, size_t len, unsigned char *out, size_t out_max)
+{
+	if(len == 0 || len % 4 != 0 || len / 4 * 3 > out_max) return -1;
+	int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+	if(n < 0) return -1;
+	if(in[len - 1] == '=') n--;
+	if(in[len - 2] == '=') n--;
+	return n;
+}
+
+enum passwd_result { PASSWD_OK, PASSWD_BAD, PASSWD_UNKNOWN };
+
+/* Checks "$7$iterations$salt$key" (PBKDF2-HMAC-SHA512, base64). Other formats
+ * are PASSWD_UNKNOWN: Mosquitto decides them and the guard does not count. */
+static enum passwd_result passwd_verify(struct login_guard *g, const char *hash, const char *password)
+{
+	if(strncmp(hash, "$7$", 3) != 0) return PASSWD_UNKNOWN;
+	char *end = NULL;
+	long iterations = strtol(hash + 3, &end, 10);
+	if(end == hash + 3 || *end != '$' || iterations < 1 || iterations > 10000000) return PASSWD_UNKNOWN;
+	const char *salt_b64 = end + 1;
+	const char *key_b64 = strchr(salt_b64, '$');
+	if(key_b64 == NULL) return PASSWD_UNKNOWN;
+	key_b64++;
+	unsigned char salt[PBKDF2_SALT_MAX + 3], key[PBKDF2_KEY_MAX + 3], derived[PBKDF2_KEY_MAX];
+	int salt_len = base64_decode(salt_b64, (size_t)(key_b64 - 1 - salt_b64), salt, sizeof(salt));
+	int key_len = base64_decode(key_b64, strlen(key_b64), key, sizeof(key));
+	if(salt_len <= 0 || key_len <= 0 || key_len > PBKDF2_KEY_MAX) return PASSWD_UNKNOWN;
+	if(password == NULL) return PASSWD_BAD;
+	g->password_checks++;
+	if(PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, salt_len, (int)iterations,
+				EVP_sha512(), key_len, derived) != 1){
+		return PASSWD_UNKNOWN;
+	}
+	return CRYPTO_memcmp(derived, key, (size_t)key_len) == 0 ? PASSWD_OK : PASSWD_BAD;
+}
+
+/* The password check the guard counts. Reads the file again when replaced. */
+static enum passwd_result login_guard_password_check(struct login_guard *g,
+		const char *username, const char *password)
+{
+	struct file_version now = file_version_of(g->password_file);
+	if(!file_version_equal(&now, &g->password_file_version)){
+		g->password_file_version = now;
+		struct passwd_table *fresh = passwd_table_load(g->password_file);
+		if(fresh != NULL){
+			passwd_table_free(g->passwords);
+			g->passwords = fresh;
+		}
+	}
+	if(g->passwords == NULL) return PASSWD_UNKNOWN;
+	const char *hash = passwd_lookup(g->passwords, username);
+	if(hash == NULL) return PASSWD_BAD; /* Mosquitto refuses an unknown user too */
+	return passwd_verify(g, hash, password);
+}
+
+static uint64_t guard_hash(const struct login_guard *g, const char *key)
+{
+	uint64_t h = fnv1a(g->seed, key, strlen(key));
+	return h == 0 ? 1 : h;
+}
+
+static bool guard_entry_stale(const struct login_guard *g, const struct guard_entry *e, int64_t now)
+{
+	return e->hash == 0 || (now >= e->blocked_until_ms && now - e->last_failure_ms >= g->forget_ms);
+}
+
+static struct guard_entry *guard_find(const struct login_guard *g, struct guard_table *t,
+		const char *key, uint64_t h, int64_t now)
+{
+	size_t mask = t->capacity - 1;
+	for(size_t p = 0; p < GUARD_PROBES; p++){
+		struct guard_entry *e = &t->slots[(h + p) & mask];
+		if(e->hash == h && strncmp(e->key, key, GUARD_KEY_MAX - 1) == 0){
+			if(guard_entry_stale(g, e, now)){
+				e->hash = 0;
+				return NULL;
+			}
+			return e;
+		}
+	}
+	return NULL;
+}
+
+/* A slot for a new key: a free or forgotten one, else the one whose last
+ * failure is oldest (bounded memory beats remembering everything). */
+static struct guard_entry *guard_claim(const struct login_guard *g, struct guard_table *t,
+		const char *key, uint64_t h, int64_t now)
+{
+	size_t mask = t->capacity - 1;
+	struct guard_entry *victim = NULL;
+	for(size_t p = 0; p < GUARD_PROBES; p++){
+		struct guard_entry *e = &t->slots[(h + p) & mask];
+		if(guard_entry_stale(g, e, now)){
+			victim = e;
+			break;
+		}
+		if(victim == NULL || e->last_failure_ms < victim->last_failure_ms) victim = e;
+	}
+	memset(victim, 0, sizeof(*victim));
+	victim->hash = h;
+	snprintf(victim->key, sizeof(victim->key), "%s", key);
+	return victim;
+}
+
+/* Milliseconds this key is still refused for, 0 if it is not. */
+static int64_t guard_blocked_ms(struct login_guard *g, struct guard_table *t, const char *key, int64_t now)
+{
+	struct guard_entry *e = guard_find(g, t, key, guard_hash(g, key), now);
+	if(e == NULL || e->blocked_until_ms <= now) return 0;
+	e->refused++;
+	return e->blocked_until_ms - now;
+}
+
+/* Records a failure; returns this key's failure count. */
+static uint32_t guard_fail(struct login_guard *g, struct guard_table *t, const char *key, int64_t now)
+{
+	uint64_t h = guard_hash(g, key);
+	struct guard_entry *e = guard_find(g, t, key, h, now);
+	if(e == NULL) e = guard_claim(g, t, key, h, now);
+	if(e->failures < UINT32_MAX) e->failures++;
+	e->last_failure_ms = now;
+	if(e->failures >= t->free_failures){
+		uint32_t doublings = e->failures - t->free_failures;
+		int64_t window = g->base_ms;
+		while(doublings-- > 0 && window < g->max_ms) window *= 2;
+		if(window > g->max_ms) window = g->max_ms;
+		e->blocked_until_ms = now + window;
+		mosquitto_log_printf(MOSQ_LOG_NOTICE,
+				"mchat_auth: %s \"%s\": %u failed logins, refusing it for %lld ms "
+				"(%u attempts were refused unchecked in its previous window)",
+				t->kind, key, e->failures, (long long)window, e->refused);
+		e->refused = 0;
+	}
+	return e->failures;
+}
+
+static void guard_clear(struct login_guard *g, struct guard_table *t, const char *key, int64_t now)
+{
+	struct guard_entry *e = guard_find(g, t, key, guard_hash(g, key), now);
+	if(e != NULL) e->hash = 0;
+}
+
+/* The guard's part of BASIC_AUTH, for a CONNECT whose client id is valid.
+ * Returns MOSQ_ERR_AUTH (backing off, or a wrong password) or
+ * MOSQ_ERR_PLUGIN_DEFER (password_file decides, as without the guard). */
+static int login_guard_authenticate(struct login_guard *g, const char *bridge_user,
+		struct mosquitto *client, const char *username, const char *password)
+{
+	if(g->password_file == NULL || strcmp(username, bridge_user) == 0) return MOSQ_ERR_PLUGIN_DEFER;
+	const char *address = mosquitto_client_address(client);
+	if(address == NULL) address = "?";
+	int64_t now = monotonic_ms();
+
+	if(guard_blocked_ms(g, &g->users, username, now) > 0
+			|| guard_blocked_ms(g, &g->addresses, address, now) > 0){
+		return MOSQ_ERR_AUTH;
+	}
+	switch(login_guard_password_check(g, username, password)){
+		case PASSWD_OK:
+			guard_clear(g, &g->users, username, now);
+			return MOSQ_ERR_PLUGIN_DEFER;
+		case PASSWD_BAD:
+			if(guard_fail(g, &g->users, username, now) <= g->users.free_failures){
+				guard_fail(g, &g->addresses, address, now);
+			}
+			return MOSQ_ERR_AUTH;
+		default:
+			return MOSQ_ERR_PLUGIN_DEFER;
+	}
+}
+
+static bool parse_positive(const char *value, long long *out)
+{
+	char *end = NULL;
+	long long v = strtoll(value, &end, 10);
+	if(end == value || *end != '\0' || v < 1) return false;
+	*out = v;
+	return true;
+}
+
+/* plugin_opt_password_file and plugin_opt_guard_*; false if the key is not the guard's. */
+static bool login_guard_option(struct login_guard *g, const char *key, const char *value)
+{
+	long long v = 0;
+	if(strcmp(key, "password_file") == 0){
+		mosquitto_free(g->password_file);
+		g->password_file = value[0] != '\0' ? mosquitto_strdup(value) : NULL;
+		return true;
+	}
+	if(strncmp(key, "guard_", 6) != 0) return false;
+	if(!parse_positive(value, &v)){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "mchat_auth: ignoring plugin_opt_%s %s: not a positive number",
+				key, value);
+		return true;
+	}
+	if(strcmp(key, "guard_user_failures") == 0) g->users.free_failures = (uint32_t)v;
+	else if(strcmp(key, "guard_address_failures") == 0) g->addresses.free_failures = (uint32_t)v;
+	else if(strcmp(key, "guard_base_ms") == 0) g->base_ms = v;
+	else if(strcmp(key, "guard_max_ms") == 0) g->max_ms = v;
+	else if(strcmp(key, "guard_forget_ms") == 0) g->forget_ms = v;
+	else if(strcmp(key, "guard_slots") == 0) g->slots = (size_t)v;
+	else mosquitto_log_printf(MOSQ_LOG_WARNING, "mchat_auth: unknown option plugin_opt_%s", key);
+	return true;
+}
+
+static void login_guard_defaults(struct login_guard *g)
+{
+	g->users.kind = "user";
+	g->addresses.kind = "address";
+	g->users.free_failures = 5;
+	g->addresses.free_failures = 20;
+	g->base_ms = 1000;
+	g->max_ms = 60000;
+	g->forget_ms = 15 * 60 * 1000;
+	g->slots = 8192;
+}
+
+/* After the options: allocates the tables. False when out of memory. */
+static bool login_guard_start(struct login_guard *g)
+{
+	if(g->password_file == NULL){
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+				"mchat_auth: no plugin_opt_password_file: failed logins are not slowed down");
+		return true;
+	}
+	if(g->max_ms < g->base_ms) g->max_ms = g->base_ms; /* the bound is never below the first window */
+	size_t capacity = GUARD_PROBES;
+	while(capacity < g->slots && capacity < ((size_t)1 << 24)) capacity *= 2;
+	g->users.capacity = g->addresses.capacity = capacity;
+	g->users.slots = mosquitto_calloc(capacity, sizeof(struct guard_entry));
+	g->addresses.slots = mosquitto_calloc(capacity, sizeof(struct guard_entry));
+	if(g->users.slots == NULL || g->addresses.slots == NULL) return false;
+	if(RAND_bytes((unsigned char *)&g->seed, sizeof(g->seed)) != 1) g->seed = (uint64_t)monotonic_ms();
+	g->seed ^= FNV_OFFSET;
+	mosquitto_log_printf(MOSQ_LOG_INFO,
+			"mchat_auth: login guard on (user %u, address %u failures; %lld-%lld ms; %zu slots)",
+			g->users.free_failures, g->addresses.free_failures, (long long)g->base_ms,
+			(long long)g->max_ms, capacity);
+	return true;
+}
+
+static void login_guard_free(struct login_guard *g)
+{
+	mosquitto_free(g->password_file);
+	passwd_table_free(g->passwords);
+	mosquitto_free(g->users.slots);
+	mosquitto_free(g->addresses.slots);
+}
+
 struct mchat_auth {
 	mosquitto_plugin_id_t *id;
 	char *bridge_user;
@@ -777,6 +1188,7 @@ struct mchat_auth {
 	struct timespec group_file_checked;
 	bool reloading; /* from RELOAD to the next TICK: sessions are being re-checked */
 	struct web_tokens web;
+	struct login_guard guard;
 };
 
 static double elapsed_ms(const struct timespec *start)
@@ -895,7 +1307,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		dlen++;
 	}
 	if(dlen == 0) goto refuse;
-	return web_token_auth(&st->web, username, client_id, ed->password);
+	/* A web token ("v1." prefix) is decided by its signature; tokens cannot be guessed, so
+	 * they are not counted by the login guard. */
+	int web = web_token_auth(&st->web, username, client_id, ed->password);
+	if(web != MOSQ_ERR_PLUGIN_DEFER) return web;
+	/* Backoff after repeated failures (login guard, issue 20). */
+	return login_guard_authenticate(&st->guard, st->bridge_user, ed->client, username, ed->password);
 
 refuse:
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
@@ -975,6 +1392,7 @@ static void state_free(struct mchat_auth *st)
 	mosquitto_free(st->kick_file);
 	member_set_free(st->members);
 	web_tokens_free(&st->web);
+	login_guard_free(&st->guard);
 	mosquitto_free(st);
 }
 
@@ -992,10 +1410,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	struct mchat_auth *st = mosquitto_calloc(1, sizeof(*st));
 	if(st == NULL) return MOSQ_ERR_NOMEM;
 	st->id = identifier;
+	login_guard_defaults(&st->guard);
 
 	const char *bridge_user = "mchat-bridge";
 	for(int i = 0; i < option_count; i++){
-		if(strcmp(options[i].key, "bridge_user") == 0 && options[i].value[0] != '\0'){
+		if(login_guard_option(&st->guard, options[i].key, options[i].value)){
+			continue;
+		}else if(strcmp(options[i].key, "bridge_user") == 0 && options[i].value[0] != '\0'){
 			bridge_user = options[i].value;
 		}else if(strcmp(options[i].key, "group_file") == 0 && options[i].value[0] != '\0'){
 			mosquitto_free(st->group_file);
@@ -1017,6 +1438,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	}
 	st->bridge_user = mosquitto_strdup(bridge_user);
 	if(st->bridge_user == NULL) goto nomem;
+	if(!login_guard_start(&st->guard)) goto nomem;
 
 	if(st->group_file == NULL){
 		mosquitto_log_printf(MOSQ_LOG_WARNING,

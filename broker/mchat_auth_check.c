@@ -27,6 +27,7 @@
 struct mosquitto {
 	const char *id;
 	const char *username;
+	const char *address;
 };
 
 static MOSQ_FUNC_generic_callback callbacks[MOSQ_EVT_DISCONNECT + 1];
@@ -41,6 +42,7 @@ void *mosquitto_realloc(void *p, size_t size) { return realloc(p, size); }
 char *mosquitto_strdup(const char *s) { return strdup(s); }
 const char *mosquitto_client_id(const struct mosquitto *c) { return c->id; }
 const char *mosquitto_client_username(const struct mosquitto *c) { return c->username; }
+const char *mosquitto_client_address(const struct mosquitto *c) { return c->address; }
 
 void mosquitto_log_printf(int level, const char *fmt, ...)
 {
@@ -99,7 +101,7 @@ static int failures;
 
 static int auth(const char *username, const char *client_id)
 {
-	struct mosquitto client = {client_id, username};
+	struct mosquitto client = {client_id, username, NULL};
 	struct mosquitto_evt_basic_auth ed = {0};
 	ed.client = &client;
 	ed.username = (char *)username;
@@ -108,7 +110,7 @@ static int auth(const char *username, const char *client_id)
 
 static int auth_pw(const char *username, const char *client_id, const char *password)
 {
-	struct mosquitto client = {client_id, username};
+	struct mosquitto client = {client_id, username, NULL};
 	struct mosquitto_evt_basic_auth ed = {0};
 	ed.client = &client;
 	ed.username = (char *)username;
@@ -116,9 +118,28 @@ static int auth_pw(const char *username, const char *client_id, const char *pass
 	return callbacks[MOSQ_EVT_BASIC_AUTH](MOSQ_EVT_BASIC_AUTH, &ed, callback_userdata[MOSQ_EVT_BASIC_AUTH]);
 }
 
+/* A CONNECT with a password from an address (client id {username}_d1). */
+static int login(const char *username, const char *password, const char *address)
+{
+	char client_id[128];
+	snprintf(client_id, sizeof(client_id), "%s_d1", username);
+	struct mosquitto client = {client_id, username, address};
+	struct mosquitto_evt_basic_auth ed = {0};
+	ed.client = &client;
+	ed.username = (char *)username;
+	ed.password = (char *)password;
+	return callbacks[MOSQ_EVT_BASIC_AUTH](MOSQ_EVT_BASIC_AUTH, &ed, callback_userdata[MOSQ_EVT_BASIC_AUTH]);
+}
+
+static void pause_ms(long ms)
+{
+	struct timespec pause = {ms / 1000, (ms % 1000) * 1000 * 1000};
+	nanosleep(&pause, NULL);
+}
+
 static int acl(const char *username, const char *topic, int access)
 {
-	struct mosquitto client = {"x_y", username};
+	struct mosquitto client = {"x_y", username, NULL};
 	struct mosquitto_evt_acl_check ed = {0};
 	ed.client = &client;
 	ed.topic = topic;
@@ -270,6 +291,105 @@ static void check_web_tokens(const char *dir)
 	remove(secret);
 }
 
+/* Password lines as bridge.broker.hash_password writes them. */
+#define PASSWD_A "emp_a:$7$101$1C+1WHJ9Ne7NDifu$0Mhn4hXDBV9sz6NUSvXyR7LA5m1oL4WGfblTNcAVxveYodNxedzfgQaPkUpvkSs8NA/M9nYMJZQ1EIlGZIezkA==\n"
+#define PASSWD_B "emp_b:$7$101$9ASJoxmUPvJ6++Ar$vj2Y76+lEereC9i+UFw/k6dM1IoDVDDSgLnGyAwODV4ojjCvIq9zLB0CKxuVFU1gqaw9xUncRhFF6R5KH34PqA==\n"
+
+static void *start_guard(const char *passwd, const char *user_failures, const char *address_failures,
+		const char *base_ms, const char *max_ms, const char *slots)
+{
+	struct mosquitto_opt opts[] = {
+		{(char *)"password_file", (char *)passwd},
+		{(char *)"guard_user_failures", (char *)user_failures},
+		{(char *)"guard_address_failures", (char *)address_failures},
+		{(char *)"guard_base_ms", (char *)base_ms},
+		{(char *)"guard_max_ms", (char *)max_ms},
+		{(char *)"guard_slots", (char *)slots},
+	};
+	void *userdata = NULL;
+	CHECK(mosquitto_plugin_init(NULL, &userdata, opts, 6) == MOSQ_ERR_SUCCESS);
+	return userdata;
+}
+
+/* The login guard: backoff per username and per address, bounded, in memory. */
+static void check_login_guard(const char *dir)
+{
+	char passwd[4096];
+	snprintf(passwd, sizeof(passwd), "%s/mchat_auth_check.passwd", dir);
+	write_text(passwd, "# users\n" PASSWD_A "mchat-bridge:$7$101$1C+1WHJ9Ne7NDifu$0Mhn4hXDBV9sz6NUSvXyR7LA5m1oL4WGfblTNcAVxveYodNxedzfgQaPkUpvkSs8NA/M9nYMJZQ1EIlGZIezkA==\n" PASSWD_B);
+
+	/* Long windows: nothing expires during these checks. */
+	void *userdata = start_guard(passwd, "3", "4", "100000", "400000", "64");
+	CHECK(login("emp_a", "secret-a", "10.0.0.1") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(login("emp_a", NULL, "10.0.0.1") == MOSQ_ERR_AUTH);
+	CHECK(login("emp_a", "secret-a", "10.0.0.1") == MOSQ_ERR_PLUGIN_DEFER); /* success clears */
+	/* A guesser hammers emp_a from one address: refused once it reaches 3 failures... */
+	CHECK(login("emp_a", "guess1", "10.0.0.2") == MOSQ_ERR_AUTH);
+	CHECK(login("emp_a", "guess2", "10.0.0.2") == MOSQ_ERR_AUTH);
+	last_log[0] = '\0';
+	CHECK(login("emp_a", "guess3", "10.0.0.2") == MOSQ_ERR_AUTH);
+	CHECK(strstr(last_log, "user \"emp_a\": 3 failed logins, refusing it for 100000 ms") != NULL);
+	/* ...then even the right password, from anywhere, without it being checked. */
+	CHECK(login("emp_a", "secret-a", "10.0.0.3") == MOSQ_ERR_AUTH);
+	for(int i = 0; i < 50; i++) CHECK(login("emp_a", "guess", "10.0.0.2") == MOSQ_ERR_AUTH);
+	/* Another employee is not slowed, from elsewhere nor from the guesser's address
+	 * (one account's failures count at most 3 times for its address). */
+	CHECK(login("emp_b", "secret-b", "10.0.0.7") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(login("emp_b", "secret-b", "10.0.0.2") == MOSQ_ERR_PLUGIN_DEFER);
+	/* Spraying from one address over many usernames locks the address. */
+	CHECK(login("emp_x1", "pw", "10.0.0.9") == MOSQ_ERR_AUTH);
+	CHECK(login("emp_x2", "pw", "10.0.0.9") == MOSQ_ERR_AUTH);
+	CHECK(login("emp_x3", "pw", "10.0.0.9") == MOSQ_ERR_AUTH);
+	last_log[0] = '\0';
+	CHECK(login("emp_b", "wrong", "10.0.0.9") == MOSQ_ERR_AUTH);
+	CHECK(strstr(last_log, "address \"10.0.0.9\": 4 failed logins") != NULL);
+	CHECK(login("emp_b", "secret-b", "10.0.0.9") == MOSQ_ERR_AUTH);
+	CHECK(login("emp_b", "secret-b", "10.0.0.8") == MOSQ_ERR_PLUGIN_DEFER);
+	/* The bridge is neither refused nor counted. */
+	for(int i = 0; i < 10; i++) CHECK(login("mchat-bridge", "wrong", "10.0.0.2") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(login("mchat-bridge", "secret-a", "10.0.0.9") == MOSQ_ERR_PLUGIN_DEFER);
+	/* A replaced password file applies without a reload. */
+	write_text(passwd, PASSWD_B);
+	CHECK(login("emp_b", "secret-b", "10.0.0.20") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(login("emp_b", "secret-a", "10.0.0.20") == MOSQ_ERR_AUTH);
+	/* Hash formats the guard cannot read are left to Mosquitto and not counted. */
+	write_text(passwd, "emp_c:$6$c2FsdA==$aGFzaA==\nemp_d:$7$x$y$z\n");
+	for(int i = 0; i < 5; i++) CHECK(login("emp_c", "whatever", "10.0.0.21") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(login("emp_d", "whatever", "10.0.0.21") == MOSQ_ERR_PLUGIN_DEFER);
+	/* A flood of distinct usernames and addresses stays in the fixed tables. */
+	char name[32], address[32];
+	for(int i = 0; i < 20000; i++){
+		snprintf(name, sizeof(name), "emp_f%d", i);
+		snprintf(address, sizeof(address), "10.1.%d.%d", i / 250, i % 250);
+		CHECK(login(name, "pw", address) == MOSQ_ERR_AUTH);
+	}
+	CHECK(mosquitto_plugin_cleanup(userdata, NULL, 0) == MOSQ_ERR_SUCCESS);
+
+	/* Windows double up to the bound, attempts inside one are refused unchecked
+	 * (and counted for the next window's log line), and windows end. */
+	write_text(passwd, PASSWD_A);
+	userdata = start_guard(passwd, "2", "100", "500", "2000", "64");
+	CHECK(login("emp_a", "guess", "10.0.0.2") == MOSQ_ERR_AUTH);
+	CHECK(login("emp_a", "guess", "10.0.0.2") == MOSQ_ERR_AUTH);
+	CHECK(strstr(last_log, "refusing it for 500 ms") != NULL);
+	for(int i = 0; i < 5; i++) CHECK(login("emp_a", i ? "guess" : "secret-a", "10.0.0.2") == MOSQ_ERR_AUTH);
+	const char *expected[] = {
+		"refusing it for 1000 ms (5 attempts were refused unchecked",
+		"refusing it for 2000 ms (0 attempts",
+		"refusing it for 2000 ms (0 attempts",
+	};
+	long waits[] = {600, 1100, 2100};
+	for(int i = 0; i < 3; i++){
+		pause_ms(waits[i]);
+		CHECK(login("emp_a", "guess", "10.0.0.2") == MOSQ_ERR_AUTH);
+		CHECK(strstr(last_log, expected[i]) != NULL);
+	}
+	pause_ms(2100);
+	CHECK(login("emp_a", "secret-a", "10.0.0.2") == MOSQ_ERR_PLUGIN_DEFER);
+	CHECK(mosquitto_plugin_cleanup(userdata, NULL, 0) == MOSQ_ERR_SUCCESS);
+	remove(passwd);
+}
+
 int main(int argc, char **argv)
 {
 	if(argc == 4 && strcmp(argv[1], "--bench") == 0){
@@ -380,6 +500,8 @@ int main(int argc, char **argv)
 	check_web_tokens(dir);
 	CHECK(callbacks[MOSQ_EVT_ACL_CHECK] == NULL);
 	CHECK(callbacks[MOSQ_EVT_TICK] == NULL);
+
+	check_login_guard(dir);
 
 	if(failures){
 		fprintf(stderr, "%d check(s) failed\n", failures);

@@ -6,6 +6,7 @@ Unset variables give the one-machine setup that `make up` runs: SQLite and broke
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -134,8 +135,15 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Local passwords (console, web): people choose them, so the usual rules apply.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": int(os.environ.get("MCHAT_PASSWORD_MIN_LENGTH", "10"))},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 # One language for everything user-facing, as the interface document: no per-browser
@@ -368,3 +376,70 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'self'"],
     },
 }
+
+# --- Sign-in hardening (issue 20): lock-out, two-factor for the console ---------------------
+# django-axes watches every django.contrib.auth.authenticate(request=...) call (the console's
+# login form, the web sign-in): after MCHAT_LOCKOUT_FAILURES failures within the cool-off for
+# one account OR from one address, that account / address is refused (even with the right
+# password) until MCHAT_LOCKOUT_COOLOFF_MINUTES pass or HR unlocks it (console: Axes "访问尝试"
+# or the users' "解除登录锁定" action; `manage.py axes_reset_username NAME`).
+INSTALLED_APPS += [
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+]
+# Axes' backend goes first; it refuses locked-out credentials before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    *globals().get("AUTHENTICATION_BACKENDS", ["django.contrib.auth.backends.ModelBackend"]),
+]
+_auth_middleware = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware")
+MIDDLEWARE[_auth_middleware + 1 : _auth_middleware + 1] = [
+    "django_otp.middleware.OTPMiddleware",
+    "org.twofactor.middleware.ConsoleTwoFactorMiddleware",
+]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # turns a lock-out into the cool-off page
+MCHAT_LOCKOUT_FAILURES = int(os.environ.get("MCHAT_LOCKOUT_FAILURES", "5"))
+MCHAT_LOCKOUT_COOLOFF_MINUTES = float(os.environ.get("MCHAT_LOCKOUT_COOLOFF_MINUTES", "15"))
+AXES_FAILURE_LIMIT = MCHAT_LOCKOUT_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=MCHAT_LOCKOUT_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted and locked on its own
+AXES_LOCKOUT_CALLABLE = "org.lockout.lockout_response"  # the Chinese cool-off page
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept with address and user agent
+# Logged failures show the address; the typed username stays masked (people type passwords there).
+AXES_SENSITIVE_PARAMETERS = ["username"]
+# Behind a reverse proxy: MCHAT_PROXY_COUNT=1 makes the client address X-Forwarded-For's.
+AXES_IPWARE_PROXY_COUNT = (
+    int(os.environ["MCHAT_PROXY_COUNT"]) if os.environ.get("MCHAT_PROXY_COUNT") else None
+)
+# Two-factor for console users (staff): "off" (embedded default), "optional" (those who
+# enrolled must enter a code), "required" (every console user enrols at first sign-in).
+MCHAT_CONSOLE_2FA = os.environ.get("MCHAT_CONSOLE_2FA", "off").strip().lower()
+if MCHAT_CONSOLE_2FA not in {"off", "optional", "required"}:
+    raise ValueError("MCHAT_CONSOLE_2FA must be off, optional or required")
+OTP_TOTP_ISSUER = os.environ.get("MCHAT_OTP_ISSUER", "MChat")
+
+# --- Single sign-on for the console (issue 20): OpenID Connect, on when a client id is set --
+# Endpoints are given one by one (no discovery at start-up). See org/oidc.py for matching.
+MCHAT_OIDC = bool(os.environ.get("MCHAT_OIDC_CLIENT_ID"))
+OIDC_RP_CLIENT_ID = os.environ.get("MCHAT_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("MCHAT_OIDC_CLIENT_SECRET", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("MCHAT_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("MCHAT_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("MCHAT_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("MCHAT_OIDC_JWKS_ENDPOINT", "")
+OIDC_RP_SIGN_ALGO = os.environ.get("MCHAT_OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_CREATE_USER = _env_bool("MCHAT_OIDC_CREATE_USERS", False)
+MCHAT_OIDC_MATCH_CLAIM = os.environ.get("MCHAT_OIDC_MATCH_CLAIM", "email")
+MCHAT_OIDC_USER_FIELD = os.environ.get("MCHAT_OIDC_USER_FIELD", "email")
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sso=failed"
+# With SSO on, local console passwords can be switched off (MCHAT_LOCAL_PASSWORDS=false).
+MCHAT_LOCAL_PASSWORDS = _env_bool("MCHAT_LOCAL_PASSWORDS", True)
+if MCHAT_OIDC:
+    AUTHENTICATION_BACKENDS += ["org.oidc.ConsoleOIDCBackend"]
+    if not MCHAT_LOCAL_PASSWORDS:
+        AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")

@@ -606,3 +606,7 @@ class SystemNoticeAdmin(ServiceErrorsAsFormErrors, admin.ModelAdmin):
         )
         _adopt(obj, saved)
         self.message_user(request, _("系统通知已发布给全体员工"))
+
+
+# --- sign-in lock-outs: the unlock action on Axes' list (org/lockout_admin.py) -----------------
+from org import lockout_admin  # noqa: E402,F401

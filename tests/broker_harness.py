@@ -89,6 +89,7 @@ class BrokerHarness:
         acl: str = "",
         groups: Iterable[tuple[str, str]] = (),
         bridge_user: str = DEFAULT_BRIDGE_USER,
+        plugin_options: Mapping[str, str | int] | None = None,
         start: bool = True,
     ) -> None:
         build_plugin()
@@ -96,6 +97,7 @@ class BrokerHarness:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.paths = BrokerPaths(self.directory.resolve())
         self.bridge_user = bridge_user
+        self.plugin_options = dict(plugin_options or {})
         self.port = 0
         self.ws_port = 0  # MQTT over WebSockets, same plugin and ACL
         self.process: ReloadableMosquitto | None = None
@@ -112,6 +114,10 @@ class BrokerHarness:
             conf = render_config(
                 port=self.port, ws_port=self.ws_port, directory=self.directory, bridge_user=self.bridge_user
             )
+            if self.plugin_options:
+                # After the template's `plugin` line, so they are that plugin's options.
+                extra = "".join(f"plugin_opt_{key} {value}\n" for key, value in self.plugin_options.items())
+                write_atomically(conf, conf.read_text() + extra)
             self.process = ReloadableMosquitto(conf)
             try:
                 self.process.start()
@@ -297,6 +303,7 @@ def _new_client(
     will: tuple[str, bytes, int, bool] | None,
     reconnect: bool,
     transport: str = "tcp",
+    bind_address: str = "",
 ) -> TestClient:
     client = TestClient(client_id, reconnect=reconnect, transport=transport)
     if username is not None:
@@ -314,6 +321,7 @@ def _new_client(
         keepalive=keepalive,
         clean_start=clean_start,
         properties=props,
+        bind_address=bind_address,
     )
     client.loop_start()
     return client
@@ -368,9 +376,11 @@ def try_connect(
     *,
     timeout: float = CONNECT_TIMEOUT,
     transport: str = "tcp",
+    source_address: str = "",
 ) -> int:
     """The CONNACK reason code for this CONNECT (0 = accepted); disconnects at once.
 
+    `source_address` (e.g. "127.0.0.2") makes the broker see another client address.
     Raises TimeoutError if the broker neither answers nor closes within `timeout`.
     """
     client = _new_client(
@@ -384,6 +394,7 @@ def try_connect(
         will=None,
         reconnect=False,
         transport=transport,
+        bind_address=source_address,
     )
     try:
         deadline = time.monotonic() + timeout
