@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
 
-from bridge.broker import free_port
+from bench.services import free_port
 from tests.live import test_database_url
 
 ARTIFACTS_DIR = Path(os.environ.get("MCHAT_TEST_ARTIFACTS", settings.BASE_DIR / "var" / "test-artifacts"))

@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from bench.services import free_port
 from bridge import acl
-from bridge.broker import MosquittoProcess, TlsConfigError, TlsFiles, build_plugin, free_port, render_config
+from bridge.broker import MosquittoProcess, TlsConfigError, TlsFiles, build_plugin, render_config
 from mchat_sdk import Client
 from mchat_sdk.errors import ConnectionFailed
 from tests.live import LiveStack

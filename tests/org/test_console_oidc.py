@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 
-from bridge.broker import REPO_DIR, free_port
+from bench.services import free_port
+from bridge.broker import REPO_DIR
 from tests.org.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
