@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from org import services, web_auth
-from org.models import WebAccount
+from org.models import WebAccount, WebSession
 from org.web_tokens import token_verify
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +111,16 @@ def test_wrong_password_or_unknown_login_shows_the_form_again(client):
         assert response.status_code == 200
         assert "员工编号/邮箱或密码不正确" in response.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+def test_signing_in_again_ends_the_previous_sign_in_of_this_browser(client):
+    first, second = make_employee("甲"), make_employee("乙")
+    sign_in(client, first.employee_id)
+    before = client.session[web_auth.SESSION_SID_KEY]
+    sign_in(client, second.employee_id)
+    assert client.session[web_auth.SESSION_SID_KEY] != before
+    ended = WebSession.objects.get(sid=before)
+    assert ended.ended_at is not None and ended.end_reason == "signed_out"
 
 
 def test_a_shared_email_signs_in_no_one(client):
