@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -13,9 +14,11 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from org import services, web_auth
 from org.models import WebAccount, WebSession
+from org.web_sessions import web_sessions_purge
 from org.web_tokens import token_verify
 
 pytestmark = pytest.mark.django_db
@@ -423,3 +426,25 @@ def test_sign_in_pages_have_no_inline_scripts_or_styles(client):
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)
         assert " style=" not in html and "<style" not in html
         assert "/static/org/web-signin.css" in html
+
+
+def test_web_sessions_that_can_no_longer_matter_are_purged(settings):
+    employee = make_employee()
+    now = timezone.now()
+    keep = [
+        WebSession.objects.create(sid="a" * 32, employee=employee),  # active
+        WebSession.objects.create(
+            sid="b" * 32, employee=employee, ended_at=now, tokens_valid_until=now + timedelta(minutes=3)
+        ),  # ended, a token still valid: web-revoked still lists it
+    ]
+    WebSession.objects.create(sid="c" * 32, employee=employee, ended_at=now)
+    WebSession.objects.create(
+        sid="d" * 32, employee=employee, ended_at=now, tokens_valid_until=now - timedelta(seconds=1)
+    )
+    old = WebSession.objects.create(sid="e" * 32, employee=employee)
+    WebSession.objects.filter(pk=old.pk).update(
+        created_at=now - timedelta(seconds=settings.SESSION_COOKIE_AGE + 1)
+    )
+
+    assert web_sessions_purge() == 3
+    assert set(WebSession.objects.values_list("sid", flat=True)) == {s.sid for s in keep}
