@@ -218,6 +218,8 @@ def test_hr_sets_an_initial_web_password_in_the_console(admin_client):
     assert "no-store" in done["Cache-Control"]
     assert sign_in(Client(), employee.employee_id).status_code == 200  # the old one is gone
     assert sign_in(Client(), employee.employee_id, passwords[0])["Location"] == "/password/?next=%2F"
+    change_page = admin_client.get(f"/admin/org/employee/{employee.pk}/change/").content.decode()
+    assert "已设置初始密码，待员工首次登录时修改" in change_page
 
 
 # --- sign-out ---------------------------------------------------------------------------------
