@@ -25,7 +25,7 @@ from mptt.admin import DraggableMPTTAdmin, TreeRelatedFieldListFilter
 
 from mchat.errors import MChatError
 from org import services, web_auth
-from org.models import DEPARTMENT_ID_PATTERN, AgentProfile, Department, Employee, SystemNotice
+from org.models import DEPARTMENT_ID_PATTERN, AgentProfile, Department, Employee, SystemNotice, WebAccount
 from org.resources import DepartmentResource, EmployeeResource
 from org.serializers import ID_SLUG_PATTERN
 
@@ -364,7 +364,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             ),
             (_("组织"), {"fields": ["department", "manager", "title"]}),
             (_("资料"), {"fields": ["email", "phone", "avatar", "signature"]}),
-            (_("记录"), {"fields": ["created_at", "updated_at", "last_seen_at"]}),
+            (_("记录"), {"fields": ["created_at", "updated_at", "last_seen_at", "web_sign_in"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -376,7 +376,18 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             "created_at",
             "updated_at",
             "last_seen_at",
+            "web_sign_in",
         )
+
+    @admin.display(description=gettext_lazy("网页登录"))
+    def web_sign_in(self, obj):
+        account = WebAccount.objects.filter(employee=obj).first()
+        if account is None:
+            return _("未设置网页登录密码（在员工列表中选择“设置/重置网页登录密码”）")
+        if account.must_change_password:
+            return _("已设置初始密码，待员工首次登录时修改")
+        active = obj.web_sessions.filter(ended_at__isnull=True).count()
+        return _("已设置（%(count)d 个网页会话）") % {"count": active}
 
     def get_inlines(self, request, obj):
         return [AgentProfileInline] if obj is None or obj.is_ai_agent else []

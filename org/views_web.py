@@ -107,6 +107,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             )
             employee = web_auth.employee_of_user(user) if user is not None else None
             if employee is not None:
+                web_auth.web_sign_out(request=request)  # a sign-in this browser had before ends
                 login(request, user)
                 web_auth.web_sign_in_started(request=request, employee=employee)
                 if web_auth.web_password_must_change(employee=employee):

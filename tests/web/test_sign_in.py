@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -13,9 +14,11 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from org import services, web_auth
-from org.models import WebAccount
+from org.models import WebAccount, WebSession
+from org.web_sessions import web_sessions_purge
 from org.web_tokens import token_verify
 
 pytestmark = pytest.mark.django_db
@@ -113,6 +116,16 @@ def test_wrong_password_or_unknown_login_shows_the_form_again(client):
     assert "_auth_user_id" not in client.session
 
 
+def test_signing_in_again_ends_the_previous_sign_in_of_this_browser(client):
+    first, second = make_employee("甲"), make_employee("乙")
+    sign_in(client, first.employee_id)
+    before = client.session[web_auth.SESSION_SID_KEY]
+    sign_in(client, second.employee_id)
+    assert client.session[web_auth.SESSION_SID_KEY] != before
+    ended = WebSession.objects.get(sid=before)
+    assert ended.ended_at is not None and ended.end_reason == "signed_out"
+
+
 def test_a_shared_email_signs_in_no_one(client):
     make_employee("甲", email="team@example.com")
     make_employee("乙", email="team@example.com")
@@ -205,6 +218,8 @@ def test_hr_sets_an_initial_web_password_in_the_console(admin_client):
     assert "no-store" in done["Cache-Control"]
     assert sign_in(Client(), employee.employee_id).status_code == 200  # the old one is gone
     assert sign_in(Client(), employee.employee_id, passwords[0])["Location"] == "/password/?next=%2F"
+    change_page = admin_client.get(f"/admin/org/employee/{employee.pk}/change/").content.decode()
+    assert "已设置初始密码，待员工首次登录时修改" in change_page
 
 
 # --- sign-out ---------------------------------------------------------------------------------
@@ -413,3 +428,25 @@ def test_sign_in_pages_have_no_inline_scripts_or_styles(client):
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)
         assert " style=" not in html and "<style" not in html
         assert "/static/org/web-signin.css" in html
+
+
+def test_web_sessions_that_can_no_longer_matter_are_purged(settings):
+    employee = make_employee()
+    now = timezone.now()
+    keep = [
+        WebSession.objects.create(sid="a" * 32, employee=employee),  # active
+        WebSession.objects.create(
+            sid="b" * 32, employee=employee, ended_at=now, tokens_valid_until=now + timedelta(minutes=3)
+        ),  # ended, a token still valid: web-revoked still lists it
+    ]
+    WebSession.objects.create(sid="c" * 32, employee=employee, ended_at=now)
+    WebSession.objects.create(
+        sid="d" * 32, employee=employee, ended_at=now, tokens_valid_until=now - timedelta(seconds=1)
+    )
+    old = WebSession.objects.create(sid="e" * 32, employee=employee)
+    WebSession.objects.filter(pk=old.pk).update(
+        created_at=now - timedelta(seconds=settings.SESSION_COOKIE_AGE + 1)
+    )
+
+    assert web_sessions_purge() == 3
+    assert set(WebSession.objects.values_list("sid", flat=True)) == {s.sid for s in keep}
