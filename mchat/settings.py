@@ -345,7 +345,9 @@ MCHAT_WEB_SIGNIN_LIMITS = {
     **json.loads(os.environ.get("MCHAT_WEB_SIGNIN_LIMITS", "{}")),
 }
 # Cookies: HttpOnly session, SameSite=Lax; Secure when the site is served over TLS.
-MCHAT_COOKIE_SECURE = _env_bool("MCHAT_COOKIE_SECURE", False)
+# (MCHAT_HTTPS above turns it on; MCHAT_COOKIE_SECURE alone is for a site behind TLS that
+# must not redirect.)
+MCHAT_COOKIE_SECURE = _env_bool("MCHAT_COOKIE_SECURE", MCHAT_HTTPS)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = MCHAT_COOKIE_SECURE
@@ -362,8 +364,9 @@ MCHAT_CSP_STORAGE_ORIGINS = os.environ.get("MCHAT_CSP_STORAGE_ORIGINS", _storage
 # org.web_csp adds MCHAT_PUBLIC_WS_URL and the storage origins to the policy below.
 MIDDLEWARE.append("org.web_csp.WebClientCSPMiddleware")
 CONTENT_SECURITY_POLICY = {
-    # Swagger UI of the REST API loads its assets the way drf-spectacular ships it.
-    "EXCLUDE_URL_PREFIXES": ["/api/docs/"],
+    # The REST API's Swagger UI and ReDoc (drf-spectacular's pages, our own static files from
+    # the sidecar) need inline scripts and styles and a blob: worker; no user content there.
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/", "/api/redoc/"],
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],

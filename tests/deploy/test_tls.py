@@ -22,9 +22,10 @@ from django.core.management import CommandError, call_command
 
 from bench.services import free_port
 from bridge import acl
-from bridge.broker import MosquittoProcess, TlsConfigError, TlsFiles, build_plugin, render_config
+from bridge.broker import TlsConfigError, TlsFiles, build_plugin, render_config
 from mchat_sdk import Client
 from mchat_sdk.errors import ConnectionFailed
+from tests.broker_harness import ReloadableMosquitto
 from tests.live import LiveStack
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
@@ -93,7 +94,7 @@ def tls_stack(transactional_db, settings, tmp_path):
     tls = make_certificates(tmp_path)
     tls_port = free_port()
     directory = tmp_path / "broker"
-    broker = MosquittoProcess(
+    broker = ReloadableMosquitto(
         render_config(port=free_port(), directory=directory, tls=tls, tls_port=tls_port)
     )
     broker.start()

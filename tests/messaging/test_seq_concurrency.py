@@ -17,6 +17,16 @@ from tests.factories import EmployeeFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+@pytest.fixture(autouse=True)
+def patient_sqlite_writers(monkeypatch):
+    """SQLite serialises every writer: with 20 threads queued for its one lock on a busy
+    machine, the last can wait longer than the 5 s a request may (settings). These tests are
+    about numbering, not about that bound, so their connections wait up to a minute."""
+    if connection.vendor == "sqlite":
+        monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 60)
+
+
 SENDERS = 20
 PER_SENDER = 10
 
