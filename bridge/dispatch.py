@@ -80,6 +80,7 @@ class Outcome:
     reply_topic: str | None
     response: dict | None
     replayed: bool = False
+    action: str | None = None  # the route's action; None when the request named no known one
 
 
 @dataclass(eq=False)  # by identity: works are keys while they are identified
@@ -441,9 +442,12 @@ class Dispatcher:
         if work.same_as is not None:
             work.decide(work.same_as.response, replayed=True)
         if work.parsed is None or work.response is None:
-            return Outcome(None if work.parsed is None else work.parsed.reply_topic, None)
+            reply_topic = None if work.parsed is None else work.parsed.reply_topic
+            return Outcome(reply_topic, None, action=work.route and work.route.action)
         try:
             self.publisher.publish(work.parsed.reply_topic, protocol.encode(work.response), qos=1)
         except Exception as exc:
             internal_error_reply(exc, context=f"publishing the answer to {work.topic!r}")
-        return Outcome(work.parsed.reply_topic, work.response, work.replayed)
+        return Outcome(
+            work.parsed.reply_topic, work.response, work.replayed, work.route and work.route.action
+        )
