@@ -35,6 +35,7 @@ logger = logging.getLogger("mchat.runstack")
 
 DEFAULT_BRIDGE_METRICS_PORT = 9310
 LIVENESS_EVERY_SECONDS = 10
+START_GRACE_SECONDS = 120  # a bridge that is still starting is not reported
 
 
 class BridgeLiveness:
@@ -43,7 +44,8 @@ class BridgeLiveness:
     def __init__(self, url: str):
         self.url = url
         self.healthy: bool | None = None
-        self._next = time.monotonic() + LIVENESS_EVERY_SECONDS
+        self._started = time.monotonic()
+        self._next = self._started + LIVENESS_EVERY_SECONDS
 
     def check(self) -> None:
         if time.monotonic() < self._next:
@@ -56,6 +58,8 @@ class BridgeLiveness:
             healthy, detail = False, exc.read().decode(errors="replace")
         except OSError as exc:
             healthy, detail = False, str(exc)
+        if self.healthy is None and not healthy and time.monotonic() < self._started + START_GRACE_SECONDS:
+            return  # still starting
         if healthy != self.healthy:
             (logger.info if healthy else logger.warning)("bridge liveness %s: %s", self.url, detail)
         self.healthy = healthy
