@@ -42,7 +42,7 @@ from bridge.deferred import Deferred
 from bridge.handlers import Request
 from bridge.models import ProcessedRequest
 from bridge.publisher import Publisher
-from bridge.ratelimit import RateLimiter
+from bridge.ratelimit import RateLimiter, limiter_from_settings
 from bridge.routes import ROUTES, Route
 from mchat.db import model_columns, model_from_row, rows_insert, rows_source, value_in
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
@@ -120,7 +120,7 @@ class Dispatcher:
     ):
         self.publisher = publisher
         self.routes = ROUTES if routes is None else routes
-        self.limiter = limiter or RateLimiter(settings.MCHAT_RATE_LIMITS)
+        self.limiter = limiter or limiter_from_settings()
         self.max_payload = max_payload or settings.MCHAT_MAX_PAYLOAD
         self._database_down = False  # within one batch: the database refused a request
 

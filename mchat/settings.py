@@ -263,6 +263,12 @@ MCHAT_RATE_LIMITS = {
     "message": [50, 200],
     **json.loads(os.environ.get("MCHAT_RATE_LIMITS", "{}")),
 }
+# Redis shared by every bridge for the rate limit (one employee gets the rate in total);
+# defaults to Celery's Redis. Empty: each bridge process limits on its own.
+MCHAT_RATE_LIMIT_REDIS_URL = os.environ.get(
+    "MCHAT_RATE_LIMIT_REDIS_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
 MCHAT_CHALLENGE_TTL_SECONDS = int(os.environ.get("MCHAT_CHALLENGE_TTL_SECONDS", "300"))
 
 # --- Groups and messages (DESIGN §5) ------------------------------------------------------
