@@ -8,6 +8,7 @@ CELERY_BROKER_URL is set, `manage.py runschedule` otherwise. A demo org admin is
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -36,6 +37,14 @@ logger = logging.getLogger("mchat.runstack")
 DEFAULT_BRIDGE_METRICS_PORT = 9310
 LIVENESS_EVERY_SECONDS = 10
 START_GRACE_SECONDS = 120  # a bridge that is still starting is not reported
+
+
+def raise_open_files_limit() -> None:
+    """Every child (Mosquitto above all: one descriptor per connection) inherits the hard limit
+    instead of the usual soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class BridgeLiveness:
@@ -82,6 +91,10 @@ class Command(BaseCommand):
             ),
         )
         call_command("migrate", interactive=False, verbosity=0)
+        if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
+            # `make up` collects them; a bare runstack must not serve pages naming missing files.
+            call_command("collectstatic", interactive=False, verbosity=0)
+        raise_open_files_limit()
         demo = self._demo_admin()
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
