@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bridge import status
+from bridge import metrics, status
 from bridge.dispatch import Dispatcher
 from bridge.gathering import GatheringClient
 from bridge.periodic import PeriodicJobs
@@ -154,6 +154,12 @@ class BridgeClient:
         self.dispatcher = Dispatcher(LoopPublisher(self))
         self.periodic = PeriodicJobs(settings.MCHAT_BRIDGE_PERIODIC)
         outbox.install(self.dispatcher.publisher)
+        self.metrics = metrics.RequestMetrics()
+        self.last_turn = time.monotonic()  # the loop's last pass (liveness)
+
+    def publish_queue_length(self) -> int:
+        """Packets waiting to be written to the broker (a gauge; read from another thread)."""
+        return len(self._handoff) + len(getattr(self.client, "_out_packet", ()))
 
     # --- paho callbacks (all in the loop thread) ----------------------------------------------
 
@@ -163,6 +169,7 @@ class BridgeClient:
             return
         self._reconnect_delay = RECONNECT_MIN_SECONDS
         self._connection += 1
+        metrics.CONNECTS.inc()
         # Subscriptions are restored on every (re)connect; a persistent session that switched
         # between shared and plain mode must not keep the other filter.
         _, self._request_sub_mid = client.subscribe(self.filter, qos=1)
@@ -185,6 +192,7 @@ class BridgeClient:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        metrics.DISCONNECTS.inc()
         # Unanswered requests of this connection come back with the session; serving them now
         # too would only answer them twice.
         self._pending.clear()
@@ -302,15 +310,16 @@ class BridgeClient:
         for topic, payload, *_ in batch:
             if status.is_status_topic(topic):
                 status.handle_status_message(topic, payload)
-        if requests:
-            self.dispatcher.handle_batch(requests)
+        outcomes = self.dispatcher.handle_batch(requests) if requests else ()
         for _, _, mid, qos, connection in batch:
             # A packet id means something only on the connection it came on; after a reconnect
             # the broker redelivers the unacknowledged request (answered again from its record).
             if qos and connection == self._connection and self.client.socket() is not None:
                 self.client.ack(mid, qos)
         self._flush()  # the batch's answers, deliveries and acknowledgements, in one write
-        took = (time.monotonic() - started) * 1000
+        seconds = time.monotonic() - started
+        self.metrics.batch(len(batch), seconds, outcomes)
+        took = seconds * 1000
         if took > settings.MCHAT_BRIDGE_SLOW_MS:
             logger.warning("slow batch: %d requests served in %.0f ms", len(batch), took)
 
@@ -342,6 +351,7 @@ class BridgeClient:
                 if stop.is_set():
                     self._accepting = False
                 self._network(0 if self._pending else 0.2)
+                self.last_turn = time.monotonic()
                 self.periodic.run_due()
                 if self._pending:
                     self._serve_pending()

@@ -40,7 +40,7 @@ from bridge import protocol
 from bridge.deferred import Deferred
 from bridge.handlers import Request
 from bridge.models import ProcessedRequest
-from bridge.ratelimit import RateLimiter
+from bridge.ratelimit import RateLimiter, limiter_from_settings
 from bridge.routes import ROUTES, Route
 from mchat import wire
 from mchat.db import model_columns, model_from_row, rows_insert, rows_source, value_in
@@ -88,6 +88,7 @@ class Outcome:
     reply_topic: str | None
     response: dict | None
     replayed: bool = False
+    action: str | None = None  # the route's action; None when the request named no known one
 
 
 @dataclass(eq=False)  # by identity: works are keys while they are identified
@@ -127,7 +128,7 @@ class Dispatcher:
     ):
         self.publisher = publisher
         self.routes = ROUTES if routes is None else routes
-        self.limiter = limiter or RateLimiter(settings.MCHAT_RATE_LIMITS)
+        self.limiter = limiter or limiter_from_settings()
         self.max_payload = max_payload or settings.MCHAT_MAX_PAYLOAD
         self._database_down = False  # within one batch: the database refused a request
 
@@ -449,9 +450,12 @@ class Dispatcher:
         if work.same_as is not None:
             work.decide(work.same_as.response, replayed=True)
         if work.parsed is None or work.response is None:
-            return Outcome(None if work.parsed is None else work.parsed.reply_topic, None)
+            reply_topic = None if work.parsed is None else work.parsed.reply_topic
+            return Outcome(reply_topic, None, action=work.route and work.route.action)
         try:
             self.publisher.publish(work.parsed.reply_topic, wire.encode(work.response), qos=1)
         except Exception as exc:
             internal_error_reply(exc, context=f"publishing the answer to {work.topic!r}")
-        return Outcome(work.parsed.reply_topic, work.response, work.replayed)
+        return Outcome(
+            work.parsed.reply_topic, work.response, work.replayed, work.route and work.route.action
+        )

@@ -23,3 +23,25 @@ proc_name = "mchat-web"
 # gunicorn 24+ opens a control socket at ~/.gunicorn/gunicorn.ctl, one path for every instance
 # on the machine (tests start several): not used here.
 control_socket_disable = True
+
+if os.environ.get("MCHAT_LOG_JSON", "").strip().lower() in {"1", "true", "yes", "on"}:
+    # gunicorn's own logs (start-up, access lines) as JSON objects too, like Django's.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "mchat.logs.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def child_exit(server, worker):
+    # Prometheus multi-process mode (PROMETHEUS_MULTIPROC_DIR, set by runstack): forget the
+    # gauges of a worker that is gone.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

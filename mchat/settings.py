@@ -68,12 +68,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Swagger UI and ReDoc served from our own static files, never a CDN.
     "drf_spectacular_sidecar",
+    # Prometheus metrics of the web process (requests, latency, responses) on /metrics.
+    "django_prometheus",
     "org",
     "messaging",
     "bridge",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (hashed, compressed) straight from the web process: no runserver, no CDN.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -83,6 +86,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "mchat.urls"
@@ -167,8 +171,17 @@ STORAGES = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "mchat.logs.JsonFormatter"},
+    },
+    # MCHAT_LOG_JSON=1: one JSON object per line (mchat/logs.py).
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if _env_bool("MCHAT_LOG_JSON", False) else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("MCHAT_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -182,6 +195,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_IGNORE_RESULT = True
+# With JSON logs the worker keeps Django's logging configuration instead of its own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = not _env_bool("MCHAT_LOG_JSON", False)
 
 # --- MQTT ---------------------------------------------------------------------------------
 # TLS (docs/deploy.md): with a certificate and key (PEM) the broker also listens with TLS on
@@ -232,6 +247,18 @@ MCHAT_BRIDGE_PERIODIC = {
     # Sends to AI agents whose acknowledgement deadline passed get their 504 (DESIGN §5).
     "bridge.deferred:expire_due": 0.2,
 }
+# --- Observability (docs/deploy.md) --------------------------------------------------------
+# Metrics and health ports listen here (loopback unless configured).
+MCHAT_METRICS_HOST = os.environ.get("MCHAT_METRICS_HOST", "127.0.0.1")
+# runbridge's /metrics and /healthz port (0 = off; runstack uses 9310; one per bridge process).
+MCHAT_BRIDGE_METRICS_PORT = int(os.environ.get("MCHAT_BRIDGE_METRICS_PORT", "0"))
+# The bridge's /healthz fails when its loop has not turned for this long.
+MCHAT_BRIDGE_STALE_SECONDS = float(os.environ.get("MCHAT_BRIDGE_STALE_SECONDS", "30"))
+# One JSON object per log line (for a log shipper) instead of plain text.
+MCHAT_LOG_JSON = _env_bool("MCHAT_LOG_JSON", False)
+# The web's /metrics answers only loopback clients unless requests carry this bearer token.
+MCHAT_METRICS_TOKEN = os.environ.get("MCHAT_METRICS_TOKEN", "")
+
 # Periodic clean-ups, {Celery task: seconds}: Celery beat sends them to a worker when
 # CELERY_BROKER_URL is set; otherwise `manage.py runschedule` (started by runstack) runs them.
 MCHAT_PURGE_INTERVAL_SECONDS = float(os.environ.get("MCHAT_PURGE_INTERVAL_SECONDS", "3600"))
@@ -250,6 +277,12 @@ MCHAT_RATE_LIMITS = {
     "message": [50, 200],
     **json.loads(os.environ.get("MCHAT_RATE_LIMITS", "{}")),
 }
+# Redis shared by every bridge for the rate limit (one employee gets the rate in total);
+# defaults to Celery's Redis. Empty: each bridge process limits on its own.
+MCHAT_RATE_LIMIT_REDIS_URL = os.environ.get(
+    "MCHAT_RATE_LIMIT_REDIS_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
 MCHAT_CHALLENGE_TTL_SECONDS = int(os.environ.get("MCHAT_CHALLENGE_TTL_SECONDS", "300"))
 
 # --- Groups and messages (DESIGN §5) ------------------------------------------------------

@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from mchat.api_docs import SwaggerView
-from mchat.health import healthz
+from mchat.health import healthz, metrics
 
 urlpatterns = [
     path("admin/2fa/", include("org.twofactor.urls")),  # before the admin: its second sign-in step
@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="prometheus-metrics"),
     path("", include("org.urls")),
     path("", include("messaging.urls")),
     path("", include("org.urls_web")),

@@ -1,6 +1,7 @@
-"""The HR console in a real browser (headless Debian Chromium driven by Playwright): log in,
-create a department and an employee (department picked through the autocomplete), reset the
-employee's credential and see the new password exactly once."""
+"""The HR console in a real browser (headless Debian Chromium driven by Playwright), served as
+`make up` serves it (gunicorn, hashed static files by WhiteNoise): log in, create a department
+and an employee (department picked through the autocomplete), reset the employee's credential
+and see the new password exactly once."""
 
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def _hr_session(base: str) -> dict:
     return seen
 
 
-def test_hr_creates_department_and_employee_and_resets_a_credential(live_server, admin_user):
-    seen = _hr_session(live_server.url)
+def test_hr_creates_department_and_employee_and_resets_a_credential(web_server, admin_user):
+    seen = _hr_session(web_server.url)
 
     assert "MChat 组织管理后台" in seen["login_page"]
     assert "站点管理" in seen["index_page"]

@@ -3,8 +3,10 @@ import signal
 import socket
 import threading
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from bridge import metrics
 from bridge.client import BridgeClient
 from bridge.routes import ROUTES
 
@@ -27,17 +29,52 @@ class Command(BaseCommand):
             help="Share the request stream with other bridge processes (MQTT 5 shared "
             "subscription $share/mchat-bridge/...). Each process needs its own --instance.",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="Serve Prometheus /metrics and the liveness check /healthz on this port "
+            "(MCHAT_METRICS_HOST, 127.0.0.1 by default); default MCHAT_BRIDGE_METRICS_PORT, 0 = off. "
+            "Each bridge process on a host needs its own.",
+        )
 
-    def handle(self, *args, instance: str, shared: bool, **options):
+    def handle(self, *args, instance: str, shared: bool, metrics_port: int | None, **options):
         if not instance or len(instance) > 64 or set(instance) - DEVICE_CHARS:
             raise CommandError("--instance: 1-64 characters of [A-Za-z0-9-]")
+        if metrics_port is None:
+            metrics_port = settings.MCHAT_BRIDGE_METRICS_PORT
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         bridge = BridgeClient(instance=instance, shared=shared)
+        server = self._metrics_server(bridge, metrics_port) if metrics_port else None
         freeze_start_up()
         self.stdout.write(f"bridge {bridge.client_id} on {socket.gethostname()}: serving {bridge.filter}")
-        bridge.run(stop)
+        try:
+            bridge.run(stop)
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _metrics_server(self, bridge: BridgeClient, port: int) -> metrics.MetricsServer:
+        metrics.watch(
+            pending_requests=lambda: len(bridge._pending), publish_queue=bridge.publish_queue_length
+        )
+        try:
+            server = metrics.MetricsServer(
+                host=settings.MCHAT_METRICS_HOST,
+                port=port,
+                healthy=lambda: metrics.liveness(
+                    connected=bridge.connected,
+                    last_turn=lambda: bridge.last_turn,
+                    stale_after=settings.MCHAT_BRIDGE_STALE_SECONDS,
+                ),
+            )
+        except OSError as exc:
+            raise CommandError(
+                f"--metrics-port {port}: cannot listen on {settings.MCHAT_METRICS_HOST}: {exc}"
+            ) from None
+        return server.start()
 
 
 def freeze_start_up() -> None:

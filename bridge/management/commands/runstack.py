@@ -6,11 +6,17 @@ CELERY_BROKER_URL is set, `manage.py runschedule` otherwise. A demo org admin is
 """
 
 import json
+import logging
+import os
+import resource
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from django.conf import settings
@@ -25,6 +31,47 @@ from org import services, web_auth
 from org.models import Employee
 
 DEMO_FILE = "demo-admin.json"
+logger = logging.getLogger("mchat.runstack")
+
+
+DEFAULT_BRIDGE_METRICS_PORT = 9310
+LIVENESS_EVERY_SECONDS = 10
+START_GRACE_SECONDS = 120  # a bridge that is still starting is not reported
+
+
+def raise_open_files_limit() -> None:
+    """Every child (Mosquitto above all: one descriptor per connection) inherits the hard limit
+    instead of the usual soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class BridgeLiveness:
+    """Probes the bridge's /healthz now and then; says when it stops or starts answering ok."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.healthy: bool | None = None
+        self._started = time.monotonic()
+        self._next = self._started + LIVENESS_EVERY_SECONDS
+
+    def check(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + LIVENESS_EVERY_SECONDS
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as response:
+                healthy, detail = response.status == 200, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            healthy, detail = False, exc.read().decode(errors="replace")
+        except OSError as exc:
+            healthy, detail = False, str(exc)
+        if self.healthy is None and not healthy and time.monotonic() < self._started + START_GRACE_SECONDS:
+            return  # still starting
+        if healthy != self.healthy:
+            (logger.info if healthy else logger.warning)("bridge liveness %s: %s", self.url, detail)
+        self.healthy = healthy
 
 
 class Command(BaseCommand):
@@ -44,6 +91,10 @@ class Command(BaseCommand):
             ),
         )
         call_command("migrate", interactive=False, verbosity=0)
+        if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
+            # `make up` collects them; a bare runstack must not serve pages naming missing files.
+            call_command("collectstatic", interactive=False, verbosity=0)
+        raise_open_files_limit()
         demo = self._demo_admin()
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
@@ -58,7 +109,9 @@ class Command(BaseCommand):
         broker = MosquittoProcess(conf)
         broker.start()
         acl.sync()
-        children = [self._spawn("runbridge"), self._web(web)]
+        metrics_port = settings.MCHAT_BRIDGE_METRICS_PORT or DEFAULT_BRIDGE_METRICS_PORT
+        bridge_health = f"http://{settings.MCHAT_METRICS_HOST}:{metrics_port}/healthz"
+        children = [self._spawn("runbridge", "--metrics-port", str(metrics_port)), self._web(web)]
         if settings.CELERY_BROKER_URL:
             celery = [sys.executable, "-m", "celery", "-A", "mchat"]
             beat_file = Path(settings.VAR_DIR) / "celerybeat-schedule"
@@ -72,8 +125,10 @@ class Command(BaseCommand):
         self._banner(demo, web)
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        bridge_alive = BridgeLiveness(bridge_health)
         try:
             while not stopping and all(child.poll() is None for child in children) and broker.is_running():
+                bridge_alive.check()
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
@@ -107,6 +162,10 @@ class Command(BaseCommand):
 
     def _web(self, bind: str) -> subprocess.Popen:
         """gunicorn with mchat/gunicorn_conf.py (static files by WhiteNoise), never runserver."""
+        # Prometheus multi-process mode: /metrics sums every worker's numbers.
+        metrics_dir = Path(settings.VAR_DIR) / "prometheus-web"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         return subprocess.Popen(
             [
                 sys.executable,
@@ -119,6 +178,7 @@ class Command(BaseCommand):
                 "mchat.wsgi:application",
             ],
             cwd=settings.BASE_DIR,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
         )
 
     def _spawn(self, *command: str) -> subprocess.Popen:
