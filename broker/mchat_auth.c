@@ -1079,28 +1079,43 @@ static void guard_clear(struct login_guard *g, struct guard_table *t, const char
 	if(e != NULL) e->hash = 0;
 }
 
-/* The guard's part of BASIC_AUTH, for a CONNECT whose client id is valid.
- * Returns MOSQ_ERR_AUTH (backing off, or a wrong password) or
- * MOSQ_ERR_PLUGIN_DEFER (password_file decides, as without the guard). */
-static int login_guard_authenticate(struct login_guard *g, const char *bridge_user,
+static bool login_guard_exempt(const struct login_guard *g, const char *bridge_user, const char *username)
+{
+	return g->password_file == NULL || strcmp(username, bridge_user) == 0;
+}
+
+static const char *client_address(struct mosquitto *client)
+{
+	const char *address = mosquitto_client_address(client);
+	return address != NULL ? address : "?";
+}
+
+/* The guard's first step in BASIC_AUTH: true while this username or this
+ * address backs off; the CONNECT is then refused without any check. */
+static bool login_guard_refuses(struct login_guard *g, const char *bridge_user,
+		struct mosquitto *client, const char *username)
+{
+	if(login_guard_exempt(g, bridge_user, username)) return false;
+	int64_t now = monotonic_ms();
+	return guard_blocked_ms(g, &g->users, username, now) > 0
+		|| guard_blocked_ms(g, &g->addresses, client_address(client), now) > 0;
+}
+
+/* The guard's second step: checks the password against password_file and
+ * records the outcome. Returns MOSQ_ERR_AUTH for a wrong password (or unknown
+ * user), else MOSQ_ERR_PLUGIN_DEFER (password_file decides, as without it). */
+static int login_guard_password(struct login_guard *g, const char *bridge_user,
 		struct mosquitto *client, const char *username, const char *password)
 {
-	if(g->password_file == NULL || strcmp(username, bridge_user) == 0) return MOSQ_ERR_PLUGIN_DEFER;
-	const char *address = mosquitto_client_address(client);
-	if(address == NULL) address = "?";
+	if(login_guard_exempt(g, bridge_user, username)) return MOSQ_ERR_PLUGIN_DEFER;
 	int64_t now = monotonic_ms();
-
-	if(guard_blocked_ms(g, &g->users, username, now) > 0
-			|| guard_blocked_ms(g, &g->addresses, address, now) > 0){
-		return MOSQ_ERR_AUTH;
-	}
 	switch(login_guard_password_check(g, username, password)){
 		case PASSWD_OK:
 			guard_clear(g, &g->users, username, now);
 			return MOSQ_ERR_PLUGIN_DEFER;
 		case PASSWD_BAD:
 			if(guard_fail(g, &g->users, username, now) <= g->users.free_failures){
-				guard_fail(g, &g->addresses, address, now);
+				guard_fail(g, &g->addresses, client_address(client), now);
 			}
 			return MOSQ_ERR_AUTH;
 		default:
@@ -1315,12 +1330,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		dlen++;
 	}
 	if(dlen == 0) goto refuse;
-	/* A web token ("v1." prefix) is decided by its signature; tokens cannot be guessed, so
-	 * they are not counted by the login guard. */
+	/* Login guard (issue 20): refused at once while this username or address
+	 * backs off; then a web token ("v1." prefix) is decided by its signature (it
+	 * cannot be guessed, so it is not counted); any other password is checked and
+	 * the outcome counted. */
+	if(login_guard_refuses(&st->guard, st->bridge_user, ed->client, username)) return MOSQ_ERR_AUTH;
 	int web = web_token_auth(&st->web, username, client_id, ed->password);
 	if(web != MOSQ_ERR_PLUGIN_DEFER) return web;
-	/* Backoff after repeated failures (login guard, issue 20). */
-	return login_guard_authenticate(&st->guard, st->bridge_user, ed->client, username, ed->password);
+	return login_guard_password(&st->guard, st->bridge_user, ed->client, username, ed->password);
 
 refuse:
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,

@@ -1,9 +1,10 @@
 """Run the test provider: migrate its database, create one person and MChat's client, serve.
 
     OIDC_PROVIDER_DB=... OIDC_PROVIDER_RSA_KEY=... python -m tests.oidc_provider.serve \
-        PORT REDIRECT_URI CLIENT_ID CLIENT_SECRET USERNAME PASSWORD EMAIL
+        REDIRECT_URI CLIENT_ID CLIENT_SECRET USERNAME PASSWORD EMAIL
 
-Prints "ready" once it listens; stops on SIGTERM.
+Listens on a free loopback port of its own choosing, prints "ready PORT" once it listens;
+stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class QuietHandler(WSGIRequestHandler):
 
 
 def main() -> None:
-    port, redirect_uri, client_id, client_secret, username, password, email = sys.argv[1:8]
+    redirect_uri, client_id, client_secret, username, password, email = sys.argv[1:7]
     import django
     from django.core.management import call_command
 
@@ -47,8 +48,9 @@ def main() -> None:
         algorithm=Application.RS256_ALGORITHM,
         skip_authorization=True,
     )
-    server = make_server("127.0.0.1", int(port), get_wsgi_application(), ThreadingServer, QuietHandler)
-    print("ready", flush=True)
+    # Port 0: the kernel picks a free one, so no other process can take it meanwhile.
+    server = make_server("127.0.0.1", 0, get_wsgi_application(), ThreadingServer, QuietHandler)
+    print(f"ready {server.server_port}", flush=True)
     server.serve_forever()
 
 

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 
-from bench.services import free_port
 from bridge.broker import REPO_DIR
 from tests.org.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR
 
@@ -34,7 +33,6 @@ def provider(live_server, tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    port = free_port()
     env = {
         **os.environ,
         "OIDC_PROVIDER_DB": str(tmp_path / "provider.sqlite3"),
@@ -46,7 +44,6 @@ def provider(live_server, tmp_path):
             sys.executable,
             "-m",
             "tests.oidc_provider.serve",
-            str(port),
             f"{live_server.url}/oidc/callback/",
             CLIENT_ID,
             CLIENT_SECRET,
@@ -64,11 +61,11 @@ def provider(live_server, tmp_path):
         selector = selectors.DefaultSelector()
         selector.register(process.stdout, selectors.EVENT_READ)
         output = []
-        while not output or output[-1].strip() != "ready":
+        while not output or not output[-1].startswith("ready "):
             if not selector.select(timeout=60) or process.poll() is not None:
                 raise RuntimeError(f"OIDC provider did not start: {''.join(output)}{process.stdout.read()}")
             output.append(process.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{int(output[-1].split()[1])}"
     finally:
         process.terminate()
         process.wait(timeout=10)
