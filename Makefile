@@ -10,7 +10,7 @@ SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make
 # redis-server: the Celery test's broker (the test starts its own)
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) redis-server chromium fonts-wqy-microhei tmux
 
-.PHONY: up test test-pg bench system-deps test-system-deps venv plugin migrate lint clean web web-test
+.PHONY: up test test-pg bench system-deps test-system-deps venv plugin migrate lint clean web web-test bench-web
 
 up: system-deps venv plugin web
 	$(PY) manage.py runstack
@@ -56,6 +56,10 @@ web:
 # The client library's unit tests (Vitest, offline).
 web-test: web
 	cd web && npm test --silent
+
+# The web client's bench (Enter -> shown in another browser, first load, bundle): bench/web/REPORT.md
+bench-web: test-system-deps venv plugin web
+	$(VENV)/bin/pytest bench/web_bench.py -q -s --tb=short
 
 migrate: venv
 	$(PY) manage.py migrate --noinput

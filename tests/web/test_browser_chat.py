@@ -37,7 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(os.environ.get("MCHAT_WEB_ARTIFACTS", Path(settings.BASE_DIR) / "var" / "test-artifacts" / "web"))
+ARTIFACTS = Path(
+    os.environ.get("MCHAT_WEB_ARTIFACTS", Path(settings.BASE_DIR) / "var" / "test-artifacts" / "web")
+)
 PASSWORD = "web-Passw0rd-1"
 NOT_AUTHORIZED = 135
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -70,7 +72,9 @@ def sign_in(browser, base: str, employee_id: str, path: str = "/"):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on(
         "console",
-        lambda msg: errors.append(msg.text) if msg.type == "error" and "Content Security Policy" in msg.text else None,
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and "Content Security Policy" in msg.text else None
+        ),
     )
     page.goto(f"{base}{path}")
     page.wait_for_url("**/login/**")
@@ -146,14 +150,18 @@ def test_two_employees_chat_in_the_browser(web_stack):
             expect(bubble(b, "你好，下午三点开会")).to_be_visible()
             expect(bubble(b, "第一行\n第二行")).to_be_visible()
             expect(b).to_have_title("MChat")
-            expect(b.locator(f"[data-testid=conversation][data-key='private:{a_id}'] [data-testid=unread]")).to_have_count(0)
+            expect(
+                b.locator(f"[data-testid=conversation][data-key='private:{a_id}'] [data-testid=unread]")
+            ).to_have_count(0)
             mine = a.locator("[data-testid=message].mine")
             expect(mine.last.locator("[data-testid=receipt]")).to_have_text("已读")
 
             # Bob answers; alice, who has the conversation open, sees it at once.
             send(b, "收到，我准时到")
             expect(bubble(a, "收到，我准时到")).to_be_visible()
-            expect(b.locator("[data-testid=message].mine").last.locator("[data-testid=receipt]")).to_have_text("已读")
+            expect(
+                b.locator("[data-testid=message].mine").last.locator("[data-testid=receipt]")
+            ).to_have_text("已读")
             shot(a, "02-conversation-receipts")
 
             # Alice recalls her first message.
@@ -165,7 +173,10 @@ def test_two_employees_chat_in_the_browser(web_stack):
             expect(bubble(b, "你好，下午三点开会")).to_have_count(0)
 
             # An image, picked from a file: both sides see the preview.
-            a.set_input_files("[data-testid=file-input]", files=[{"name": "蓝色.png", "mimeType": "image/png", "buffer": image}])
+            a.set_input_files(
+                "[data-testid=file-input]",
+                files=[{"name": "蓝色.png", "mimeType": "image/png", "buffer": image}],
+            )
             for page in (a, b):
                 img = page.locator("[data-testid=message-image]")
                 expect(img).to_be_visible()
@@ -199,7 +210,9 @@ def test_two_employees_chat_in_the_browser(web_stack):
             expect(bubble(b, "大家好，这是项目群")).to_be_visible()
             send(b, "收到！")
             expect(bubble(a, "收到！")).to_be_visible()
-            expect(a.locator("[data-testid=message].mine").last.locator("[data-testid=receipt]")).to_contain_text("人已读")
+            expect(
+                a.locator("[data-testid=message].mine").last.locator("[data-testid=receipt]")
+            ).to_contain_text("人已读")
             a.click("[data-testid=group-settings]")
             members = a.locator("[data-testid=member-list]")
             expect(members).to_contain_text("群主")
@@ -228,7 +241,9 @@ def test_two_employees_chat_in_the_browser(web_stack):
             browser.close()
 
     port = web_stack.live.broker.ws_port
-    rc = try_connect(port, credential["username"], credential["password"], credential["client_id"], transport="websockets")
+    rc = try_connect(
+        port, credential["username"], credential["password"], credential["client_id"], transport="websockets"
+    )
     assert rc == NOT_AUTHORIZED
 
 

@@ -36,7 +36,14 @@ def test_the_client_library_chats_from_node(web_stack):
     }
     with Client(bob_login, device="py", track_groups=False) as bob_client:
         node = subprocess.Popen(
-            ["node", str(SCRIPT), web_stack.base_url, cookies, session.http.cookies["csrftoken"], bob.employee_id],
+            [
+                "node",
+                str(SCRIPT),
+                web_stack.base_url,
+                cookies,
+                session.http.cookies["csrftoken"],
+                bob.employee_id,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
