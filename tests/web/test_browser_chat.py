@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.broker_harness import try_connect
+from mchat_sdk import Client
+from tests.broker_harness import mqtt_client, try_connect
 
 pytestmark = [
     pytest.mark.broker,
@@ -251,8 +252,6 @@ def test_groups_and_agents_in_the_browser(web_stack):
     """Group management (rename, add, remove, leave, dismiss with its confirmation step) and an
     agent that does not acknowledge in time: "Agent 响应超时", then its late reply."""
     assert _built(), "the web client is not built: run `make web`"
-    from mchat_sdk import Client
-
     alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
     bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
     carol = web_stack.make_employee(name="陈晓", web_password=PASSWORD)
@@ -341,5 +340,62 @@ def test_groups_and_agents_in_the_browser(web_stack):
             assert a.csp_errors == [] and b.csp_errors == []  # type: ignore[attr-defined]
             a_ctx.close()
             b_ctx.close()
+        finally:
+            browser.close()
+
+
+def test_a_dropped_connection_shows_reconnects_and_catches_up(web_stack):
+    """The page's connection is taken over (the broker closes it); while it is away (its
+    credential request held back) the peer writes twice. The page shows the banner, reconnects
+    with a fresh credential, and shows both messages once, in order."""
+    assert _built(), "the web client is not built: run `make web`"
+    from playwright.sync_api import expect, sync_playwright
+
+    alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
+    bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
+    a_id, b_id = alice.employee_id, bob.employee_id
+    bob_login = {
+        "broker_host": "127.0.0.1",
+        "broker_port": web_stack.live.port,
+        "use_tls": False,
+        "mqtt_username": b_id,
+        "mqtt_password": web_stack.mqtt_passwords[b_id],
+    }
+    base = web_stack.base_url
+    with sync_playwright() as playwright, Client(bob_login, device="py", track_groups=False) as bob_client:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            a_ctx, a = sign_in(browser, base, a_id, f"/c/private/{b_id}")
+            bob_client.send_private(a_id, "在吗？")
+            expect(bubble(a, "在吗？")).to_be_visible()
+            credential = a.evaluate("window.mchat.client.credential")
+
+            held = []
+            a.route("**/api/web/mqtt-credential", lambda route: held.append(route))
+            with a.expect_request("**/api/web/mqtt-credential"):
+                # Another connection with the page's client id: the broker closes the page's.
+                intruder = mqtt_client(
+                    web_stack.live.broker.ws_port,
+                    credential["username"],
+                    credential["password"],
+                    credential["client_id"],
+                    transport="websockets",
+                )
+                intruder.close()
+                banner = a.locator("[data-testid=connection-banner]")
+                expect(banner).to_have_attribute("data-state", "reconnecting")
+                expect(banner).to_contain_text("正在重连")
+            shot(a, "10-reconnecting")
+            bob_client.send_private(a_id, "错过的第一条")
+            bob_client.send_private(a_id, "错过的第二条")
+            for route in held:
+                route.continue_()
+            a.unroute("**/api/web/mqtt-credential")
+            connected(a)
+            expect(banner).to_have_count(0)
+            expect(bubble(a, "错过的第二条")).to_be_visible()
+            texts = a.locator("[data-testid=message] .message-text").all_inner_texts()
+            assert texts == ["在吗？", "错过的第一条", "错过的第二条"]
+            a_ctx.close()
         finally:
             browser.close()

@@ -75,6 +75,14 @@ describe("dispatch", () => {
     expect(thread.messages[0]).toMatchObject({ id: "seq-1", msgId: "msg_5", seq: 5, seqId: "seq-1" });
   });
 
+  it("a message arriving while the thread's first page loads is kept", () => {
+    const { store, message } = setup();
+    const thread = store.thread(`private:${PEER}`);
+    thread.loading = true;
+    message(msg(1));
+    expect(thread.messages.map((m) => m.msgId)).toEqual(["msg_1"]);
+  });
+
   it("places messages by seq whatever the arrival order, pending ones last", () => {
     const { store, message } = setup();
     const thread = store.thread(`private:${PEER}`);
