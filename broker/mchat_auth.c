@@ -413,7 +413,8 @@ static bool file_version_equal(const struct file_version *a, const struct file_v
  * deactivation, credential reset) while tokens of theirs may still be valid:
  *   {sid} {until} [{client_id} ...]
  * Tokens of a listed sid are refused; when a sid first appears, the listed
- * client ids (the connections that session opened) are disconnected. The file
+ * client ids (the connections that session opened) are disconnected at the
+ * next tick. The file
  * is watched like the group file (one stat per token CONNECT and per tick), so
  * neither a sign-in nor a sign-out needs a SIGHUP.
  * ------------------------------------------------------------------------ */
@@ -553,6 +554,7 @@ struct web_revoked_entry {
 	char *sid;
 	int64_t until;
 	char *client_ids; /* space-separated; may be empty */
+	bool kicked;      /* its client ids were disconnected (or nobody could be connected) */
 };
 
 struct web_tokens {
@@ -623,9 +625,10 @@ static const struct web_revoked_entry *web_revoked_find(const struct web_revoked
 	return NULL;
 }
 
-/* Reads the revoked file again if it was replaced; with `kick`, disconnects the
- * client ids of sessions that were not listed before. */
-static void web_revoked_refresh(struct web_tokens *wt, bool kick)
+/* Reads the revoked file again if it was replaced. A sid seen for the first time
+ * is marked to be kicked (web_revoked_kick_pending), unless `at_start`: when the
+ * broker starts nobody is connected. */
+static void web_revoked_refresh(struct web_tokens *wt, bool at_start)
 {
 	if(wt->revoked_file == NULL) return;
 	struct file_version now = file_version_of(wt->revoked_file);
@@ -660,6 +663,9 @@ static void web_revoked_refresh(struct web_tokens *wt, bool kick)
 		fresh[count].sid = mosquitto_strdup(sid);
 		fresh[count].until = strtoll(until, NULL, 10);
 		fresh[count].client_ids = mosquitto_strdup(rest ? rest : "");
+		const struct web_revoked_entry *known = web_revoked_find(wt->revoked, wt->revoked_count,
+				sid, strlen(sid));
+		fresh[count].kicked = known ? known->kicked : at_start;
 		if(fresh[count].sid == NULL || fresh[count].client_ids == NULL){
 			count++;
 			web_revoked_free(fresh, count);
@@ -669,26 +675,28 @@ static void web_revoked_refresh(struct web_tokens *wt, bool kick)
 		count++;
 	}
 	mosquitto_free(text);
-
-	if(kick){
-		for(size_t i = 0; i < count; i++){
-			if(web_revoked_find(wt->revoked, wt->revoked_count, fresh[i].sid, strlen(fresh[i].sid))){
-				continue; /* kicked when it first appeared */
-			}
-			char *ids = mosquitto_strdup(fresh[i].client_ids);
-			if(ids == NULL) continue;
-			char *save = NULL;
-			for(char *cid = strtok_r(ids, " \t", &save); cid != NULL; cid = strtok_r(NULL, " \t", &save)){
-				mosquitto_kick_client_by_clientid(cid, true);
-				mosquitto_log_printf(MOSQ_LOG_NOTICE,
-						"mchat_auth: disconnected web client %s (session ended)", cid);
-			}
-			mosquitto_free(ids);
-		}
-	}
 	web_revoked_free(wt->revoked, wt->revoked_count);
 	wt->revoked = fresh;
 	wt->revoked_count = count;
+}
+
+/* Disconnects the client ids of sessions that ended since the last call. Called
+ * from TICK only, never while another client's CONNECT is being handled. */
+static void web_revoked_kick_pending(struct web_tokens *wt)
+{
+	for(size_t i = 0; i < wt->revoked_count; i++){
+		struct web_revoked_entry *entry = &wt->revoked[i];
+		if(entry->kicked) continue;
+		entry->kicked = true;
+		char *ids = mosquitto_strdup(entry->client_ids);
+		if(ids == NULL) continue;
+		char *save = NULL;
+		for(char *cid = strtok_r(ids, " \t", &save); cid != NULL; cid = strtok_r(NULL, " \t", &save)){
+			mosquitto_kick_client_by_clientid(cid, true);
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, "mchat_auth: disconnected web client %s (session ended)", cid);
+		}
+		mosquitto_free(ids);
+	}
 }
 
 /* BASIC_AUTH for a password that is a web token; MOSQ_ERR_PLUGIN_DEFER for any
@@ -754,7 +762,7 @@ static int web_token_auth(struct web_tokens *wt, const char *username, const cha
 		reason = "expired";
 		goto refuse;
 	}
-	web_revoked_refresh(wt, true);
+	web_revoked_refresh(wt, false);
 	if(web_revoked_find(wt->revoked, wt->revoked_count, sid, sid_len) != NULL){
 		reason = "session ended";
 		goto refuse;
@@ -963,7 +971,8 @@ static int on_tick(int event, void *event_data, void *userdata)
 	if(elapsed_ms(&st->group_file_checked) < WATCH_INTERVAL_MS) return MOSQ_ERR_SUCCESS;
 	clock_gettime(CLOCK_MONOTONIC, &st->group_file_checked);
 	refresh_members(st);
-	web_revoked_refresh(&st->web, true);
+	web_revoked_refresh(&st->web, false);
+	web_revoked_kick_pending(&st->web);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -1024,7 +1033,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	}
 	load_members(st);
 	web_secret_refresh(&st->web);
-	web_revoked_refresh(&st->web, false); /* nobody is connected yet */
+	web_revoked_refresh(&st->web, true); /* nobody is connected yet */
 	/* Kicks requested while the broker was down are moot: nobody is connected. */
 	if(st->kick_file != NULL) unlink(st->kick_file);
 

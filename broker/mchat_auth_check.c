@@ -266,6 +266,14 @@ static void check_web_tokens(const char *dir)
 	tick();
 	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_SUCCESS);
 
+	/* A CONNECT that first sees a new entry refuses the token but kicks nobody
+	 * then: the kick waits for the tick. */
+	write_text(revoked, WEB_SID " 4102444800 " WEB_CID "\n");
+	CHECK(auth_pw("emp_a", WEB_CID, WEB_TOKEN) == MOSQ_ERR_AUTH);
+	CHECK(kicked_ids[0] == '\0');
+	tick();
+	CHECK(strcmp(kicked_ids, WEB_CID ",") == 0);
+
 	CHECK(mosquitto_plugin_cleanup(userdata, NULL, 0) == MOSQ_ERR_SUCCESS);
 	remove(secret);
 }

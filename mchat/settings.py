@@ -269,9 +269,11 @@ MCHAT_WS_PORT = int(os.environ.get("MCHAT_WS_PORT", "8083"))
 MCHAT_PUBLIC_WS_URL = os.environ.get("MCHAT_PUBLIC_WS_URL") or (
     f"{'wss' if MCHAT_PUBLIC_MQTT_TLS else 'ws'}://{MCHAT_PUBLIC_MQTT_HOST}:{MCHAT_WS_PORT}"
 )
+# Web sessions (one row per sign-in) that can no longer matter are forgotten hourly.
+MCHAT_BRIDGE_PERIODIC["org.web_sessions:web_sessions_purge"] = 3600
 # Lifetime of the page's MQTT credential; the page refreshes it at 80 % of this.
 MCHAT_WEB_TOKEN_TTL_SECONDS = int(os.environ.get("MCHAT_WEB_TOKEN_TTL_SECONDS", "300"))
-# Sign-in attempts: {"account": [failures, window_seconds], "address": [attempts, window_seconds]}.
+# Failed sign-ins allowed per account and per client address: [failures, window_seconds].
 MCHAT_WEB_SIGNIN_LIMITS = {
     "account": [10, 900],
     "address": [30, 300],

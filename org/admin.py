@@ -24,8 +24,8 @@ from import_export.admin import ImportExportMixin
 from mptt.admin import DraggableMPTTAdmin, TreeRelatedFieldListFilter
 
 from mchat.errors import MChatError
-from org import services
-from org.models import AgentProfile, Department, Employee, SystemNotice
+from org import services, web_auth
+from org.models import AgentProfile, Department, Employee, SystemNotice, WebAccount
 from org.resources import DepartmentResource, EmployeeResource
 from org.serializers import ID_SLUG_PATTERN
 
@@ -335,7 +335,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
     list_per_page = 50
     show_full_result_count = False  # no COUNT(*) over every employee on each page
     ordering = ("employee_id",)
-    actions = ("reset_credentials", "deactivate", "reactivate")
+    actions = ("reset_credentials", "reset_web_password", "deactivate", "reactivate")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -364,7 +364,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             ),
             (_("组织"), {"fields": ["department", "manager", "title"]}),
             (_("资料"), {"fields": ["email", "phone", "avatar", "signature"]}),
-            (_("记录"), {"fields": ["created_at", "updated_at", "last_seen_at"]}),
+            (_("记录"), {"fields": ["created_at", "updated_at", "last_seen_at", "web_sign_in"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -376,7 +376,18 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             "created_at",
             "updated_at",
             "last_seen_at",
+            "web_sign_in",
         )
+
+    @admin.display(description=gettext_lazy("网页登录"))
+    def web_sign_in(self, obj):
+        account = WebAccount.objects.filter(employee=obj).first()
+        if account is None:
+            return _("未设置网页登录密码（在员工列表中选择“设置/重置网页登录密码”）")
+        if account.must_change_password:
+            return _("已设置初始密码，待员工首次登录时修改")
+        active = obj.web_sessions.filter(ended_at__isnull=True).count()
+        return _("已设置（%(count)d 个网页会话）") % {"count": active}
 
     def get_inlines(self, request, obj):
         return [AgentProfileInline] if obj is None or obj.is_ai_agent else []
@@ -503,6 +514,31 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             ]
         return self._credentials_page(request, issued, created=False)
 
+    @admin.action(description=gettext_lazy("设置/重置网页登录密码（初始密码仅显示一次）"))
+    def reset_web_password(self, request, queryset):
+        if not request.user.has_perm("org.reset_credentials"):
+            raise DjangoPermissionDenied
+        employees = list(queryset.filter(is_active=True, is_ai_agent=False).order_by("employee_id"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("网页登录密码"),
+            "employees": employees,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        if not employees:
+            self.message_user(request, _("所选员工中没有在职的人类员工"), level=messages.WARNING)
+            return None
+        if request.POST.get("post") == "yes":
+            with transaction.atomic():
+                context["passwords"] = [
+                    {"employee": employee, "password": web_auth.web_password_set(employee=employee)}
+                    for employee in employees
+                ]
+        response = TemplateResponse(request, "admin/org/employee/web_passwords.html", context)
+        add_never_cache_headers(response)
+        return response
+
     def _set_active(self, request, queryset, active: bool) -> None:
         changed, refused = 0, []
         for employee_id in queryset.values_list("employee_id", flat=True):
@@ -530,6 +566,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
         actions = super().get_actions(request)
         if not request.user.has_perm("org.reset_credentials"):
             actions.pop("reset_credentials", None)
+            actions.pop("reset_web_password", None)
         return actions
 
     def process_import(self, request, **kwargs):

@@ -60,7 +60,7 @@ def _safe_next(request: HttpRequest, value: str | None) -> str:
 
 
 def _with_next(path: str, next_url: str) -> str:
-    return path if next_url == HOME else f"{path}?{urlencode({'next': next_url})}"
+    return f"{path}?{urlencode({'next': next_url})}"
 
 
 def _current(request: HttpRequest) -> tuple[Employee, WebSession] | None:
@@ -100,7 +100,6 @@ def sign_in(request: HttpRequest) -> HttpResponse:
         retry_after = web_throttle.sign_in_retry_after(address=_client_address(request), login=login_value)
         if retry_after is not None:
             return _too_many_attempts(request, retry_after)
-        web_throttle.sign_in_attempted(address=_client_address(request))
         if form.is_valid():
             # Always through authenticate(): lock-out libraries see every failure.
             user = authenticate(
@@ -108,12 +107,13 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             )
             employee = web_auth.employee_of_user(user) if user is not None else None
             if employee is not None:
+                web_auth.web_sign_out(request=request)  # a sign-in this browser had before ends
                 login(request, user)
                 web_auth.web_sign_in_started(request=request, employee=employee)
                 if web_auth.web_password_must_change(employee=employee):
                     return redirect(_with_next(reverse("web-password"), next_url))
                 return redirect(next_url)
-        web_throttle.sign_in_failed(login=login_value)
+        web_throttle.sign_in_failed(address=_client_address(request), login=login_value)
         form.add_error(None, _("员工编号/邮箱或密码不正确"))
     return render(request, "web/login.html", {"form": form, "next": next_url})
 

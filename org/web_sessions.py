@@ -8,9 +8,11 @@ disconnects their connections.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from org.models import Employee, WebSession
@@ -18,6 +20,7 @@ from org.web_tokens import new_sid
 
 # Client ids remembered per session (each tab or reload of the page may open one).
 MAX_CLIENT_IDS = 50
+PURGE_BATCH = 1000
 
 SIGNED_OUT = "signed_out"
 DEACTIVATED = "deactivated"
@@ -71,3 +74,17 @@ def web_sessions_revoked_for_broker(*, now: datetime | None = None) -> list[tupl
         .values_list("sid", "tokens_valid_until", "client_ids")
     )
     return [(sid, int(until.timestamp()) + 1, list(client_ids)) for sid, until, client_ids in rows]
+
+
+def web_sessions_purge() -> int:
+    """Forget web sessions that can no longer matter: ended ones whose tokens all expired, and
+    ones older than a Django session can live (their browser's session expired). A periodic job
+    of the bridge (settings.MCHAT_BRIDGE_PERIODIC); bounded per run."""
+    now = timezone.now()
+    expired_tokens = Q(tokens_valid_until__isnull=True) | Q(tokens_valid_until__lt=now)
+    stale = WebSession.objects.filter(expired_tokens).filter(
+        Q(ended_at__isnull=False) | Q(created_at__lt=now - timedelta(seconds=settings.SESSION_COOKIE_AGE))
+    )
+    pks = list(stale.values_list("pk", flat=True)[:PURGE_BATCH])
+    deleted, _ = WebSession.objects.filter(pk__in=pks).delete()
+    return deleted

@@ -1,4 +1,7 @@
-"""Rate limits of web sign-in: failed attempts per account, all attempts per address.
+"""Rate limits of web sign-in: failed attempts per account and per address.
+
+Failures only, so that an office behind one address can still sign in at nine o'clock; past a
+limit every attempt is refused (429), the right password included, until the window ends.
 
 Fixed windows counted in Django's cache (the default per-process memory cache counts per web
 process; configure a shared cache such as Redis for several processes). Lock-out after
@@ -50,11 +53,8 @@ def _count(kind: str, value: str) -> None:
         cache.set(key, 1, window)
 
 
-def sign_in_attempted(*, address: str) -> None:
+def sign_in_failed(*, address: str, login: str) -> None:
     if address:
         _count(ADDRESS, address)
-
-
-def sign_in_failed(*, login: str) -> None:
     if login:
         _count(ACCOUNT, login)

@@ -2,14 +2,17 @@
 
 import json
 import threading
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from bridge import acl
 from bridge.broker import verify_password
 from org import services
+from org.models import WebSession
 from tests.factories import EmployeeFactory, GroupFactory, GroupMemberFactory
 
 pytestmark = pytest.mark.django_db
@@ -41,10 +44,38 @@ def test_groups_file_lists_current_memberships_of_live_groups(settings):
 
 def test_sync_rewrites_only_what_changed():
     first = acl.sync()
-    assert set(first.changed) == {"passwd", "acl", "groups"}
+    assert set(first.changed) == {"passwd", "acl", "groups", "web-revoked"}
     assert acl.sync().changed == ()  # the bridge's line is kept, not re-salted
     EmployeeFactory()
     assert acl.sync().changed == ("passwd",)
+
+
+def test_web_revoked_lists_ended_sessions_whose_tokens_may_still_be_valid(settings, monkeypatch):
+    now = timezone.now()
+    employee = EmployeeFactory()
+    ended = WebSession.objects.create(
+        sid="a" * 32,
+        employee=employee,
+        client_ids=["emp_x_web-0a", "emp_x_web-0b"],
+        tokens_valid_until=now + timedelta(minutes=4),
+        ended_at=now,
+    )
+    WebSession.objects.create(sid="b" * 32, employee=employee, tokens_valid_until=now + timedelta(minutes=4))
+    WebSession.objects.create(sid="c" * 32, employee=employee, ended_at=now)  # never got a token
+    WebSession.objects.create(
+        sid="d" * 32, employee=employee, tokens_valid_until=now - timedelta(seconds=1), ended_at=now
+    )
+    acl.sync()
+    until = int(ended.tokens_valid_until.timestamp()) + 1
+    assert (
+        settings.MCHAT_BROKER_DIR / "web-revoked"
+    ).read_text() == f"{'a' * 32} {until} emp_x_web-0a emp_x_web-0b\n"
+    # The plugin watches the file: a sign-out needs no SIGHUP.
+    signalled = []
+    monkeypatch.setattr(acl, "reload_broker", lambda pid_file: signalled.append(pid_file) or True)
+    WebSession.objects.filter(sid="b" * 32).update(ended_at=now)
+    assert acl.sync().changed == ("web-revoked",)
+    assert signalled == []
 
 
 def test_sync_signals_the_broker_when_passwd_changes(monkeypatch):

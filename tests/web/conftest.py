@@ -13,6 +13,12 @@ thread, serving the sign-in pages, the MQTT credential, the page shell and stati
 
 `make_employee` returns an org.models.Employee whose web password is already chosen (no forced
 change page); its long-lived MQTT password is in `web_stack.mqtt_passwords[employee_id]`.
+
+With Playwright: create employees (any ORM work) before `sync_playwright()` starts, since its
+sync API runs an event loop in the test thread, where Django refuses ORM calls. The pages run
+under the real Content-Security-Policy, which also refuses Playwright's string-evaluating
+helpers such as `page.wait_for_function("...")`: wait with locators instead.
+tests/web/test_sign_in_browser.py is a small example.
 """
 
 from __future__ import annotations
@@ -117,6 +123,12 @@ class WebSession:
             allow_redirects=False,
             timeout=10,
         )
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Django's default PBKDF2 costs most of a second per sign-in on a busy test machine.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -61,8 +61,16 @@ def test_two_employees_chat_over_websockets_with_web_credentials(web_stack):
     delivery = bob_page.messages(inbox)[0]
     assert delivery["from_employee_id"] == alice.employee_id
     assert delivery["content"] == "<b>你好</b>"
-    # The page's own client id is bound: it cannot publish requests as another device.
     assert bob_credential["client_id"] != alice_credential["client_id"]
+
+    # A broker reload (SIGHUP, here for someone else's credential reset) re-checks every live
+    # session: the pages, whose tokens password_file does not know, stay connected.
+    carol = web_stack.make_employee(name="钱多多")
+    services.employee_credential_reset(actor=None, employee=carol)
+    web_stack.live.broker.reload()
+    response = alice_page.request("msg.send_private", to_employee_id=bob.employee_id, content="还在吗")
+    assert response["code"] == 0 and bob_page.wait_for_count(inbox, 2)
+    assert not alice_page.mqtt.disconnected.is_set()
 
 
 def test_expired_tokens_and_tokens_for_another_client_id_are_refused(web_stack, settings):
@@ -151,3 +159,29 @@ def test_web_password_reset_by_hr_ends_the_web_session(web_stack):
 
     _assert_session_ended(web_stack, alice, credential, page)
     assert session.credential().status_code == 401
+
+
+@pytest.fixture
+def built_client(tmp_path, settings):
+    """A stand-in for web/dist, set before web_stack starts (request it first)."""
+    dist = tmp_path / "dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_text(
+        '<!doctype html><script type="module" src="/static/web/assets/app.js"></script>'
+    )
+    (dist / "assets" / "app.js").write_text("console.log('mchat');\n")
+    settings.MCHAT_WEB_DIST_DIR = dist
+    return dist
+
+
+def test_the_web_server_serves_the_shell_and_its_static_files(built_client, web_stack):
+    alice = web_stack.make_employee(name="王小丽")
+    page = web_stack.sign_in(alice.employee_id)
+    shell = page.http.get(f"{web_stack.base_url}/c/private/{alice.employee_id}", timeout=10)
+    assert shell.status_code == 200 and "/static/web/assets/app.js" in shell.text
+    policy = shell.headers["Content-Security-Policy"]
+    assert web_stack.ws_url in policy and "'unsafe-inline'" not in policy
+    asset = page.http.get(f"{web_stack.base_url}/static/web/assets/app.js", timeout=10)
+    assert asset.status_code == 200 and asset.text == "console.log('mchat');\n"
+    css = page.http.get(f"{web_stack.base_url}/static/org/web-signin.css", timeout=10)
+    assert css.status_code == 200 and ".card" in css.text

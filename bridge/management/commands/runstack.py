@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand
 
 from bridge import acl
 from bridge.broker import MosquittoProcess, build_plugin, render_config
-from org import services
+from org import services, web_auth
 from org.models import Employee
 
 DEMO_FILE = "demo-admin.json"
@@ -37,7 +37,10 @@ class Command(BaseCommand):
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
         conf = render_config(
-            port=settings.MCHAT_BROKER_PORT, directory=broker_dir, bridge_user=settings.MCHAT_BRIDGE_USERNAME
+            port=settings.MCHAT_BROKER_PORT,
+            ws_port=settings.MCHAT_WS_PORT,
+            directory=broker_dir,
+            bridge_user=settings.MCHAT_BRIDGE_USERNAME,
         )
         broker = MosquittoProcess(conf)
         broker.start()
@@ -80,7 +83,12 @@ class Command(BaseCommand):
         if Employee.objects.filter(is_org_admin=True, is_active=True).exists() and not path.exists():
             return {}
         issued = services.employee_create(actor=None, name="演示管理员", is_org_admin=True)
-        demo = {"employee_id": issued.employee.employee_id, "mqtt_connection": issued.mqtt_connection()}
+        demo = {
+            "employee_id": issued.employee.employee_id,
+            "mqtt_connection": issued.mqtt_connection(),
+            # An initial web password: the web client asks for a new one at first sign-in.
+            "web_password": web_auth.web_password_set(employee=issued.employee),
+        }
         path.write_text(json.dumps(demo, ensure_ascii=False, indent=2))
         path.chmod(0o600)
         User = get_user_model()
@@ -94,7 +102,10 @@ class Command(BaseCommand):
     def _banner(self, demo: dict, web: str) -> None:
         port = settings.MCHAT_BROKER_PORT
         self.stdout.write(
-            self.style.SUCCESS(f"\nMChat is running. Broker 127.0.0.1:{port}, admin http://{web}/admin/")
+            self.style.SUCCESS(
+                f"\nMChat is running. Broker 127.0.0.1:{port} (WebSockets {settings.MCHAT_WS_PORT}), "
+                f"web client http://{web}/, admin http://{web}/admin/"
+            )
         )
         if not demo:
             self.stdout.write("An org admin already exists; create more with manage.py createemployee.")

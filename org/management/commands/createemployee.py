@@ -3,13 +3,13 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from mchat.errors import MChatError
-from org import services
+from org import services, web_auth
 
 
 class Command(BaseCommand):
     help = (
-        "Create an employee and print its employee_id and mqtt_connection (spec 3.3) once; "
-        "the password is not stored and cannot be shown again."
+        "Create an employee and print its employee_id, mqtt_connection (spec 3.3) and, for a "
+        "person, an initial web_password, once; passwords are not stored and cannot be shown again."
     )
 
     def add_arguments(self, parser):
@@ -39,12 +39,17 @@ class Command(BaseCommand):
             "name": issued.employee.name,
             "mqtt_connection": issued.mqtt_connection(),
         }
+        if not agent:
+            # An initial web password: the employee chooses its own at first sign-in.
+            result["web_password"] = web_auth.web_password_set(employee=issued.employee)
         if json:
             self.stdout.write(_json_dumps(result))
             return
         self.stdout.write(f"employee_id: {result['employee_id']}")
         self.stdout.write("mqtt_connection (the password is shown only this once):")
         self.stdout.write(_json_dumps(result["mqtt_connection"]))
+        if "web_password" in result:
+            self.stdout.write(f"web_password (initial, shown only this once): {result['web_password']}")
 
 
 def _json_dumps(value) -> str:
