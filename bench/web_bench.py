@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import time
@@ -98,7 +99,7 @@ def test_web_bench(web_stack):  # noqa: F811
         "mqtt_password": web_stack.mqtt_passwords[carol.employee_id],
     }
     # Carol has 200 conversations: 199 colleagues and bob.
-    with Client(login, device="seed", track_groups=False) as seed:
+    with Client(login, device=f"seed-{secrets.token_hex(4)}", track_groups=False) as seed:
         for i, peer in enumerate([*peers, bob]):
             seed.request("msg.send_private", to_employee_id=peer.employee_id, content=f"第 {i} 条", retries=3)
     base = web_stack.base_url
