@@ -344,7 +344,8 @@ export class MChatClient {
         ...[...this.groups.keys()].map((g) => GROUP_PREFIX + g),
       ]);
       if (this.opts.presence) {
-        await transport.publish(this.statusTopic, this.statusPayload("online"), { qos: 1, retain: true });
+        // Not awaited: the first requests need not wait for this PUBACK.
+        void transport.publish(this.statusTopic, this.statusPayload("online"), { qos: 1, retain: true }).catch(() => {});
       }
     } catch (err) {
       if (this.transport === transport) {
