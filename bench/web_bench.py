@@ -151,6 +151,7 @@ def test_web_bench(web_stack):  # noqa: F811
     results["bundle"] = bundle_size()
     results["when"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results["database"] = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    results["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
     OUT.mkdir(exist_ok=True)
     (OUT / "latest.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
     e = results["enter_to_shown_ms"]
@@ -158,7 +159,8 @@ def test_web_bench(web_stack):  # noqa: F811
     (OUT / "REPORT.md").write_text(
         f"""# Web client bench
 
-Run {results["when"]} on this machine ({os.cpu_count()} CPUs, shared), {results["database"]}, the real
+Run {results["when"]} on this machine ({os.cpu_count()} CPUs, shared; 1-minute load average
+{results["load_average_1min_at_end"]} at the end of the run), {results["database"]}, the real
 stack of the browser tests (Mosquitto with its WebSockets listener and the plugin, one bridge
 thread, Django's threaded test server), headless Debian Chromium. `make bench-web` reruns it.
 
