@@ -11,7 +11,7 @@ SYSTEM_PACKAGES := mosquitto mosquitto-dev mosquitto-clients gcc make libssl-dev
 # redis-server: the Celery test's broker (the test starts its own)
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) redis-server chromium fonts-wqy-microhei tmux
 
-.PHONY: up test test-pg bench system-deps test-system-deps venv plugin static migrate lint clean web web-test
+.PHONY: up test test-pg bench system-deps test-system-deps venv plugin static migrate lint clean web web-test bench-web
 
 up: system-deps venv plugin web static
 	$(PY) manage.py runstack
@@ -66,6 +66,10 @@ web-test: web
 # Hashed, compressed static files under var/static (STATIC_ROOT), served by WhiteNoise.
 static: venv web
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+
+# The web client's bench (Enter -> shown in another browser, first load, bundle): bench/web/REPORT.md
+bench-web: test-system-deps venv plugin web static
+	$(VENV)/bin/pytest bench/web_bench.py -q -s --tb=short
 
 migrate: venv
 	$(PY) manage.py migrate --noinput

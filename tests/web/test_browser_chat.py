@@ -11,6 +11,7 @@ Needs the built client (`make web`; `make test` builds it first).
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 import zlib
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.broker_harness import try_connect
+from mchat_sdk import Client
+from org import services
+from tests.broker_harness import mqtt_client, try_connect
 
 pytestmark = [
     pytest.mark.broker,
@@ -112,7 +115,8 @@ def test_two_employees_chat_in_the_browser(web_stack):
     assert _built(), "the web client is not built: run `make web`"
     alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
     bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
-    carol = web_stack.make_employee(name="陈晓", web_password=PASSWORD)
+    research = services.department_create(actor=None, name="研发部")
+    carol = web_stack.make_employee(name="陈晓", web_password=PASSWORD, department_id=research.department_id)
     a_id, b_id, c_id = alice.employee_id, bob.employee_id, carol.employee_id
     base = web_stack.base_url
     image = png(64, 40, (51, 112, 255))
@@ -183,6 +187,21 @@ def test_two_employees_chat_in_the_browser(web_stack):
                 expect(img).to_have_js_property("naturalWidth", 64)
             shot(b, "03-image")
 
+            # A file: a card on both sides; the download goes through file.download_url.
+            notes = "会议纪要：周三下午三点。\n".encode()
+            a.set_input_files(
+                "[data-testid=file-input]",
+                files=[{"name": "会议纪要.txt", "mimeType": "text/plain", "buffer": notes}],
+            )
+            card = b.locator("[data-testid=file-card]", has_text="会议纪要.txt")
+            expect(card).to_be_visible()
+            expect(a.locator("[data-testid=file-card]", has_text="会议纪要.txt")).to_be_visible()
+            with b.expect_download() as download_info:
+                card.locator("button").click()
+            download = download_info.value
+            assert download.suggested_filename == "会议纪要.txt"
+            assert Path(download.path()).read_bytes() == notes
+
             # Markup is text: shown literally, nothing runs, no element is made from it.
             send(a, XSS)
             expect(bubble(b, XSS)).to_be_visible()
@@ -222,7 +241,16 @@ def test_two_employees_chat_in_the_browser(web_stack):
             # The organisation and a phone-sized screen.
             a.click("[data-testid=tab-org]")
             expect(a.locator("[data-testid=org-tree]")).to_contain_text("赵大勇")
+            expect(a.locator("[data-testid=org-tree]")).to_contain_text("研发部")
             shot(a, "05-org")
+            # A profile with presence; "发消息" opens the private conversation.
+            a.locator("[data-testid=person]", has_text="陈晓").click()
+            profile = a.locator("[data-testid=profile]")
+            expect(profile).to_contain_text(c_id)
+            expect(profile).to_contain_text("离线")
+            profile.locator("[data-testid=start-chat]").click()
+            expect(a).to_have_url(f"{base}/c/private/{c_id}")
+            expect(a.locator("[data-testid=conversation-title]")).to_have_text("陈晓")
             b.set_viewport_size({"width": 390, "height": 780})
             expect(bubble(b, "收到！")).to_be_visible()
             shot(b, "06-phone-conversation")
@@ -251,8 +279,6 @@ def test_groups_and_agents_in_the_browser(web_stack):
     """Group management (rename, add, remove, leave, dismiss with its confirmation step) and an
     agent that does not acknowledge in time: "Agent 响应超时", then its late reply."""
     assert _built(), "the web client is not built: run `make web`"
-    from mchat_sdk import Client
-
     alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
     bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
     carol = web_stack.make_employee(name="陈晓", web_password=PASSWORD)
@@ -291,7 +317,7 @@ def test_groups_and_agents_in_the_browser(web_stack):
             expect(a.locator("[data-testid=agent-timeout]")).to_have_text("Agent 响应超时")
             shot(a, "08-agent-timeout")
             # The agent comes back and answers: the reply appears.
-            with Client(agent_login, device="late", track_groups=False) as late_agent:
+            with Client(agent_login, device=f"late-{secrets.token_hex(4)}", track_groups=False) as late_agent:
                 late_agent.send_private(a_id, "订单 1001 已发货，预计明天送达")
                 expect(bubble(a, "订单 1001 已发货，预计明天送达")).to_be_visible()
 
@@ -341,5 +367,65 @@ def test_groups_and_agents_in_the_browser(web_stack):
             assert a.csp_errors == [] and b.csp_errors == []  # type: ignore[attr-defined]
             a_ctx.close()
             b_ctx.close()
+        finally:
+            browser.close()
+
+
+def test_a_dropped_connection_shows_reconnects_and_catches_up(web_stack):
+    """The page's connection is taken over (the broker closes it); while it is away (its
+    credential request held back) the peer writes twice. The page shows the banner, reconnects
+    with a fresh credential, and shows both messages once, in order."""
+    assert _built(), "the web client is not built: run `make web`"
+    from playwright.sync_api import expect, sync_playwright
+
+    alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
+    bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
+    a_id, b_id = alice.employee_id, bob.employee_id
+    bob_login = {
+        "broker_host": "127.0.0.1",
+        "broker_port": web_stack.live.port,
+        "use_tls": False,
+        "mqtt_username": b_id,
+        "mqtt_password": web_stack.mqtt_passwords[b_id],
+    }
+    base = web_stack.base_url
+    with (
+        sync_playwright() as playwright,
+        Client(bob_login, device=f"py-{secrets.token_hex(4)}", track_groups=False) as bob_client,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            a_ctx, a = sign_in(browser, base, a_id, f"/c/private/{b_id}")
+            bob_client.send_private(a_id, "在吗？")
+            expect(bubble(a, "在吗？")).to_be_visible()
+            credential = a.evaluate("window.mchat.client.credential")
+
+            held = []
+            a.route("**/api/web/mqtt-credential", lambda route: held.append(route))
+            with a.expect_request("**/api/web/mqtt-credential"):
+                # Another connection with the page's client id: the broker closes the page's.
+                intruder = mqtt_client(
+                    web_stack.live.broker.ws_port,
+                    credential["username"],
+                    credential["password"],
+                    credential["client_id"],
+                    transport="websockets",
+                )
+                intruder.close()
+                banner = a.locator("[data-testid=connection-banner]")
+                expect(banner).to_have_attribute("data-state", "reconnecting")
+                expect(banner).to_contain_text("正在重连")
+            shot(a, "10-reconnecting")
+            bob_client.send_private(a_id, "错过的第一条")
+            bob_client.send_private(a_id, "错过的第二条")
+            for route in held:
+                route.continue_()
+            a.unroute("**/api/web/mqtt-credential")
+            connected(a)
+            expect(banner).to_have_count(0)
+            expect(bubble(a, "错过的第二条")).to_be_visible()
+            texts = a.locator("[data-testid=message] .message-text").all_inner_texts()
+            assert texts == ["在吗？", "错过的第一条", "错过的第二条"]
+            a_ctx.close()
         finally:
             browser.close()

@@ -5,6 +5,7 @@ a Python SDK client in seq order, and lists the conversation."""
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_the_client_library_chats_from_node(web_stack):
         "mqtt_username": bob.employee_id,
         "mqtt_password": web_stack.mqtt_passwords[bob.employee_id],
     }
-    with Client(bob_login, device="py", track_groups=False) as bob_client:
+    with Client(bob_login, device=f"py-{secrets.token_hex(4)}", track_groups=False) as bob_client:
         node = subprocess.Popen(
             [
                 "node",
@@ -53,9 +54,14 @@ def test_the_client_library_chats_from_node(web_stack):
             assert first.get("connected", "").startswith(f"{alice.employee_id}_web-"), first
             assert first["sent"]["seq"] == 1
             event = bob_client.wait_event(
-                lambda e: e.message.from_employee_id == alice.employee_id, kind="message", timeout=10
+                lambda e: (
+                    e.message.from_employee_id == alice.employee_id
+                    and e.message.text == "来自 Node.js 的问候"
+                ),
+                kind="message",
+                timeout=10,
             )
-            assert event.message.text == "来自 Node.js 的问候"
+            assert event.message.seq == 1
             bob_client.send_private(alice.employee_id, "收到，来自 Python")
             received = json.loads(node.stdout.readline() or "{}")
             assert received == {

@@ -344,7 +344,8 @@ export class MChatClient {
         ...[...this.groups.keys()].map((g) => GROUP_PREFIX + g),
       ]);
       if (this.opts.presence) {
-        await transport.publish(this.statusTopic, this.statusPayload("online"), { qos: 1, retain: true });
+        // Not awaited: the first requests need not wait for this PUBACK.
+        void transport.publish(this.statusTopic, this.statusPayload("online"), { qos: 1, retain: true }).catch(() => {});
       }
     } catch (err) {
       if (this.transport === transport) {
@@ -360,9 +361,15 @@ export class MChatClient {
     this.setState("connected");
     // Requests that waited through the drop: the same seq_id again (executed once).
     for (const p of this.pending.values()) this.publishPending(p);
+    // First connect: the groups are followed in the background (nothing to resubscribe yet).
+    // After a reconnect: group topics first, then what was missed meanwhile.
+    if (!reconnect) {
+      if (this.opts.trackGroups) void this.syncGroups().catch((err) => console.warn("mchat: group.list failed", err));
+      return;
+    }
     try {
       if (this.opts.trackGroups) await this.syncGroups();
-      if (reconnect) await this.catchUp();
+      await this.catchUp();
     } catch (err) {
       if (!(err instanceof MChatError)) throw err;
       console.warn("mchat: catching up after connect failed", err);

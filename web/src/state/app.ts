@@ -39,6 +39,7 @@ export class ChatApp {
       fillThread: (key) => void this.fillThread(key),
     };
     client.on("*", (event) => dispatch(this.store, event, this.hooks));
+    client.on("resync", () => this.refreshAfterReconnect());
   }
 
   get me(): string {
@@ -51,6 +52,11 @@ export class ChatApp {
     if (this.store.state.me) this.store.state.employees.set(this.me, this.store.state.me);
     this.store.changed();
     await Promise.all([this.loadConversations(), this.loadOrg().catch(() => {})]);
+  }
+
+  /** After a reconnect the client emits `resync`; the org tree may have changed too. */
+  refreshAfterReconnect(): void {
+    void this.loadOrg().catch(() => {});
   }
 
   toast(text: string): void {

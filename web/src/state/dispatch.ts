@@ -95,7 +95,8 @@ export function applyMessage(store: Store, ref: ConversationRef, m: MessagePaylo
   if (m.from_employee_id === me) c.lastReadSeq = Math.max(c.lastReadSeq, m.seq);
   withUnread(c);
   const thread = store.state.threads.get(key);
-  if (thread && thread.loaded) {
+  // A thread whose first page is still loading takes the message too (the page merges by msg_id).
+  if (thread && (thread.loaded || thread.loading)) {
     const item = messageItem(m);
     // My own message from this page: the pending entry becomes the sent message.
     if (m.from_employee_id === me && !thread.messages.some((x) => x.msgId === m.msg_id)) {

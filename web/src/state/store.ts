@@ -135,10 +135,15 @@ export class Store {
     this.version += 1;
     if (this.scheduled) return;
     this.scheduled = true;
-    queueMicrotask(() => {
+    const run = () => {
       this.scheduled = false;
       for (const fn of [...this.listeners]) fn();
-    });
+    };
+    // In a visible page: once per frame (a burst of deliveries renders once). Hidden pages and
+    // Node.js: at once (the tab title still shows unread counts while hidden).
+    const g = globalThis as { requestAnimationFrame?: (cb: () => void) => number; document?: { visibilityState?: string } };
+    if (g.requestAnimationFrame && g.document?.visibilityState === "visible") g.requestAnimationFrame(run);
+    else queueMicrotask(run);
   }
 
   thread(key: string): Thread {

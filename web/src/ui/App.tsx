@@ -86,6 +86,13 @@ export function App() {
     else app.close();
   }, [route?.type, route?.id, Boolean(state.me)]);
 
+  // For the web bench: when the conversation list is first on screen and usable.
+  useEffect(() => {
+    if (state.conversationsLoaded && performance.getEntriesByName("mchat-list-interactive").length === 0) {
+      performance.mark("mchat-list-interactive");
+    }
+  }, [state.conversationsLoaded]);
+
   const total = app.store.totalUnread();
   useEffect(() => {
     document.title = total > 0 ? `(${total}) ${t("app_name")}` : t("app_name");

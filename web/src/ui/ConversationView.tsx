@@ -111,6 +111,9 @@ function Receipt({ conversation, item }: { conversation: Conversation; item: Mes
   if (item.status !== "sent" || item.seq === null) return null;
   if (conversation.ref.type === "private") {
     const read = conversation.peerReadSeq >= item.seq;
+    // The peer's read position is only known from receipts: before one arrives, "未读" is
+    // shown for what this page sent, nothing for older messages (they may well be read).
+    if (!read && !item.seqId) return null;
     return (
       <span class={read ? "receipt read" : "receipt"} data-testid="receipt">
         {read ? t("read") : t("unread")}
