@@ -46,7 +46,7 @@ def message_send_private(
         # up, so the common path pays no query for it.
         if not seq_id:
             raise
-        recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
+        recipient = selectors.peer_get(employee_id=to_employee_id, active=True)
         return message_of_request(
             selectors.private_conversation(a=actor, b=recipient), client_id=client_id, seq_id=seq_id
         )
