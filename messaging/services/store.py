@@ -14,10 +14,11 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from mchat.db import planned_rows, rows_insert, rows_source
 from messaging import events, ids
@@ -88,16 +89,16 @@ def store_sqlite(messages: list[Message]) -> None:
     counts = Counter(
         (m.conversation_id, m.conversation.employee_low_id, m.conversation.employee_high_id) for m in messages
     )
-    last = _conversations_seq_take(counts, at=timezone.now())
-    # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
-    sent_at = timezone.now()
-    next_seq = {pk: last[pk] - n + 1 for (pk, _low, _high), n in counts.items()}
+    # As store_postgresql: a message's sent_at is its conversation's last activity, the later
+    # of now and what it was, taken under the row lock, so sent_at never goes back as seq goes up.
+    taken = _conversations_seq_take(counts, at=timezone.now())
+    next_seq = {pk: taken[pk][0] - n + 1 for (pk, _low, _high), n in counts.items()}
     for message in messages:
-        message.seq, message.sent_at = next_seq[message.conversation_id], sent_at
+        message.seq, message.sent_at = next_seq[message.conversation_id], taken[message.conversation_id][1]
         next_seq[message.conversation_id] += 1
     rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk_by="msg_id")
-    read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
-    _read_positions_advance(read_up_to, at=sent_at)
+    read_up_to = {(m.conversation_id, m.sender_id): (m.seq, m.sent_at) for m in messages}  # the last one wins
+    _read_positions_advance(read_up_to)
 
 
 # store_sqlite as one PostgreSQL statement (one round trip instead of three). The
@@ -213,28 +214,30 @@ def _checks_of(message: Message) -> dict:
     }
 
 
-def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:
-    """Move read positions (conversation pk, employee pk) forward to the given seq; one UPDATE."""
+def _read_positions_advance(up_to: dict[tuple[int, int], tuple[int, datetime]]) -> None:
+    """Move read positions (conversation pk, employee pk) forward to the given (seq, at); one
+    UPDATE (SQLite)."""
     table = connection.ops.quote_name(ReadPosition._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
     source, params = rows_source(
-        [("conversation", "bigint"), ("employee", "bigint"), ("seq", "bigint")],
-        [(conversation, employee, seq) for (conversation, employee), seq in up_to.items()],
+        [("conversation", "bigint"), ("employee", "bigint"), ("seq", "bigint"), ("at", "text")],
+        [(conversation, employee, seq, adapt(at)) for (conversation, employee), (seq, at) in up_to.items()],
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET last_read_seq = v.seq, updated_at = %s FROM {source} "
+            f"UPDATE {table} SET last_read_seq = v.seq, updated_at = v.at FROM {source} "
             f"WHERE {table}.conversation_id = v.conversation AND {table}.employee_id = v.employee "
             f"AND {table}.last_read_seq < v.seq",
-            [connection.ops.adapt_datetimefield_value(at), *params],
+            params,
         )
 
 
 def _conversations_seq_take(
     counts: dict[tuple[int, int | None, int | None], int], *, at: datetime
-) -> dict[int, int]:
+) -> dict[int, tuple[int, datetime]]:
     """Take `n` consecutive message numbers from each conversation of `counts`, (pk, low,
-    high) -> n, in the current transaction; returns each conversation's new last_seq by pk
-    (its numbers end there). A conversation that is gone, or is not the pair's, raises
+    high) -> n, in the current transaction, and move its last activity to `at` unless later;
+    returns each conversation's new (last_seq, last_activity_at) by pk (its numbers end there). A conversation that is gone, or is not the pair's, raises
     Conversation.DoesNotExist (the caller's transaction then stores nothing).
 
     The SQLite half of store_sqlite (PostgreSQL takes the numbers inside its one write
@@ -253,13 +256,19 @@ def _conversations_seq_take(
         f"last_activity_at = MAX(last_activity_at, %s) "
         f"FROM {source} WHERE {table}.id = v.id "
         f"AND {table}.employee_low_id IS v.low AND {table}.employee_high_id IS v.high "
-        f"RETURNING {table}.id, {table}.last_seq"
+        f"RETURNING {table}.id, {table}.last_seq, {table}.last_activity_at"
     )
     params = [connection.ops.adapt_datetimefield_value(at), *source_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        taken = dict(cursor.fetchall())
+        taken = {pk: (last_seq, _aware(activity)) for pk, last_seq, activity in cursor.fetchall()}
     if len(taken) != len(counts):
         missing = sorted({pk for pk, _low, _high in counts} - set(taken))
         raise Conversation.DoesNotExist(f"conversations vanished or not the pair's: {missing}")
     return taken
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A timestamp SQLite handed back from a raw statement (text, or naive UTC)."""
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
