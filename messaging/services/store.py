@@ -27,6 +27,11 @@ from messaging.models import Conversation, Message, ReadPosition
 from org.models import Employee
 
 
+class AssumptionFailed(Exception):
+    """A checked store (private_sends_known) found that something its caller assumed no longer
+    holds: nothing was stored."""
+
+
 @dataclass(frozen=True)
 class Post:
     conversation: Conversation
@@ -108,8 +113,10 @@ def store_sqlite(messages: list[Message]) -> None:
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
 # caller gave (low, high; none for a group): a message whose conversation is not there gets no
 # number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
-# Checked posts (private_sends_known) get no number either unless their sender and recipient
-# are the active employees the caller took them for and no message of the same request exists yet.
+# Checked posts (private_sends_known) are stored only if every one holds what the caller
+# assumed (sender and recipient the active employees it took them for, the conversation the
+# pair's, no message of the same request yet, and the caller's `unanswered` condition): if one
+# does not, the statement writes nothing and returns no rows, without an error (`ready`).
 _STORE_IN_ONE_STATEMENT = """
 WITH posts AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
@@ -121,12 +128,12 @@ WITH posts AS (
     SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
 ), locked AS (
     SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
-), taken AS (
+){ready}, taken AS (
     UPDATE {conversation} AS c SET last_seq = c.last_seq + counts.n,
         last_activity_at = GREATEST(c.last_activity_at, %s::timestamptz)
     FROM counts WHERE c.id = counts.conversation_id AND c.id IN (SELECT id FROM locked)
         AND c.employee_low_id IS NOT DISTINCT FROM counts.low
-        AND c.employee_high_id IS NOT DISTINCT FROM counts.high
+        AND c.employee_high_id IS NOT DISTINCT FROM counts.high{when_ready}
     RETURNING c.id, c.employee_low_id AS low, c.employee_high_id AS high,
         c.last_seq - counts.n AS before, c.last_activity_at AS sent_at
 ), numbered AS (
@@ -139,7 +146,7 @@ WITH posts AS (
     INSERT INTO {message} (conversation_id, seq, msg_id, sender_id, content, content_type, sent_at,
         client_id, seq_id, file_key)
     SELECT conversation_id, seq, msg_id, sender_id, content, content_type, sent_at, client_id, seq_id, file_key
-    FROM numbered
+    FROM numbered{when_ready_insert}
     RETURNING id, msg_id, seq, sent_at
 ), read AS (
     UPDATE {read_position} AS r SET last_read_seq = mine.seq, updated_at = mine.sent_at
@@ -150,6 +157,14 @@ WITH posts AS (
 )
 SELECT id, msg_id, seq, sent_at FROM inserted
 """
+
+
+_STORE_READY = """, ready AS (
+    SELECT (SELECT count(*) FROM verified) = (SELECT count(*) FROM posts)
+        AND (SELECT count(*) FROM {conversation} AS c JOIN counts ON c.id = counts.conversation_id
+             AND c.employee_low_id IS NOT DISTINCT FROM counts.low
+             AND c.employee_high_id IS NOT DISTINCT FROM counts.high) = (SELECT count(*) FROM counts) AS ok
+)"""
 
 
 _STORE_CHECKS = """, verified AS (
@@ -178,6 +193,9 @@ def store_postgresql(messages: list[Message], *, checked: bool = False, unanswer
         if checked
         else "",
         checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
+        ready=_STORE_READY.format(conversation=quote(Conversation._meta.db_table)) if checked else "",
+        when_ready="\n        AND (SELECT ok FROM ready)" if checked else "",
+        when_ready_insert=" WHERE (SELECT ok FROM ready)" if checked else "",
     )
     document = [
         {
@@ -199,6 +217,8 @@ def store_postgresql(messages: list[Message], *, checked: bool = False, unanswer
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(document), timezone.now()])
         stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
+    if checked and len(stored) < len(messages):
+        raise AssumptionFailed()  # nothing was written
     for message in messages:
         message.pk, message.seq, message.sent_at = stored[message.msg_id]
         message._state.adding = False
