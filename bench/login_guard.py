@@ -24,15 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bridge.broker import (
-    MosquittoProcess,
-    build_plugin,
-    free_port,
-    hash_password,
-    password_line,
-    render_config,
-    write_atomically,
-)
+from bench.services import free_port
+from bridge.broker import MosquittoProcess, build_plugin, password_line, render_config, write_atomically
+from org.credentials import hash_password
 
 VICTIM = "emp_victim"
 

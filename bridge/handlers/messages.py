@@ -11,9 +11,9 @@ from rest_framework import serializers
 
 from bridge.deferred import Deferred
 from bridge.handlers import Request, validate, validate_many
-from bridge.handlers.groups import REQUIRED, id_field
+from bridge.handlers.groups import id_field
 from bridge.models import unanswered_condition
-from mchat.errors import BadRequest, MChatError
+from mchat.errors import EMPTY_MESSAGES, BadRequest, MChatError
 from mchat.wire import isoformat_z
 from messaging import payloads, selectors, services
 from messaging.agent_waits import agent_ack_wait_open, answer_waits
@@ -28,7 +28,7 @@ class ContentField(serializers.JSONField):
     """Any JSON here; messaging.content decides what is valid (and names content.* fields)."""
 
     def __init__(self, **options):
-        super().__init__(error_messages=REQUIRED, **options)
+        super().__init__(error_messages=EMPTY_MESSAGES, **options)
 
 
 class SendPrivateInput(serializers.Serializer):
@@ -42,7 +42,7 @@ class SendGroupInput(serializers.Serializer):
 
 
 class MessageRef(serializers.Serializer):
-    msg_id = serializers.CharField(max_length=40, error_messages=REQUIRED)
+    msg_id = serializers.CharField(max_length=40, error_messages=EMPTY_MESSAGES)
 
 
 class ReadAckInput(MessageRef):
@@ -52,7 +52,7 @@ class ReadAckInput(MessageRef):
 
 
 class ConversationInput(serializers.Serializer):
-    conversation_type = serializers.ChoiceField(choices=CONVERSATION_TYPES, error_messages=REQUIRED)
+    conversation_type = serializers.ChoiceField(choices=CONVERSATION_TYPES, error_messages=EMPTY_MESSAGES)
     peer_employee_id = id_field(required=False)
     group_id = id_field(required=False)
 
@@ -90,7 +90,7 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
     """send_private for requests that arrived together (the dispatcher's batch path): the
     same answers, in a fixed number of queries.
 
-    The dispatcher opens no transaction around it (its route says `many_commits_itself`):
+    The dispatcher opens no transaction around it (SEND_PRIVATE_BATCH.commits_itself):
     on PostgreSQL the messages are stored by one statement, so a batch with no AI agent
     among its recipients needs none. One that has agents is stored in a transaction that
     also records their acknowledgement waits, so a wait exists exactly when its message does.
@@ -143,6 +143,20 @@ def send_private_known(requests: Sequence[Request]) -> list[dict] | None:
     if messages is None:
         return None
     return [_sent_data(message, f["to_employee_id"]) for message, f in zip(messages, fields, strict=True)]
+
+
+class SendPrivateBatch:
+    """msg.send_private's strategy for requests that arrive together (bridge.routes.BatchExecutor):
+    the one-statement path for pairs seen before, else the batch handler, which commits itself;
+    the dispatcher looks up each payload's recipient with the senders."""
+
+    payload_employees = ("to_employee_id",)
+    commits_itself = True
+    serve_known = staticmethod(send_private_known)
+    serve_many = staticmethod(send_private_many)
+
+
+SEND_PRIVATE_BATCH = SendPrivateBatch()
 
 
 def _sent_private(request: Request, message) -> dict | Deferred:

@@ -17,8 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import DatabaseError
 
+from bench.services import free_port
 from bridge import metrics
-from bridge.broker import free_port
 from mchat.logs import JsonFormatter
 
 

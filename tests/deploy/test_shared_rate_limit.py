@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bridge.broker import free_port
+from bench.services import free_port
 from bridge.ratelimit import RateLimiter, SharedRateLimiter, limiter_from_settings
 from mchat.errors import RateLimited
 from tests.notifications.test_celery_redis import redis_url  # noqa: F401 -- a fixture
