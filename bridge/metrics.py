@@ -92,7 +92,7 @@ class RequestMetrics:
 
 def pending_agent_waits() -> float:
     """Sends to agents waiting for the agent's acknowledgement (all bridge processes)."""
-    from bridge.models import AgentAckWait
+    from messaging.models import AgentAckWait
 
     try:
         return AgentAckWait.objects.filter(state=AgentAckWait.State.PENDING).count()

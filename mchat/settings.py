@@ -267,6 +267,8 @@ MCHAT_SCHEDULE = {
     "bridge.tasks.agent_waits_purge": MCHAT_PURGE_INTERVAL_SECONDS,
     "org.tasks.challenges_purge": MCHAT_PURGE_INTERVAL_SECONDS,
     "messaging.tasks.file_records_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    # Web sessions (one row per sign-in) that can no longer matter.
+    "org.tasks.web_sessions_purge": MCHAT_PURGE_INTERVAL_SECONDS,
 }
 CELERY_BEAT_SCHEDULE = {task: {"task": task, "schedule": seconds} for task, seconds in MCHAT_SCHEDULE.items()}
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
@@ -367,8 +369,6 @@ MCHAT_WS_PORT = int(os.environ.get("MCHAT_WS_PORT", "8083"))
 MCHAT_PUBLIC_WS_URL = os.environ.get("MCHAT_PUBLIC_WS_URL") or (
     f"{'wss' if MCHAT_PUBLIC_MQTT_TLS else 'ws'}://{MCHAT_PUBLIC_MQTT_HOST}:{MCHAT_WS_PORT}"
 )
-# Web sessions (one row per sign-in) that can no longer matter are forgotten hourly.
-MCHAT_BRIDGE_PERIODIC["org.web_sessions:web_sessions_purge"] = 3600
 # Lifetime of the page's MQTT credential; the page refreshes it at 80 % of this.
 MCHAT_WEB_TOKEN_TTL_SECONDS = int(os.environ.get("MCHAT_WEB_TOKEN_TTL_SECONDS", "300"))
 # Failed sign-ins allowed per account and per client address: [failures, window_seconds].
@@ -445,6 +445,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=MCHAT_LOCKOUT_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted and locked on its own
 AXES_LOCKOUT_CALLABLE = "org.lockout.lockout_response"  # the Chinese cool-off page
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no start-up banner in every process's log; lock-outs are still logged
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept with address and user agent
 # Logged failures show the address; the typed username stays masked (people type passwords there).
 AXES_SENSITIVE_PARAMETERS = ["username"]

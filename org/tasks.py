@@ -26,3 +26,11 @@ def challenges_purge() -> int:
     from org.retention import challenges_purge as purge
 
     return purge()
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, ignore_result=True)
+def web_sessions_purge() -> int:
+    """Web sessions that can no longer matter (settings.MCHAT_SCHEDULE)."""
+    from org.web_sessions import web_sessions_purge as purge
+
+    return purge()

@@ -78,8 +78,8 @@ def web_sessions_revoked_for_broker(*, now: datetime | None = None) -> list[tupl
 
 def web_sessions_purge() -> int:
     """Forget web sessions that can no longer matter: ended ones whose tokens all expired, and
-    ones older than a Django session can live (their browser's session expired). A periodic job
-    of the bridge (settings.MCHAT_BRIDGE_PERIODIC); bounded per run."""
+    ones older than a Django session can live (their browser's session expired). A periodic
+    clean-up (settings.MCHAT_SCHEDULE: Celery beat or runschedule); bounded per run."""
     now = timezone.now()
     expired_tokens = Q(tokens_valid_until__isnull=True) | Q(tokens_valid_until__lt=now)
     stale = WebSession.objects.filter(expired_tokens).filter(
