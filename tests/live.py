@@ -76,7 +76,7 @@ class LiveClient:
     def wait_for_count(self, topic: str, count: int, timeout: float = 5.0) -> bool:
         return self.mqtt.wait_for(lambda msgs: sum(m.topic == topic for m in msgs) >= count, timeout)
 
-    def wait_serving(self, timeout: float = 30.0) -> None:
+    def wait_serving(self, timeout: float = 60.0) -> None:
         """Until a bridge answers (a new bridge process takes a moment to start)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
