@@ -87,7 +87,7 @@ class LiveClient:
                 continue
         raise TimeoutError("no bridge answered")
 
-    def round_trip(self, *, timeout: float = 10.0) -> dict:
+    def round_trip(self, *, timeout: float = 30.0) -> dict:
         """A marker request: an unknown action, refused with 400 before any database work.
         Once its answer is in, what the bridge serving it published to this client before
         it has arrived too."""
