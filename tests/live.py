@@ -76,7 +76,7 @@ class LiveClient:
     def wait_for_count(self, topic: str, count: int, timeout: float = 5.0) -> bool:
         return self.mqtt.wait_for(lambda msgs: sum(m.topic == topic for m in msgs) >= count, timeout)
 
-    def wait_serving(self, timeout: float = 30.0) -> None:
+    def wait_serving(self, timeout: float = 60.0) -> None:
         """Until a bridge answers (a new bridge process takes a moment to start)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -87,7 +87,7 @@ class LiveClient:
                 continue
         raise TimeoutError("no bridge answered")
 
-    def round_trip(self, *, timeout: float = 10.0) -> dict:
+    def round_trip(self, *, timeout: float = 30.0) -> dict:
         """A marker request: an unknown action, refused with 400 before any database work.
         Once its answer is in, what the bridge serving it published to this client before
         it has arrived too."""

@@ -45,13 +45,24 @@ def test_handlers_run_at_most_concurrency_at_a_time_and_in_order_within_a_conver
     running = []
     peak = []
     handled: dict[str, list[str]] = {}
+    # The first two handlers wait for each other (an event, not a guess at timing): with a
+    # limit of two they meet, and a third conversation would have to run beside them to
+    # break the limit while they work.
+    meet = threading.Barrier(2)
+    first_two = [True, True]
 
     def handler(incoming):
         with lock:
             running.append(incoming.sender)
             peak.append(len(running))
             handled.setdefault(incoming.sender, []).append(incoming.text)
-        time.sleep(0.3)
+            waits = bool(first_two) and first_two.pop()
+        if waits:
+            try:
+                meet.wait(timeout=30)
+            except threading.BrokenBarrierError:
+                pass  # never met: max(peak) below says so
+        time.sleep(0.3)  # work, during which a third handler would show up in `peak`
         with lock:
             running.remove(incoming.sender)
         return f"已处理：{incoming.text}"
