@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "org",
     "messaging",
+    "audit",
     "bridge",
 ]
 
@@ -61,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "audit.context.AuditSourceMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -236,6 +238,13 @@ MCHAT_STS_ENDPOINT_URL = os.environ.get("MCHAT_STS_ENDPOINT_URL") or MCHAT_S3_EN
 MCHAT_STS_ROLE_ARN = os.environ.get("MCHAT_STS_ROLE_ARN", "")
 # Organisation-wide notices to every inbox go through Celery tasks of this many recipients.
 MCHAT_NOTICE_BATCH_SIZE = int(os.environ.get("MCHAT_NOTICE_BATCH_SIZE", "500"))
+
+# --- Audit log and retention (DESIGN §10, audit.retention) --------------------------------
+# Audit rows older than this are deleted by the retention job.
+MCHAT_AUDIT_RETENTION_DAYS = int(os.environ.get("MCHAT_AUDIT_RETENTION_DAYS", "365"))
+# Messages older than this are deleted (with their files) unless a group overrides it or a
+# legal hold applies; unset or 0: kept for ever.
+MCHAT_MESSAGE_RETENTION_DAYS = int(os.environ.get("MCHAT_MESSAGE_RETENTION_DAYS") or 0) or None
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

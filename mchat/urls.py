@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("org.urls")),
     path("", include("messaging.urls")),
+    path("", include("audit.urls")),
 ]
