@@ -248,7 +248,7 @@ class Bench:
         os.environ["MCHAT_MQTT_URL"] = self.env["MCHAT_MQTT_URL"]
 
     def connect_clients(self) -> None:
-        from bridge.protocol import group_topic, inbox_topic
+        from mchat.wire import group_topic, inbox_topic
 
         plan, people = self.plan, self.population.employee_ids
         n = len(people)
@@ -376,7 +376,7 @@ class Bench:
         }
 
     def raw_fanout(self) -> dict:
-        from bridge.protocol import group_topic
+        from mchat.wire import group_topic
 
         out = {}
         for size, gid in self.population.fanout_groups.items():
@@ -413,7 +413,7 @@ class Bench:
         }
 
     def mchat_fanout(self) -> dict:
-        from bridge.protocol import group_topic
+        from mchat.wire import group_topic
 
         out = {}
         for size, gid in self.population.fanout_groups.items():
@@ -547,7 +547,7 @@ class Bench:
         }
 
     def member_add(self) -> dict:
-        from bridge.protocol import group_topic
+        from mchat.wire import group_topic
 
         samples, failures = [], []
         for k, ((gid, _members), target) in enumerate(
@@ -597,9 +597,9 @@ class Bench:
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
-        from bridge import publisher
         from bridge.dispatch import Dispatcher
         from bridge.ratelimit import RateLimiter
+        from mchat import outbox as publisher
         from messaging import services
 
         memory = publisher.MemoryPublisher()

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
-from bridge.broker import hash_password
 from messaging import ids
 from messaging.models import Conversation, Group, GroupMember, ReadPosition
+from org.credentials import hash_password
 from org.models import Department, Employee
 
 DIVISIONS = 10

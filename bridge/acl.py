@@ -19,14 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from bridge.broker import (
-    hash_password,
-    password_line,
-    reload_broker,
-    request_kick,
-    verify_password,
-    write_atomically,
-)
+from bridge.broker import password_line, reload_broker, request_kick, write_atomically
+from org.credentials import hash_password, verify_password
 
 logger = logging.getLogger("mchat.bridge.acl")
 
@@ -183,3 +177,17 @@ atexit.register(_debouncer.flush)
 
 def request_sync() -> None:
     _debouncer.request()
+
+
+class BrokerFiles:
+    """The broker-policy port (mchat.broker_policy) as Mosquitto's files and plugin take it."""
+
+    def request_sync(self) -> None:
+        request_sync()
+
+    def sync_memberships(self) -> None:
+        # The mchat_auth plugin reads the groups file before every group delivery.
+        sync(files=("groups",))
+
+    def revoke(self, employee_ids: list[str]) -> None:
+        kick_on_next_sync(employee_ids)

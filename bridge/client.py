@@ -19,10 +19,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bridge import protocol, publisher, status
+from bridge import status
 from bridge.dispatch import Dispatcher
 from bridge.gathering import GatheringClient
 from bridge.periodic import PeriodicJobs
+from mchat import outbox, wire
 
 logger = logging.getLogger("mchat.bridge")
 
@@ -124,9 +125,9 @@ class BridgeClient:
     def __init__(self, *, instance: str, shared: bool, keep_session: bool = True):
         self.keep_session = keep_session
         self.client_id = f"{settings.MCHAT_BRIDGE_USERNAME}_{instance}"
-        shared_filter = f"$share/{protocol.SHARED_GROUP}/{protocol.REQUEST_FILTER}"
-        self.filter = shared_filter if shared else protocol.REQUEST_FILTER
-        self._other_filter = protocol.REQUEST_FILTER if shared else shared_filter
+        shared_filter = f"$share/{wire.SHARED_GROUP}/{wire.REQUEST_FILTER}"
+        self.filter = shared_filter if shared else wire.REQUEST_FILTER
+        self._other_filter = wire.REQUEST_FILTER if shared else shared_filter
         # Received and not answered yet, each with the connection it came on (loop thread only).
         self._pending: list[tuple] = []
         self._connection = 0  # counts successful connects: an ack belongs to its connection
@@ -150,7 +151,7 @@ class BridgeClient:
         self._request_sub_mid: int | None = None
         self.dispatcher = Dispatcher(LoopPublisher(self))
         self.periodic = PeriodicJobs(settings.MCHAT_BRIDGE_PERIODIC)
-        publisher.install(self.dispatcher.publisher)
+        outbox.install(self.dispatcher.publisher)
 
     # --- paho callbacks (all in the loop thread) ----------------------------------------------
 
@@ -165,7 +166,7 @@ class BridgeClient:
         _, self._request_sub_mid = client.subscribe(self.filter, qos=1)
         # Presence (org.presence): never shared, so every bridge sees each employee's status
         # messages in order; retained ones only when the subscription is new (a fresh session).
-        client.subscribe(status.STATUS_FILTER, options=SubscribeOptions(qos=1, retainHandling=1))
+        client.subscribe(wire.STATUS_FILTER, options=SubscribeOptions(qos=1, retainHandling=1))
         if flags.session_present:
             client.unsubscribe(self._other_filter)
         logger.info("bridge %s connected, subscribing to %s", self.client_id, self.filter)

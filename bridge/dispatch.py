@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -41,23 +40,32 @@ from bridge import protocol
 from bridge.deferred import Deferred
 from bridge.handlers import Request
 from bridge.models import ProcessedRequest
-from bridge.publisher import Publisher
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
+from mchat import wire
 from mchat.db import model_columns, model_from_row, rows_insert, rows_source, value_in
 from mchat.errors import BadRequest, MChatError, Unauthenticated, internal_error_reply
-from org.models import EMPLOYEE_ID_PATTERN, Employee
+from mchat.outbox import Publisher
+from messaging.agent_waits import agent_ack_answers
+from org.models import Employee
 
 logger = logging.getLogger("mchat.bridge")
-
-EMPLOYEE_ID_RE = re.compile(EMPLOYEE_ID_PATTERN)
 
 
 def _payload_employee_ids(work: _Work) -> set[str]:
     """The employee ids that the work's payload names in its route's payload_employees fields
     (only what could be one: anything else is the handler's to refuse)."""
     values = (work.payload.get(name) for name in work.route.payload_employees)
-    return {v for v in values if isinstance(v, str) and EMPLOYEE_ID_RE.match(v)}
+    return {v for v in values if isinstance(v, str) and wire.EMPLOYEE_ID_RE.match(v)}
+
+
+def _with_resolved_waits(recorded: dict[tuple[str, str], dict | None]) -> dict[tuple[str, str], dict | None]:
+    """Recorded answers, where a pending one (its answer waits for an AI agent) takes the
+    answer its wait has been resolved with since: messaging owns the wait and its answer."""
+    pending = [key for key, answer in recorded.items() if answer is None]
+    if pending:
+        recorded.update(agent_ack_answers(pending))
+    return recorded
 
 
 def _runs(works: list[_Work]) -> list[list[_Work]]:
@@ -219,7 +227,7 @@ class Dispatcher:
             else:
                 client_id, seq_id, answer = row[n_fields:]
                 recorded[(client_id, seq_id)] = json.loads(answer) if isinstance(answer, str) else answer
-        return employees, recorded
+        return employees, _with_resolved_waits(recorded)
 
     def _serve_optimistically(self, works: list[_Work]) -> bool:
         """A batch that is one run of a route with an optimistic handler (msg.send_private)
@@ -256,7 +264,7 @@ class Dispatcher:
         if results is None:
             return False
         for work, data in zip(open_works, results, strict=True):
-            work.decide(protocol.response_payload(work.parsed.seq_id, 0, "ok", data))
+            work.decide(wire.response_payload(work.parsed.seq_id, 0, "ok", data))
         return True
 
     def _limit(self, works: list[_Work]) -> None:
@@ -345,7 +353,7 @@ class Dispatcher:
             elif isinstance(result, Deferred):
                 response = None  # no answer yet; whoever resolves it publishes the answer
             else:
-                response = protocol.response_payload(work.parsed.seq_id, 0, "ok", result or {})
+                response = wire.response_payload(work.parsed.seq_id, 0, "ok", result or {})
             work.decide(response)
             if route.many_commits_itself and not isinstance(result, MChatError):
                 continue  # its repeat finds what the handler wrote
@@ -374,7 +382,7 @@ class Dispatcher:
                 if isinstance(data, Deferred):
                     response = None  # recorded as pending; whoever resolves it publishes the answer
                 else:
-                    response = protocol.response_payload(
+                    response = wire.response_payload(
                         work.parsed.seq_id, 0, "ok", {} if data is None else data
                     )
                 self._record(work, response)
@@ -422,20 +430,20 @@ class Dispatcher:
             f"WHERE (client_id, seq_id) IN (SELECT v.client_id, v.seq_id FROM {source})",
             params,
         )
-        return {(row.client_id, row.seq_id): row.response for row in rows}
+        return _with_resolved_waits({(row.client_id, row.seq_id): row.response for row in rows})
 
     def _error(self, work: _Work, exc: MChatError) -> dict:
         # Messages may echo the client's input, lone surrogates included: keep what UTF-8 can
         # carry, so the answer recorded is the answer sent.
         message = str(exc.message).encode("utf-8", "replace").decode()
-        return protocol.response_payload(work.parsed.seq_id, exc.code, message, exc.data)
+        return wire.response_payload(work.parsed.seq_id, exc.code, message, exc.data)
 
     def _internal_error(self, work: _Work, exc: BaseException) -> dict:
         if isinstance(exc, DatabaseError):
             # A broken connection must not poison the next request: drop it, reconnect lazily.
             connection.close_if_unusable_or_obsolete()
         message, data = internal_error_reply(exc, context=f"request on {work.topic!r}")
-        return protocol.response_payload(work.parsed.seq_id, 500, message, data)
+        return wire.response_payload(work.parsed.seq_id, 500, message, data)
 
     def _publish(self, work: _Work) -> Outcome:
         if work.same_as is not None:
@@ -443,7 +451,7 @@ class Dispatcher:
         if work.parsed is None or work.response is None:
             return Outcome(None if work.parsed is None else work.parsed.reply_topic, None)
         try:
-            self.publisher.publish(work.parsed.reply_topic, protocol.encode(work.response), qos=1)
+            self.publisher.publish(work.parsed.reply_topic, wire.encode(work.response), qos=1)
         except Exception as exc:
             internal_error_reply(exc, context=f"publishing the answer to {work.topic!r}")
         return Outcome(work.parsed.reply_topic, work.response, work.replayed)

@@ -1,63 +1,17 @@
-"""The wire contract: topic names, the request envelope and the response shape (spec 1.1)."""
+"""Requests as they arrive: the request topic and the envelope (spec 1.1, DESIGN §4).
+
+What topics, ids and answers look like is the wire contract, mchat/wire.py.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from django.utils.translation import gettext as _
 
 from mchat.errors import BadRequest
-
-REQUEST_PREFIX = "mchat/msg/req/"
-RESPONSE_PREFIX = "mchat/msg/resp/"
-# "#" rather than "+/+": malformed topics (missing or extra levels) still reach the bridge and
-# get a 400 instead of silence.
-REQUEST_FILTER = "mchat/msg/req/#"
-SHARED_GROUP = "mchat-bridge"
-SYSTEM_NOTIFY_TOPIC = "mchat/system/notify"
-
-CLIENT_ID_RE = re.compile(r"^([a-z][a-z0-9_]{2,63})_([A-Za-z0-9-]{1,64})$")
-SEQ_ID_RE = re.compile(r"^[!-\"$-*,-.0-~]{1,128}$")  # printable ASCII without "/", "+", "#"
-
-
-def inbox_topic(employee_id: str) -> str:
-    return f"mchat/inbox/{employee_id}"
-
-
-def group_topic(group_id: str) -> str:
-    return f"mchat/group/{group_id}"
-
-
-def status_topic(employee_id: str) -> str:
-    return f"mchat/status/{employee_id}"
-
-
-def profile_topic(employee_id: str) -> str:
-    return f"mchat/profile/{employee_id}"
-
-
-def response_topic(client_id: str, seq_id: str) -> str:
-    return f"{RESPONSE_PREFIX}{client_id}/{seq_id}"
-
-
-def isoformat_z(moment: datetime) -> str:
-    """Spec timestamps: UTC, milliseconds, "Z" (2025-02-03T10:00:00.000Z)."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def encode(payload: Any) -> bytes:
-    # "replace": JSON may smuggle in lone surrogates ("\ud800"), which UTF-8 cannot carry;
-    # an answer that echoes one must still go out.
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
-
-
-def response_payload(seq_id: str, code: int, message: str, data: Any) -> dict:
-    return {"seq_id": seq_id, "code": code, "message": message, "data": data}
+from mchat.wire import CLIENT_ID_RE, REQUEST_PREFIX, RESPONSE_PREFIX, SEQ_ID_RE, ClientId
 
 
 class UnanswerableTopic(Exception):
@@ -72,7 +26,7 @@ class RequestTopic:
 
     @property
     def employee_id(self) -> str:
-        return self.client_id.rsplit("_", 1)[0]
+        return ClientId.parse(self.client_id).employee_id
 
 
 def parse_request_topic(topic: str) -> RequestTopic:

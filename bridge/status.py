@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connection
 
+from mchat.wire import EMPLOYEE_ID_RE, STATUS_PREFIX
 from org import presence
 
 logger = logging.getLogger("mchat.bridge.status")
 
-STATUS_PREFIX = "mchat/status/"
-STATUS_FILTER = "mchat/status/+"
-_EMPLOYEE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 _MAX_PAYLOAD = 4096
 
 
@@ -43,7 +40,7 @@ def decode_status(topic: str, raw: bytes) -> StatusReport | None:
     """The report a status message carries, or None when there is nothing to apply
     (an empty payload clears a retained message; anything malformed is dropped)."""
     employee_id = topic[len(STATUS_PREFIX) :]
-    if not is_status_topic(topic) or not _EMPLOYEE_ID_RE.match(employee_id):
+    if not is_status_topic(topic) or not EMPLOYEE_ID_RE.match(employee_id):
         return None
     if not raw or len(raw) > _MAX_PAYLOAD:
         return None

@@ -167,6 +167,12 @@ MCHAT_BROKER_PORT = int(os.environ.get("MCHAT_BROKER_PORT", "1883"))
 # Seconds to gather changes before one re-render; 0 renders synchronously after commit.
 MCHAT_BROKER_SYNC_DEBOUNCE = float(os.environ.get("MCHAT_BROKER_SYNC_DEBOUNCE", "0.05"))
 
+# The implementations of the domain's ports ("module:name"), created on first use (DESIGN §6):
+# where answers and deliveries are published (mchat.outbox) and who renders the broker's
+# credentials and ACL (mchat.broker_policy). The bridge installs its own publisher at start-up.
+MCHAT_PUBLISHER = "bridge.publisher:server_publisher"
+MCHAT_BROKER_POLICY = "bridge.acl:BrokerFiles"
+
 # --- Request pipeline (DESIGN §4) ---------------------------------------------------------
 MCHAT_MAX_PAYLOAD = int(os.environ.get("MCHAT_MAX_PAYLOAD", str(64 * 1024)))
 # Requests served in one transaction when they arrive together (1 = one commit per request).

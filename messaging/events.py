@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import transaction
-
-from bridge import acl
-from bridge.protocol import group_topic, inbox_topic
-from bridge.publisher import publish_json_on_commit
+from mchat.outbox import publish_json_on_commit
+from mchat.wire import group_topic, inbox_topic
 from messaging import payloads
 from messaging.models import Conversation, Message
 
@@ -35,19 +32,6 @@ def read_receipt(*, to_employee_id: str, receipt: dict) -> None:
 def system_notification(*, employee_ids: Iterable[str], notification: dict) -> None:
     for employee_id in employee_ids:
         publish_json_on_commit(inbox_topic(employee_id), notification, qos=1)
-
-
-def group_access_revoked() -> None:
-    """Members were removed or a group dismissed: before the answer goes out, the broker must
-    stop delivering the group topic to them.
-
-    The mchat_auth plugin looks at the groups file before every group delivery, so writing
-    the file now, after commit and before the response is published (on-commit hooks run
-    first), is enough: any message sent after the answer is checked against it. Additions need
-    no such haste and take the debounced path.
-    """
-    # robust: the change has committed; a failure here is logged, it must not make the answer a 500.
-    transaction.on_commit(lambda: acl.sync(files=("groups",)), robust=True)
 
 
 def _to_conversation(conversation: Conversation, payload: dict) -> None:

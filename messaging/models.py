@@ -245,3 +245,46 @@ class UsedFileUrl(models.Model):
     class Meta:
         verbose_name = _("已使用的文件链接")
         verbose_name_plural = _("已使用的文件链接")
+
+
+class AgentAckWait(models.Model):
+    """A msg.send_private to an AI agent whose answer waits for the agent's msg.read_ack
+    (DESIGN §5). Resolved exactly once, by the acknowledgement or by the deadline sweep,
+    whichever process gets there first (messaging.agent_waits)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("等待确认")
+        ACKNOWLEDGED = "acknowledged", _("已确认")
+        EXPIRED = "expired", _("已超时")
+
+    # The request to answer: mchat/msg/resp/{client_id}/{seq_id}.
+    client_id = models.CharField(max_length=130)
+    seq_id = models.CharField(max_length=128)
+    message = models.ForeignKey(Message, related_name="+", on_delete=models.CASCADE)
+    agent = models.ForeignKey(Employee, related_name="+", on_delete=models.CASCADE)
+    # The message's conversation and number, so an acknowledgement finds what it covers.
+    conversation = models.ForeignKey(Conversation, related_name="+", on_delete=models.CASCADE)
+    seq = models.BigIntegerField()
+    deadline = models.DateTimeField()
+    # `data` of the success answer (spec 3.11).
+    response_data = models.JSONField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("Agent 确认等待")
+        verbose_name_plural = _("Agent 确认等待")
+        constraints = [models.UniqueConstraint(fields=["client_id", "seq_id"], name="agent_ack_wait_once")]
+        indexes = [
+            models.Index(fields=["deadline"], condition=Q(state="pending"), name="agent_ack_wait_due"),
+            models.Index(
+                fields=["conversation", "agent", "seq"],
+                condition=Q(state="pending"),
+                name="agent_ack_wait_open",
+            ),
+            models.Index(fields=["resolved_at"], name="agent_ack_wait_resolved"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}/{self.seq_id} ({self.state})"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bridge.protocol import isoformat_z
+from mchat.wire import isoformat_z
 from messaging.models import Conversation, Group, Message
 
 

@@ -10,8 +10,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from bridge.protocol import isoformat_z
 from mchat.errors import MChatError
+from mchat.wire import isoformat_z
 from messaging import files
 
 

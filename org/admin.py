@@ -25,7 +25,7 @@ from mptt.admin import DraggableMPTTAdmin, TreeRelatedFieldListFilter
 
 from mchat.errors import MChatError
 from org import services
-from org.models import AgentProfile, Department, Employee, SystemNotice
+from org.models import DEPARTMENT_ID_PATTERN, AgentProfile, Department, Employee, SystemNotice
 from org.resources import DepartmentResource, EmployeeResource
 from org.serializers import ID_SLUG_PATTERN
 
@@ -76,7 +76,7 @@ class ServiceErrorsAsFormErrors:
 
 class DepartmentForm(forms.ModelForm):
     department_id = forms.RegexField(
-        regex=r"^[a-z][a-z0-9_]{2,63}$",
+        regex=DEPARTMENT_ID_PATTERN,
         required=False,
         label=gettext_lazy("部门编号"),
         help_text=gettext_lazy("留空则按名称拼音生成，如 dept_xiaoshoubu；创建后不可修改。"),

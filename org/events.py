@@ -6,12 +6,11 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from django.db import transaction
 from django.utils import timezone
 
-from bridge import acl
-from bridge.protocol import SYSTEM_NOTIFY_TOPIC, isoformat_z, profile_topic
-from bridge.publisher import publish_json_on_commit
+from mchat import broker_policy
+from mchat.outbox import publish_json_on_commit
+from mchat.wire import SYSTEM_NOTIFY_TOPIC, isoformat_z, profile_topic
 from org.models import AgentProfile, Employee, SystemNotice
 from org.presence import presence_signed_off
 
@@ -31,26 +30,16 @@ PROFILE_FIELDS = (
 )
 
 
-def broker_credentials_changed() -> None:
-    """Passwords, activation or membership changed: re-render the broker files after commit."""
-    transaction.on_commit(acl.request_sync)
-
-
 def credential_reset(employee_id: str) -> None:
     """A new password: the old one's live sessions are disconnected at the reload."""
-    _credential_revoked(employee_id)
+    broker_policy.sessions_revoked([employee_id])
 
 
 def employee_deactivated(employee: Employee) -> None:
     """The passwd line goes away (new logins refused) and live sessions are disconnected.
     Mosquitto publishes no Will for sessions it drops that way, so presence says offline."""
-    _credential_revoked(employee.employee_id)
+    broker_policy.sessions_revoked([employee.employee_id])
     presence_signed_off(employee=employee)
-
-
-def _credential_revoked(employee_id: str) -> None:
-    transaction.on_commit(lambda: acl.kick_on_next_sync([employee_id]))
-    broker_credentials_changed()
 
 
 def profile_payload(employee: Employee) -> dict:

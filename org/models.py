@@ -3,10 +3,10 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from mptt.models import MPTTModel, TreeForeignKey
 
-# Employee ids are MQTT usernames and topic levels: lowercase ASCII, digits and "_" only.
-# A client id is "{employee_id}_{device}" with no "_" in device (DESIGN §2).
-EMPLOYEE_ID_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
-DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
+from mchat.wire import EMPLOYEE_ID_PATTERN
+
+# Department ids have the shape of employee ids (mchat.wire): both appear in topics and payloads.
+DEPARTMENT_ID_PATTERN = EMPLOYEE_ID_PATTERN
 
 
 class Department(MPTTModel):

@@ -18,9 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from bridge.protocol import inbox_topic, isoformat_z
-from bridge.publisher import publish_json_on_commit
 from mchat.errors import BadRequest
+from mchat.outbox import publish_json_on_commit
+from mchat.wire import inbox_topic, isoformat_z
 from org.events import new_notify_id
 from org.models import Employee
 

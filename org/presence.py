@@ -27,8 +27,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from bridge.protocol import CLIENT_ID_RE, isoformat_z, status_topic
-from bridge.publisher import publish_json_on_commit
+from mchat.outbox import publish_json_on_commit
+from mchat.wire import ClientId, isoformat_z, status_topic
 from org.models import DevicePresence, Employee
 
 ONLINE = "online"
@@ -152,7 +152,8 @@ def presence_of(employee_ids: Iterable[str] | None = None) -> dict[str, dict]:
 
 def client_id_of_employee(client_id: str, employee_id: str) -> bool:
     """`client_id` is a connection id of this employee ({employee_id}_{device}, DESIGN §2)."""
-    return bool(CLIENT_ID_RE.match(client_id)) and client_id.rsplit("_", 1)[0] == employee_id
+    parts = ClientId.of(client_id)
+    return parts is not None and parts.employee_id == employee_id
 
 
 def _device_report(

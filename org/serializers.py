@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from bridge.protocol import isoformat_z
+from mchat.wire import isoformat_z
 from org.models import AgentProfile, Department, Employee
 
 _EMPTY = {"required": _("不能为空"), "blank": _("不能为空"), "null": _("不能为空")}

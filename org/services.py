@@ -32,9 +32,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from mptt.exceptions import InvalidMove
 
-from bridge.broker import hash_password
+from mchat import broker_policy
 from mchat.errors import BadRequest, NotFound, PermissionDenied, Unauthenticated
+from mchat.wire import ClientId
 from org import events
+from org.credentials import hash_password
 from org.employee_ids import employee_id_stem, next_department_id, next_employee_id
 from org.models import (
     DEPARTMENT_ID_PATTERN,
@@ -316,7 +318,7 @@ def employee_create(
         profile.save()
     _org_changed()
     events.employee_profile_changed(employee, fields=events.PROFILE_FIELDS, event="created")
-    events.broker_credentials_changed()
+    broker_policy.access_changed()
     return IssuedCredential(employee=employee, password=password)
 
 
@@ -431,7 +433,7 @@ def employee_update(
         _org_changed()
     if "is_active" in changed:
         if employee.is_active:
-            events.broker_credentials_changed()
+            broker_policy.access_changed()
         else:
             events.employee_deactivated(employee)
     event = "updated"
@@ -708,7 +710,7 @@ def device_bind(*, actor: Employee, client_id: str, employee_id: str) -> Device:
     """auth.bind: confirm that the connection belongs to the claimed employee."""
     if employee_id != actor.employee_id:
         raise PermissionDenied(_("employee_id 与当前连接身份不一致"))
-    device = client_id.rsplit("_", 1)[1]
+    device = ClientId.parse(client_id).device
     bound, _created = Device.objects.update_or_create(
         client_id=client_id, defaults={"employee": actor, "device": device}
     )

@@ -32,12 +32,12 @@ from bridge.broker import (
     MosquittoProcess,
     build_plugin,
     free_port,
-    hash_password,
     password_line,
     render_config,
     request_kick,
     write_atomically,
 )
+from org.credentials import hash_password
 
 CONNECT_TIMEOUT = 5.0
 

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from bridge import publisher as publisher_module
 from bridge.dispatch import Dispatcher
-from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
+from mchat import outbox as publisher_module
+from mchat.wire import encode
 from messaging import services
 
 pytest_plugins = ["tests.live"]

@@ -1,7 +1,7 @@
 import factory
 
-from bridge.broker import hash_password
 from messaging.models import Group, GroupMember
+from org.credentials import hash_password
 from org.models import Department, Employee
 
 

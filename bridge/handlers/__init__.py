@@ -14,6 +14,7 @@ from typing import Any
 from rest_framework import serializers
 
 from mchat.errors import BadRequest, validation_message
+from mchat.wire import ClientId
 from org.models import Employee
 
 
@@ -30,11 +31,11 @@ class Request:
 
     @property
     def device(self) -> str:
-        return self.client_id.rsplit("_", 1)[1]
+        return ClientId.parse(self.client_id).device
 
     @property
     def employee_id(self) -> str:
-        return self.client_id.rsplit("_", 1)[0]
+        return ClientId.parse(self.client_id).employee_id
 
 
 def validate(serializer_class: type[serializers.Serializer], payload: dict) -> dict[str, Any]:

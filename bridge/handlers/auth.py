@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from bridge.handlers import Request, validate
-from bridge.protocol import isoformat_z
+from mchat.wire import isoformat_z
 from org import services
 
 

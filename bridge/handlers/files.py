@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from bridge.handlers import Request, validate
-from bridge.protocol import isoformat_z
+from mchat.wire import isoformat_z
 from messaging import files
 from messaging.storage import keys
 

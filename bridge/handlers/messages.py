@@ -9,12 +9,14 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
-from bridge.deferred import Deferred, agent_ack_wait
+from bridge.deferred import Deferred
 from bridge.handlers import Request, validate, validate_many
 from bridge.handlers.groups import REQUIRED, id_field
-from bridge.protocol import isoformat_z
+from bridge.models import unanswered_condition
 from mchat.errors import BadRequest, MChatError
+from mchat.wire import isoformat_z
 from messaging import payloads, selectors, services
+from messaging.agent_waits import agent_ack_wait_open, answer_waits
 from messaging.models import Conversation
 
 HISTORY_MAX = 100
@@ -113,7 +115,7 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
             )
         )
     checked = services.private_sends_check(sends, known=known)
-    waits = any(r.is_ai_agent and r.pk != sender.pk for sender, r in checked.recipients)
+    waits = any(answer_waits(sender=sender, recipient=r) for sender, r in checked.recipients)
     with transaction.atomic() if waits else nullcontext():
         for index, outcome in zip(indexes, services.private_sends_store(checked), strict=True):
             results[index] = (
@@ -134,7 +136,9 @@ def send_private_known(requests: Sequence[Request]) -> list[dict] | None:
         [
             services.KnownSend(r.employee_id, f["to_employee_id"], f["content"], r.client_id, r.seq_id)
             for r, f in zip(requests, fields, strict=True)
-        ]
+        ],
+        # A refusal is recorded, not stored: its repeat must get it again (bridge.dispatch).
+        unanswered=unanswered_condition("posts.client_id", "posts.seq_id"),
     )
     if messages is None:
         return None
@@ -144,8 +148,16 @@ def send_private_known(requests: Sequence[Request]) -> list[dict] | None:
 def _sent_private(request: Request, message) -> dict | Deferred:
     recipient = message.conversation.peer_of(request.employee)
     data = _sent_data(message, recipient.employee_id)
-    # To an AI agent the answer waits for its msg.read_ack (bridge.deferred).
-    return agent_ack_wait(request=request, message=message, recipient=recipient, data=data)
+    # To an AI agent the answer waits for its msg.read_ack (messaging.agent_waits).
+    answer = agent_ack_wait_open(
+        client_id=request.client_id,
+        seq_id=request.seq_id,
+        message=message,
+        sender=request.employee,
+        recipient=recipient,
+        data=data,
+    )
+    return Deferred() if answer is None else answer
 
 
 def _sent_data(message, to_employee_id: str) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.handlers import Request, validate
-from bridge.protocol import isoformat_z
+from mchat.wire import isoformat_z
 from org import selectors, services
 from org.models import Department
 from org.serializers import (

@@ -15,12 +15,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from bridge.protocol import isoformat_z
+from mchat import broker_policy
 from mchat.errors import BadRequest, PermissionDenied
-from messaging import events, ids, selectors
+from mchat.wire import isoformat_z
+from messaging import ids, selectors
 from messaging.models import Conversation, Group, GroupMember, ReadPosition
 from messaging.services.notifications import group_notify
-from org import events as org_events
 from org import services as org_services
 from org.models import Employee
 
@@ -70,7 +70,7 @@ def group_create(
         ReadPosition.objects.bulk_create(
             [ReadPosition(conversation=conversation, employee=e) for e in [actor, *others]]
         )
-        org_events.broker_credentials_changed()
+        broker_policy.access_changed()
         everyone = [actor.employee_id] + [m.employee_id for m in others]
         group_notify(
             group=group,
@@ -93,8 +93,8 @@ def group_dismiss(*, actor: Employee | None, group_id: str, challenge_id=None, t
         group = access.group
         group.dismissed_at = timezone.now()
         group.save(update_fields=["dismissed_at", "updated_at"])
-        org_events.broker_credentials_changed()
-        events.group_access_revoked()
+        broker_policy.access_changed()
+        broker_policy.group_access_revoked()
         group_notify(
             group=group,
             employee_ids=selectors.group_member_ids(group=group),
@@ -131,7 +131,7 @@ def group_member_add(*, actor: Employee | None, group_id: str, member_ids: Seque
                 unique_fields=["conversation", "employee"],
                 update_fields=["last_read_seq"],
             )
-            org_events.broker_credentials_changed()
+            broker_policy.access_changed()
             group_notify(
                 group=group,
                 employee_ids=selectors.group_member_ids(group=group),
@@ -170,8 +170,8 @@ def group_member_remove(
         ReadPosition.objects.filter(
             conversation=conversation, employee_id__in=[m.employee_id for m in rows]
         ).delete()
-        org_events.broker_credentials_changed()
-        events.group_access_revoked()
+        broker_policy.access_changed()
+        broker_policy.group_access_revoked()
         removed = [m.employee.employee_id for m in rows]
         remaining = selectors.group_member_ids(group=group)
         leaving = actor is not None and removed == [actor.employee_id]

@@ -21,12 +21,11 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from bridge.deferred import agent_acknowledged
-from bridge.models import ProcessedRequest
-from bridge.protocol import isoformat_z
 from mchat.db import planned_rows, rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
+from mchat.wire import isoformat_z
 from messaging import events, ids, selectors
+from messaging.agent_waits import agent_acknowledged
 from messaging.content import Content, content_parse
 from messaging.files import file_reference_check
 from messaging.models import Conversation, GroupMember, Message, ReadPosition
@@ -180,14 +179,18 @@ class KnownSend:
     seq_id: str
 
 
-def private_sends_known(sends: Sequence[KnownSend]) -> list[Message] | None:
+def private_sends_known(sends: Sequence[KnownSend], *, unanswered: str = "") -> list[Message] | None:
     """messages_send_private for sends between pairs this process has seen, in ONE statement
     that checks what it assumes: each sender and recipient still active, still the employee
     it was (and the recipient still not an AI agent), their conversation still theirs, and no
-    earlier answer recorded for the request. PostgreSQL only.
+    message made by the same request yet (a message is its own idempotency record). PostgreSQL only.
+
+    `unanswered`: the caller's own SQL condition that the request (`posts.client_id`,
+    `posts.seq_id`) was not answered before, checked in the same statement (the bridge's
+    idempotency records, which also hold refusals: bridge.handlers.messages).
 
     None when it cannot serve them all: a pair not seen, an AI agent as recipient (its
-    answer waits, bridge.deferred), content that is refused or names a file, or a check that
+    answer waits, messaging.agent_waits), content that is refused or names a file, or a check that
     fails. Nothing is stored then, and the caller goes the usual way (messages_send_private
     after its lookups), which gives each send its answer, refusals included.
     """
@@ -224,7 +227,7 @@ def private_sends_known(sends: Sequence[KnownSend]) -> list[Message] | None:
     try:
         # In someone's transaction (a test's), a savepoint keeps it usable after a failed check.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            return _messages_post(posts, checked=True)
+            return _messages_post(posts, checked=True, unanswered=unanswered)
     except DatabaseError:
         # A check failed (or a repeat clashed): what this process remembered may be stale.
         _PRIVATE_CONVERSATION_IDS.forget_known((s.employee_id, s.to_employee_id) for s in sends)
@@ -304,7 +307,7 @@ def read_ack(
         advanced = previous < message.seq
         if advanced:
             _announce_read(actor, message, conversation, previous=previous, read_at=read_at)
-        # An AI agent's acknowledgement answers the sends waiting for it (bridge.deferred).
+        # An AI agent's acknowledgement answers the sends waiting for it (messaging.agent_waits).
         agent_acknowledged(agent=actor, conversation_id=conversation.pk, up_to_seq=max(previous, message.seq))
     return ReadAck(message, conversation, max(previous, message.seq), read_at, advanced)
 
@@ -587,7 +590,7 @@ MESSAGE_FIELDS = (
 )
 
 
-def _messages_post(posts: Sequence[_Post], *, checked: bool = False) -> list[Message]:
+def _messages_post(posts: Sequence[_Post], *, checked: bool = False, unanswered: str = "") -> list[Message]:
     """Number, store and deliver (after commit) the messages of `posts`, in order: take the
     numbers, insert the messages, move each sender's read position past its own messages
     (whoever writes has read everything before). A fixed number of statements whatever the
@@ -610,7 +613,8 @@ def _messages_post(posts: Sequence[_Post], *, checked: bool = False) -> list[Mes
         for post in posts
     ]
     if connection.vendor == "postgresql":
-        _messages_store_in_one_statement(messages, checked=checked)  # one statement: atomic by itself
+        # One statement: atomic by itself.
+        _messages_store_in_one_statement(messages, checked=checked, unanswered=unanswered)
     else:
         assert not checked, "checked posts are PostgreSQL's (private_sends_known)"
         with transaction.atomic():  # a savepoint inside the caller's transaction
@@ -645,7 +649,7 @@ def _messages_store(messages: list[Message]) -> None:
 # caller gave (low, high; none for a group): a message whose conversation is not there gets no
 # number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
 # Checked posts (private_sends_known) get no number either unless their sender and recipient
-# are the active employees the caller took them for and no answer is recorded for the request.
+# are the active employees the caller took them for and no message of the same request exists yet.
 _STORE_IN_ONE_STATEMENT = """
 WITH posts AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
@@ -693,11 +697,15 @@ _STORE_CHECKS = """, verified AS (
     JOIN {employee} AS s ON s.id = posts.sender_id AND s.employee_id = posts.sender_eid AND s.is_active
     JOIN {employee} AS r ON r.id = posts.recipient_id AND r.employee_id = posts.recipient_eid
         AND r.is_active AND r.is_ai_agent = posts.recipient_agent
-    WHERE NOT EXISTS (SELECT 1 FROM {processed} AS p WHERE p.client_id = posts.client_id AND p.seq_id = posts.seq_id)
+    WHERE NOT EXISTS (SELECT 1 FROM {message} AS m
+        WHERE m.client_id = posts.client_id AND m.seq_id = posts.seq_id AND m.seq_id <> '')
+    {unanswered}
 )"""
 
 
-def _messages_store_in_one_statement(messages: list[Message], *, checked: bool = False) -> None:
+def _messages_store_in_one_statement(
+    messages: list[Message], *, checked: bool = False, unanswered: str = ""
+) -> None:
     quote = connection.ops.quote_name
     sql = _STORE_IN_ONE_STATEMENT.format(
         conversation=quote(Conversation._meta.db_table),
@@ -705,7 +713,9 @@ def _messages_store_in_one_statement(messages: list[Message], *, checked: bool =
         read_position=quote(ReadPosition._meta.db_table),
         rows=planned_rows(len(messages)),  # the planner's row count (mchat.db.rows_source)
         checks=_STORE_CHECKS.format(
-            employee=quote(Employee._meta.db_table), processed=quote(ProcessedRequest._meta.db_table)
+            employee=quote(Employee._meta.db_table),
+            message=quote(Message._meta.db_table),
+            unanswered=f"AND {unanswered}" if unanswered else "",
         )
         if checked
         else "",

@@ -15,11 +15,13 @@ from datetime import datetime
 
 from django.conf import settings
 
+from mchat.wire import EMPLOYEE_ID
+
 KEY_MAX_CHARS = 300
 NAME_MAX_CHARS = 120
-_OWNER_RE = re.compile(r"^([a-z][a-z0-9_]{2,63})/")
+_OWNER_RE = re.compile(rf"^({EMPLOYEE_ID})/")
 _ISSUED_KEY_RE = re.compile(
-    r"^[a-z][a-z0-9_]{2,63}/\d{4}/\d{2}/[0-9a-f]{32}/(?!\.)[^/\\\x00-\x1f\x7f]{1,120}$"
+    rf"^{EMPLOYEE_ID}/\d{{4}}/\d{{2}}/[0-9a-f]{{32}}/(?!\.)[^/\\\x00-\x1f\x7f]{{1,120}}$"
 )
 # Letters and digits of any script, and a few harmless marks; everything else becomes "_".
 _NAME_UNSAFE = re.compile(r"[^\w.\-()（）\[\]+@,，。、]", re.UNICODE)

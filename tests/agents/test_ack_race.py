@@ -9,9 +9,9 @@ from django.db import connection
 from django.utils import timezone
 
 from bridge import deferred
-from bridge.models import AgentAckWait
-from bridge.protocol import encode
+from mchat.wire import encode
 from messaging import services as messaging
+from messaging.models import AgentAckWait
 from org import services
 from tests.factories import EmployeeFactory
 

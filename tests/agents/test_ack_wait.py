@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from bridge import deferred
-from bridge.models import AgentAckWait, ProcessedRequest
-from messaging.models import Message
+from bridge.models import ProcessedRequest
+from messaging.models import AgentAckWait, Message
 from tests.factories import EmployeeFactory
 
 pytestmark = pytest.mark.django_db

@@ -18,10 +18,10 @@ import pytest
 from django.conf import settings
 
 from bridge.client import connect_async, make_client
-from bridge.models import AgentAckWait
 from mchat_sdk import Timeout
 from mchat_sdk.events import Conversation
 from mchat_sdk.examples import order_agent
+from messaging.models import AgentAckWait
 from tests.sdk.conftest import connection_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]

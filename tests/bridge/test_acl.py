@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 
 from bridge import acl
-from bridge.broker import verify_password
 from org import services
+from org.credentials import verify_password
 from tests.factories import EmployeeFactory, GroupFactory, GroupMemberFactory
 
 pytestmark = pytest.mark.django_db

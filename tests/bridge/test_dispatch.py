@@ -6,10 +6,10 @@ import pytest
 
 from bridge.dispatch import Dispatcher
 from bridge.models import ProcessedRequest
-from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
 from bridge.routes import ROUTES, Route
 from mchat.errors import BadRequest, RateLimited
+from mchat.wire import encode
 from org.models import AuthChallenge, Device
 from tests.factories import EmployeeFactory
 

@@ -14,10 +14,10 @@ import pytest
 from django.db import connection
 
 from bridge import acl
-from bridge.broker import hash_password
 from bridge.client import BridgeClient
-from bridge.protocol import encode
-from bridge.publisher import current as current_publisher
+from mchat.outbox import current as current_publisher
+from mchat.wire import encode
+from org.credentials import hash_password
 from org.models import Employee
 from tests.messaging.crowd import Crowd, Member
 

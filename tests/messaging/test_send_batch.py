@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from bridge.models import ProcessedRequest
-from bridge.protocol import encode
+from mchat.wire import encode
 from messaging.models import Conversation, Message, ReadPosition
 from tests.factories import EmployeeFactory
 

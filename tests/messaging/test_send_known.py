@@ -11,8 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from bridge.dispatch import Dispatcher
-from bridge.protocol import encode
 from bridge.ratelimit import RateLimiter
+from mchat.wire import encode
 from messaging.models import Message
 
 POSTGRESQL = connection.vendor == "postgresql"

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from bridge import acl
-from bridge.broker import verify_password
+from org.credentials import verify_password
 from org.models import AgentProfile, Department, Employee, SystemNotice
 from org.selectors import org_version
 from tests.factories import EmployeeFactory

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker import verify_password
+from org.credentials import verify_password
 from org.models import Department, Employee
 
 pytestmark = [

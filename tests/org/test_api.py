@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from bridge.broker import verify_password
+from org.credentials import verify_password
 from org.models import Department, Employee
 from tests.factories import EmployeeFactory
 from tests.org.conftest import assert_tree_consistent, make_department

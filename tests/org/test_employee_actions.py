@@ -3,7 +3,7 @@
 import pytest
 
 from bridge import acl
-from bridge.broker import verify_password
+from org.credentials import verify_password
 from org.models import AgentProfile, Employee
 from org.selectors import org_version
 from tests.factories import DepartmentFactory, EmployeeFactory

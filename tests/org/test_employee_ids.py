@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.protocol import CLIENT_ID_RE
+from mchat.wire import CLIENT_ID_RE
 from org import services
 from org.employee_ids import employee_id_stem
 from org.models import DEPARTMENT_ID_PATTERN, EMPLOYEE_ID_PATTERN

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bridge.protocol import encode
+from mchat.wire import encode
 from org import services
 from tests.factories import EmployeeFactory
 from tests.org.conftest import make_department

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from bridge.protocol import status_topic
+from mchat.wire import status_topic
 
 
 def status_payload(status: str, client_id: str, device: str = "test") -> bytes:

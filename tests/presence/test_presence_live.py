@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bridge.protocol import status_topic
+from mchat.wire import status_topic
 from org import presence
 from org.models import DevicePresence, Employee
 from tests.presence.conftest import go_silent, kill_socket, status_payload

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from bridge import status as bridge_status
-from bridge.protocol import isoformat_z
+from mchat.wire import isoformat_z
 from org import presence, services
 from org.models import DevicePresence, Employee
 from tests.factories import EmployeeFactory

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bridge.protocol import inbox_topic
+from mchat.wire import inbox_topic
 from messaging.models import Message
 from tests.resilience.conftest import bridge_log, wait_serving
 

@@ -27,7 +27,7 @@ import pytest
 from django.db import connection
 
 from bench.services import PostgresCluster, postgres_bin_dir
-from bridge.protocol import inbox_topic
+from mchat.wire import inbox_topic
 from messaging.models import Message
 from tests import live as live_module
 from tests.resilience.conftest import bridge_log, wait_serving

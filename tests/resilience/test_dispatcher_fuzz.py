@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import protocol
 from bridge.routes import ROUTES
+from mchat import wire
 from messaging import services as messaging_services
 from org import services as org_services
 from tests.factories import DepartmentFactory
@@ -178,13 +178,13 @@ def _dumps(value) -> bytes:
 
 
 def _answerable(topic: str) -> bool:
-    if not topic.startswith(protocol.REQUEST_PREFIX):
+    if not topic.startswith(wire.REQUEST_PREFIX):
         return False
-    return bool(protocol.CLIENT_ID_RE.match(topic[len(protocol.REQUEST_PREFIX) :].split("/")[0]))
+    return bool(wire.CLIENT_ID_RE.match(topic[len(wire.REQUEST_PREFIX) :].split("/")[0]))
 
 
 def _expected_seq_id(topic: str) -> str:
-    levels = topic[len(protocol.REQUEST_PREFIX) :].split("/")
+    levels = topic[len(wire.REQUEST_PREFIX) :].split("/")
     # An invalid seq_id is still echoed (the client can correlate the 400); wrong levels: "".
     return levels[-1] if len(levels) == 2 else ""
 
@@ -195,12 +195,12 @@ def check_one(dispatcher, published, caplog, topic: str, raw: bytes) -> dict | N
     caplog.clear()
     outcome = dispatcher.handle(topic, raw)  # must not raise
     # Deliveries of successful requests (inboxes, groups) go out too; answers are what count.
-    sent = [m for m in published.messages[before:] if m.topic.startswith(protocol.RESPONSE_PREFIX)]
+    sent = [m for m in published.messages[before:] if m.topic.startswith(wire.RESPONSE_PREFIX)]
     if not _answerable(topic):
         assert sent == [], f"answered an unanswerable topic {topic!r}"
         assert any("dropped" in r.getMessage() for r in caplog.records), "a drop must be logged"
         return None
-    reply_topic = protocol.RESPONSE_PREFIX + topic[len(protocol.REQUEST_PREFIX) :]
+    reply_topic = wire.RESPONSE_PREFIX + topic[len(wire.REQUEST_PREFIX) :]
     assert [m.topic for m in sent] == [reply_topic], f"expected one answer on {reply_topic!r}"
     response = sent[0].payload
     assert outcome.response == response
@@ -282,7 +282,7 @@ def test_a_batch_of_mixed_messages_gets_one_answer_per_answerable_message(
         )
         before = len(published.messages)
         outcomes = dispatcher.handle_batch(messages)
-        sent = [m for m in published.messages[before:] if m.topic.startswith(protocol.RESPONSE_PREFIX)]
+        sent = [m for m in published.messages[before:] if m.topic.startswith(wire.RESPONSE_PREFIX)]
         answerable = [(t, r) for t, r in messages if _answerable(t)]
         assert len(outcomes) == len(messages)
         assert len(sent) == len(answerable), (messages, sent)

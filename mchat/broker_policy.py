@@ -1,0 +1,66 @@
+"""The broker-policy port: how the domain asks for the broker's credentials and ACL to follow
+the database (DESIGN §2-3), without knowing how the broker is told.
+
+The implementation is named by the setting MCHAT_BROKER_POLICY ("module:name", created on
+first use); the project's renders Mosquitto's files (bridge.acl.BrokerFiles). Services call the
+functions below inside their transaction; each acts after commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from importlib import import_module
+from typing import Protocol
+
+from django.conf import settings
+from django.db import transaction
+
+
+class BrokerPolicy(Protocol):
+    def request_sync(self) -> None:
+        """Credentials, activation or group memberships changed: apply soon (coalesced)."""
+
+    def sync_memberships(self) -> None:
+        """Group access was revoked: apply it now, before the caller's answer goes out."""
+
+    def revoke(self, employee_ids: list[str]) -> None:
+        """End these employees' live sessions when the broker next reloads its credentials."""
+
+
+_installed: BrokerPolicy | None = None
+_install_lock = threading.Lock()
+
+
+def install(policy: BrokerPolicy | None) -> None:
+    global _installed
+    _installed = policy
+
+
+def current() -> BrokerPolicy:
+    global _installed
+    if _installed is None:
+        with _install_lock:
+            if _installed is None:
+                module, _, name = settings.MCHAT_BROKER_POLICY.partition(":")
+                _installed = getattr(import_module(module), name)()
+    return _installed
+
+
+def access_changed() -> None:
+    """Passwords, activation or group membership changed: the broker follows after commit."""
+    transaction.on_commit(lambda: current().request_sync())
+
+
+def group_access_revoked() -> None:
+    """Members were removed or a group dismissed: the broker must stop delivering the group
+    topic to them before the answer goes out (on-commit hooks run before it is published)."""
+    # robust: the change has committed; a failure here is logged, it must not make the answer a 500.
+    transaction.on_commit(lambda: current().sync_memberships(), robust=True)
+
+
+def sessions_revoked(employee_ids: Iterable[str]) -> None:
+    """A credential reset or a deactivation: live sessions end at the reload, which follows."""
+    ids = list(employee_ids)
+    transaction.on_commit(lambda: current().revoke(ids))
+    access_changed()

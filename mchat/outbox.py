@@ -1,0 +1,78 @@
+"""The publishing port: where answers and deliveries go, one Publisher per process.
+
+The domain (org, messaging) publishes with `publish_json_on_commit` and never names MQTT.
+Which Publisher runs is installed from outside: the bridge installs its paho client at
+start-up; any other server process (web admin, Celery workers) gets the one named by the
+setting MCHAT_PUBLISHER ("module:function" returning a Publisher), created on first use;
+tests install MemoryPublisher.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import transaction
+
+from mchat.wire import encode
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None: ...
+
+
+@dataclass(frozen=True)
+class Published:
+    topic: str
+    payload: Any  # decoded JSON: proves every payload round-trips
+    qos: int
+    retain: bool
+
+
+@dataclass
+class MemoryPublisher:
+    """A Publisher that keeps what it was given (tests)."""
+
+    messages: list[Published] = field(default_factory=list)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.messages.append(Published(topic, json.loads(payload), qos, retain))
+
+    def to(self, topic: str) -> list[Any]:
+        return [m.payload for m in self.messages if m.topic == topic]
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+_installed: Publisher | None = None
+_install_lock = threading.Lock()
+
+
+def install(publisher: Publisher | None) -> None:
+    global _installed
+    _installed = publisher
+
+
+def current() -> Publisher:
+    global _installed
+    if _installed is None:
+        with _install_lock:
+            if _installed is None:
+                module, _, name = settings.MCHAT_PUBLISHER.partition(":")
+                _installed = getattr(import_module(module), name)()
+    return _installed
+
+
+def publish_json_on_commit(
+    topic: str | list[str], payload: Any, *, qos: int = 1, retain: bool = False
+) -> None:
+    """Publish once the current transaction commits (at once outside a transaction); a list
+    of topics gets the same payload, encoded once, in that order."""
+    data = encode(payload)
+    for each in [topic] if isinstance(topic, str) else topic:
+        transaction.on_commit(lambda each=each: current().publish(each, data, qos=qos, retain=retain))
