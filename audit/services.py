@@ -63,10 +63,13 @@ _TARGETS: dict[str, tuple[str, str]] = {
     "messaging.storedfile": ("file", "key"),
     # A REST token is named by its owner, never by its key.
     "authtoken.token": ("rest_token", "user.username"),
+    "authtoken.tokenproxy": ("rest_token", "user.username"),
     "auth.user": ("user", "username"),
     "audit.legalhold": ("legal_hold", "pk"),
     "audit.groupretention": ("group_retention", "group.group_id"),
 }
+
+_SECRET_STR = frozenset({"authtoken.token", "authtoken.tokenproxy", "org.authchallenge"})
 
 
 def _attr(instance: Any, path: str) -> Any:
@@ -81,7 +84,10 @@ def target_of(target: Any) -> Target:
     if isinstance(target, models.Model):
         label = target._meta.label_lower
         kind, id_path = _TARGETS.get(label, (target._meta.model_name, "pk"))
-        return Target(kind, str(_attr(target, id_path)), str(target)[:200])
+        public_id = str(_attr(target, id_path))
+        # A REST token's str() is its key: such targets are shown by their public id only.
+        display = public_id if label in _SECRET_STR else str(target)[:200]
+        return Target(kind, public_id, display)
     raise TypeError(f"audit target must be a model instance or audit.services.Target, not {target!r}")
 
 

@@ -75,3 +75,19 @@ def test_group_retention_set_in_the_console_is_audited(admin_client):
     assert event.target_id == "grp_sales" and event.changes == {
         "keep_days": {"before": "default", "after": 30}
     }
+
+
+def test_rest_tokens_created_and_revoked_in_the_console_are_audited_without_the_key(admin_client):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    hr = User.objects.create_user("hr-system", is_staff=True)
+    assert admin_client.post("/admin/authtoken/tokenproxy/add/", {"user": hr.pk}).status_code == 302
+    key = Token.objects.get(user=hr).key
+    created = AuditEvent.objects.get(action="rest_token_create")
+    assert (created.target_type, created.target_id, created.source) == ("rest_token", "hr-system", "console")
+    response = admin_client.post(f"/admin/authtoken/tokenproxy/{hr.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and not Token.objects.filter(user=hr).exists()
+    revoked = AuditEvent.objects.get(action="rest_token_revoke")
+    assert revoked.target_id == "hr-system" and revoked.actor_id == "admin"
+    assert key not in str(list(AuditEvent.objects.values_list("changes", "target_id", "target_display")))
