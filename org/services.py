@@ -32,10 +32,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from mptt.exceptions import InvalidMove
 
+from audit.services import SECRET_MARK, audit_record, changes_between, created
 from mchat import broker_policy
 from mchat.errors import BadRequest, NotFound, PermissionDenied, Unauthenticated
 from mchat.wire import ClientId
-from org import events
+from org import auditing, events
 from org.credentials import hash_password
 from org.employee_ids import employee_id_stem, next_department_id, next_employee_id
 from org.models import (
@@ -317,6 +318,7 @@ def employee_create(
         _apply_agent_settings(profile, settings_)
         profile.save()
     _org_changed()
+    auditing.employee_created(actor=actor, employee=employee)
     events.employee_profile_changed(employee, fields=events.PROFILE_FIELDS, event="created")
     broker_policy.access_changed()
     return IssuedCredential(employee=employee, password=password)
@@ -387,6 +389,7 @@ def employee_update(
     if employee is None:
         raise NotFound(_("员工不存在：%(id)s") % {"id": employee_id})
     _check_update_allowed(actor, employee, updates, requested)
+    before = auditing.employee_snapshot(employee, agent=agent is not None)
 
     changed: list[str] = []
     for field in TEXT_FIELDS:
@@ -440,6 +443,7 @@ def employee_update(
     if "is_active" in changed:
         event = "reactivated" if employee.is_active else "deactivated"
     all_changed = (*changed, *agent_changed)
+    auditing.employee_changed(actor=actor, employee=employee, before=before, changed=all_changed)
     events.employee_profile_changed(employee, fields=_public_fields(all_changed), event=event)
     return EmployeeChange(employee=employee, fields=all_changed)
 
@@ -464,6 +468,12 @@ def employee_credential_reset(*, actor: Employee | None, employee: Employee) -> 
     password = _new_password()
     employee.mqtt_password_hash = hash_password(password)
     employee.save(update_fields=["mqtt_password_hash", "updated_at"])
+    audit_record(
+        action="employee_credential_reset",
+        actor=actor,
+        target=employee,
+        changes={"mqtt_password_hash": SECRET_MARK},
+    )
     events.credential_reset(employee.employee_id)
     return IssuedCredential(employee=employee, password=password)
 
@@ -522,6 +532,12 @@ def department_create(
     _full_clean(department, exclude=_MPTT_FIELDS)
     department.save()
     _org_changed()
+    audit_record(
+        action="department_create",
+        actor=actor,
+        target=department,
+        changes=created(auditing.department_snapshot(department)),
+    )
     return department
 
 
@@ -539,6 +555,7 @@ def department_update(
         raise BadRequest(_("updates.%(field)s 不是可修改的字段") % {"field": unknown[0]})
     _org_lock()
     department = _department_for_write(department_id)
+    before = auditing.department_snapshot(department)
     changed = False
     if "name" in updates:
         name = _clean_text(updates["name"], "name", required=True)
@@ -561,6 +578,12 @@ def department_update(
     except InvalidMove as exc:
         raise BadRequest(_("parent_id 不能是该部门自身或其下级部门")) from exc
     _org_changed()
+    audit_record(
+        action="department_update",
+        actor=actor,
+        target=department,
+        changes=changes_between(before, auditing.department_snapshot(department)),
+    )
     return department
 
 
@@ -586,6 +609,7 @@ def department_move(
     _check_not_within(parent, department, "target_id")
     if target.pk == department.pk:
         return department
+    before = auditing.department_snapshot(department)
 
     if parent is None:
         siblings = list(Department.objects.root_nodes().exclude(pk=department.pk))
@@ -621,7 +645,17 @@ def department_move(
     else:
         Department._tree_manager.move_node(department, Department.objects.get(pk=anchor.pk), where)
     _org_changed()
-    return Department.objects.get(pk=department.pk)
+    moved = Department.objects.get(pk=department.pk)
+    audit_record(
+        action="department_move",
+        actor=actor,
+        target=moved,
+        changes={
+            **changes_between(before, auditing.department_snapshot(moved)),
+            "position": {"before": None, "after": f"{position} {target.department_id}"},
+        },
+    )
+    return moved
 
 
 @transaction.atomic
@@ -665,6 +699,17 @@ def department_delete(
             events.employee_profile_changed(member, fields=["department_id"], event="updated")
     Department.objects.get(pk=department.pk).delete()
     _org_changed()
+    audit_record(
+        action="department_delete",
+        actor=actor,
+        target=department,
+        changes={
+            **changes_between(auditing.department_snapshot(department), {}),
+            "moved_to": target.department_id if target else None,
+            "moved_employee_ids": [m.employee_id for m in members],
+            "moved_department_ids": moved_children,
+        },
+    )
     return DepartmentDeletion(
         department_id=department.department_id,
         deleted_at=now,
@@ -699,6 +744,12 @@ def system_notice_broadcast(
     )
     _full_clean(notice, exclude=["notify_id", "sent_by"])
     notice.save()
+    audit_record(
+        action="system_notice_broadcast",
+        actor=actor,
+        target=notice,
+        changes=created({"title": notice.title, "text": notice.text, "sent_by": notice.sent_by}),
+    )
     events.system_notice_published(notice)
     return notice
 
@@ -747,3 +798,4 @@ def challenge_consume(*, actor: Employee, challenge_id, token) -> None:
         raise Unauthenticated(_("二次验证无效、已过期或已使用"))
     challenge.used_at = timezone.now()
     challenge.save(update_fields=["used_at"])
+    audit_record(action="challenge_consume", actor=actor, target=challenge)

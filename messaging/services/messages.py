@@ -21,6 +21,8 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from audit.context import operator_employee
+from audit.services import audit_record
 from mchat.db import planned_rows, rows_insert, rows_source
 from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
 from mchat.wire import isoformat_z
@@ -269,8 +271,17 @@ def message_recall(*, actor: Employee | None, msg_id: str) -> Message:
         if actor is not None:
             _check_may_recall(actor, message, conversation)
         message.recalled_at = timezone.now()
-        message.recalled_by = actor
+        # From the console: the user's employee when there is one (else the deliveries say
+        # "system", docs/protocol.md §11.3).
+        message.recalled_by = actor if actor is not None else operator_employee()
         message.save(update_fields=["recalled_at", "recalled_by"])
+        if message.recalled_by_id != message.sender_id:  # an admin's recall; one's own is not audited
+            audit_record(
+                action="message_recall",
+                actor=actor,
+                target=message,
+                changes={"recalled_at": {"before": None, "after": message.recalled_at}},
+            )
         events.message_recalled(message, conversation)
     return message
 
