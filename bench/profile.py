@@ -46,8 +46,8 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("    send_private_known (handler)", [("send_private_known", "bridge/handlers/messages.py")]),
     ("      validate (DRF serializer, reused)", [("validate_many", "bridge/handlers/__init__.py")]),
     (
-        "      services.private_sends_known -> _messages_post (checks, number, insert, read positions)",
-        [("private_sends_known", "messaging/services/messages.py")],
+        "      services.private_sends_known -> messages_post (checks, number, insert, read positions)",
+        [("private_sends_known", "messaging/services/private_sends.py")],
     ),
     (
         "  identity + idempotency SELECT (employees, earlier answers; the usual way)",
@@ -65,26 +65,26 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("      send_private_many (batch handler)", [("send_private_many", "bridge/handlers/messages.py")]),
     (
         "        services.private_sends_check (refusals, conversations)",
-        [("private_sends_check", "messaging/services/messages.py")],
+        [("private_sends_check", "messaging/services/private_sends.py")],
     ),
     (
         "          recipients + conversations SELECT (pairs not seen before)",
-        [("_recipients_with_conversations_query", "messaging/services/messages.py")],
+        [("_recipients_with_conversations_query", "messaging/services/private_sends.py")],
     ),
     (
         "          new conversations (first message of a pair)",
-        [("private_conversation_get_or_create", "messaging/services/messages.py")],
+        [("private_conversation_get_or_create", "messaging/services/conversations.py")],
     ),
     ("  [both ways] content_parse", [("content_parse", "messaging/content.py")]),
     (
-        "  [both ways] _messages_post (number, insert, read positions; deliveries)",
-        [("_messages_post", "messaging/services/messages.py")],
+        "  [both ways] messages_post (number, insert, read positions; deliveries)",
+        [("messages_post", "messaging/services/store.py")],
     ),
     (
         "    PostgreSQL: one statement (checks when optimistic, numbers, INSERT, read positions)",
-        [("_messages_store_in_one_statement", "messaging/services/messages.py")],
+        [("store_postgresql", "messaging/services/store.py")],
     ),
-    ("    elsewhere: three statements", [("_messages_store", "messaging/services/messages.py")]),
+    ("    elsewhere: three statements", [("store_sqlite", "messaging/services/store.py")]),
     ("    events.message_sent (payload, publish)", [("message_sent", "messaging/events.py")]),
     (
         "    COMMIT (batches that need a transaction)",

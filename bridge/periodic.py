@@ -10,24 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from importlib import import_module
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from mchat.targets import target_resolve
+
 logger = logging.getLogger("mchat.bridge")
-
-
-def _resolve(target: str) -> Callable[[], object]:
-    module, _, name = target.partition(":")
-    return getattr(import_module(module), name)
 
 
 class PeriodicJobs:
     def __init__(self, jobs: dict[str, float], clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         now = clock()
-        self._jobs = [(target, _resolve(target), float(interval)) for target, interval in jobs.items()]
+        self._jobs = [(target, target_resolve(target), float(interval)) for target, interval in jobs.items()]
         self._due = {target: now + interval for target, _, interval in self._jobs}
 
     def run_due(self) -> None:

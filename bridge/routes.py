@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import import_module
 from typing import Any
+
+from mchat.targets import target_resolve
 
 
 @dataclass(frozen=True)
@@ -41,20 +42,15 @@ class Route:
 
     @cached_property
     def handler(self) -> Callable[..., Any]:
-        return _resolve(self.target)
+        return target_resolve(self.target)
 
     @cached_property
     def many_handler(self) -> Callable[..., Any] | None:
-        return _resolve(self.many_target) if self.many_target else None
+        return target_resolve(self.many_target) if self.many_target else None
 
     @cached_property
     def optimistic_handler(self) -> Callable[..., Any] | None:
-        return _resolve(self.optimistic_target) if self.optimistic_target else None
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module, _, name = target.partition(":")
-    return getattr(import_module(module), name)
+        return target_resolve(self.optimistic_target) if self.optimistic_target else None
 
 
 def _table(*routes: Route) -> dict[str, Route]:

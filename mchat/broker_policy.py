@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from importlib import import_module
 from typing import Protocol
 
 from django.conf import settings
 from django.db import transaction
+
+from mchat.targets import target_resolve
 
 
 class BrokerPolicy(Protocol):
@@ -42,8 +43,7 @@ def current() -> BrokerPolicy:
     if _installed is None:
         with _install_lock:
             if _installed is None:
-                module, _, name = settings.MCHAT_BROKER_POLICY.partition(":")
-                _installed = getattr(import_module(module), name)()
+                _installed = target_resolve(settings.MCHAT_BROKER_POLICY)()
     return _installed
 
 

@@ -150,3 +150,13 @@ def _row_plan(model: type[Model], vendor: str) -> tuple[list[str], list[tuple[in
         if found:
             converters.append((index, found, expression))
     return [f.attname for f in fields], converters
+
+
+def instance_adopt(instance, saved) -> None:
+    """Make `instance` (built by a form or an import row) show what a service saved: the
+    admin and the import preview keep using their own object."""
+    for field in saved._meta.concrete_fields:
+        setattr(instance, field.attname, getattr(saved, field.attname))
+    instance._state.adding = False
+    instance._state.db = saved._state.db
+    instance._state.fields_cache = {}

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from importlib import import_module
 from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
 
+from mchat.targets import target_resolve
 from mchat.wire import encode
 
 
@@ -63,8 +63,7 @@ def current() -> Publisher:
     if _installed is None:
         with _install_lock:
             if _installed is None:
-                module, _, name = settings.MCHAT_PUBLISHER.partition(":")
-                _installed = getattr(import_module(module), name)()
+                _installed = target_resolve(settings.MCHAT_PUBLISHER)()
     return _installed
 
 

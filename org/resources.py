@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources, widgets
 
 from audit.context import source as audit_source
+from mchat.db import instance_adopt
 from mchat.errors import MChatError
 from org import services
 from org.models import Department, Employee
@@ -65,15 +66,6 @@ def _text(row: dict, column: str) -> str | None:
     return str(value).strip()
 
 
-def _adopt(instance, saved) -> None:
-    """Make the row's instance show what the service saved (for the preview's diff)."""
-    for field in saved._meta.concrete_fields:
-        setattr(instance, field.attname, getattr(saved, field.attname))
-    instance._state.adding = False
-    instance._state.db = saved._state.db
-    instance._state.fields_cache = {}
-
-
 class ServiceResource(resources.ModelResource):
     """save_instance calls a service; MChatError -> a row validation error."""
 
@@ -83,7 +75,7 @@ class ServiceResource(resources.ModelResource):
                 saved = self.save_through_service(instance, is_create, row)
         except MChatError as exc:
             raise ValidationError(str(exc.message)) from None
-        _adopt(instance, saved)
+        instance_adopt(instance, saved)
 
     def save_through_service(self, instance, is_create: bool, row: dict):
         raise NotImplementedError

@@ -1,5 +1,9 @@
 """Every write and business rule of groups and messages (keyword-only, transactional)."""
 
+from messaging.services.conversations import (
+    private_conversation_get_or_create,
+    private_conversations_get_or_create,
+)
 from messaging.services.groups import (
     GroupCreated,
     GroupUpdated,
@@ -10,25 +14,20 @@ from messaging.services.groups import (
     group_member_remove,
     group_update,
 )
-from messaging.services.messages import (
+from messaging.services.messages import message_recall, message_send_group
+from messaging.services.notifications import group_notify, system_notification_deliver
+from messaging.services.pair_cache import private_conversation_ids_clear
+from messaging.services.private_sends import (
     CheckedSends,
     KnownSend,
     PrivateSend,
-    ReadAck,
-    message_recall,
-    message_send_group,
     message_send_private,
     messages_send_private,
-    private_conversation_get_or_create,
-    private_conversation_ids_clear,
-    private_conversations_get_or_create,
     private_sends_check,
     private_sends_known,
     private_sends_store,
-    read_ack,
-    read_position_move,
 )
-from messaging.services.notifications import group_notify, system_notification_deliver
+from messaging.services.read_positions import ReadAck, read_ack, read_position_move
 from messaging.services.receipts import group_receipt_counts, group_receipts_flush
 
 __all__ = [

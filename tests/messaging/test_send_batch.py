@@ -241,16 +241,16 @@ def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batc
 
 
 def test_a_remembered_conversation_of_another_pair_is_never_written_to(batch, alice, bob, carol):
-    from messaging.services import messages as message_services
+    from messaging.services import pair_cache
 
     batch([_send(alice, "p1", to_employee_id=carol.employee_id, content="给丙")])
     theirs = Conversation.objects.get(kind=Conversation.Kind.PRIVATE)
     # As if an id had been reused for another pair (SQLite may, after a rollback).
     key = (min(alice.pk, bob.pk), max(alice.pk, bob.pk))
-    message_services._PRIVATE_CONVERSATION_IDS.remember({key: theirs})
+    pair_cache.PRIVATE_CONVERSATION_IDS.remember({key: theirs})
 
     (response,) = batch([_send(alice, "p2", to_employee_id=bob.employee_id, content="给乙")])
     assert response["code"] == 0 and response["data"]["seq"] == 1
     assert list(theirs.messages.values_list("seq_id", flat=True)) == ["p1"]
     assert Message.objects.get(seq_id="p2").conversation_id != theirs.pk
-    assert message_services._PRIVATE_CONVERSATION_IDS.get(key) != theirs.pk
+    assert pair_cache.PRIVATE_CONVERSATION_IDS.get(key) != theirs.pk

@@ -134,9 +134,9 @@ def test_a_pair_not_seen_and_content_naming_no_file_only_are_optimistic(serve, a
 
 
 def test_what_a_process_remembers_is_bounded(serve, monkeypatch, alice, bob, carol):
-    from messaging.services import messages as message_services
+    from messaging.services import pair_cache
 
-    remembered = message_services._PRIVATE_CONVERSATION_IDS
+    remembered = pair_cache.PRIVATE_CONVERSATION_IDS
     monkeypatch.setattr(remembered, "MAX_PAIRS", 1)
     serve([_send(alice, "b1", bob)])
     assert remembered.known(alice.employee_id, bob.employee_id) is not None

@@ -1,10 +1,4 @@
-"""The HR console: departments (drag-and-drop tree), employees, agents, system notices.
-
-Thin by design: every write goes through org.services (admin users are trusted callers,
-actor=None, after Django's own permission checks), so ids, the tree lock, the org version,
-profile events and broker credentials behave exactly as over MQTT. A service refusal is shown
-as a form error on the re-rendered form.
-"""
+"""Employees and agents in the console: creation with a one-time password, edits, import."""
 
 from __future__ import annotations
 
@@ -14,194 +8,20 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import transaction
-from django.db.models import Count
-from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from import_export.admin import ImportExportMixin
-from mptt.admin import DraggableMPTTAdmin, TreeRelatedFieldListFilter
+from mptt.admin import TreeRelatedFieldListFilter
 
+from mchat.db import instance_adopt
 from mchat.errors import MChatError
 from org import services
-from org.models import DEPARTMENT_ID_PATTERN, AgentProfile, Department, Employee, SystemNotice
-from org.resources import DepartmentResource, EmployeeResource
+from org.admin.forms import ServiceErrorsAsFormErrors
+from org.models import AgentProfile, Department, Employee
+from org.resources import EmployeeResource
 from org.serializers import ID_SLUG_PATTERN
-
-
-def _adopt(obj, saved) -> None:
-    """The admin keeps using the object it built from the form: give it what was saved."""
-    for field in saved._meta.concrete_fields:
-        setattr(obj, field.attname, getattr(saved, field.attname))
-    obj._state.adding = False
-    obj._state.db = saved._state.db
-    obj._state.fields_cache = {}
-
-
-class ServiceErrorsAsFormErrors:
-    """A service refusal (MChatError) during save: the transaction is rolled back and the form
-    is shown again with the posted data and the refusal as its error."""
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except MChatError as exc:
-            request._mchat_refusal = str(exc.message)
-            return super().changeform_view(request, object_id, form_url, extra_context)
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form_class = super().get_form(request, obj, change=change, **kwargs)
-        refusal = getattr(request, "_mchat_refusal", None)
-        if refusal is None:
-            return form_class
-
-        class Refused(form_class):
-            def clean(self):
-                cleaned = super().clean()
-                raise forms.ValidationError(refusal)
-                return cleaned  # pragma: no cover
-
-        return Refused
-
-    def importable(self, request) -> bool:
-        return self.has_add_permission(request) and self.has_change_permission(request)
-
-    def has_import_permission(self, request):
-        return self.importable(request)
-
-
-# --- departments -------------------------------------------------------------------------------
-
-
-class DepartmentForm(forms.ModelForm):
-    department_id = forms.RegexField(
-        regex=DEPARTMENT_ID_PATTERN,
-        required=False,
-        label=gettext_lazy("部门编号"),
-        help_text=gettext_lazy("留空则按名称拼音生成，如 dept_xiaoshoubu；创建后不可修改。"),
-    )
-
-    class Meta:
-        model = Department
-        fields = ["name", "department_id", "parent", "sort_order"]
-
-
-@admin.register(Department)
-class DepartmentAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, DraggableMPTTAdmin):
-    form = DepartmentForm
-    resource_classes = [DepartmentResource]
-    list_display = (
-        "tree_actions",
-        "indented_title",
-        "department_id",
-        "sort_order",
-        "member_count",
-    )
-    list_display_links = ("indented_title",)
-    search_fields = ("name", "department_id")
-    expand_tree_by_default = True
-    actions = None  # bulk delete would skip the move_to rule; delete one at a time
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_members=Count("employees"))
-
-    @admin.display(description=gettext_lazy("名称"))
-    def indented_title(self, item):
-        return super().indented_title(item)
-
-    @admin.display(description=gettext_lazy("人数"))
-    def member_count(self, department):
-        return getattr(department, "_members", None)
-
-    def get_readonly_fields(self, request, obj=None):
-        return ("department_id",) if obj else ()
-
-    def get_fields(self, request, obj=None):
-        return ["name", "department_id", "parent", "sort_order"]
-
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        parent_id = data["parent"].department_id if data.get("parent") else None
-        if not change:
-            saved = services.department_create(
-                actor=None,
-                name=data["name"],
-                parent_id=parent_id,
-                sort_order=data.get("sort_order") or 0,
-                department_id=data.get("department_id") or None,
-            )
-        else:
-            names = {"name": "name", "parent": "parent_id", "sort_order": "sort_order"}
-            updates = {
-                names[field]: (parent_id if field == "parent" else data[field])
-                for field in form.changed_data
-                if field in names
-            }
-            saved = (
-                services.department_update(actor=None, department_id=obj.department_id, updates=updates)
-                if updates
-                else Department.objects.get(pk=obj.pk)
-            )
-        _adopt(obj, saved)
-
-    def _move_node(self, request):
-        """Drag-and-drop, through the service (lock, sort_order, version)."""
-        queryset = self.get_queryset(request)
-        try:
-            cut = queryset.get(pk=request.POST.get("cut_item"))
-            pasted_on = queryset.get(pk=request.POST.get("pasted_on"))
-        except (Department.DoesNotExist, TypeError, ValueError):
-            self.message_user(request, _("部门已不存在，请刷新后重试"), level=messages.ERROR)
-            return HttpResponse("FAIL, invalid objects.")
-        if not self.has_change_permission(request, cut):
-            self.message_user(request, _("无权执行该操作"), level=messages.ERROR)
-            return HttpResponse("FAIL, no permission.")
-        try:
-            moved = services.department_move(
-                actor=None,
-                department_id=cut.department_id,
-                target_id=pasted_on.department_id,
-                position=request.POST.get("position", ""),
-            )
-        except MChatError as exc:
-            self.message_user(request, str(exc.message), level=messages.ERROR)
-            return HttpResponse("FAIL, invalid move.")
-        self.log_change(request, moved, [{"changed": {"fields": ["parent", "sort_order"]}}])
-        self.message_user(request, _("已移动部门：%(name)s") % {"name": moved.name})
-        return HttpResponse("OK, moved.")
-
-    # Deletion: members and sub-departments are not "protected objects" here but something
-    # to move; the confirmation page asks where to (move_to).
-
-    def get_deleted_objects(self, objs, request):
-        return [str(obj) for obj in objs], {}, set(), []
-
-    def delete_view(self, request, object_id, extra_context=None):
-        department = self.get_object(request, object_id)
-        context = dict(extra_context or {})
-        if department is not None:
-            subtree = department.get_descendants(include_self=True).values("pk")
-            context.update(
-                member_count=department.employees.count(),
-                child_count=department.get_children().count(),
-                move_to_choices=Department.objects.exclude(pk__in=subtree).order_by("tree_id", "lft"),
-            )
-        try:
-            return super().delete_view(request, object_id, context)
-        except MChatError as exc:
-            self.message_user(request, str(exc.message), level=messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-
-    def delete_model(self, request, obj):
-        services.department_delete(
-            actor=None,
-            department_id=obj.department_id,
-            move_to=request.POST.get("move_to") or None,
-        )
-
-
-# --- employees and agents ----------------------------------------------------------------------
 
 _LIST_SPLIT = re.compile(r"[,，、;；\n]+")
 
@@ -428,7 +248,7 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             if updates:
                 services.employee_update(actor=None, employee_id=obj.employee_id, updates=updates)
             saved = Employee.objects.get(pk=obj.pk)
-        _adopt(obj, saved)
+        instance_adopt(obj, saved)
         for formset in formsets:
             # Saved by the service above, not by formset.save(); the change message reads these.
             formset.new_objects, formset.changed_objects, formset.deleted_objects = (
@@ -540,43 +360,3 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             level=messages.INFO,
         )
         return response
-
-
-# --- system notices ----------------------------------------------------------------------------
-
-
-class SystemNoticeForm(forms.ModelForm):
-    class Meta:
-        model = SystemNotice
-        fields = ["title", "text"]
-        widgets = {"text": forms.Textarea(attrs={"rows": 6})}
-
-
-@admin.register(SystemNotice)
-class SystemNoticeAdmin(ServiceErrorsAsFormErrors, admin.ModelAdmin):
-    """Adding a notice broadcasts it to every employee (mchat/system/notify); sent notices
-    are history and cannot be edited."""
-
-    form = SystemNoticeForm
-    list_display = ("title", "notify_id", "sent_by", "created_at")
-    search_fields = ("title", "text")
-    readonly_fields = ("notify_id", "title", "text", "sent_by", "created_at")
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.readonly_fields if obj else ()
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def save_model(self, request, obj, form, change):
-        saved = services.system_notice_broadcast(
-            actor=None,
-            title=form.cleaned_data["title"],
-            body=form.cleaned_data["text"],
-            sent_by=request.user.get_username(),
-        )
-        _adopt(obj, saved)
-        self.message_user(request, _("系统通知已发布给全体员工"))

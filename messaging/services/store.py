@@ -1,0 +1,265 @@
+"""The message store: number, insert and deliver messages, on PostgreSQL and on SQLite side
+by side (`store_postgresql`, `store_sqlite`), both behind `messages_post`.
+
+Every message takes the next number of its conversation inside the sender's transaction,
+under the conversation's row lock (one statement on PostgreSQL; `_conversations_seq_take`
+then an insert on SQLite), so numbers are gap-free and strictly increasing per conversation
+across any number of bridge processes; a message's sent_at is its conversation's last activity.
+Deliveries go out after commit (messaging.events).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from mchat.db import planned_rows, rows_insert, rows_source
+from messaging import events, ids
+from messaging.content import Content
+from messaging.models import Conversation, Message, ReadPosition
+from org.models import Employee
+
+
+@dataclass(frozen=True)
+class Post:
+    conversation: Conversation
+    sender: Employee
+    content: Content
+    client_id: str
+    seq_id: str
+
+
+MESSAGE_FIELDS = (
+    "conversation",
+    "seq",
+    "msg_id",
+    "sender",
+    "content",
+    "content_type",
+    "sent_at",
+    "client_id",
+    "seq_id",
+    "file_key",
+)
+
+
+def messages_post(posts: Sequence[Post], *, checked: bool = False, unanswered: str = "") -> list[Message]:
+    """Number, store and deliver (after commit) the messages of `posts`, in order: take the
+    numbers, insert the messages, move each sender's read position past its own messages
+    (whoever writes has read everything before). A fixed number of statements whatever the
+    number of posts: one on PostgreSQL, three elsewhere.
+
+    `checked` (PostgreSQL, private posts): the statement also checks what private_sends_known
+    assumed of each post, and fails whole if anything is not so.
+    """
+    messages = [
+        Message(
+            conversation=post.conversation,
+            msg_id=ids.message_id(),
+            sender=post.sender,
+            content=post.content.value,
+            content_type=post.content.type,
+            client_id=post.client_id,
+            seq_id=post.seq_id,
+            file_key=post.content.file_key or "",
+        )
+        for post in posts
+    ]
+    if connection.vendor == "postgresql":
+        # One statement: atomic by itself.
+        store_postgresql(messages, checked=checked, unanswered=unanswered)
+    else:
+        assert not checked, "checked posts are PostgreSQL's (private_sends_known)"
+        with transaction.atomic():  # a savepoint inside the caller's transaction
+            store_sqlite(messages)
+    for message in messages:
+        message.conversation.last_seq = max(message.conversation.last_seq, message.seq)
+        events.message_sent(message, message.conversation)
+    return messages
+
+
+def store_sqlite(messages: list[Message]) -> None:
+    counts = Counter(
+        (m.conversation_id, m.conversation.employee_low_id, m.conversation.employee_high_id) for m in messages
+    )
+    last = _conversations_seq_take(counts, at=timezone.now())
+    # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
+    sent_at = timezone.now()
+    next_seq = {pk: last[pk] - n + 1 for (pk, _low, _high), n in counts.items()}
+    for message in messages:
+        message.seq, message.sent_at = next_seq[message.conversation_id], sent_at
+        next_seq[message.conversation_id] += 1
+    rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk_by="msg_id")
+    read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
+    _read_positions_advance(read_up_to, at=sent_at)
+
+
+# store_sqlite as one PostgreSQL statement (one round trip instead of three). The
+# conversations' rows are locked in id order (concurrent batches cannot deadlock); a message's
+# sent_at is the later of now and its conversation's last activity, read under the lock, so
+# sent_at never goes back as seq goes up; and all of it commits or rolls back with the
+# transaction, so numbers stay gap-free. Each conversation is checked against the pair the
+# caller gave (low, high; none for a group): a message whose conversation is not there gets no
+# number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
+# Checked posts (private_sends_known) get no number either unless their sender and recipient
+# are the active employees the caller took them for and no message of the same request exists yet.
+_STORE_IN_ONE_STATEMENT = """
+WITH posts AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
+        ord int, conversation_id bigint, low bigint, high bigint, sender_id bigint, msg_id text,
+        content jsonb, content_type text, client_id text, seq_id text, file_key text,
+        sender_eid text, recipient_id bigint, recipient_eid text, recipient_agent boolean)
+    LIMIT {rows}
+){checks}, counts AS (
+    SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
+), locked AS (
+    SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
+), taken AS (
+    UPDATE {conversation} AS c SET last_seq = c.last_seq + counts.n,
+        last_activity_at = GREATEST(c.last_activity_at, %s::timestamptz)
+    FROM counts WHERE c.id = counts.conversation_id AND c.id IN (SELECT id FROM locked)
+        AND c.employee_low_id IS NOT DISTINCT FROM counts.low
+        AND c.employee_high_id IS NOT DISTINCT FROM counts.high
+    RETURNING c.id, c.employee_low_id AS low, c.employee_high_id AS high,
+        c.last_seq - counts.n AS before, c.last_activity_at AS sent_at
+), numbered AS (
+    SELECT posts.*, taken.sent_at,
+        taken.before + row_number() OVER (PARTITION BY posts.conversation_id ORDER BY posts.ord) AS seq
+    FROM posts LEFT JOIN taken ON taken.id = posts.conversation_id
+        AND taken.low IS NOT DISTINCT FROM posts.low AND taken.high IS NOT DISTINCT FROM posts.high
+        {checked}
+), inserted AS (
+    INSERT INTO {message} (conversation_id, seq, msg_id, sender_id, content, content_type, sent_at,
+        client_id, seq_id, file_key)
+    SELECT conversation_id, seq, msg_id, sender_id, content, content_type, sent_at, client_id, seq_id, file_key
+    FROM numbered
+    RETURNING id, msg_id, seq, sent_at
+), read AS (
+    UPDATE {read_position} AS r SET last_read_seq = mine.seq, updated_at = mine.sent_at
+    FROM (SELECT conversation_id, sender_id, max(seq) AS seq, max(sent_at) AS sent_at
+          FROM numbered GROUP BY conversation_id, sender_id) AS mine
+    WHERE r.conversation_id = mine.conversation_id AND r.employee_id = mine.sender_id
+        AND r.last_read_seq < mine.seq
+)
+SELECT id, msg_id, seq, sent_at FROM inserted
+"""
+
+
+_STORE_CHECKS = """, verified AS (
+    SELECT posts.ord FROM posts
+    JOIN {employee} AS s ON s.id = posts.sender_id AND s.employee_id = posts.sender_eid AND s.is_active
+    JOIN {employee} AS r ON r.id = posts.recipient_id AND r.employee_id = posts.recipient_eid
+        AND r.is_active AND r.is_ai_agent = posts.recipient_agent
+    WHERE NOT EXISTS (SELECT 1 FROM {message} AS m
+        WHERE m.client_id = posts.client_id AND m.seq_id = posts.seq_id AND m.seq_id <> '')
+    {unanswered}
+)"""
+
+
+def store_postgresql(messages: list[Message], *, checked: bool = False, unanswered: str = "") -> None:
+    quote = connection.ops.quote_name
+    sql = _STORE_IN_ONE_STATEMENT.format(
+        conversation=quote(Conversation._meta.db_table),
+        message=quote(Message._meta.db_table),
+        read_position=quote(ReadPosition._meta.db_table),
+        rows=planned_rows(len(messages)),  # the planner's row count (mchat.db.rows_source)
+        checks=_STORE_CHECKS.format(
+            employee=quote(Employee._meta.db_table),
+            message=quote(Message._meta.db_table),
+            unanswered=f"AND {unanswered}" if unanswered else "",
+        )
+        if checked
+        else "",
+        checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
+    )
+    document = [
+        {
+            "ord": ord_,
+            "conversation_id": m.conversation_id,
+            "low": m.conversation.employee_low_id,
+            "high": m.conversation.employee_high_id,
+            "sender_id": m.sender_id,
+            "msg_id": m.msg_id,
+            "content": m.content,
+            "content_type": m.content_type,
+            "client_id": m.client_id,
+            "seq_id": m.seq_id,
+            "file_key": m.file_key,
+            **(_checks_of(m) if checked else {}),
+        }
+        for ord_, m in enumerate(messages)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(document), timezone.now()])
+        stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
+    for message in messages:
+        message.pk, message.seq, message.sent_at = stored[message.msg_id]
+        message._state.adding = False
+
+
+def _checks_of(message: Message) -> dict:
+    recipient = message.conversation.peer_of(message.sender)
+    return {
+        "sender_eid": message.sender.employee_id,
+        "recipient_id": recipient.pk,
+        "recipient_eid": recipient.employee_id,
+        "recipient_agent": recipient.is_ai_agent,
+    }
+
+
+def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:
+    """Move read positions (conversation pk, employee pk) forward to the given seq; one UPDATE."""
+    table = connection.ops.quote_name(ReadPosition._meta.db_table)
+    source, params = rows_source(
+        [("conversation", "bigint"), ("employee", "bigint"), ("seq", "bigint")],
+        [(conversation, employee, seq) for (conversation, employee), seq in up_to.items()],
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_read_seq = v.seq, updated_at = %s FROM {source} "
+            f"WHERE {table}.conversation_id = v.conversation AND {table}.employee_id = v.employee "
+            f"AND {table}.last_read_seq < v.seq",
+            [connection.ops.adapt_datetimefield_value(at), *params],
+        )
+
+
+def _conversations_seq_take(
+    counts: dict[tuple[int, int | None, int | None], int], *, at: datetime
+) -> dict[int, int]:
+    """Take `n` consecutive message numbers from each conversation of `counts`, (pk, low,
+    high) -> n, in the current transaction; returns each conversation's new last_seq by pk
+    (its numbers end there). A conversation that is gone, or is not the pair's, raises
+    Conversation.DoesNotExist (the caller's transaction then stores nothing).
+
+    The SQLite half of store_sqlite (PostgreSQL takes the numbers inside its one write
+    statement, locking rows in id order). SQLite has one writer at a time, and a rollback
+    gives the numbers back, so there are never gaps.
+    """
+    if not counts:
+        return {}
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    source, source_params = rows_source(
+        [("id", "bigint"), ("low", "bigint"), ("high", "bigint"), ("n", "bigint")],
+        [(*key, n) for key, n in sorted(counts.items(), key=lambda item: item[0][0])],
+    )
+    sql = (
+        f"UPDATE {table} SET last_seq = last_seq + v.n, "
+        f"last_activity_at = MAX(last_activity_at, %s) "
+        f"FROM {source} WHERE {table}.id = v.id "
+        f"AND {table}.employee_low_id IS v.low AND {table}.employee_high_id IS v.high "
+        f"RETURNING {table}.id, {table}.last_seq"
+    )
+    params = [connection.ops.adapt_datetimefield_value(at), *source_params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        taken = dict(cursor.fetchall())
+    if len(taken) != len(counts):
+        missing = sorted({pk for pk, _low, _high in counts} - set(taken))
+        raise Conversation.DoesNotExist(f"conversations vanished or not the pair's: {missing}")
+    return taken
