@@ -87,6 +87,16 @@ def drf_exception_handler(exc, context):
     return response
 
 
+# DRF error_messages for a field that must be given and not empty: one text for every way
+# of being empty, so the answer is "<field> 不能为空" whatever the client sent.
+EMPTY_MESSAGES = {
+    "required": _("不能为空"),
+    "null": _("不能为空"),
+    "blank": _("不能为空"),
+    "empty": _("不能为空"),
+}
+
+
 def validation_message(detail: Any, field: str | None = None) -> str:
     """First error of a DRF validation result, prefixed by the field it is about."""
     if isinstance(detail, dict):

@@ -11,6 +11,7 @@ from django.utils.translation import gettext as _
 
 from mchat.errors import BadRequest, NotFound, PermissionDenied
 from messaging.models import Conversation, Group, GroupMember, Message, ReadPosition
+from org import selectors as org_selectors
 from org.models import Employee
 
 ROLE_ORDER = {GroupMember.Role.OWNER: 0, GroupMember.Role.ADMIN: 1, GroupMember.Role.MEMBER: 2}
@@ -42,14 +43,13 @@ def active_employees(*, employee_ids: Iterable[str]) -> tuple[list[Employee], li
     return [found[i] for i in wanted if i in found], [i for i in wanted if i not in found]
 
 
-def employee_get(*, employee_id: str, active: bool = True) -> Employee:
-    employees = Employee.objects.filter(employee_id=employee_id)
-    if active:
-        employees = employees.filter(is_active=True)
-    employee = employees.first()
-    if employee is None:
-        raise NotFound(_("员工不存在或已离职：%(id)s") % {"id": employee_id})
-    return employee
+def peer_get(*, employee_id: str, active: bool = True) -> Employee:
+    """An employee as a conversation's peer (org.selectors.employee_get); NotFound says it
+    may have left."""
+    try:
+        return org_selectors.employee_get(employee_id=employee_id, active=active)
+    except NotFound:
+        raise NotFound(_("员工不存在或已离职：%(id)s") % {"id": employee_id}) from None
 
 
 # --- groups ------------------------------------------------------------------------------------
@@ -117,10 +117,6 @@ def group_member_ids(*, group: Group) -> list[str]:
     )
 
 
-def group_member_count(*, group: Group) -> int:
-    return GroupMember.objects.filter(group=group).count()
-
-
 def groups_of(*, employee: Employee) -> QuerySet[GroupMember]:
     """The employee's memberships of groups that are not dismissed, newest group first."""
     return (
@@ -178,7 +174,7 @@ def conversation_for_reading(*, actor: Employee, ref: ConversationRef) -> Conver
     a dismissed group stays readable by the members it had.
     """
     if ref.conversation_type == Conversation.Kind.PRIVATE:
-        peer = employee_get(employee_id=ref.peer_employee_id, active=False)
+        peer = peer_get(employee_id=ref.peer_employee_id, active=False)
         return private_conversation(a=actor, b=peer)
     access = group_access(actor=actor, group_id=ref.group_id, include_dismissed=True)
     return group_conversation(group=access.group)

@@ -64,12 +64,13 @@ def org_tree(*, known_version: str | None = None) -> dict:
     return {"version": version, "departments": departments, "employees": employees}
 
 
-def employee_get(*, employee_id: str) -> Employee:
-    employee = (
-        Employee.objects.select_related("department", "manager", "agent_profile__owner")
-        .filter(employee_id=employee_id)
-        .first()
-    )
+def employee_get(*, employee_id: str, active: bool = False) -> Employee:
+    """The employee (only an active one if `active`), with its department, manager and agent
+    profile; NotFound otherwise."""
+    employees = Employee.objects.select_related("department", "manager", "agent_profile__owner")
+    if active:
+        employees = employees.filter(is_active=True)
+    employee = employees.filter(employee_id=employee_id).first()
     if employee is None:
         raise NotFound(_("员工不存在：%(id)s") % {"id": employee_id})
     return employee

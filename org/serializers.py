@@ -8,10 +8,10 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from mchat.errors import EMPTY_MESSAGES
 from mchat.wire import isoformat_z
 from org.models import AgentProfile, Department, Employee
 
-_EMPTY = {"required": _("不能为空"), "blank": _("不能为空"), "null": _("不能为空")}
 ID_SLUG_PATTERN = r"^[a-z0-9]{1,40}$"
 
 
@@ -67,7 +67,7 @@ class AgentInput(StrictSerializer):
 class EmployeeFieldsInput(StrictSerializer):
     """The fields employee.update may carry in `updates` (all optional)."""
 
-    name = serializers.CharField(max_length=100, required=False, error_messages=_EMPTY)
+    name = serializers.CharField(max_length=100, required=False, error_messages=EMPTY_MESSAGES)
     department_id = _public_id(required=False, allow_null=True, allow_blank=True)
     manager_id = _public_id(required=False, allow_null=True, allow_blank=True)
     title = _text(100)
@@ -83,7 +83,7 @@ class EmployeeFieldsInput(StrictSerializer):
 class EmployeeCreateInput(serializers.Serializer):
     """employee.create (spec 3.3); unknown keys are ignored like any request envelope field."""
 
-    name = serializers.CharField(max_length=100, error_messages=_EMPTY)
+    name = serializers.CharField(max_length=100, error_messages=EMPTY_MESSAGES)
     is_ai_agent = StrictBooleanField(default=False)
     is_org_admin = StrictBooleanField(default=False)
     department_id = _public_id(required=False, allow_null=True, allow_blank=True)
@@ -109,8 +109,8 @@ class EmployeeCreateInput(serializers.Serializer):
 
 
 class EmployeeUpdateInput(serializers.Serializer):
-    employee_id = _public_id(error_messages=_EMPTY)
-    updates = EmployeeFieldsInput(error_messages=_EMPTY)
+    employee_id = _public_id(error_messages=EMPTY_MESSAGES)
+    updates = EmployeeFieldsInput(error_messages=EMPTY_MESSAGES)
 
 
 class OrgTreeInput(serializers.Serializer):
@@ -124,25 +124,25 @@ class OrgTreeInput(serializers.Serializer):
 
 
 class DepartmentCreateInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100, error_messages=_EMPTY)
+    name = serializers.CharField(max_length=100, error_messages=EMPTY_MESSAGES)
     parent_id = _public_id(required=False, allow_null=True, allow_blank=True)
     sort_order = serializers.IntegerField(default=0, min_value=-(2**31) + 1, max_value=2**31 - 1)
     department_id = _public_id(required=False, allow_null=True, allow_blank=True)
 
 
 class DepartmentFieldsInput(StrictSerializer):
-    name = serializers.CharField(max_length=100, required=False, error_messages=_EMPTY)
+    name = serializers.CharField(max_length=100, required=False, error_messages=EMPTY_MESSAGES)
     parent_id = _public_id(required=False, allow_null=True, allow_blank=True)
     sort_order = serializers.IntegerField(required=False, min_value=-(2**31) + 1, max_value=2**31 - 1)
 
 
 class DepartmentUpdateInput(serializers.Serializer):
-    department_id = _public_id(error_messages=_EMPTY)
-    updates = DepartmentFieldsInput(error_messages=_EMPTY)
+    department_id = _public_id(error_messages=EMPTY_MESSAGES)
+    updates = DepartmentFieldsInput(error_messages=EMPTY_MESSAGES)
 
 
 class DepartmentDeleteInput(serializers.Serializer):
-    department_id = _public_id(error_messages=_EMPTY)
+    department_id = _public_id(error_messages=EMPTY_MESSAGES)
     move_to = _public_id(required=False, allow_null=True, allow_blank=True)
     challenge_id = serializers.CharField(max_length=64, required=False, allow_null=True)
     token = serializers.CharField(max_length=128, required=False, allow_null=True)

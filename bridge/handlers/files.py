@@ -7,19 +7,18 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from bridge.handlers import Request, validate
+from mchat.errors import EMPTY_MESSAGES
 from mchat.wire import isoformat_z
 from messaging import files
 from messaging.storage import keys
 
-REQUIRED = {"required": _("不能为空"), "null": _("不能为空"), "blank": _("不能为空")}
-
 
 class UploadUrlInput(serializers.Serializer):
     # Spec 3.16 says file_name; "name" is accepted as well.
-    file_name = serializers.CharField(max_length=255, required=False, error_messages=REQUIRED)
-    name = serializers.CharField(max_length=255, required=False, error_messages=REQUIRED)
-    content_type = serializers.CharField(max_length=255, error_messages=REQUIRED)
-    size = serializers.IntegerField(min_value=0, error_messages=REQUIRED)
+    file_name = serializers.CharField(max_length=255, required=False, error_messages=EMPTY_MESSAGES)
+    name = serializers.CharField(max_length=255, required=False, error_messages=EMPTY_MESSAGES)
+    content_type = serializers.CharField(max_length=255, error_messages=EMPTY_MESSAGES)
+    size = serializers.IntegerField(min_value=0, error_messages=EMPTY_MESSAGES)
 
     def validate(self, attrs):
         if not attrs.get("file_name") and not attrs.get("name"):
@@ -29,8 +28,8 @@ class UploadUrlInput(serializers.Serializer):
 
 class DownloadUrlInput(serializers.Serializer):
     # Spec 3.16: "传入对象 key 或 path".
-    key = serializers.CharField(max_length=keys.KEY_MAX_CHARS, required=False, error_messages=REQUIRED)
-    path = serializers.CharField(max_length=keys.KEY_MAX_CHARS, required=False, error_messages=REQUIRED)
+    key = serializers.CharField(max_length=keys.KEY_MAX_CHARS, required=False, error_messages=EMPTY_MESSAGES)
+    path = serializers.CharField(max_length=keys.KEY_MAX_CHARS, required=False, error_messages=EMPTY_MESSAGES)
 
     def validate(self, attrs):
         if not attrs.get("key") and not attrs.get("path"):

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from bridge.handlers import Request, validate
+from mchat.errors import EMPTY_MESSAGES
 from mchat.wire import isoformat_z
 from messaging import selectors, services
 from messaging.models import Group, GroupMember
 
 # Spec 3.20 words a missing or empty field as "member_ids 不能为空".
-REQUIRED = {"required": _("不能为空"), "null": _("不能为空"), "blank": _("不能为空"), "empty": _("不能为空")}
 
 
 def id_field(**options) -> serializers.CharField:
-    return serializers.CharField(max_length=64, error_messages=REQUIRED, **options)
+    return serializers.CharField(max_length=64, error_messages=EMPTY_MESSAGES, **options)
 
 
 def id_list_field(**options) -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.CharField(max_length=64), allow_empty=False, error_messages=REQUIRED, **options
+        child=serializers.CharField(max_length=64),
+        allow_empty=False,
+        error_messages=EMPTY_MESSAGES,
+        **options,
     )
 
 
@@ -29,7 +31,7 @@ class GroupOptions(serializers.Serializer):
 
 
 class GroupCreateInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100, error_messages=REQUIRED)
+    name = serializers.CharField(max_length=100, error_messages=EMPTY_MESSAGES)
     member_ids = id_list_field()
     opts = GroupOptions(required=False)
 
@@ -48,14 +50,14 @@ class GroupMembersInput(GroupRef):
 
 
 class GroupUpdates(serializers.Serializer):
-    name = serializers.CharField(max_length=100, required=False, error_messages=REQUIRED)
+    name = serializers.CharField(max_length=100, required=False, error_messages=EMPTY_MESSAGES)
     description = serializers.CharField(max_length=500, allow_blank=True, required=False)
     owner_id = id_field(required=False)
     admin_ids = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
 
 
 class GroupUpdateInput(GroupRef):
-    updates = GroupUpdates(error_messages=REQUIRED)
+    updates = GroupUpdates(error_messages=EMPTY_MESSAGES)
 
 
 def group_create(request: Request) -> dict:

@@ -11,9 +11,9 @@ from rest_framework import serializers
 
 from bridge.deferred import Deferred
 from bridge.handlers import Request, validate, validate_many
-from bridge.handlers.groups import REQUIRED, id_field
+from bridge.handlers.groups import id_field
 from bridge.models import unanswered_condition
-from mchat.errors import BadRequest, MChatError
+from mchat.errors import EMPTY_MESSAGES, BadRequest, MChatError
 from mchat.wire import isoformat_z
 from messaging import payloads, selectors, services
 from messaging.agent_waits import agent_ack_wait_open, answer_waits
@@ -28,7 +28,7 @@ class ContentField(serializers.JSONField):
     """Any JSON here; messaging.content decides what is valid (and names content.* fields)."""
 
     def __init__(self, **options):
-        super().__init__(error_messages=REQUIRED, **options)
+        super().__init__(error_messages=EMPTY_MESSAGES, **options)
 
 
 class SendPrivateInput(serializers.Serializer):
@@ -42,7 +42,7 @@ class SendGroupInput(serializers.Serializer):
 
 
 class MessageRef(serializers.Serializer):
-    msg_id = serializers.CharField(max_length=40, error_messages=REQUIRED)
+    msg_id = serializers.CharField(max_length=40, error_messages=EMPTY_MESSAGES)
 
 
 class ReadAckInput(MessageRef):
@@ -52,7 +52,7 @@ class ReadAckInput(MessageRef):
 
 
 class ConversationInput(serializers.Serializer):
-    conversation_type = serializers.ChoiceField(choices=CONVERSATION_TYPES, error_messages=REQUIRED)
+    conversation_type = serializers.ChoiceField(choices=CONVERSATION_TYPES, error_messages=EMPTY_MESSAGES)
     peer_employee_id = id_field(required=False)
     group_id = id_field(required=False)
 

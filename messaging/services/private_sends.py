@@ -20,7 +20,7 @@ from messaging.models import Conversation, Message
 from messaging.services.conversations import private_conversations_get_or_create
 from messaging.services.messages import message_of_request
 from messaging.services.pair_cache import PRIVATE_CONVERSATION_IDS
-from messaging.services.store import Post, messages_post
+from messaging.services.store import AssumptionFailed, Post, messages_post
 from org.models import Employee
 
 
@@ -46,7 +46,7 @@ def message_send_private(
         # up, so the common path pays no query for it.
         if not seq_id:
             raise
-        recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
+        recipient = selectors.peer_get(employee_id=to_employee_id, active=True)
         return message_of_request(
             selectors.private_conversation(a=actor, b=recipient), client_id=client_id, seq_id=seq_id
         )
@@ -219,8 +219,9 @@ def private_sends_known(sends: Sequence[KnownSend], *, unanswered: str = "") -> 
         # In someone's transaction (a test's), a savepoint keeps it usable after a failed check.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             return messages_post(posts, checked=True, unanswered=unanswered)
-    except DatabaseError:
-        # A check failed (or a repeat clashed): what this process remembered may be stale.
+    except (AssumptionFailed, DatabaseError):
+        # A check failed (nothing stored, no error in the database's log), or the statement
+        # failed: what this process remembered may be stale.
         PRIVATE_CONVERSATION_IDS.forget_known((s.employee_id, s.to_employee_id) for s in sends)
         return None
 

@@ -14,16 +14,22 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from mchat.db import planned_rows, rows_insert, rows_source
 from messaging import events, ids
 from messaging.content import Content
 from messaging.models import Conversation, Message, ReadPosition
 from org.models import Employee
+
+
+class AssumptionFailed(Exception):
+    """A checked store (private_sends_known) found that something its caller assumed no longer
+    holds: nothing was stored."""
 
 
 @dataclass(frozen=True)
@@ -88,16 +94,16 @@ def store_sqlite(messages: list[Message]) -> None:
     counts = Counter(
         (m.conversation_id, m.conversation.employee_low_id, m.conversation.employee_high_id) for m in messages
     )
-    last = _conversations_seq_take(counts, at=timezone.now())
-    # Taken under the conversations' row locks: sent_at never goes back as seq goes up.
-    sent_at = timezone.now()
-    next_seq = {pk: last[pk] - n + 1 for (pk, _low, _high), n in counts.items()}
+    # As store_postgresql: a message's sent_at is its conversation's last activity, the later
+    # of now and what it was, taken under the row lock, so sent_at never goes back as seq goes up.
+    taken = _conversations_seq_take(counts, at=timezone.now())
+    next_seq = {pk: taken[pk][0] - n + 1 for (pk, _low, _high), n in counts.items()}
     for message in messages:
-        message.seq, message.sent_at = next_seq[message.conversation_id], sent_at
+        message.seq, message.sent_at = next_seq[message.conversation_id], taken[message.conversation_id][1]
         next_seq[message.conversation_id] += 1
     rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk_by="msg_id")
-    read_up_to = {(m.conversation_id, m.sender_id): m.seq for m in messages}  # the last one wins
-    _read_positions_advance(read_up_to, at=sent_at)
+    read_up_to = {(m.conversation_id, m.sender_id): (m.seq, m.sent_at) for m in messages}  # the last one wins
+    _read_positions_advance(read_up_to)
 
 
 # store_sqlite as one PostgreSQL statement (one round trip instead of three). The
@@ -107,8 +113,10 @@ def store_sqlite(messages: list[Message]) -> None:
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
 # caller gave (low, high; none for a group): a message whose conversation is not there gets no
 # number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
-# Checked posts (private_sends_known) get no number either unless their sender and recipient
-# are the active employees the caller took them for and no message of the same request exists yet.
+# Checked posts (private_sends_known) are stored only if every one holds what the caller
+# assumed (sender and recipient the active employees it took them for, the conversation the
+# pair's, no message of the same request yet, and the caller's `unanswered` condition): if one
+# does not, the statement writes nothing and returns no rows, without an error (`ready`).
 _STORE_IN_ONE_STATEMENT = """
 WITH posts AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
@@ -120,12 +128,12 @@ WITH posts AS (
     SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
 ), locked AS (
     SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
-), taken AS (
+){ready}, taken AS (
     UPDATE {conversation} AS c SET last_seq = c.last_seq + counts.n,
         last_activity_at = GREATEST(c.last_activity_at, %s::timestamptz)
     FROM counts WHERE c.id = counts.conversation_id AND c.id IN (SELECT id FROM locked)
         AND c.employee_low_id IS NOT DISTINCT FROM counts.low
-        AND c.employee_high_id IS NOT DISTINCT FROM counts.high
+        AND c.employee_high_id IS NOT DISTINCT FROM counts.high{when_ready}
     RETURNING c.id, c.employee_low_id AS low, c.employee_high_id AS high,
         c.last_seq - counts.n AS before, c.last_activity_at AS sent_at
 ), numbered AS (
@@ -138,7 +146,7 @@ WITH posts AS (
     INSERT INTO {message} (conversation_id, seq, msg_id, sender_id, content, content_type, sent_at,
         client_id, seq_id, file_key)
     SELECT conversation_id, seq, msg_id, sender_id, content, content_type, sent_at, client_id, seq_id, file_key
-    FROM numbered
+    FROM numbered{when_ready_insert}
     RETURNING id, msg_id, seq, sent_at
 ), read AS (
     UPDATE {read_position} AS r SET last_read_seq = mine.seq, updated_at = mine.sent_at
@@ -149,6 +157,14 @@ WITH posts AS (
 )
 SELECT id, msg_id, seq, sent_at FROM inserted
 """
+
+
+_STORE_READY = """, ready AS (
+    SELECT (SELECT count(*) FROM verified) = (SELECT count(*) FROM posts)
+        AND (SELECT count(*) FROM {conversation} AS c JOIN counts ON c.id = counts.conversation_id
+             AND c.employee_low_id IS NOT DISTINCT FROM counts.low
+             AND c.employee_high_id IS NOT DISTINCT FROM counts.high) = (SELECT count(*) FROM counts) AS ok
+)"""
 
 
 _STORE_CHECKS = """, verified AS (
@@ -177,6 +193,9 @@ def store_postgresql(messages: list[Message], *, checked: bool = False, unanswer
         if checked
         else "",
         checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
+        ready=_STORE_READY.format(conversation=quote(Conversation._meta.db_table)) if checked else "",
+        when_ready="\n        AND (SELECT ok FROM ready)" if checked else "",
+        when_ready_insert=" WHERE (SELECT ok FROM ready)" if checked else "",
     )
     document = [
         {
@@ -198,6 +217,8 @@ def store_postgresql(messages: list[Message], *, checked: bool = False, unanswer
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(document), timezone.now()])
         stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
+    if checked and len(stored) < len(messages):
+        raise AssumptionFailed()  # nothing was written
     for message in messages:
         message.pk, message.seq, message.sent_at = stored[message.msg_id]
         message._state.adding = False
@@ -213,28 +234,30 @@ def _checks_of(message: Message) -> dict:
     }
 
 
-def _read_positions_advance(up_to: dict[tuple[int, int], int], *, at: datetime) -> None:
-    """Move read positions (conversation pk, employee pk) forward to the given seq; one UPDATE."""
+def _read_positions_advance(up_to: dict[tuple[int, int], tuple[int, datetime]]) -> None:
+    """Move read positions (conversation pk, employee pk) forward to the given (seq, at); one
+    UPDATE (SQLite)."""
     table = connection.ops.quote_name(ReadPosition._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
     source, params = rows_source(
-        [("conversation", "bigint"), ("employee", "bigint"), ("seq", "bigint")],
-        [(conversation, employee, seq) for (conversation, employee), seq in up_to.items()],
+        [("conversation", "bigint"), ("employee", "bigint"), ("seq", "bigint"), ("at", "text")],
+        [(conversation, employee, seq, adapt(at)) for (conversation, employee), (seq, at) in up_to.items()],
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET last_read_seq = v.seq, updated_at = %s FROM {source} "
+            f"UPDATE {table} SET last_read_seq = v.seq, updated_at = v.at FROM {source} "
             f"WHERE {table}.conversation_id = v.conversation AND {table}.employee_id = v.employee "
             f"AND {table}.last_read_seq < v.seq",
-            [connection.ops.adapt_datetimefield_value(at), *params],
+            params,
         )
 
 
 def _conversations_seq_take(
     counts: dict[tuple[int, int | None, int | None], int], *, at: datetime
-) -> dict[int, int]:
+) -> dict[int, tuple[int, datetime]]:
     """Take `n` consecutive message numbers from each conversation of `counts`, (pk, low,
-    high) -> n, in the current transaction; returns each conversation's new last_seq by pk
-    (its numbers end there). A conversation that is gone, or is not the pair's, raises
+    high) -> n, in the current transaction, and move its last activity to `at` unless later;
+    returns each conversation's new (last_seq, last_activity_at) by pk (its numbers end there). A conversation that is gone, or is not the pair's, raises
     Conversation.DoesNotExist (the caller's transaction then stores nothing).
 
     The SQLite half of store_sqlite (PostgreSQL takes the numbers inside its one write
@@ -253,13 +276,19 @@ def _conversations_seq_take(
         f"last_activity_at = MAX(last_activity_at, %s) "
         f"FROM {source} WHERE {table}.id = v.id "
         f"AND {table}.employee_low_id IS v.low AND {table}.employee_high_id IS v.high "
-        f"RETURNING {table}.id, {table}.last_seq"
+        f"RETURNING {table}.id, {table}.last_seq, {table}.last_activity_at"
     )
     params = [connection.ops.adapt_datetimefield_value(at), *source_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        taken = dict(cursor.fetchall())
+        taken = {pk: (last_seq, _aware(activity)) for pk, last_seq, activity in cursor.fetchall()}
     if len(taken) != len(counts):
         missing = sorted({pk for pk, _low, _high in counts} - set(taken))
         raise Conversation.DoesNotExist(f"conversations vanished or not the pair's: {missing}")
     return taken
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A timestamp SQLite handed back from a raw statement (text, or naive UTC)."""
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
