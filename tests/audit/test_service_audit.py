@@ -457,3 +457,24 @@ def test_messages_are_not_audit_rows(world):
     _ok(world.call(world.bob, "msg.send_group", group_id=world.group_id, content="hi all"))
     assert AuditEvent.objects.count() == start
     assert Message.objects.count() == 3
+
+
+def test_a_failed_audit_write_undoes_the_change_it_describes(world, monkeypatch):
+    from messaging.models import GroupMember
+
+    def broken(**fields):
+        raise RuntimeError("audit table unavailable")
+
+    monkeypatch.setattr(AuditEvent.objects, "create", broken)
+    carol = EmployeeFactory(employee_id="emp_carol_003")
+    response = world.call(
+        world.alice, "group.member_add", group_id=world.group_id, member_ids=[carol.employee_id]
+    )
+    assert response["code"] == 500
+    assert not GroupMember.objects.filter(employee=carol).exists()
+    response = world.call(
+        world.admin, "employee.update", employee_id=world.bob.employee_id, updates={"title": "x"}
+    )
+    assert response["code"] == 500
+    world.bob.refresh_from_db()
+    assert world.bob.title == ""
