@@ -5,20 +5,20 @@ transaction that also records the answer -> publish after commit. Every exceptio
 as a code; nothing escapes to the MQTT loop.
 
 Requests that arrive together are served together: one statement finds their employees (and
-those their payloads name, Route.payload_employees) and their earlier answers, and their
+those their payloads name, BatchExecutor.payload_employees) and their earlier answers, and their
 handlers run in one transaction. Consecutive requests of an
-action whose route has a many-handler (msg.send_private) are served by it in a fixed number of
+action whose route has a BatchExecutor (msg.send_private) are served by its serve_many in a fixed number of
 statements, refusals included; any other request runs inside its own savepoint so a refusal
 or an error undoes only that request. One commit then covers the
 batch, and responses and deliveries go out after it. If the batch cannot commit, each request
 is served again on its own, so a bad neighbour never costs the others their answer.
 
-A batch that is one run of a route with an optimistic handler (msg.send_private between pairs
+A batch that is one run of a route whose executor has serve_known (msg.send_private between pairs
 this process has served before) goes to it first, before anyone is looked up: one statement
 stores the batch and checks everything the handler assumed; if anything no longer holds,
 nothing is stored and the batch takes the path above (_serve_optimistically).
 
-A batch that is one run of a route whose many-handler commits itself (msg.send_private, the
+A batch that is one run of a route whose executor commits itself (msg.send_private, the
 bulk of the traffic) gets no transaction here: its handler's one write statement is atomic, and
 a message is its own idempotency record, so the batch costs neither BEGIN, COMMIT nor an INSERT
 of answers.
@@ -56,7 +56,8 @@ logger = logging.getLogger("mchat.bridge")
 def _payload_employee_ids(work: _Work) -> set[str]:
     """The employee ids that the work's payload names in its route's payload_employees fields
     (only what could be one: anything else is the handler's to refuse)."""
-    values = (work.payload.get(name) for name in work.route.payload_employees)
+    fields = work.route.batch.payload_employees if work.route.batch is not None else ()
+    values = (work.payload.get(name) for name in fields)
     return {v for v in values if isinstance(v, str) and wire.EMPLOYEE_ID_RE.match(v)}
 
 
@@ -71,11 +72,11 @@ def _with_resolved_waits(recorded: dict[tuple[str, str], dict | None]) -> dict[t
 
 def _runs(works: list[_Work]) -> list[list[_Work]]:
     """The batch in arrival order, cut into runs: consecutive requests of one action that has a
-    many-handler form one run; any other request is a run of its own. Running them in this
+    BatchExecutor form one run; any other request is a run of its own. Running them in this
     order keeps every client's requests in the order it sent them."""
     runs: list[list[_Work]] = []
     for work in works:
-        if runs and work.route.many_handler is not None and runs[-1][0].route is work.route:
+        if runs and work.route.batch is not None and runs[-1][0].route is work.route:
             runs[-1].append(work)
         else:
             runs.append([work])
@@ -178,7 +179,7 @@ class Dispatcher:
     def _identify_and_replay(self, works: list[_Work]) -> None:
         """Who is behind each connection (unknown or inactive: 401), and which requests were
         answered before: those get the same answer and execute nothing again. The same
-        statement finds the employees that payloads name (Route.payload_employees)."""
+        statement finds the employees that payloads name (BatchExecutor.payload_employees)."""
         open_works = [w for w in works if not w.decided]
         if not open_works:
             return
@@ -231,7 +232,7 @@ class Dispatcher:
         return employees, _with_resolved_waits(recorded)
 
     def _serve_optimistically(self, works: list[_Work]) -> bool:
-        """A batch that is one run of a route with an optimistic handler (msg.send_private)
+        """A batch that is one run of a route whose executor has serve_known (msg.send_private)
         goes to it before anyone is looked up: from what this process has seen before, it
         stores the whole batch with one statement that checks all of that, and the batch
         costs one round trip. True when it did; False when it could not (nothing done), and
@@ -240,7 +241,11 @@ class Dispatcher:
         Not for a batch with a repeat in it, or one the rate limit would refuse any part of:
         those need the usual order (an earlier answer comes before the limit)."""
         open_works = [w for w in works if not w.decided]
-        if not open_works or open_works[0].route.optimistic_handler is None:
+        if (
+            not open_works
+            or open_works[0].route.batch is None
+            or open_works[0].route.batch.serve_known is None
+        ):
             return False
         route = open_works[0].route
         if any(w.route is not route for w in open_works) or len({w.key for w in open_works}) < len(
@@ -255,11 +260,11 @@ class Dispatcher:
             Request(w.parsed.client_id, w.parsed.seq_id, route.action, w.payload, None) for w in open_works
         ]
         try:
-            results = route.optimistic_handler(requests)
+            results = route.batch.serve_known(requests)
         except Exception as exc:
             # A bug, not a refusal: logged, and the usual way answers (a send that was stored
             # is found again there by its (client_id, seq_id) and answered the same).
-            internal_error_reply(exc, context="an optimistic handler")
+            internal_error_reply(exc, context="an executor's serve_known")
             connection.close_if_unusable_or_obsolete()
             return False
         if results is None:
@@ -280,7 +285,7 @@ class Dispatcher:
     def _execute(self, works: list[_Work]) -> None:
         batch = [w for w in works if not w.decided]
         self._database_down = False
-        if len(batch) == 1 and batch[0].route.many_handler is None:
+        if len(batch) == 1 and batch[0].route.batch is None:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
             committed = False
@@ -291,7 +296,11 @@ class Dispatcher:
 
             runs = _runs(batch)
             try:
-                if len(runs) == 1 and runs[0][0].route.many_commits_itself:
+                if (
+                    len(runs) == 1
+                    and runs[0][0].route.batch is not None
+                    and runs[0][0].route.batch.commits_itself
+                ):
                     # Its handler commits what it writes. Called inside someone's transaction
                     # (a test's), a savepoint keeps that transaction usable for the fallback.
                     with transaction.atomic() if connection.in_atomic_block else nullcontext():
@@ -300,7 +309,7 @@ class Dispatcher:
                     with transaction.atomic():
                         transaction.on_commit(mark_committed)  # the first hook to run after COMMIT
                         for run in runs:
-                            if len(run) > 1 or run[0].route.many_handler is not None:
+                            if len(run) > 1 or run[0].route.batch is not None:
                                 self._execute_many(run)
                             else:
                                 self._execute_one(run[0], in_batch=True)
@@ -337,7 +346,7 @@ class Dispatcher:
                     work.decide(self._internal_error(work, RuntimeError("recorded answer vanished")))
 
     def _execute_many(self, run: list[_Work]) -> None:
-        """Requests of one action with a many-handler: no savepoint each, one INSERT records
+        """Requests of one action with a BatchExecutor: no savepoint each, one INSERT records
         every answer (only the refusals, for a route whose handler commits itself). Anything
         raised undoes the whole batch, which is then served one by one: a handler that
         commits itself finds what it already wrote and answers the same."""
@@ -347,7 +356,7 @@ class Dispatcher:
             for w in run
         ]
         with audit_source("mqtt"):  # msg.send_private: messages are content, not audit rows
-            results = route.many_handler(requests)
+            results = route.batch.serve_many(requests)
         records = []
         for work, result in zip(run, results, strict=True):
             if isinstance(result, MChatError):
@@ -357,7 +366,7 @@ class Dispatcher:
             else:
                 response = wire.response_payload(work.parsed.seq_id, 0, "ok", result or {})
             work.decide(response)
-            if route.many_commits_itself and not isinstance(result, MChatError):
+            if route.batch.commits_itself and not isinstance(result, MChatError):
                 continue  # its repeat finds what the handler wrote
             records.append(
                 ProcessedRequest(

@@ -1,8 +1,8 @@
 """The bridge's urls.py: every action, the handler that serves it, and its rate-limit class.
 
 Handlers are named by dotted path and imported on first use, like Django's URLconf views. A
-route may also name a handler for many requests at once, which the dispatcher prefers when
-requests of that action arrive together.
+route may also name a BatchExecutor, its strategy for many requests at once, which the
+dispatcher prefers when requests of that action arrive together (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -10,9 +10,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from mchat.targets import target_resolve
+
+
+class BatchExecutor(Protocol):
+    """How a route serves requests of its action that arrive together (bridge.dispatch).
+
+    `serve_many`: a list of Request -> a list of data, Deferred or MChatError, in order.
+    `commits_itself`: serve_many makes its own writes atomic and a repeat of a request it
+    served is recognised by what it wrote (msg.send_private: the message's own (client_id,
+    seq_id)); a batch that is one run of it then gets no transaction from the dispatcher, and
+    only refusals are recorded.
+    `payload_employees`: payload fields naming employees serve_many looks up; the dispatcher
+    finds them, active ones only, in its one identity statement (Request.employees).
+    `serve_known`: None, or a list of Request (with no employee looked up) -> a list of data,
+    or None when it cannot serve them all (nothing done then: the batch goes the usual way);
+    for a batch it can serve from what this process has seen, in one statement that checks it.
+    """
+
+    payload_employees: tuple[str, ...]
+    commits_itself: bool
+    serve_known: Callable[[list[Any]], list[dict] | None] | None
+
+    def serve_many(self, requests: list[Any]) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -20,37 +42,16 @@ class Route:
     action: str
     target: str  # "module:function"
     action_class: str  # rate-limit bucket: auth, read, write, message
-    # Optional "module:function" serving many requests of this action at once (a list of
-    # Request -> a list of data, Deferred or MChatError, in order); see bridge.dispatch.
-    many_target: str = ""
-    # The many-handler makes its own writes atomic, and a repeat of a request it served is
-    # recognised by what it wrote (msg.send_private: the message's unique (client_id, seq_id)
-    # finds it, and the answer is rebuilt from the message). A batch that is one run of it
-    # then gets no transaction from the dispatcher, and only refusals are recorded.
-    many_commits_itself: bool = False
-    # Payload fields that name employees the handler looks up (msg.send_private: its
-    # recipient). The dispatcher finds them, active ones only, with the requesters in its one
-    # identity statement, and hands them over in Request.employees: a send costs no query of
-    # its own for its recipient.
-    payload_employees: tuple[str, ...] = ()
-    # Optional "module:function" that may serve a whole batch of this action before anyone
-    # is looked up, from what this process has seen before, in one statement that checks all
-    # of it (msg.send_private: senders, recipients and their conversation, no earlier
-    # answer). Requests -> a list of data, or None when it cannot (nothing done then: the
-    # batch goes the usual way). Its requests carry no employee (Request.employee is None).
-    optimistic_target: str = ""
+    # Optional "module:name" of the BatchExecutor serving many requests of this action at once.
+    batch_target: str = ""
 
     @cached_property
     def handler(self) -> Callable[..., Any]:
         return target_resolve(self.target)
 
     @cached_property
-    def many_handler(self) -> Callable[..., Any] | None:
-        return target_resolve(self.many_target) if self.many_target else None
-
-    @cached_property
-    def optimistic_handler(self) -> Callable[..., Any] | None:
-        return target_resolve(self.optimistic_target) if self.optimistic_target else None
+    def batch(self) -> BatchExecutor | None:
+        return target_resolve(self.batch_target) if self.batch_target else None
 
 
 def _table(*routes: Route) -> dict[str, Route]:
@@ -79,15 +80,7 @@ ROUTES: dict[str, Route] = _table(
     Route("group.list", f"{H}.groups:group_list", "read"),
     Route("group.info", f"{H}.groups:group_info", "read"),
     # messages (spec 3.11-3.13, plus history, conversations, recall)
-    Route(
-        "msg.send_private",
-        f"{H}.messages:send_private",
-        "message",
-        many_target=f"{H}.messages:send_private_many",
-        many_commits_itself=True,
-        payload_employees=("to_employee_id",),
-        optimistic_target=f"{H}.messages:send_private_known",
-    ),
+    Route("msg.send_private", f"{H}.messages:send_private", "message", f"{H}.messages:SEND_PRIVATE_BATCH"),
     Route("msg.send_group", f"{H}.messages:send_group", "message"),
     Route("msg.read_ack", f"{H}.messages:read_ack", "message"),
     Route("msg.recall", f"{H}.messages:recall", "message"),

@@ -24,8 +24,8 @@ class Request:
     seq_id: str
     action: str
     payload: dict
-    employee: Employee  # None only for a route's optimistic handler (bridge.routes)
-    # The employees named by the route's payload_employees fields, by employee_id, as the
+    employee: Employee  # None only for a BatchExecutor's serve_known (bridge.routes)
+    # The employees named by the route executor's payload_employees fields, by employee_id, as the
     # dispatcher found them: None for one that is unknown or no longer active.
     employees: Mapping[str, Employee | None] = field(default_factory=dict)
 

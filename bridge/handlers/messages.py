@@ -90,7 +90,7 @@ def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MCh
     """send_private for requests that arrived together (the dispatcher's batch path): the
     same answers, in a fixed number of queries.
 
-    The dispatcher opens no transaction around it (its route says `many_commits_itself`):
+    The dispatcher opens no transaction around it (SEND_PRIVATE_BATCH.commits_itself):
     on PostgreSQL the messages are stored by one statement, so a batch with no AI agent
     among its recipients needs none. One that has agents is stored in a transaction that
     also records their acknowledgement waits, so a wait exists exactly when its message does.
@@ -143,6 +143,20 @@ def send_private_known(requests: Sequence[Request]) -> list[dict] | None:
     if messages is None:
         return None
     return [_sent_data(message, f["to_employee_id"]) for message, f in zip(messages, fields, strict=True)]
+
+
+class SendPrivateBatch:
+    """msg.send_private's strategy for requests that arrive together (bridge.routes.BatchExecutor):
+    the one-statement path for pairs seen before, else the batch handler, which commits itself;
+    the dispatcher looks up each payload's recipient with the senders."""
+
+    payload_employees = ("to_employee_id",)
+    commits_itself = True
+    serve_known = staticmethod(send_private_known)
+    serve_many = staticmethod(send_private_many)
+
+
+SEND_PRIVATE_BATCH = SendPrivateBatch()
 
 
 def _sent_private(request: Request, message) -> dict | Deferred:

@@ -207,7 +207,7 @@ def test_take_all_spends_every_token_or_none():
 def test_every_route_resolves_to_a_callable():
     for route in ROUTES.values():
         assert callable(route.handler), route.action
-        assert route.optimistic_handler is None or callable(route.optimistic_handler), route.action
+        assert route.batch is None or callable(route.batch.serve_many), route.action
 
 
 def _batch_routes():

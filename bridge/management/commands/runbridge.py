@@ -45,6 +45,6 @@ def freeze_start_up() -> None:
     garbage collector's full passes. A full pass over them took ~90 ms, a stall of every
     request in hand that showed as the bridge's p99; now it scans only what came later."""
     for route in ROUTES.values():
-        route.handler, route.many_handler, route.optimistic_handler  # noqa: B018 -- import every handler's module now
+        route.handler, route.batch  # noqa: B018 -- import every handler's module now
     gc.collect()
     gc.freeze()
