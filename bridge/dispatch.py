@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils.translation import gettext as _
 
+from audit.context import source as audit_source
 from bridge import protocol
 from bridge.deferred import Deferred
 from bridge.handlers import Request
@@ -355,7 +356,8 @@ class Dispatcher:
             Request(w.parsed.client_id, w.parsed.seq_id, route.action, w.payload, w.employee, w.employees)
             for w in run
         ]
-        results = route.batch.serve_many(requests)
+        with audit_source("mqtt"):  # msg.send_private: messages are content, not audit rows
+            results = route.batch.serve_many(requests)
         records = []
         for work, result in zip(run, results, strict=True):
             if isinstance(result, MChatError):
@@ -388,7 +390,9 @@ class Dispatcher:
         )
         try:
             with transaction.atomic():
-                data = work.route.handler(request)
+                # What the handler changes is audited as this connection's request.
+                with audit_source("mqtt", client_id=request.client_id, seq_id=request.seq_id):
+                    data = work.route.handler(request)
                 if isinstance(data, Deferred):
                     response = None  # recorded as pending; whoever resolves it publishes the answer
                 else:

@@ -91,4 +91,5 @@ ROUTES: dict[str, Route] = _table(
     Route("file.upload_url", f"{H}.files:upload_url", "write"),
     Route("file.download_url", f"{H}.files:download_url", "read"),
     Route("agent.capability_list", f"{H}.agents:capability_list", "read"),
+    Route("audit.list", f"{H}.audit:audit_list", "read"),  # ours: the audit log (org admins)
 )

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "org",
     "messaging",
+    "audit",
     "bridge",
 ]
 
@@ -85,6 +86,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "audit.context.AuditSourceMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -269,6 +271,10 @@ MCHAT_SCHEDULE = {
     "messaging.tasks.file_records_purge": MCHAT_PURGE_INTERVAL_SECONDS,
     # Web sessions (one row per sign-in) that can no longer matter.
     "org.tasks.web_sessions_purge": MCHAT_PURGE_INTERVAL_SECONDS,
+    # Retention (audit/retention.py): messages past MCHAT_MESSAGE_RETENTION_DAYS or their
+    # group's own setting, and audit rows past MCHAT_AUDIT_RETENTION_DAYS, in bounded batches.
+    "audit.tasks.message_retention_run": MCHAT_PURGE_INTERVAL_SECONDS,
+    "audit.tasks.audit_retention_run": 24 * 3600,
 }
 CELERY_BEAT_SCHEDULE = {task: {"task": task, "schedule": seconds} for task, seconds in MCHAT_SCHEDULE.items()}
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
@@ -332,6 +338,13 @@ MCHAT_STS_ENDPOINT_URL = os.environ.get("MCHAT_STS_ENDPOINT_URL") or MCHAT_S3_EN
 MCHAT_STS_ROLE_ARN = os.environ.get("MCHAT_STS_ROLE_ARN", "")
 # Organisation-wide notices to every inbox go through Celery tasks of this many recipients.
 MCHAT_NOTICE_BATCH_SIZE = int(os.environ.get("MCHAT_NOTICE_BATCH_SIZE", "500"))
+
+# --- Audit log and retention (DESIGN §10, audit.retention) --------------------------------
+# Audit rows older than this are deleted by the retention job.
+MCHAT_AUDIT_RETENTION_DAYS = int(os.environ.get("MCHAT_AUDIT_RETENTION_DAYS", "365"))
+# Messages older than this are deleted (with their files) unless a group overrides it or a
+# legal hold applies; unset or 0: kept for ever.
+MCHAT_MESSAGE_RETENTION_DAYS = int(os.environ.get("MCHAT_MESSAGE_RETENTION_DAYS") or 0) or None
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -17,4 +17,5 @@ urlpatterns = [
     path("", include("org.urls")),
     path("", include("messaging.urls")),
     path("", include("org.urls_web")),
+    path("", include("audit.urls")),
 ]

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from audit.services import audit_record
 from mchat.errors import BadRequest, MChatError, NotFound, PermissionDenied
 from messaging import storage
 from messaging.models import Message, StoredFile, UsedFileUrl
@@ -110,6 +111,13 @@ def file_download_url(*, actor: Employee, key: str) -> DownloadGrant:
     expires_at = backend.expiry(timezone.now(), GET)
     url = backend.download_url(
         key=stored.key, name=stored.name, content_type=stored.content_type, expires_at=expires_at
+    )
+    # Who was let at which file, until when (the URL itself is a bearer secret: never recorded).
+    audit_record(
+        action="file_download_grant",
+        actor=actor,
+        target=stored,
+        changes={"expires_at": {"before": None, "after": expires_at}},
     )
     return DownloadGrant(stored=stored, url=url, expires_at=expires_at)
 

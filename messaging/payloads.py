@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from audit.context import SYSTEM_OPERATOR_ID
 from mchat.wire import isoformat_z
 from messaging.models import Conversation, Group, Message
 
@@ -52,7 +53,7 @@ def recall_payload(message: Message, conversation: Conversation) -> dict:
         "type": "recall",
         "msg_id": message.msg_id,
         "seq": message.seq,
-        "recalled_by": message.recalled_by.employee_id if message.recalled_by else None,
+        "recalled_by": message.recalled_by.employee_id if message.recalled_by else SYSTEM_OPERATOR_ID,
         "recalled_at": isoformat_z(message.recalled_at),
     }
     if conversation.is_group:

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources, widgets
 
+from audit.context import source as audit_source
 from mchat.db import instance_adopt
 from mchat.errors import MChatError
 from org import services
@@ -70,7 +71,8 @@ class ServiceResource(resources.ModelResource):
 
     def save_instance(self, instance, is_create, row, **kwargs):
         try:
-            saved = self.save_through_service(instance, is_create, row)
+            with audit_source("import"):  # keeps the console user and address of the request
+                saved = self.save_through_service(instance, is_create, row)
         except MChatError as exc:
             raise ValidationError(str(exc.message)) from None
         instance_adopt(instance, saved)

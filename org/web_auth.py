@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import audit_record
 from mchat import broker_policy
 from org import web_sessions
 from org.models import Employee, WebAccount, WebSession
@@ -90,28 +91,43 @@ def web_password_set(*, employee: Employee, password: str | None = None, must_ch
     sign-in. Every web sign-in of the employee ends, with its MQTT connections.
     """
     password = password or new_web_password()
-    account = WebAccount.objects.select_related("user").filter(employee=employee).first()
-    if account is None:
-        user = get_user_model().objects.create(username=f"{USERNAME_PREFIX}{employee.employee_id}")
-        account = WebAccount(employee=employee, user=user)
-    account.user.set_password(password)
-    account.user.save(update_fields=["password"])
-    account.must_change_password = must_change
-    account.password_changed_at = timezone.now()
-    account.save()
-    if web_sessions.web_sessions_end_all(
-        employee_id=employee.employee_id, reason=web_sessions.PASSWORD_RESET
-    ):
-        broker_policy.access_changed()
+    with transaction.atomic():
+        account = WebAccount.objects.select_related("user").filter(employee=employee).first()
+        if account is None:
+            user = get_user_model().objects.create(username=f"{USERNAME_PREFIX}{employee.employee_id}")
+            account = WebAccount(employee=employee, user=user)
+        account.user.set_password(password)
+        account.user.save(update_fields=["password"])
+        account.must_change_password = must_change
+        account.password_changed_at = timezone.now()
+        account.save()
+        if web_sessions.web_sessions_end_all(
+            employee_id=employee.employee_id, reason=web_sessions.PASSWORD_RESET
+        ):
+            broker_policy.access_changed()
+        # The console user or command that set it comes from the audit context.
+        audit_record(
+            action="employee_web_password_set",
+            actor=None,
+            target=employee,
+            changes={"web_password": "changed", "must_change_password": must_change},
+        )
     return password
 
 
 def web_password_changed(*, employee: Employee) -> None:
     """The employee chose its own password (Django's password form saved it): no longer an
     initial one."""
-    WebAccount.objects.filter(employee=employee).update(
-        must_change_password=False, password_changed_at=timezone.now()
-    )
+    with transaction.atomic():
+        WebAccount.objects.filter(employee=employee).update(
+            must_change_password=False, password_changed_at=timezone.now()
+        )
+        audit_record(
+            action="employee_web_password_change",
+            actor=employee,
+            target=employee,
+            changes={"web_password": "changed"},
+        )
 
 
 def web_password_must_change(*, employee: Employee) -> bool:

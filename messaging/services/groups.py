@@ -15,6 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from audit.context import SYSTEM_OPERATOR_ID, operator_employee
+from audit.services import audit_record, changes_between
 from mchat import broker_policy
 from mchat.errors import BadRequest, PermissionDenied
 from mchat.wire import isoformat_z
@@ -80,6 +82,16 @@ def group_create(
             inviter_id=actor.employee_id,
             member_ids=everyone,
         )
+        audit_record(
+            action="group_create",
+            actor=actor,
+            target=group,
+            changes={
+                "name": {"before": None, "after": name},
+                "description": {"before": None, "after": description},
+                "members": {"before": None, "after": everyone},
+            },
+        )
     return GroupCreated(group=group, member_ids=everyone)
 
 
@@ -102,6 +114,12 @@ def group_dismiss(*, actor: Employee | None, group_id: str, challenge_id=None, t
             title=_("群组解散通知"),
             operator_id=_employee_id(actor),
             dismissed_at=isoformat_z(group.dismissed_at),
+        )
+        audit_record(
+            action="group_dismiss",
+            actor=actor,
+            target=group,
+            changes={"dismissed_at": {"before": None, "after": isoformat_z(group.dismissed_at)}},
         )
     return group
 
@@ -139,6 +157,12 @@ def group_member_add(*, actor: Employee | None, group_id: str, member_ids: Seque
                 title=_("入群通知"),
                 inviter_id=_employee_id(actor),
                 member_ids=[m.employee_id for m in added],
+            )
+            audit_record(
+                action="group_member_add",
+                actor=actor,
+                target=group,
+                changes={"members_added": [m.employee_id for m in added], "member_count": count},
             )
     return MembershipChange(group, [m.employee_id for m in added], count)
 
@@ -183,6 +207,12 @@ def group_member_remove(
             operator_id=_employee_id(actor),
             member_ids=removed,
         )
+        audit_record(
+            action="group_member_remove",
+            actor=actor,
+            target=group,
+            changes={"members_removed": removed, "member_count": len(remaining)},
+        )
     return MembershipChange(group, removed, len(remaining))
 
 
@@ -213,6 +243,7 @@ def group_update(
         group = access.group
         changed: list[str] = []
         old_name = group.name
+        before = _audited_fields(group, with_roles=owner_id is not None or admin_ids is not None)
         if name is not None and _group_name(name) != group.name:
             group.name = _group_name(name)
             changed.append("name")
@@ -234,6 +265,14 @@ def group_update(
                 title=_("群名称变更通知"),
                 old_name=old_name,
                 operator_id=_employee_id(actor),
+            )
+        if changed:
+            after = _audited_fields(group, with_roles=owner_id is not None or admin_ids is not None)
+            audit_record(
+                action="group_update",
+                actor=actor,
+                target=group,
+                changes=changes_between(before, after),
             )
     return GroupUpdated(group, changed)
 
@@ -326,5 +365,21 @@ def _description(description: str | None) -> str:
     return description
 
 
-def _employee_id(actor: Employee | None) -> str | None:
-    return actor.employee_id if actor is not None else None
+def _employee_id(actor: Employee | None) -> str:
+    """Who did it, for deliveries (operator_id, inviter_id): the employee, else the console or
+    REST user's employee, else "system" (docs/protocol.md §12.3)."""
+    if actor is None:
+        actor = operator_employee()
+    return actor.employee_id if actor is not None else SYSTEM_OPERATOR_ID
+
+
+def _audited_fields(group: Group, *, with_roles: bool) -> dict:
+    fields = {"name": group.name, "description": group.description}
+    if with_roles:
+        fields["owner_id"] = group.owner.employee_id
+        fields["admin_ids"] = sorted(
+            GroupMember.objects.filter(group=group, role=Role.ADMIN).values_list(
+                "employee__employee_id", flat=True
+            )
+        )
+    return fields

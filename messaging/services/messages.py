@@ -10,6 +10,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from audit.context import operator_employee
+from audit.services import audit_record
 from mchat.errors import BadRequest, NotFound, PermissionDenied
 from messaging import events, selectors
 from messaging.content import Content, content_parse
@@ -55,8 +57,17 @@ def message_recall(*, actor: Employee | None, msg_id: str) -> Message:
         if actor is not None:
             _check_may_recall(actor, message, conversation)
         message.recalled_at = timezone.now()
-        message.recalled_by = actor
+        # From the console: the user's employee when there is one (else the deliveries say
+        # "system", docs/protocol.md §12.3).
+        message.recalled_by = actor if actor is not None else operator_employee()
         message.save(update_fields=["recalled_at", "recalled_by"])
+        if message.recalled_by_id != message.sender_id:  # an admin's recall; one's own is not audited
+            audit_record(
+                action="message_recall",
+                actor=actor,
+                target=message,
+                changes={"recalled_at": {"before": None, "after": message.recalled_at}},
+            )
         events.message_recalled(message, conversation)
     return message
 

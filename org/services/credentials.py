@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from audit.services import SECRET_MARK, audit_record
 from mchat.errors import PermissionDenied, Unauthenticated
 from mchat.wire import ClientId
 from org import events
@@ -49,6 +50,12 @@ def employee_credential_reset(*, actor: Employee | None, employee: Employee) -> 
     password = _new_password()
     employee.mqtt_password_hash = hash_password(password)
     employee.save(update_fields=["mqtt_password_hash", "updated_at"])
+    audit_record(
+        action="employee_credential_reset",
+        actor=actor,
+        target=employee,
+        changes={"mqtt_password_hash": SECRET_MARK},
+    )
     events.credential_reset(employee.employee_id)
     return IssuedCredential(employee=employee, password=password)
 
@@ -94,3 +101,4 @@ def challenge_consume(*, actor: Employee, challenge_id, token) -> None:
         raise Unauthenticated(_("二次验证无效、已过期或已使用"))
     challenge.used_at = timezone.now()
     challenge.save(update_fields=["used_at"])
+    audit_record(action="challenge_consume", actor=actor, target=challenge)

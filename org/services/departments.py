@@ -13,8 +13,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from mptt.exceptions import InvalidMove
 
+from audit.services import audit_record, changes_between, created
 from mchat.errors import BadRequest, NotFound
-from org import events
+from org import auditing, events
 from org.employee_ids import next_department_id
 from org.models import DEPARTMENT_ID_PATTERN, Department, Employee
 from org.services.checks import (
@@ -91,6 +92,12 @@ def department_create(
     full_clean(department, exclude=_MPTT_FIELDS)
     department.save()
     org_changed()
+    audit_record(
+        action="department_create",
+        actor=actor,
+        target=department,
+        changes=created(auditing.department_snapshot(department)),
+    )
     return department
 
 
@@ -108,6 +115,7 @@ def department_update(
         raise BadRequest(_("updates.%(field)s 不是可修改的字段") % {"field": unknown[0]})
     org_lock()
     department = _department_for_write(department_id)
+    before = auditing.department_snapshot(department)
     changed = False
     if "name" in updates:
         name = clean_text(updates["name"], "name", required=True)
@@ -130,6 +138,12 @@ def department_update(
     except InvalidMove as exc:
         raise BadRequest(_("parent_id 不能是该部门自身或其下级部门")) from exc
     org_changed()
+    audit_record(
+        action="department_update",
+        actor=actor,
+        target=department,
+        changes=changes_between(before, auditing.department_snapshot(department)),
+    )
     return department
 
 
@@ -155,6 +169,7 @@ def department_move(
     _check_not_within(parent, department, "target_id")
     if target.pk == department.pk:
         return department
+    before = auditing.department_snapshot(department)
 
     if parent is None:
         siblings = list(Department.objects.root_nodes().exclude(pk=department.pk))
@@ -190,7 +205,17 @@ def department_move(
     else:
         Department._tree_manager.move_node(department, Department.objects.get(pk=anchor.pk), where)
     org_changed()
-    return Department.objects.get(pk=department.pk)
+    moved = Department.objects.get(pk=department.pk)
+    audit_record(
+        action="department_move",
+        actor=actor,
+        target=moved,
+        changes={
+            **changes_between(before, auditing.department_snapshot(moved)),
+            "position": {"before": None, "after": f"{position} {target.department_id}"},
+        },
+    )
+    return moved
 
 
 @transaction.atomic
@@ -234,6 +259,17 @@ def department_delete(
             events.employee_profile_changed(member, fields=["department_id"], event="updated")
     Department.objects.get(pk=department.pk).delete()
     org_changed()
+    audit_record(
+        action="department_delete",
+        actor=actor,
+        target=department,
+        changes={
+            **changes_between(auditing.department_snapshot(department), {}),
+            "moved_to": target.department_id if target else None,
+            "moved_employee_ids": [m.employee_id for m in members],
+            "moved_department_ids": moved_children,
+        },
+    )
     return DepartmentDeletion(
         department_id=department.department_id,
         deleted_at=now,

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 
 from mchat import broker_policy
 from mchat.errors import BadRequest, NotFound, PermissionDenied
-from org import events
+from org import auditing, events
 from org.credentials import hash_password
 from org.employee_ids import employee_id_stem, next_employee_id
 from org.models import EMPLOYEE_ID_PATTERN, AgentProfile, Employee
@@ -201,6 +201,7 @@ def employee_create(
         _apply_agent_settings(profile, settings_)
         profile.save()
     org_changed()
+    auditing.employee_created(actor=actor, employee=employee)
     events.employee_profile_changed(employee, fields=events.PROFILE_FIELDS, event="created")
     broker_policy.access_changed()
     return IssuedCredential(employee=employee, password=password)
@@ -271,6 +272,7 @@ def employee_update(
     if employee is None:
         raise NotFound(_("员工不存在：%(id)s") % {"id": employee_id})
     _check_update_allowed(actor, employee, updates, requested)
+    before = auditing.employee_snapshot(employee, agent=agent is not None)
 
     changed: list[str] = []
     for field in TEXT_FIELDS:
@@ -324,6 +326,7 @@ def employee_update(
     if "is_active" in changed:
         event = "reactivated" if employee.is_active else "deactivated"
     all_changed = (*changed, *agent_changed)
+    auditing.employee_changed(actor=actor, employee=employee, before=before, changed=all_changed)
     events.employee_profile_changed(employee, fields=_public_fields(all_changed), event=event)
     return EmployeeChange(employee=employee, fields=all_changed)
 

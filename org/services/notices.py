@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from audit.services import audit_record, created
 from org import events
 from org.models import Employee, SystemNotice
 from org.services.checks import clean_text, full_clean, require_org_admin
@@ -34,5 +35,11 @@ def system_notice_broadcast(
     )
     full_clean(notice, exclude=["notify_id", "sent_by"])
     notice.save()
+    audit_record(
+        action="system_notice_broadcast",
+        actor=actor,
+        target=notice,
+        changes=created({"title": notice.title, "text": notice.text, "sent_by": notice.sent_by}),
+    )
     events.system_notice_published(notice)
     return notice

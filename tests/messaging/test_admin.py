@@ -56,7 +56,8 @@ def test_renaming_in_the_console_goes_through_group_update(
     group.refresh_from_db()
     assert (group.name, group.description) == ("新群名", "console")
     (note,) = [p for p in published.to(f"mchat/inbox/{bob.employee_id}") if p["type"] == "group_renamed"]
-    assert note["body"]["operator_id"] is None and note["body"]["old_name"] == "项目组"
+    # The console user is no employee: the documented system value names the operator.
+    assert note["body"]["operator_id"] == "system" and note["body"]["old_name"] == "项目组"
 
 
 def test_console_actions_dismiss_groups_and_recall_messages(
@@ -72,7 +73,7 @@ def test_console_actions_dismiss_groups_and_recall_messages(
     message.refresh_from_db()
     assert message.is_recalled and message.recalled_by is None
     (event,) = published.to(f"mchat/group/{group.group_id}")
-    assert event["type"] == "recall" and event["recalled_by"] is None
+    assert event["type"] == "recall" and event["recalled_by"] == "system"  # no employee behind the user
 
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(

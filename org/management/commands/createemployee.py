@@ -2,6 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.context import source as audit_source
 from mchat.errors import MChatError
 from org import services, web_auth
 
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--id-slug", help="readable part of the id: ai_{slug}_001")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
+    @audit_source("command")
     def handle(self, *args, name: str, org_admin: bool, agent: bool, json: bool, **options):
         try:
             issued = services.employee_create(

@@ -1,0 +1,138 @@
+"""Where the current change comes from: set once by each entry point, read by audit_record.
+
+Entry points (the bridge dispatcher, REST and console requests through AuditSourceMiddleware,
+imports, management commands, periodic jobs) wrap their work in `source(...)`; services never
+pass it along. A contextvar, so each thread (and each asyncio task) sees its own.
+
+    with audit.context.source("mqtt", client_id=request.client_id, seq_id=request.seq_id):
+        handler(request)
+
+    @audit.context.source("command")
+    def handle(self, *args, **options): ...
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import ContextDecorator
+from dataclasses import dataclass, replace
+from typing import Any
+
+KINDS = ("mqtt", "rest", "console", "import", "command", "system")
+
+# operator_id of deliveries caused from the console by a user who is not an employee
+# (docs/protocol.md, "Audit log"): the system acted, on a staff user's order.
+SYSTEM_OPERATOR_ID = "system"
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str
+    client_id: str = ""
+    seq_id: str = ""
+    # REST: the token owner; console: the signed-in user (a django.contrib.auth user or None).
+    user: Any = None
+    address: str = ""
+
+    @property
+    def user_name(self) -> str:
+        user = self.user
+        if user is None or not getattr(user, "is_authenticated", False):
+            return ""
+        return user.get_username()
+
+
+_current: contextvars.ContextVar[Source | None] = contextvars.ContextVar("audit_source", default=None)
+
+
+def current() -> Source:
+    """The source of the change being made; `system` when no entry point said otherwise."""
+    return _current.get() or Source("system")
+
+
+def is_set() -> bool:
+    return _current.get() is not None
+
+
+class source(ContextDecorator):
+    """Set the source for the block (or the decorated function). Fields not given are kept
+    from an enclosing source, so `source("import")` inside a console request keeps the user
+    and the address."""
+
+    def __init__(self, kind: str, **fields: Any):
+        if kind not in KINDS:
+            raise ValueError(f"unknown audit source {kind!r}")
+        self.kind, self.fields = kind, fields
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> Source:
+        outer = _current.get()
+        value = replace(outer, kind=self.kind, **self.fields) if outer else Source(self.kind, **self.fields)
+        self._tokens.append(_current.set(value))
+        return value
+
+    def __exit__(self, *exc_info) -> None:
+        _current.reset(self._tokens.pop())
+
+
+def set_seq_id(seq_id: str) -> None:
+    """The bridge serves several requests under one source: name the one in hand."""
+    outer = _current.get()
+    if outer is not None:
+        _current.set(replace(outer, seq_id=seq_id))
+
+
+def client_address(request) -> str:
+    """The peer's address as the web server saw it (REMOTE_ADDR; a proxy in front rewrites it)."""
+    return (request.META.get("REMOTE_ADDR") or "")[:64]
+
+
+class AuditSourceMiddleware:
+    """REST (`/api/`) and console requests: the source with the request's user and address.
+
+    The user is read when a row is written, not here: DRF authenticates tokens inside the
+    view and sets the user on the Django request then.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        kind = "rest" if request.path.startswith("/api/") else "console"
+        token = _current.set(_RequestSource(kind, request=request, address=client_address(request)))
+        try:
+            return self.get_response(request)
+        finally:
+            _current.reset(token)
+
+
+@dataclass(frozen=True)
+class _RequestSource(Source):
+    request: Any = None
+
+    @property
+    def user_name(self) -> str:
+        user = getattr(self.request, "user", None)
+        if user is None or not getattr(user, "is_authenticated", False):
+            return ""
+        return user.get_username()
+
+    @property
+    def request_user(self) -> Any:
+        return getattr(self.request, "user", None)
+
+
+def user_of(value: Source) -> Any:
+    """The signed-in Django user behind a source, if any."""
+    if isinstance(value, _RequestSource):
+        return value.request_user
+    return value.user
+
+
+def operator_employee(value: Source | None = None) -> Any:
+    """The employee a console or REST user acts as (User.employee when the sign-in app links
+    them), else None."""
+    user = user_of(value or current())
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return getattr(user, "employee", None)
