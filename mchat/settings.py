@@ -180,6 +180,9 @@ MCHAT_BRIDGE_PERIODIC = {
     # Sends to AI agents whose acknowledgement deadline passed get their 504 (DESIGN §5).
     "bridge.deferred:expire_due": 0.2,
     "bridge.deferred:resolved_waits_purge": 3600,
+    # Streamed replies: coalesced deltas, the text stored every few seconds, idle streams ended.
+    "messaging.streams:streams_tick": 0.05,
+    "messaging.streams:streams_expire": 10,
 }
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
 MCHAT_RATE_LIMITS = {
@@ -187,6 +190,7 @@ MCHAT_RATE_LIMITS = {
     "read": [20, 60],
     "write": [10, 40],
     "message": [50, 200],
+    "stream": [200, 400],  # msg.stream_append, conversation.typing
     **json.loads(os.environ.get("MCHAT_RATE_LIMITS", "{}")),
 }
 MCHAT_CHALLENGE_TTL_SECONDS = int(os.environ.get("MCHAT_CHALLENGE_TTL_SECONDS", "300"))

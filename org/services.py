@@ -34,7 +34,7 @@ from mptt.exceptions import InvalidMove
 
 from bridge.broker import hash_password
 from mchat.errors import BadRequest, NotFound, PermissionDenied, Unauthenticated
-from org import events
+from org import agent_cards, events
 from org.employee_ids import employee_id_stem, next_department_id, next_employee_id
 from org.models import (
     DEPARTMENT_ID_PATTERN,
@@ -57,6 +57,7 @@ AGENT_FIELDS = (
     "skills_badge",
     "owner",
     "ack_deadline_seconds",
+    "skills",
 )
 UPDATABLE_FIELDS = frozenset(
     {*TEXT_FIELDS, "department_id", "manager_id", "is_org_admin", "is_active", "agent"}
@@ -222,6 +223,8 @@ def _apply_agent_settings(profile: AgentProfile, agent: Mapping[str, Any]) -> li
             continue
         elif key == "description":
             value = _clean_text(value, "agent.description")
+        elif key == "skills":
+            value = agent_cards.skills_clean(value)
         elif key == "ack_deadline_seconds" and (
             isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 600
         ):

@@ -15,6 +15,7 @@ from bridge.handlers.groups import REQUIRED, id_field
 from bridge.protocol import isoformat_z
 from mchat.errors import BadRequest, MChatError
 from messaging import payloads, selectors, services
+from messaging.agent_tasks import task_fields_of
 from messaging.models import Conversation
 
 HISTORY_MAX = 100
@@ -210,9 +211,12 @@ def history(request: Request) -> dict:
     page, more = selectors.message_history(
         conversation=conversation, before_seq=before, after_seq=after, limit=fields["limit"]
     )
+    tasks = task_fields_of((m, conversation) for m in page)  # messages to agents: task state
     return {
         **data,
-        "messages": [payloads.stored_message_payload(m, conversation) for m in page],
+        "messages": [
+            {**payloads.stored_message_payload(m, conversation), **tasks.get(m.pk, {})} for m in page
+        ],
         "has_more": more,
         "last_seq": conversation.last_seq,
         "last_read_seq": selectors.read_position(conversation=conversation, employee=request.employee),
@@ -224,8 +228,9 @@ def conversation_list(request: Request) -> dict:
     summaries, next_cursor = selectors.conversations_of(
         employee=request.employee, limit=fields["limit"], cursor=fields.get("cursor")
     )
+    tasks = task_fields_of((s.last_message, s.conversation) for s in summaries)
     return {
-        "conversations": [_summary(s, request) for s in summaries],
+        "conversations": [_summary(s, request, tasks) for s in summaries],
         "next_cursor": next_cursor,
     }
 
@@ -236,7 +241,7 @@ def _conversation_ref(ref: selectors.ConversationRef) -> dict:
     return {"conversation_type": "private", "peer_employee_id": ref.peer_employee_id}
 
 
-def _summary(summary: selectors.ConversationSummary, request: Request) -> dict:
+def _summary(summary: selectors.ConversationSummary, request: Request, tasks: dict) -> dict:
     conversation = summary.conversation
     if conversation.is_group:
         where = {
@@ -254,6 +259,8 @@ def _summary(summary: selectors.ConversationSummary, request: Request) -> dict:
         "last_seq": conversation.last_seq,
         "last_read_seq": summary.last_read_seq,
         "unread_count": summary.unread_count,
-        "last_message": payloads.stored_message_payload(last, conversation) if last else None,
+        "last_message": {**payloads.stored_message_payload(last, conversation), **tasks.get(last.pk, {})}
+        if last
+        else None,
         "last_activity_at": isoformat_z(conversation.last_activity_at),
     }
