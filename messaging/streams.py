@@ -56,9 +56,9 @@ class _Stream:
     published: int  # characters delivered to participants so far
     persisted: int  # characters stored in the row (the row holds text[:persisted])
     dirty: bool = False  # text changed since it was stored
-    last_append: float = field(default_factory=time.monotonic)
+    last_append: float = field(default_factory=lambda: time.monotonic())
     last_publish: float = 0.0
-    stored_at: float = field(default_factory=time.monotonic)  # when the row last got the text
+    stored_at: float = field(default_factory=lambda: time.monotonic())  # when the row last got the text
     touched_at: datetime = field(default_factory=timezone.now)
     repeats: OrderedDict = field(default_factory=OrderedDict)  # (client_id, seq_id) -> answer
 
