@@ -221,7 +221,10 @@ def streams_tick() -> None:
                 persist.append(stream)
     _persist(persist, now)
     for stream in idle:
-        _finish(stream, state=ENDED, text=stream.text)
+        try:
+            _finish(stream, state=ENDED, text=stream.text)
+        except Conflict:
+            pass  # ended or canceled meanwhile (another process): nothing left to do
 
 
 def _persist(streams: list[_Stream], now: float) -> None:
