@@ -22,7 +22,11 @@ def test_an_authenticated_caller_reads_the_card(make_agent):
     assert response.status_code == 200, response.content
     card = response.json()
     assert (card["name"], card["description"]) == ("订单助手", "查询订单和物流")
-    assert card["capabilities"] == {"streaming": True, "pushNotifications": False, "stateTransitionHistory": False}
+    assert card["capabilities"] == {
+        "streaming": True,
+        "pushNotifications": False,
+        "stateTransitionHistory": False,
+    }
     # No skills set: one per capability.
     assert [(s["name"], s["tags"]) for s in card["skills"]] == [("订单查询", ["订单查询"])]
     assert card["mchat"]["reach"]["action"] == "msg.send_private"
