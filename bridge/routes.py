@@ -92,4 +92,13 @@ ROUTES: dict[str, Route] = _table(
     Route("file.download_url", f"{H}.files:download_url", "read"),
     Route("agent.capability_list", f"{H}.agents:capability_list", "read"),
     Route("audit.list", f"{H}.audit:audit_list", "read"),  # ours: the audit log (org admins)
+    # agents as colleagues (issue 17): streamed replies, typing, task states, agent cards
+    Route("msg.stream_start", f"{H}.streams:stream_start", "message"),
+    # no database write per delta (messaging.streams): its executor commits itself
+    Route("msg.stream_append", f"{H}.streams:stream_append", "stream", f"{H}.streams:STREAM_APPEND_BATCH"),
+    Route("msg.stream_end", f"{H}.streams:stream_end", "message"),
+    Route("msg.stream_cancel", f"{H}.streams:stream_cancel", "message"),
+    Route("conversation.typing", f"{H}.streams:conversation_typing", "stream"),
+    Route("agent.task_update", f"{H}.agent_tasks:task_update", "message"),
+    Route("agent.card", f"{H}.agent_tasks:card", "read"),
 )

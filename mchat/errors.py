@@ -45,6 +45,13 @@ class NotFound(MChatError):
     default_message = _("资源不存在")
 
 
+class Conflict(MChatError):
+    """The target is not in a state that allows this (a stream already ended, a finished task)."""
+
+    code = 409
+    default_message = _("状态冲突")
+
+
 class RateLimited(MChatError):
     code = 429
     default_message = _("请求过于频繁，请稍后再试")

@@ -248,6 +248,9 @@ MCHAT_BRIDGE_PERIODIC = {
     "django.db:close_old_connections": 30,
     # Sends to AI agents whose acknowledgement deadline passed get their 504 (DESIGN §5).
     "bridge.deferred:expire_due": 0.2,
+    # Streamed replies: coalesced deltas, the text stored every few seconds, idle streams ended.
+    "messaging.streams:streams_tick": 0.05,
+    "messaging.streams:streams_expire": 10,
 }
 # --- Observability (docs/deploy.md) --------------------------------------------------------
 # Metrics and health ports listen here (loopback unless configured).
@@ -283,6 +286,7 @@ MCHAT_RATE_LIMITS = {
     "read": [20, 60],
     "write": [10, 40],
     "message": [50, 200],
+    "stream": [200, 400],  # msg.stream_append, conversation.typing
     **json.loads(os.environ.get("MCHAT_RATE_LIMITS", "{}")),
 }
 # Redis shared by every bridge for the rate limit (one employee gets the rate in total);

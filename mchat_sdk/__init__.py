@@ -5,10 +5,11 @@
 See mchat_sdk/README.md. Needs only paho-mqtt (no Django).
 """
 
-from mchat_sdk.agent import Agent, Incoming
+from mchat_sdk.agent import Agent, AsyncReplyStream, Incoming, ReplyStream, StreamCanceled
 from mchat_sdk.client import Client, ConnectionInfo
 from mchat_sdk.errors import (
     BadRequest,
+    Conflict,
     ConnectionFailed,
     Forbidden,
     MChatError,
@@ -23,8 +24,10 @@ from mchat_sdk.events import Conversation, Event, Message
 
 __all__ = [
     "Agent",
+    "AsyncReplyStream",
     "BadRequest",
     "Client",
+    "Conflict",
     "ConnectionFailed",
     "ConnectionInfo",
     "Conversation",
@@ -35,8 +38,10 @@ __all__ = [
     "Message",
     "NotFound",
     "RateLimited",
+    "ReplyStream",
     "RequestTimeout",
     "ServerError",
+    "StreamCanceled",
     "Timeout",
     "Unauthenticated",
 ]

@@ -191,6 +191,61 @@ class Actions:
     def file_download_url(self, **fields: Any) -> dict:
         return self.request("file.download_url", **fields)
 
+    # --- agents as colleagues (issue 17) -------------------------------------------------------
+
+    def stream_start(self, conversation: Conversation | str, *, reply_to: str | None = None) -> dict:
+        """msg.stream_start -> {msg_id, seq, sent_at}: a streamed message takes its place now."""
+        target = Conversation.parse(conversation) if isinstance(conversation, str) else conversation
+        fields: dict[str, Any] = (
+            {"group_id": target.id} if target.type == "group" else {"to_employee_id": target.id}
+        )
+        if reply_to:
+            fields["reply_to"] = reply_to
+        return self.request("msg.stream_start", **fields)
+
+    def stream_append(self, msg_id: str, delta: str, *, seq_id: str | None = None) -> dict:
+        """msg.stream_append -> {msg_id, seq, offset, length}."""
+        return self.request("msg.stream_append", seq_id=seq_id, msg_id=msg_id, delta=delta)
+
+    def stream_end(self, msg_id: str, *, content: str | None = None) -> dict:
+        """msg.stream_end: stored once and delivered as a message with `stream: true`."""
+        return self.request("msg.stream_end", msg_id=msg_id, **({"content": content} if content else {}))
+
+    def stream_cancel(self, msg_id: str) -> dict:
+        """msg.stream_cancel: a recipient (or a group's owner/admin) stops someone's stream."""
+        return self.request("msg.stream_cancel", msg_id=msg_id)
+
+    def task_update(self, msg_id: str, state: str, *, status_text: str | None = None) -> dict:
+        """agent.task_update: working / input-required / completed / failed (the agent), or
+        canceled (the task's sender)."""
+        fields = {"status_text": status_text} if status_text else {}
+        return self.request("agent.task_update", msg_id=msg_id, state=state, **fields)
+
+    def typing(
+        self,
+        conversation: Conversation | str,
+        *,
+        status_text: str = "",
+        active: bool = True,
+        ttl_seconds: int | None = None,
+    ) -> dict:
+        """conversation.typing -> {expires_at, delivered}; agents may show a status up to 120 s."""
+        target = Conversation.parse(conversation) if isinstance(conversation, str) else conversation
+        fields: dict[str, Any] = (
+            {"group_id": target.id} if target.type == "group" else {"peer_employee_id": target.id}
+        )
+        if status_text:
+            fields["status_text"] = status_text
+        if not active:
+            fields["active"] = False
+        if ttl_seconds is not None:
+            fields["ttl_seconds"] = ttl_seconds
+        return self.request("conversation.typing", **fields)
+
+    def agent_card(self, employee_id: str) -> dict:
+        """agent.card: the agent's A2A-style Agent Card."""
+        return self.request("agent.card", employee_id=employee_id)
+
     def agent_capability_list(self, skill: str | None = None, *, department_id: str | None = None) -> dict:
         """agent.capability_list (spec 3.15): {skill, agent_ids, agent_profiles}, best matches and
         online agents first."""

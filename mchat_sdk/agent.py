@@ -14,7 +14,18 @@ For every message addressed to the agent (private, or a group message that menti
 2. the handler runs on a worker thread, at most `concurrency` at a time, and messages of one
    conversation one after another in order;
 3. what the handler returns (text or a content object, spec 1.3) is sent back into the same
-   conversation; it may also call `incoming.reply(...)` itself, any number of times.
+   conversation; it may also call `incoming.reply(...)` itself, any number of times, or stream
+   its answer (issue 17):
+
+       def answer(incoming):
+           with incoming.stream() as s:          # async handlers: async with ... await s.append
+               for piece in pieces:
+                   s.append(piece)               # stops quietly if the recipient cancels
+
+4. a private message is a task (its msg_id): the runtime reports `working` when the handler
+   starts, `completed` when it returns and `failed` when it raises (task_states=True); the
+   handler may set `incoming.set_state("input-required", "请提供订单号")` or show a status with
+   `incoming.status("正在查询订单…")`. `incoming.canceled` is set when the sender cancels.
 
 On start (and after a reconnect that lost the session) unread messages are fetched with
 conversation.list + msg.history, so what arrived while the agent was stopped is answered too.
@@ -37,7 +48,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from mchat_sdk.client import Client
-from mchat_sdk.errors import MChatError
+from mchat_sdk.errors import Conflict, MChatError
 from mchat_sdk.events import Conversation, Event, Message
 
 logger = logging.getLogger("mchat_sdk.agent")
@@ -48,6 +59,107 @@ CATCH_UP_MAX_PER_CONVERSATION = 1000
 GROUP_POLICIES = ("mention", "all", "none")
 
 
+TERMINAL_STATES = ("completed", "failed", "canceled")
+
+
+class StreamCanceled(Exception):
+    """The recipient (or a group's owner/admin) canceled the stream: stop producing text.
+    `with incoming.stream()` swallows it, so a handler simply ends."""
+
+
+class ReplyStream:
+    """A streamed reply into the incoming message's conversation (msg.stream_*).
+
+    `with incoming.stream() as s: s.append(text)` ends it when the block ends (the text so far
+    is kept if the block raises); `async with incoming.stream() as s: await s.append(text)`
+    does the same in a coroutine handler. After a cancel, `append` raises StreamCanceled
+    (which the `with` block swallows) and `canceled` is true.
+    """
+
+    def __init__(self, incoming: Incoming):
+        self.incoming = incoming
+        self.msg_id: str | None = None
+        self.seq: int | None = None
+        self.length = 0
+        self.ended = False
+        self._canceled = threading.Event()
+
+    @property
+    def canceled(self) -> bool:
+        return self._canceled.is_set()
+
+    def start(self) -> ReplyStream:
+        agent = self.incoming.agent
+        data = agent.client.stream_start(self.incoming.conversation, reply_to=self.incoming.message.msg_id)
+        self.msg_id, self.seq = data["msg_id"], data.get("seq")
+        with agent._lock:
+            agent._streams[self.msg_id] = self
+        return self
+
+    def append(self, text: str) -> None:
+        if not text:
+            return
+        if self.canceled:
+            raise StreamCanceled(self.msg_id)
+        try:
+            self.length = self.incoming.agent.client.stream_append(self.msg_id, text)["length"]
+        except Conflict:
+            self._canceled.set()  # canceled (or ended) meanwhile
+            raise StreamCanceled(self.msg_id) from None
+
+    def end(self, content: str | None = None) -> None:
+        if self.ended or self.canceled or self.msg_id is None:
+            return
+        self.ended = True
+        try:
+            self.incoming.agent.client.stream_end(self.msg_id, content=content)
+        except Conflict:
+            self._canceled.set()
+        self.incoming.replies.append({"msg_id": self.msg_id, "seq": self.seq, "stream": True})
+
+    def _cancel_noticed(self) -> None:
+        self._canceled.set()
+
+    def __enter__(self) -> ReplyStream:
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.end()
+        finally:
+            with self.incoming.agent._lock:
+                self.incoming.agent._streams.pop(self.msg_id or "", None)
+        return exc_type is not None and issubclass(exc_type, StreamCanceled)
+
+    async def __aenter__(self) -> AsyncReplyStream:
+        await asyncio.to_thread(self.start)
+        return AsyncReplyStream(self)
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        return await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
+
+
+class AsyncReplyStream:
+    """ReplyStream for coroutine handlers: `await s.append(text)`."""
+
+    def __init__(self, stream: ReplyStream):
+        self.stream = stream
+
+    @property
+    def canceled(self) -> bool:
+        return self.stream.canceled
+
+    @property
+    def msg_id(self) -> str | None:
+        return self.stream.msg_id
+
+    async def append(self, text: str) -> None:
+        await asyncio.to_thread(self.stream.append, text)
+
+    async def end(self, content: str | None = None) -> None:
+        await asyncio.to_thread(self.stream.end, content)
+
+
 @dataclass
 class Incoming:
     """One message for the agent's handler."""
@@ -56,6 +168,32 @@ class Incoming:
     agent: Agent = field(repr=False)
     replies: list[dict] = field(default_factory=list, repr=False)
     acknowledged: Future | None = field(default=None, repr=False)  # the msg.read_ack, if sent
+    task_state: str = "submitted"  # a private message is a task: its last reported state
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def is_task(self) -> bool:
+        return not self.message.is_group
+
+    @property
+    def canceled(self) -> bool:
+        """The sender canceled the task (agent.task_update "canceled")."""
+        return self.cancel_event.is_set()
+
+    def stream(self) -> ReplyStream:
+        """A streamed reply: `with incoming.stream() as s: s.append(...)` (or `async with`)."""
+        return ReplyStream(self)
+
+    def set_state(self, state: str, status_text: str | None = None) -> dict:
+        """agent.task_update for this task: working, input-required, completed or failed."""
+        data = self.agent.client.task_update(self.message.msg_id, state, status_text=status_text)
+        self.task_state = state
+        return data
+
+    def status(self, text: str, *, ttl_seconds: int | None = None) -> dict:
+        """Show a "thinking" status such as "正在查询订单…" in the conversation (up to 120 s;
+        cleared by the next message)."""
+        return self.agent.client.typing(self.conversation, status_text=text, ttl_seconds=ttl_seconds)
 
     @property
     def text(self) -> str:
@@ -96,6 +234,7 @@ class Agent:
         catch_up: bool = True,
         error_reply: str | None = "抱歉，处理这条消息时出错了，请稍后再试。",
         reply_timeout: float | None = 60.0,
+        task_states: bool = True,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -113,6 +252,9 @@ class Agent:
         self.catch_up = catch_up
         self.error_reply = error_reply
         self.reply_timeout = reply_timeout
+        self.task_states = task_states
+        self._streams: dict[str, ReplyStream] = {}  # open streamed replies by msg_id
+        self._running: dict[str, Incoming] = {}  # tasks being handled by msg_id
         self.handled = 0
         self.failed = 0
         self._lock = threading.Lock()
@@ -154,6 +296,8 @@ class Agent:
             self._accepting = True
         self._unsubscribe = [
             self.client.on("message", self._on_message),
+            self.client.on("stream", self._on_stream),
+            self.client.on("task_status", self._on_task_status),
             self.client.on("connection", self._on_connection),
         ]
         if not self.client.connected:
@@ -240,6 +384,8 @@ class Agent:
             page = self.client.history(conversation, after_seq=after_seq, limit=CATCH_UP_PAGE)
             messages = [Message.from_payload(m, me=self.client.employee_id) for m in page.get("messages", [])]
             for message in messages:
+                if message.raw.get("streaming"):
+                    continue  # still being written: it arrives as a message at stream_end
                 if not message.recalled and self._take(message):
                     taken += 1
             fetched += len(messages)
@@ -251,6 +397,23 @@ class Agent:
     def _on_message(self, event: Event) -> None:
         if event.message is not None:
             self._take(event.message)
+
+    def _on_stream(self, event: Event) -> None:
+        if event.data.get("type") != "stream_cancel":
+            return
+        with self._lock:
+            stream = self._streams.get(str(event.data.get("msg_id")))
+        if stream is not None:
+            stream._cancel_noticed()
+
+    def _on_task_status(self, event: Event) -> None:
+        if event.data.get("state") != "canceled":
+            return
+        with self._lock:
+            incoming = self._running.get(str(event.data.get("msg_id")))
+        if incoming is not None:
+            incoming.task_state = "canceled"
+            incoming.cancel_event.set()
 
     def _on_connection(self, event: Event) -> None:
         # A reconnect without the old session lost what was queued meanwhile: fetch it.
@@ -334,15 +497,21 @@ class Agent:
             # Acknowledged before answered: a reply moves the agent's read position past the
             # message, and an acknowledgement after it would no longer tell the sender.
             wait([incoming.acknowledged], timeout=self.reply_timeout)
+        with self._lock:
+            self._running[incoming.message.msg_id] = incoming
         try:
+            self._report(incoming, "working")
             result = self.handler(incoming)
             if inspect.isawaitable(result):
                 result = self._await(result)
-            if result is not None:
+            if result is not None and not incoming.canceled:
                 incoming.reply(result)
+            if incoming.task_state not in ("input-required", *TERMINAL_STATES):
+                self._report(incoming, "completed")
             with self._lock:
                 self.handled += 1
         except Exception:  # one failing message must not stop the agent
+            self._report(incoming, "failed")
             with self._lock:
                 self.failed += 1
             logger.exception(
@@ -358,6 +527,20 @@ class Agent:
                         "agent %s: could not send the error reply",
                         self.client.client_id,
                     )
+        finally:
+            with self._lock:
+                self._running.pop(incoming.message.msg_id, None)
+
+    def _report(self, incoming: Incoming, state: str) -> None:
+        """The runtime's own task states (task_states=True): refusals are logged, never raised."""
+        if not (self.task_states and incoming.is_task) or incoming.task_state in TERMINAL_STATES:
+            return
+        try:
+            incoming.set_state(state)
+        except MChatError as exc:
+            logger.info(
+                "agent %s: task %s -> %s: %s", self.client.client_id, incoming.message.msg_id, state, exc
+            )
 
     def _await(self, awaitable: Any) -> Any:
         if self._loop is None:

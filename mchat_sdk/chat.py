@@ -34,9 +34,21 @@ HELP = """命令：
   /groups                    我的群组
   /who                       在线状态
   /agents [技能]             查找 AI Agent（按技能）
+  /stop                      停止正在流式回复的消息（最近一条）
   /help                      帮助
   /quit                      退出
 <会话> 可以是员工 ID、群 ID（grp_...）或 /list 中的序号。"""
+
+
+TASK_STATES = {
+    "submitted": "已提交",
+    "working": "处理中",
+    "input-required": "需要补充信息",
+    "completed": "已完成",
+    "failed": "失败",
+    "canceled": "已取消",
+}
+STREAM_LINE = 60  # characters of a streamed reply printed per line
 
 
 def local_time(stamp: str | None) -> str:
@@ -87,6 +99,9 @@ class Chat:
         self.current: Conversation | None = None
         self.listed: list[Conversation] = []
         self.status: dict[str, str] = {}
+        # Streamed replies being shown: msg_id -> [shown text, line not printed yet, seq].
+        self.streams: dict[str, list] = {}
+        self.typing_shown: dict[str, str] = {}  # employee_id -> the status last shown
         # One sender thread: sends leave in the order typed, and a send to an AI agent (which
         # waits for its acknowledgement) does not block typing.
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="mchat-chat-send")
@@ -100,6 +115,7 @@ class Chat:
             "/groups": self.cmd_groups,
             "/who": self.cmd_who,
             "/agents": self.cmd_agents,
+            "/stop": self.cmd_stop,
         }
 
     # --- start and input --------------------------------------------------------------------
@@ -245,7 +261,18 @@ class Chat:
     def describe(self, event: Event) -> str | None:
         data = event.data
         if event.kind == "message" and event.message is not None:
+            self.typing_shown.pop(event.message.from_employee_id, None)  # a message clears typing
+            if data.get("stream") and event.message.msg_id in self.streams:
+                return self.stream_finished(event.message)
             return self.message_line(event.message)
+        if event.kind == "stream":
+            return self.stream_line(data)
+        if event.kind == "typing":
+            return self.typing_line(data)
+        if event.kind == "task_status":
+            label = TASK_STATES.get(data.get("state", ""), data.get("state", ""))
+            detail = f"：{data['status_text']}" if data.get("status_text") else ""
+            return f"  ◆ 任务 #{data.get('seq')} {label}{detail}"
         if event.kind == "receipt":
             if data.get("conversation_type") == "group":
                 return (
@@ -268,6 +295,67 @@ class Chat:
                 return "[连接] 已断开，正在重连…"
             return "[连接] 已连接" if self.client.connected else None
         return None
+
+    # Streams are shown line by line as their text arrives: a line is printed once complete
+    # (a newline, or STREAM_LINE characters), the rest when the stream ends.
+
+    def stream_line(self, data: dict) -> str | None:
+        msg_id, kind = str(data.get("msg_id")), data.get("type")
+        sender = data.get("from_employee_id", "")
+        if kind == "stream_start":
+            self.typing_shown.pop(sender, None)
+            self.streams[msg_id] = ["", "", data.get("seq")]
+            who = "我" if sender == self.me else self.person(sender)
+            return f"{local_time(data.get('sent_at'))} {who} 正在回复 #{data.get('seq')}…（/stop 停止）"
+        state = self.streams.get(msg_id)
+        if state is None:
+            return None
+        if kind == "stream_delta":
+            offset = data.get("offset", 0)
+            if offset != len(state[0]):
+                return None  # missed a piece: the whole text comes with the message
+            state[0] += data.get("delta", "")
+            state[1] += data.get("delta", "")
+            lines = []
+            while "\n" in state[1] or len(state[1]) >= STREAM_LINE:
+                cut = state[1].find("\n")
+                cut = cut if 0 <= cut < STREAM_LINE else STREAM_LINE
+                lines.append("  ┆ " + state[1][:cut])
+                state[1] = state[1][cut + 1 if state[1][cut : cut + 1] == "\n" else cut :]
+            return "\n".join(lines) or None
+        if kind == "stream_cancel":
+            self.streams.pop(msg_id, None)
+            rest = f"  ┆ {state[1]}\n" if state[1] else ""
+            return f"{rest}  ⏹ 回复 #{state[2]} 已停止"
+        return None
+
+    def stream_finished(self, message: Message) -> str:
+        shown, rest, seq = self.streams.pop(message.msg_id)
+        if not message.text.startswith(shown):
+            return self.message_line(message)  # replaced by a final text: show it whole
+        rest += message.text[len(shown) :]
+        tail = "".join(f"  ┆ {line}\n" for line in rest.split("\n") if line)
+        return f"{tail}  ✓ 回复 #{seq} 完成"
+
+    def typing_line(self, data: dict) -> str | None:
+        sender = data.get("from_employee_id", "")
+        if sender == self.me:
+            return None
+        if not data.get("active", True):
+            self.typing_shown.pop(sender, None)
+            return None
+        status = data.get("status_text") or "正在输入…"
+        if self.typing_shown.get(sender) == status:
+            return None  # renewed, nothing new to show
+        self.typing_shown[sender] = status
+        return f"  … {self.person(sender)} {status}"
+
+    def cmd_stop(self, arg: str) -> None:
+        if not self.streams:
+            self.term.show("没有正在进行的流式回复。")
+            return
+        msg_id = next(reversed(self.streams))
+        self.client.stream_cancel(msg_id)
 
     def presence_line(self, event: Event) -> str | None:
         employee_id = event.employee_id or ""

@@ -210,7 +210,12 @@ class Deliveries:
     # with msg.history and handed out first, marked data["recovered"] = True.
 
     def _in_order(self, event: Event) -> list[Event]:
+        if event.kind == "stream" and event.data.get("type") == "stream_start":
+            return self._stream_started(event)
         message = event.message
+        if event.kind == "message" and message is not None and message.raw.get("stream"):
+            # A stream's message took its seq at stream_start; it ends now, whatever came since.
+            return [event]
         if event.kind != "message" or message is None or message.seq is None:
             return [event]
         key = message.conversation.key
@@ -222,6 +227,23 @@ class Deliveries:
         if last is None or message.seq == last + 1:
             return [event]
         return [*self._fetch_missing(message.conversation, after_seq=last, before_seq=message.seq), event]
+
+    def _stream_started(self, event: Event) -> list[Event]:
+        """A stream_start holds its conversation's next seq: count it as seen (its message
+        comes at stream_end), fetching what was missed before it."""
+        seq = event.data.get("seq")
+        conversation = event.conversation_for(self.employee_id)
+        if not isinstance(seq, int) or conversation is None:
+            return [event]
+        key = conversation.key
+        with self._lock:
+            last = self._last_seq.get(key)
+            if last is not None and seq <= last:
+                return [event]
+            self._last_seq[key] = seq
+        if last is None or seq == last + 1:
+            return [event]
+        return [*self._fetch_missing(conversation, after_seq=last, before_seq=seq), event]
 
     def _catch_up(self, conversation: Conversation) -> list[Event]:
         """Messages of `conversation` newer than the last one handed out (or, the first time,
@@ -266,6 +288,9 @@ class Deliveries:
                 )
                 break
             for payload in page.get("messages", []):
+                after_seq = max(after_seq, int(payload.get("seq") or after_seq))
+                if payload.get("streaming"):
+                    continue  # still being written: it arrives as a message at stream_end
                 data = {**payload, "recovered": True}
                 found.append(
                     Event(
@@ -275,7 +300,6 @@ class Deliveries:
                         Message.from_payload(data, me=self.employee_id),
                     )
                 )
-                after_seq = max(after_seq, int(payload.get("seq") or after_seq))
             if not page.get("has_more") or not page.get("messages"):
                 break
         return found

@@ -63,6 +63,13 @@ class NotFound(MChatError):
     code = 404
 
 
+class Conflict(MChatError):
+    """409: the target's state does not allow it (a stream already ended or canceled, a task
+    already finished)."""
+
+    code = 409
+
+
 class RateLimited(MChatError):
     """429: too many requests; wait `retry_after_ms` milliseconds."""
 
@@ -115,6 +122,7 @@ ERRORS_BY_CODE: dict[int, type[MChatError]] = {
     401: Unauthenticated,
     403: Forbidden,
     404: NotFound,
+    409: Conflict,
     429: RateLimited,
     500: ServerError,
     504: Timeout,

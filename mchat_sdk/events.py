@@ -12,6 +12,9 @@ Every delivery becomes one `Event(kind, topic, data)`:
 | `profile`       | mchat/profile/{id}       | spec 3.18                                             |
 | `status`        | mchat/status/{id}        | spec 3.17 (online / offline)                          |
 | `system`        | mchat/system/notify      | spec 3.19 broadcast                                   |
+| `stream`        | inbox or group           | stream_start / stream_delta / stream_cancel (issue 17)|
+| `task_status`   | inbox                    | a task (a private message to an agent) changed state  |
+| `typing`        | inbox or group           | someone is typing / an agent's "thinking" status      |
 | `connection`    | (none)                   | {"state": "connected"/"disconnected", ...}            |
 | `other`         | any                      | a payload this SDK version does not know              |
 """
@@ -31,6 +34,9 @@ KINDS = (
     "profile",
     "status",
     "system",
+    "stream",
+    "task_status",
+    "typing",
     "connection",
     "other",
 )
@@ -41,6 +47,7 @@ STATUS_PREFIX = "mchat/status/"
 PROFILE_PREFIX = "mchat/profile/"
 SYSTEM_TOPIC = "mchat/system/notify"
 RESPONSE_PREFIX = "mchat/msg/resp/"
+STREAM_TYPES = ("stream_start", "stream_delta", "stream_cancel")
 
 
 class Conversation(NamedTuple):
@@ -149,6 +156,17 @@ class Event:
                 return self.topic[len(prefix) :]
         return None
 
+    def conversation_for(self, me: str) -> Conversation | None:
+        """The conversation of a stream, task_status or typing event, seen by employee `me`."""
+        if self.message is not None:
+            return self.message.conversation
+        if self.data.get("group_id"):
+            return Conversation("group", str(self.data["group_id"]))
+        sender, to = self.data.get("from_employee_id"), self.data.get("to_employee_id")
+        if not sender:
+            return self.conversation
+        return Conversation("private", str(to if sender == me and to else sender))
+
     @property
     def conversation(self) -> Conversation | None:
         if self.message is not None:
@@ -184,6 +202,10 @@ def classify(topic: str, payload: Any, *, me: str) -> Event:
             return Event("receipt", topic, data)
         if kind == "read_position":
             return Event("read_position", topic, data)
+        if kind in STREAM_TYPES:
+            return Event("stream", topic, data)
+        if kind in ("task_status", "typing"):
+            return Event(kind, topic, data)
         if "msg_id" in data and "from_employee_id" in data:
             return Event("message", topic, data, Message.from_payload(data, me=me))
     return Event("other", topic, data)

@@ -34,10 +34,24 @@ def system_notification(*, employee_ids: Iterable[str], notification: dict) -> N
         publish_json_on_commit(inbox_topic(employee_id), notification, qos=1)
 
 
-def _to_conversation(conversation: Conversation, payload: dict) -> None:
+# --- streams, task states, typing (messaging.streams, messaging.agent_tasks, messaging.typing) --
+
+
+def conversation_event(conversation: Conversation, payload: dict, *, qos: int = 1) -> None:
+    """To every participant: the group topic, or both inboxes of a private pair (the payload
+    names `to_employee_id` and `from_employee_id`). Ephemeral events use QoS 0."""
+    _to_conversation(conversation, payload, qos=qos)
+
+
+def employees_event(employee_ids: Iterable[str], payload: dict, *, qos: int = 1) -> None:
+    """The same payload to each employee's inbox (every device), once each, in order."""
+    publish_json_on_commit([inbox_topic(e) for e in dict.fromkeys(employee_ids)], payload, qos=qos)
+
+
+def _to_conversation(conversation: Conversation, payload: dict, *, qos: int = 1) -> None:
     if conversation.is_group:
-        publish_json_on_commit(group_topic(conversation.group.group_id), payload, qos=1)
+        publish_json_on_commit(group_topic(conversation.group.group_id), payload, qos=qos)
         return
     # The recipient first; then the sender's own inbox (once, for a note to oneself).
     employee_ids = dict.fromkeys([payload["to_employee_id"], payload["from_employee_id"]])
-    publish_json_on_commit([inbox_topic(employee_id) for employee_id in employee_ids], payload, qos=1)
+    publish_json_on_commit([inbox_topic(employee_id) for employee_id in employee_ids], payload, qos=qos)

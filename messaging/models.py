@@ -140,6 +140,13 @@ class Message(models.Model):
     seq_id = models.CharField(max_length=128, blank=True)
     # The uploaded object an image/file message refers to (content.key): who may download it.
     file_key = models.CharField(_("文件对象键"), max_length=300, blank=True, db_index=True)
+    # A streamed reply (messaging.streams): "open" while its text is still coming (content is
+    # the text so far, flushed every few seconds), then "ended" or "canceled"; "" otherwise.
+    # db_default: the bulk insert paths of ordinary sends do not name these columns.
+    stream_state = models.CharField(_("流式状态"), max_length=10, blank=True, default="", db_default="")
+    stream_touched_at = models.DateTimeField(_("流式最近追加"), null=True, blank=True)
+    # The msg_id this message answers (a streamed reply's optional reply_to).
+    reply_to = models.CharField(_("回复的消息"), max_length=40, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name = _("消息")
@@ -157,6 +164,33 @@ class Message(models.Model):
     @property
     def is_recalled(self) -> bool:
         return self.recalled_at is not None
+
+
+class AgentTask(models.Model):
+    """The state of a task: a private message to an AI agent (DESIGN §9, messaging.agent_tasks).
+
+    No row means "submitted"; the agent moves it, the sender may cancel it; terminal states
+    never change.
+    """
+
+    class State(models.TextChoices):
+        SUBMITTED = "submitted", _("已提交")
+        WORKING = "working", _("处理中")
+        INPUT_REQUIRED = "input-required", _("需要补充信息")
+        COMPLETED = "completed", _("已完成")
+        FAILED = "failed", _("失败")
+        CANCELED = "canceled", _("已取消")
+
+    message = models.OneToOneField(
+        Message, primary_key=True, related_name="agent_task", on_delete=models.CASCADE
+    )
+    state = models.CharField(_("任务状态"), max_length=16, choices=State.choices)
+    status_text = models.CharField(_("状态说明"), max_length=200, blank=True)
+    updated_at = models.DateTimeField(_("更新时间"))
+
+    class Meta:
+        verbose_name = _("Agent 任务")
+        verbose_name_plural = _("Agent 任务")
 
 
 class ReadPosition(models.Model):

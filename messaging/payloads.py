@@ -42,6 +42,12 @@ def stored_message_payload(message: Message, conversation: Conversation) -> dict
     """A message as history serves it: the delivery payload, recalled content withheld."""
     payload = message_payload(message, conversation)
     payload["recalled"] = message.is_recalled
+    if message.stream_state:  # a streamed reply: `stream`, `streaming` + text so far, `canceled`
+        from messaging.streams import stream_fields
+
+        payload.update(stream_fields(message))
+    if message.reply_to:
+        payload["reply_to"] = message.reply_to
     if message.is_recalled:
         payload["content"] = None
         payload["recalled_at"] = isoformat_z(message.recalled_at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from org import presence
+from org.agent_cards import skill_terms
 from org.models import AgentProfile, Employee
 from org.selectors import department_get
 
@@ -49,7 +50,7 @@ def agent_capability_list(*, skill: str | None = None, department_id: str | None
     found: list[tuple[Employee, AgentProfile | None, str]] = []
     for agent in agents:
         profile = getattr(agent, "agent_profile", None)
-        match = _match(wanted, profile.capabilities if profile else [])
+        match = _match(wanted, [*profile.capabilities, *skill_terms(profile)] if profile else [])
         if match is not None:
             found.append((agent, profile, match))
     statuses = presence.presence_of([agent.employee_id for agent, _, _ in found])

@@ -240,3 +240,26 @@ class OrgTreeView(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response(selectors.org_tree(known_version=request.query_params.get("version")))
+
+
+# --- agent cards (issue 17, org.agent_cards) --------------------------------------------------
+
+
+class AgentCardView(APIView):
+    """Any authenticated caller (an integration token, a signed-in session) may read a card."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(
+        summary="Agent 名片（A2A Agent Card）",
+        description=(
+            "由 Agent 档案生成的 A2A 风格名片：name、description、skills（id、name、description、"
+            "examples、tags）、capabilities（streaming 等）、provider，以及 mchat 扩展（负责人、"
+            "应答时限、任务状态、如何通过 MChat 联系）。与 MQTT 动作 agent.card 返回相同。"
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request, employee_id: str) -> Response:
+        from org.agent_cards import agent_card
+
+        return Response(agent_card(employee_id=employee_id))

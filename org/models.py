@@ -109,6 +109,8 @@ class AgentProfile(models.Model):
     description = models.CharField(_("简介"), max_length=500, blank=True)
     capabilities = models.JSONField(_("能力"), default=list, blank=True)
     skills_badge = models.JSONField(_("技能徽章"), default=list, blank=True)
+    # A2A-style skills for the agent card (org.agent_cards): [{id, name, description, examples, tags}].
+    skills = models.JSONField(_("技能"), default=list, blank=True)
     # How long msg.send_private waits for the agent's acknowledgement before answering 504.
     ack_deadline_seconds = models.PositiveIntegerField(_("应答时限（秒）"), default=10)
 

@@ -16,6 +16,7 @@ from bridge.models import unanswered_condition
 from mchat.errors import EMPTY_MESSAGES, BadRequest, MChatError
 from mchat.wire import isoformat_z
 from messaging import payloads, selectors, services
+from messaging.agent_tasks import task_fields_of
 from messaging.agent_waits import agent_ack_wait_open, answer_waits
 from messaging.models import Conversation
 
@@ -236,9 +237,12 @@ def history(request: Request) -> dict:
     page, more = selectors.message_history(
         conversation=conversation, before_seq=before, after_seq=after, limit=fields["limit"]
     )
+    tasks = task_fields_of((m, conversation) for m in page)  # messages to agents: task state
     return {
         **data,
-        "messages": [payloads.stored_message_payload(m, conversation) for m in page],
+        "messages": [
+            {**payloads.stored_message_payload(m, conversation), **tasks.get(m.pk, {})} for m in page
+        ],
         "has_more": more,
         "last_seq": conversation.last_seq,
         "last_read_seq": selectors.read_position(conversation=conversation, employee=request.employee),
@@ -250,8 +254,9 @@ def conversation_list(request: Request) -> dict:
     summaries, next_cursor = selectors.conversations_of(
         employee=request.employee, limit=fields["limit"], cursor=fields.get("cursor")
     )
+    tasks = task_fields_of((s.last_message, s.conversation) for s in summaries)
     return {
-        "conversations": [_summary(s, request) for s in summaries],
+        "conversations": [_summary(s, request, tasks) for s in summaries],
         "next_cursor": next_cursor,
     }
 
@@ -262,7 +267,7 @@ def _conversation_ref(ref: selectors.ConversationRef) -> dict:
     return {"conversation_type": "private", "peer_employee_id": ref.peer_employee_id}
 
 
-def _summary(summary: selectors.ConversationSummary, request: Request) -> dict:
+def _summary(summary: selectors.ConversationSummary, request: Request, tasks: dict) -> dict:
     conversation = summary.conversation
     if conversation.is_group:
         where = {
@@ -280,6 +285,8 @@ def _summary(summary: selectors.ConversationSummary, request: Request) -> dict:
         "last_seq": conversation.last_seq,
         "last_read_seq": summary.last_read_seq,
         "unread_count": summary.unread_count,
-        "last_message": payloads.stored_message_payload(last, conversation) if last else None,
+        "last_message": {**payloads.stored_message_payload(last, conversation), **tasks.get(last.pk, {})}
+        if last
+        else None,
         "last_activity_at": isoformat_z(conversation.last_activity_at),
     }

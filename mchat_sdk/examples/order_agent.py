@@ -1,6 +1,11 @@
 """An AI agent with one skill, "订单查询": answers questions like "订单 1001 到哪了？" from a
 small table in this file.
 
+Private questions are tasks: the runtime reports `working`, the agent shows a status
+("正在查询订单…") and streams its answer one order at a time (the recipient may stop it), and
+the runtime reports `completed`. In groups
+(when mentioned) it answers with one message.
+
     python -m mchat_sdk.examples.order_agent --connection agent.json
 
 `agent.json` holds the agent's `mqtt_connection` (the employee.create answer, or the file the
@@ -48,12 +53,25 @@ def describe(number: str) -> str:
     return text + "。"
 
 
-def answer(incoming: Incoming) -> str:
-    """The reply to one message (sent back into the same conversation by the runtime)."""
-    numbers = list(dict.fromkeys(ORDER_NUMBER.findall(incoming.text)))
+def answer_lines(text: str) -> list[str]:
+    numbers = list(dict.fromkeys(ORDER_NUMBER.findall(text)))
     if not numbers:
-        return "您好，我是订单查询助手。请告诉我订单号，例如：订单 1001"
-    return "\n".join(describe(n) for n in numbers[:MAX_ORDERS_PER_QUESTION])
+        return ["您好，我是订单查询助手。请告诉我订单号，例如：订单 1001"]
+    return [describe(n) for n in numbers[:MAX_ORDERS_PER_QUESTION]]
+
+
+def answer(incoming: Incoming) -> str | None:
+    """The reply to one message. Private: streamed, with a "thinking" status and the task's
+    states (the runtime reports completed when this returns); groups: one message."""
+    lines = answer_lines(incoming.text)
+    if not incoming.is_task:
+        return "\n".join(lines)
+    # The runtime has reported `working` already (and reports `completed` after this returns).
+    incoming.status("正在查询订单…")
+    with incoming.stream() as reply:
+        for index, line in enumerate(lines):
+            reply.append(("\n" if index else "") + line)
+    return None  # streamed already
 
 
 def main(argv: list[str] | None = None) -> None:

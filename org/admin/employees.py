@@ -57,6 +57,24 @@ class AgentProfileForm(forms.ModelForm):
         help_text=gettext_lazy("每行一项，或用逗号分隔"),
     )
 
+    skills = forms.JSONField(
+        required=False,
+        label=gettext_lazy("技能"),
+        help_text=gettext_lazy(
+            'Agent 名片的技能（JSON 列表），如 [{"id": "track", "name": "物流跟踪", "description": "...", '
+            '"examples": ["订单 1001 到哪了？"], "tags": ["物流"]}]'
+        ),
+        widget=forms.Textarea(attrs={"rows": 6}),
+    )
+
+    def clean_skills(self):
+        from org.agent_cards import skills_clean
+
+        try:
+            return skills_clean(self.cleaned_data.get("skills") or [], field="skills")
+        except MChatError as exc:
+            raise forms.ValidationError(str(exc.message)) from None
+
     class Meta:
         model = AgentProfile
         fields = [
@@ -64,6 +82,7 @@ class AgentProfileForm(forms.ModelForm):
             "description",
             "capabilities",
             "skills_badge",
+            "skills",
             "ack_deadline_seconds",
         ]
 

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 
 from mchat import broker_policy
 from mchat.errors import BadRequest, NotFound, PermissionDenied
-from org import auditing, events
+from org import agent_cards, auditing, events
 from org.credentials import hash_password
 from org.employee_ids import employee_id_stem, next_employee_id
 from org.models import EMPLOYEE_ID_PATTERN, AgentProfile, Employee
@@ -48,6 +48,7 @@ AGENT_FIELDS = (
     "skills_badge",
     "owner",
     "ack_deadline_seconds",
+    "skills",
 )
 UPDATABLE_FIELDS = frozenset(
     {*TEXT_FIELDS, "department_id", "manager_id", "is_org_admin", "is_active", "agent"}
@@ -111,6 +112,8 @@ def _apply_agent_settings(profile: AgentProfile, agent: Mapping[str, Any]) -> li
             continue
         elif key == "description":
             value = clean_text(value, "agent.description")
+        elif key == "skills":
+            value = agent_cards.skills_clean(value)
         elif key == "ack_deadline_seconds" and (
             isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 600
         ):

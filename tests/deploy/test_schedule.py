@@ -51,6 +51,9 @@ def test_the_bridge_keeps_only_request_serving_jobs():
     assert set(settings.MCHAT_BRIDGE_PERIODIC) == {
         "django.db:close_old_connections",
         "bridge.deferred:expire_due",
+        # Open streams live in this process's memory: their deltas and stores are its work.
+        "messaging.streams:streams_tick",
+        "messaging.streams:streams_expire",
     }
     assert set(settings.CELERY_BEAT_SCHEDULE) == set(settings.MCHAT_SCHEDULE)
 
