@@ -88,7 +88,7 @@ def stream_start(
     else:
         from messaging.services import private_conversation_get_or_create
 
-        recipient = selectors.employee_get(employee_id=to_employee_id, active=True)
+        recipient = selectors.peer_get(employee_id=to_employee_id, active=True)
         conversation = private_conversation_get_or_create(a=actor, b=recipient)
     if reply_to:
         replied = Message.objects.filter(msg_id=reply_to, conversation=conversation).exists()

@@ -66,7 +66,7 @@ def conversation_typing(
         conversation = selectors.group_conversation(group=access.group)
         where = {"conversation_type": "group", "group_id": group_id}
     else:
-        peer = selectors.employee_get(employee_id=peer_employee_id, active=True)
+        peer = selectors.peer_get(employee_id=peer_employee_id, active=True)
         if peer.pk == actor.pk:
             raise BadRequest(_("peer_employee_id 不能是自己"))
         conversation = selectors.private_conversation(a=actor, b=peer)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from bridge.handlers import Request, validate
-from bridge.handlers.groups import REQUIRED, id_field
+from bridge.handlers.groups import id_field
+from mchat.errors import EMPTY_MESSAGES
 from mchat.wire import isoformat_z
 from messaging import agent_tasks
 from messaging.agent_waits import agent_acknowledged
@@ -16,8 +17,8 @@ STATES = [*agent_tasks.AGENT_STATES, *agent_tasks.SENDER_STATES]
 
 
 class TaskUpdateInput(serializers.Serializer):
-    msg_id = serializers.CharField(max_length=40, error_messages=REQUIRED)
-    state = serializers.ChoiceField(choices=[str(s) for s in STATES], error_messages=REQUIRED)
+    msg_id = serializers.CharField(max_length=40, error_messages=EMPTY_MESSAGES)
+    state = serializers.ChoiceField(choices=[str(s) for s in STATES], error_messages=EMPTY_MESSAGES)
     status_text = serializers.CharField(
         max_length=agent_tasks.STATUS_TEXT_MAX, required=False, allow_blank=True, default=""
     )

@@ -9,8 +9,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from bridge.handlers import Request, validate
-from bridge.handlers.groups import REQUIRED, id_field
-from mchat.errors import MChatError
+from bridge.handlers.groups import id_field
+from mchat.errors import EMPTY_MESSAGES, MChatError
 from mchat.wire import isoformat_z
 from messaging import streams, typing
 
@@ -22,7 +22,7 @@ class TextField(serializers.CharField):
 
     def __init__(self, **options):
         super().__init__(
-            trim_whitespace=False, error_messages={**REQUIRED, "invalid": _("必须是字符串")}, **options
+            trim_whitespace=False, error_messages={**EMPTY_MESSAGES, "invalid": _("必须是字符串")}, **options
         )
 
     def to_internal_value(self, data):
@@ -42,7 +42,7 @@ class StreamStartInput(serializers.Serializer):
 
 
 class StreamRef(serializers.Serializer):
-    msg_id = serializers.CharField(max_length=MSG_ID_MAX, error_messages=REQUIRED)
+    msg_id = serializers.CharField(max_length=MSG_ID_MAX, error_messages=EMPTY_MESSAGES)
 
 
 class StreamAppendInput(StreamRef):

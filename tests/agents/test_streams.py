@@ -2,9 +2,9 @@
 
 import pytest
 
-from bridge.models import AgentAckWait, ProcessedRequest
+from bridge.models import ProcessedRequest
 from messaging import streams
-from messaging.models import Message
+from messaging.models import AgentAckWait, Message
 from tests.factories import EmployeeFactory
 
 pytestmark = pytest.mark.django_db

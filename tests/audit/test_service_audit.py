@@ -350,8 +350,15 @@ def command_employee_create(w: World) -> Expect:
     call_command("createemployee", "--name", "钱七", "--json", stdout=(out := _Capture()))
     employee_id = re.search(r'"employee_id": "([^"]+)"', out.text).group(1)
     password = re.search(r'"mqtt_password": "([^"]+)"', out.text).group(1)
+    web_password = re.search(r'"web_password": "([^"]+)"', out.text).group(1)
     return Expect(
-        "employee_create", ("system", ""), "command", ("employee", employee_id), {"name"}, secrets=[password]
+        "employee_create",
+        ("system", ""),
+        "command",
+        ("employee", employee_id),
+        {"name"},
+        also={"employee_web_password_set"},  # a person also gets an initial web password
+        secrets=[password, web_password],
     )
 
 

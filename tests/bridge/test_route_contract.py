@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from bridge.routes import ROUTES
+from messaging.models import Message
 from org.models import Employee
 from tests.factories import DepartmentFactory, EmployeeFactory
 from tests.files.helpers import upload_in_process
@@ -288,7 +289,97 @@ CONTRACTS: dict[str, Contract] = {
             )
         },
     ),
+    # ours: the audit log (§12), org admins only
+    "audit.list": Contract(
+        "§12.1",
+        valid=lambda w: (w.admin, {"filters": {"action": "group_create"}, "limit": 10}),
+        malformed={"limit": "many"},
+        outsider=lambda w: (w.alice, {}),
+        fields=keys("events next_cursor"),
+        nested={
+            "events": keys(
+                "id occurred_at actor_type actor_id actor_display action target_type target_id "
+                "target_display changes source client_id source_user address seq_id"
+            )
+        },
+    ),
+    # ours: agents as colleagues (§13)
+    "msg.stream_start": Contract(
+        "§13.1",
+        valid=lambda w: (w.alice, {"to_employee_id": w.bob.employee_id}),
+        malformed={},
+        outsider=lambda w: (w.carol, {"group_id": w.group_id}),
+        fields=keys("msg_id seq sent_at"),
+    ),
+    "msg.stream_append": Contract(
+        "§13.2",
+        valid=lambda w: (w.alice, {"msg_id": _open_stream(w), "delta": "文本"}),
+        malformed={"msg_id": "msg_x", "delta": 5},
+        outsider=lambda w: (w.carol, {"msg_id": _open_stream(w), "delta": "x"}),
+        fields=keys("msg_id seq offset length"),
+    ),
+    "msg.stream_end": Contract(
+        "§13.3",
+        valid=lambda w: (w.alice, {"msg_id": _open_stream(w)}),
+        malformed={"msg_id": "msg_x", "content": ["x"]},
+        outsider=lambda w: (w.carol, {"msg_id": _open_stream(w)}),
+        fields=keys("msg_id seq length ended_at"),
+    ),
+    "msg.stream_cancel": Contract(
+        "§13.4",
+        valid=lambda w: (w.bob, {"msg_id": _open_stream(w)}),
+        malformed={},
+        outsider=lambda w: (w.carol, {"msg_id": _open_stream(w)}),
+        fields=keys("msg_id seq length canceled_at"),
+    ),
+    "agent.task_update": Contract(
+        "§13.6",
+        valid=lambda w: (lambda agent, msg_id: (agent, {"msg_id": msg_id, "state": "working"}))(*_task(w)),
+        malformed={"msg_id": "msg_x", "state": "paused"},
+        outsider=lambda w: (w.carol, {"msg_id": _task(w)[1], "state": "working"}),
+        fields=keys("task_id msg_id state status_text updated_at"),
+    ),
+    "conversation.typing": Contract(
+        "§13.7",
+        valid=lambda w: (w.alice, {"peer_employee_id": w.bob.employee_id}),
+        malformed={},
+        outsider=lambda w: (w.carol, {"group_id": w.group_id}),
+        fields=keys("expires_at delivered"),
+    ),
+    "agent.card": Contract(
+        "§13.8",
+        valid=lambda w: (w.alice, {"employee_id": _agent(w).employee_id}),
+        malformed={},
+        # Every employee may read any agent's card; an employee who is no agent has none (404).
+        outsider=lambda w: (w.carol, {"employee_id": w.bob.employee_id}),
+        fields=keys(
+            "name description url version capabilities skills defaultInputModes defaultOutputModes "
+            "protocolVersion preferredTransport provider mchat"
+        ),
+        nested={"capabilities": keys("streaming pushNotifications stateTransitionHistory")},
+    ),
 }
+
+
+def _open_stream(w: World) -> str:
+    """Alice's open stream to Bob, started here when there is none."""
+    message = Message.objects.filter(sender=w.alice, stream_state="open").first()
+    if message is not None:
+        return message.msg_id
+    return w.ok(w.alice, "msg.stream_start", to_employee_id=w.bob.employee_id)["msg_id"]
+
+
+def _agent(w: World) -> Employee:
+    """The world's AI agent (created by employee.create in the fixture)."""
+    return Employee.objects.filter(is_ai_agent=True, is_active=True).first()
+
+
+def _task(w: World) -> tuple[Employee, str]:
+    """A task for the agent: Alice's private message to it (its answer waits for the agent)."""
+    agent = _agent(w)
+    w.send(w.alice, "msg.send_private", to_employee_id=agent.employee_id, content="任务")
+    return agent, Message.objects.filter(sender=w.alice).latest("pk").msg_id
+
 
 ACTIONS = sorted(ROUTES)
 
