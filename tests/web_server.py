@@ -24,8 +24,6 @@ from django.core.management import call_command
 from bench.services import free_port
 from tests.live import test_database_url
 
-ARTIFACTS_DIR = Path(os.environ.get("MCHAT_TEST_ARTIFACTS", settings.BASE_DIR / "var" / "test-artifacts"))
-
 
 def _static_sources_newest() -> float:
     newest = 0.0

@@ -8,20 +8,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.web_server import ARTIFACTS_DIR
+from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Django admin's header colour (--header-bg, #417690); an unstyled page has a transparent header.
 ADMIN_HEADER_BACKGROUND = "rgb(65, 118, 144)"
 

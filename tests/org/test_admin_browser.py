@@ -5,31 +5,17 @@ and see the new password exactly once."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from org.credentials import verify_password
 from org.models import Department, Employee
+from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(300),
 ]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOT_DIR = Path(os.environ.get("MCHAT_SCREENSHOT_DIR", "/tmp"))
 
 
 def _password_cells(page) -> list[str]:
@@ -65,7 +51,7 @@ def _hr_session(base: str) -> dict:
             page.click("input[name=_save]")
             page.wait_for_url(f"{base}/admin/org/department/")
             seen["department_list"] = page.locator("#result_list").inner_text()
-            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-admin-departments.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS_DIR / "mchat-admin-departments.png"), full_page=True)
 
             # An employee, the department chosen through the autocomplete widget.
             page.goto(f"{base}/admin/org/employee/add/")
@@ -92,7 +78,7 @@ def _hr_session(base: str) -> dict:
             seen["reset_page"] = page.content()
             seen["new_passwords"] = _password_cells(page)
             page.screenshot(
-                path=str(SCREENSHOT_DIR / "mchat-admin-credential-reset.png"),
+                path=str(ARTIFACTS_DIR / "mchat-admin-credential-reset.png"),
                 full_page=True,
             )
 

@@ -1,6 +1,6 @@
 """In Chromium: with MCHAT_CONSOLE_2FA=required an enrolled admin who typed the right password
 still cannot reach the console without a valid TOTP code, and can with one. A screenshot of
-the code step is kept (MCHAT_SCREENSHOT_DIR, default /tmp)."""
+the code step is kept (var/test-artifacts/, MCHAT_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from tests.org.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR
+from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -36,7 +36,7 @@ def _admin_session(base: str, key: bytes) -> dict:
             page.click("input[type=submit]")
             page.wait_for_selector("#mchat-2fa-verify")
             seen["after_password"] = page.url
-            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-console-2fa-code.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS_DIR / "mchat-console-2fa-code.png"), full_page=True)
 
             # Straight to the console without a code: sent back to the code step.
             page.goto(f"{base}/admin/org/employee/")
@@ -52,7 +52,7 @@ def _admin_session(base: str, key: bytes) -> dict:
             page.click("#mchat-2fa-verify input[type=submit]")
             page.wait_for_url(f"{base}/admin/org/employee/")
             seen["console_page"] = page.content()
-            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-console-2fa-signed-in.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS_DIR / "mchat-console-2fa-signed-in.png"), full_page=True)
         finally:
             browser.close()
     return seen
@@ -72,4 +72,4 @@ def test_admin_needs_a_valid_code_to_reach_the_console(live_server, settings):
     assert "/admin/2fa/verify/" in seen["console_without_code"]
     assert "验证码无效或已使用过" in seen["wrong_code_page"]
     assert "员工" in seen["console_page"] and "mchat-2fa-verify" not in seen["console_page"]
-    assert (SCREENSHOT_DIR / "mchat-console-2fa-code.png").stat().st_size > 0
+    assert (ARTIFACTS_DIR / "mchat-console-2fa-code.png").stat().st_size > 0

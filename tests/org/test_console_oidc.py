@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 
 from bridge.broker import REPO_DIR
-from tests.org.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR
+from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -103,7 +103,7 @@ def _sign_in_through_provider(base: str) -> dict:
             page.click("#provider-login input[type=submit]")
             page.wait_for_url(f"{base}/admin/")
             seen["console_page"] = page.content()
-            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-console-sso.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS_DIR / "mchat-console-sso.png"), full_page=True)
         finally:
             browser.close()
     return seen

@@ -4,13 +4,12 @@ the built client): two employees in two browser contexts sign in, open each othe
 chat both ways, see unread counts and receipts, recall, send an image, make a group and talk in
 it; markup in a message stays text; a signed-out page's credential no longer connects.
 
-Screenshots of the main screens are kept in var/test-artifacts/web/ (MCHAT_WEB_ARTIFACTS).
+Screenshots of the main screens are kept in var/test-artifacts/web/ (under MCHAT_TEST_ARTIFACTS).
 Needs the built client (`make web`; `make test` builds it first).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import struct
 import zlib
@@ -22,6 +21,7 @@ from django.conf import settings
 from mchat_sdk import Client
 from org import services
 from tests.broker_harness import mqtt_client, try_connect
+from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.broker,
@@ -30,19 +30,7 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(
-    os.environ.get("MCHAT_WEB_ARTIFACTS", Path(settings.BASE_DIR) / "var" / "test-artifacts" / "web")
-)
+ARTIFACTS = ARTIFACTS_DIR / "web"
 PASSWORD = "web-Passw0rd-1"
 NOT_AUTHORIZED = 135
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'

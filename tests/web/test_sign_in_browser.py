@@ -3,16 +3,14 @@ Content-Security-Policy enforced: a deep link asks for sign-in, the initial pass
 replaced, and the page then gets its MQTT credential and connects to the broker's WebSockets
 listener with it. The page is a stand-in for the built client: a module script that does what
 the client does first (credential over fetch with the CSRF token, MQTT CONNECT over WebSocket).
-Screenshots of the sign-in pages are kept in MCHAT_SCREENSHOT_DIR (default /tmp)."""
+Screenshots of the sign-in pages are kept in var/test-artifacts/ (MCHAT_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
 from org import web_auth
+from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,17 +19,6 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOT_DIR = Path(os.environ.get("MCHAT_SCREENSHOT_DIR", "/tmp"))
 
 INDEX_HTML = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>MChat</title>
@@ -85,7 +72,7 @@ def _browse(base: str, login: str, initial_password: str) -> dict:
 
             page.goto(f"{base}/c/private/emp_someone_001")
             seen["login_url"] = page.url
-            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-web-login.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS_DIR / "mchat-web-login.png"), full_page=True)
             page.fill("#id_login", login)
             page.fill("#id_password", "not-the-password")
             page.click("button[type=submit]")
@@ -94,7 +81,7 @@ def _browse(base: str, login: str, initial_password: str) -> dict:
             page.click("button[type=submit]")
             page.wait_for_url(f"{base}/password/**")
             seen["password_heading"] = page.locator("h2").inner_text()
-            page.screenshot(path=str(SCREENSHOT_DIR / "mchat-web-password.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS_DIR / "mchat-web-password.png"), full_page=True)
             page.fill("#id_new_password1", "my-own-password-9")
             page.fill("#id_new_password2", "my-own-password-9")
             page.click("form.form:not(.secondary) button[type=submit]")
