@@ -277,7 +277,7 @@ MCHAT_SCHEDULE = {
     # Retention (audit/retention.py): messages past MCHAT_MESSAGE_RETENTION_DAYS or their
     # group's own setting, and audit rows past MCHAT_AUDIT_RETENTION_DAYS, in bounded batches.
     "audit.tasks.message_retention_run": MCHAT_PURGE_INTERVAL_SECONDS,
-    "audit.tasks.audit_retention_run": 24 * 3600,
+    "audit.tasks.audit_retention_run": MCHAT_PURGE_INTERVAL_SECONDS,
 }
 CELERY_BEAT_SCHEDULE = {task: {"task": task, "schedule": seconds} for task, seconds in MCHAT_SCHEDULE.items()}
 # Token buckets per employee and action class: {"class": [per_second, burst]}.
