@@ -111,4 +111,14 @@ describe("dispatch", () => {
     expect(thread.notices.map((n) => n.text)).toEqual(["同事邀请你加入了群聊", "你将群名称修改为“项目组二期”"]);
     expect(store.state.conversations.get("group:grp_1")?.name).toBe("项目组二期");
   });
+
+  it("a group closes to me either way, but only a dismissal says the group was dismissed", () => {
+    const { store, hooks } = setup();
+    dispatch(store, { kind: "notification", topic: "", data: { notify_id: "n1", type: "member_removed", title: "", body: { group_id: "grp_1", group_name: "项目组", operator_id: PEER, member_ids: [ME] }, created_at: "t" } }, hooks);
+    const removed = store.state.conversations.get("group:grp_1");
+    expect([removed?.dismissed, removed?.groupDismissed]).toEqual([true, undefined]);
+    dispatch(store, { kind: "notification", topic: "", data: { notify_id: "n2", type: "group_dismissed", title: "", body: { group_id: "grp_2", group_name: "周会", operator_id: PEER }, created_at: "t" } }, hooks);
+    const dismissed = store.state.conversations.get("group:grp_2");
+    expect([dismissed?.dismissed, dismissed?.groupDismissed]).toEqual([true, true]);
+  });
 });

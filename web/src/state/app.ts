@@ -389,7 +389,7 @@ export class ChatApp {
   async dismissGroup(groupId: string, challenge: { challenge_id: string; token: string }): Promise<void> {
     await this.client.groupDismiss(groupId, challenge);
     const c = this.store.state.conversations.get(conversationKey({ type: "group", id: groupId }));
-    if (c) c.dismissed = true;
+    if (c) c.dismissed = c.groupDismissed = true;
     this.store.changed();
   }
 

@@ -35,6 +35,7 @@ export function conversationFromSummary(store: Store, s: ConversationSummary): C
     ref,
     name: s.name || conversationName(store, ref),
     dismissed: Boolean(s.dismissed),
+    groupDismissed: Boolean(s.dismissed),
     lastSeq: Math.max(s.last_seq, old?.lastSeq ?? 0),
     lastReadSeq: Math.max(s.last_read_seq, old?.lastReadSeq ?? 0),
     unread: 0,
@@ -170,7 +171,7 @@ function applyNotification(store: Store, n: Notification, hooks: DispatchHooks):
   const c = ensureConversation(store, ref, n.body.group_name);
   if (n.body.group_name) c.name = n.body.group_name;
   if (n.type === "member_joined" && aboutMe && !c.lastActivityAt) c.lastActivityAt = n.created_at;
-  if (n.type === "group_dismissed") c.dismissed = true;
+  if (n.type === "group_dismissed") c.dismissed = c.groupDismissed = true;
   if (n.type === "member_removed" && aboutMe) c.dismissed = true;
   const g = store.state.groups.get(gid);
   if (g && n.body.group_name) g.name = n.body.group_name;

@@ -58,7 +58,8 @@ export interface Conversation {
   key: string;
   ref: ConversationRef;
   name: string;
-  dismissed: boolean;
+  dismissed: boolean; // closed to me: the group was dismissed, or I left or was removed
+  groupDismissed?: boolean; // closed because the group itself was dismissed
   lastSeq: number;
   lastReadSeq: number;
   unread: number;

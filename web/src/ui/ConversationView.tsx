@@ -370,7 +370,9 @@ export function ConversationView({ conversation, onBack, onOpenProfile }: { conv
               <NoticeRow key={item.id} item={item} />
             ),
           )}
-          {conversation.dismissed && <li class="notice">{group ? t("group_dismissed") : t("not_member")}</li>}
+          {conversation.dismissed && (
+            <li class="notice">{conversation.groupDismissed ? t("group_dismissed") : t("not_member")}</li>
+          )}
         </ul>
         {panel && conversation.ref.type === "group" && (
           <GroupPanel groupId={conversation.ref.id} onClose={() => setPanel(false)} onOpenProfile={onOpenProfile} />
