@@ -16,6 +16,7 @@ from bridge.ratelimit import RateLimiter
 from mchat import outbox as publisher_module
 from mchat.wire import encode
 from messaging import services
+from tests.factories import EmployeeFactory
 
 pytest_plugins = ["tests.live", "tests.web_server"]
 
@@ -71,3 +72,19 @@ def call(dispatcher, django_capture_on_commit_callbacks):
         return outcome.response
 
     return send
+
+
+# Three colleagues most service and bridge tests need (a package may define its own).
+@pytest.fixture
+def alice(db):
+    return EmployeeFactory(employee_id="emp_alice_001", name="Alice")
+
+
+@pytest.fixture
+def bob(db):
+    return EmployeeFactory(employee_id="emp_bob_002", name="Bob")
+
+
+@pytest.fixture
+def carol(db):
+    return EmployeeFactory(employee_id="emp_carol_003", name="Carol")

@@ -37,21 +37,6 @@ def tick(django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
-def alice(db):
-    return EmployeeFactory(employee_id="emp_alice_001", name="Alice")
-
-
-@pytest.fixture
-def bob(db):
-    return EmployeeFactory(employee_id="emp_bob_001", name="Bob")
-
-
-@pytest.fixture
-def carol(db):
-    return EmployeeFactory(employee_id="emp_carol_001", name="Carol")
-
-
-@pytest.fixture
 def agent(make_agent):
     return make_agent("订单助手", "orders", capabilities=["订单查询"], ack_deadline_seconds=5)
 

@@ -65,21 +65,6 @@ def real_receipt_timer(monkeypatch, receipt_wakeups) -> FlushTimers:
 
 
 @pytest.fixture
-def alice(db):
-    return EmployeeFactory(employee_id="emp_alice_001", name="Alice")
-
-
-@pytest.fixture
-def bob(db):
-    return EmployeeFactory(employee_id="emp_bob_002", name="Bob")
-
-
-@pytest.fixture
-def carol(db):
-    return EmployeeFactory(employee_id="emp_carol_003", name="Carol")
-
-
-@pytest.fixture
 def dave(db):
     return EmployeeFactory(employee_id="emp_dave_004", name="Dave")
 
