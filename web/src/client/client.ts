@@ -9,7 +9,10 @@
 // - typed deliveries (`on(kind, fn)`), messages handed out per conversation in seq order without
 //   repeats, gaps filled with msg.history after_seq;
 // - reconnect with exponential back-off, resubscribe (inbox, groups, presence, profiles,
-//   system), catch-up with conversation.list + after_seq, without duplicates.
+//   system), catch-up with conversation.list + after_seq, without duplicates;
+// - streamed messages (§13): an open stream is a `message` with `streaming: true` at its seq,
+//   `stream_delta` events carry its whole text so far (missed deltas fetched), the final
+//   message comes again with `update: true`.
 import { CredentialError } from "./credential";
 import {
   GROUP_PREFIX,
@@ -24,8 +27,10 @@ import {
 } from "./deliveries";
 import { ConnectionClosed, MChatError, RateLimited, RequestTimeout, errorFor } from "./errors";
 import { Sequencer } from "./sequencer";
+import { StreamTracker } from "./streams";
 import { ConnectRefused, type Transport, type TransportFactory } from "./transport";
 import {
+  type AgentCard,
   type AgentProfile,
   type Content,
   type ConnectionState,
@@ -40,13 +45,20 @@ import {
   type MessagePayload,
   type OrgTree,
   type Response,
+  type TaskState,
   type UploadGrant,
   conversationFields,
   conversationKey,
 } from "./types";
 
+/** What `on()` hands out: the deliveries, with these differences. A stream's start is handed
+ * out as a `message` with `streaming: true` (it takes its seq in order); a `message` whose seq
+ * was handed out before (a stream's final form) has `update: true`; a `stream_delta` carries
+ * `text`, the stream's whole text so far. */
 export type ClientEvent =
-  | Delivery
+  | Exclude<Delivery, { kind: "message" | "stream_delta" | "stream_start" }>
+  | (Extract<Delivery, { kind: "message" }> & { update?: boolean })
+  | (Extract<Delivery, { kind: "stream_delta" }> & { text: string })
   | { kind: "connection"; state: ConnectionState; reconnect: boolean; error?: string; retryInMs?: number }
   | { kind: "resync"; conversations: ConversationSummary[] };
 
@@ -114,6 +126,7 @@ export class MChatClient {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Map<string, Set<(e: ClientEvent) => void>>();
   private readonly sequencers = new Map<string, Sequencer>();
+  private readonly streams: StreamTracker;
   private closed = false;
   private attempt = 0;
   private everConnected = false;
@@ -134,6 +147,21 @@ export class MChatClient {
       now: Date.now,
       ...options,
     };
+    this.streams = new StreamTracker({
+      text: (conversation, data, text) => this.emit({ kind: "stream_delta", topic: this.topicOf(conversation), conversation, data, text }),
+      fetch: async (conversation, seq) => {
+        // Not this.history(): its pages are normalised by this very tracker.
+        const fields = { ...conversationFields(conversation), after_seq: seq - 1, limit: 1 };
+        const page = await this.request<HistoryPage>("msg.history", fields);
+        return page.messages.find((m) => m.seq === seq);
+      },
+      ended: (conversation, message) =>
+        this.emit({ kind: "message", topic: this.topicOf(conversation), conversation, message, recovered: true, update: true }),
+    });
+  }
+
+  private topicOf(c: ConversationRef): string {
+    return c.type === "group" ? GROUP_PREFIX + c.id : INBOX_PREFIX + this.employeeId;
   }
 
   get employeeId(): string {
@@ -496,11 +524,49 @@ export class MChatClient {
     }
     const delivery = classify(topic, payload, this.employeeId);
     if (!delivery) return;
-    if (delivery.kind === "message") {
-      this.sequencer(delivery.conversation).push(delivery.message);
-      return;
+    switch (delivery.kind) {
+      case "message": {
+        const m = delivery.message;
+        const s = this.sequencer(delivery.conversation);
+        if (m.stream && !m.streaming) {
+          // A stream's final form: its seq was handed out when the stream started.
+          this.streams.normalize(delivery.conversation, m);
+          if (s.last !== undefined && m.seq <= s.last) {
+            this.emit({ ...delivery, update: true });
+            return;
+          }
+        }
+        s.push(m);
+        return;
+      }
+      case "stream_start": {
+        // The stream takes its seq now: in order with the other messages, as an open message.
+        const d = delivery.data;
+        this.sequencer(delivery.conversation).push({
+          msg_id: d.msg_id,
+          type: d.conversation_type,
+          from_employee_id: d.from_employee_id,
+          to_employee_id: d.to_employee_id,
+          group_id: d.group_id,
+          content: "",
+          sent_at: d.sent_at,
+          seq: d.seq,
+          stream: true,
+          streaming: true,
+          ...(d.reply_to ? { reply_to: d.reply_to } : {}),
+        });
+        return;
+      }
+      case "stream_delta":
+        this.streams.delta(delivery.conversation, delivery.data);
+        return;
+      case "stream_cancel":
+        this.streams.finish(delivery.data.msg_id, { content: delivery.data.content, streaming: false, canceled: true });
+        break;
+      case "notification":
+        this.followMembership(delivery.data);
+        break;
     }
-    if (delivery.kind === "notification") this.followMembership(delivery.data);
     this.emit(delivery);
   }
 
@@ -508,12 +574,12 @@ export class MChatClient {
     const key = conversationKey(c);
     let s = this.sequencers.get(key);
     if (!s) {
-      const topic = c.type === "group" ? GROUP_PREFIX + c.id : INBOX_PREFIX + this.employeeId;
+      const topic = this.topicOf(c);
       s = new Sequencer(
         {
           emit: (messages, recovered) => {
-            for (const message of messages) {
-              this.emit({ kind: "message", topic, conversation: c, message, recovered });
+            for (const m of messages) {
+              this.emit({ kind: "message", topic, conversation: c, message: this.streams.normalize(c, m), recovered });
             }
           },
           fetch: (after, before) => this.fetchRange(c, after, before),
@@ -564,6 +630,7 @@ export class MChatClient {
         await s.catchUp(c.last_seq).catch(() => {});
       }
     }
+    await this.streams.refresh();
     this.emit({ kind: "resync", conversations: list.conversations });
   }
 
@@ -630,7 +697,15 @@ export class MChatClient {
     if (options.beforeSeq !== undefined) fields.before_seq = options.beforeSeq;
     if (options.afterSeq !== undefined) fields.after_seq = options.afterSeq;
     if (options.limit !== undefined) fields.limit = options.limit;
-    return this.request("msg.history", fields);
+    return this.request<HistoryPage>("msg.history", fields).then((page) => ({
+      ...page,
+      messages: page.messages.map((m) => this.streams.normalize(c, m)),
+    }));
+  }
+
+  /** The text so far of an open stream this client follows (undefined when none). */
+  streamText(msgId: string): string | undefined {
+    return this.streams.textOf(msgId);
   }
 
   /** Send a message; pass `seqId` to retry a failed send (it is never stored twice). */
@@ -743,6 +818,54 @@ export class MChatClient {
 
   configStorage(): Promise<Record<string, unknown>> {
     return this.request("config.storage");
+  }
+
+  // --- streams, tasks, typing, agent cards (§13) ---------------------------------------------
+
+  /** Start a streamed message (`replyTo`: a msg_id of the same conversation). */
+  streamStart(c: ConversationRef, options: { replyTo?: string; seqId?: string } = {}): Promise<{ msg_id: string; seq: number; sent_at: string }> {
+    const fields: Record<string, unknown> = c.type === "group" ? { group_id: c.id } : { to_employee_id: c.id };
+    if (options.replyTo) fields.reply_to = options.replyTo;
+    return this.request("msg.stream_start", fields, { seqId: options.seqId });
+  }
+
+  streamAppend(msgId: string, delta: string, options: RequestOptions = {}): Promise<{ msg_id: string; seq: number; offset: number; length: number }> {
+    return this.request("msg.stream_append", { msg_id: msgId, delta }, options);
+  }
+
+  /** End a stream; `content` (optional) replaces the streamed text. */
+  streamEnd(msgId: string, content?: string): Promise<{ msg_id: string; seq: number; length: number; ended_at: string }> {
+    return this.request("msg.stream_end", content === undefined ? { msg_id: msgId } : { msg_id: msgId, content });
+  }
+
+  /** Stop a stream addressed to me (or, in a group I own or administer, anyone's). */
+  streamCancel(msgId: string): Promise<{ msg_id: string; seq: number; length: number; canceled_at: string }> {
+    return this.request("msg.stream_cancel", { msg_id: msgId });
+  }
+
+  /** Move a task: the agent sets working / input-required / completed / failed, the sender canceled. */
+  taskUpdate(
+    msgId: string,
+    state: Exclude<TaskState, "submitted">,
+    statusText?: string,
+  ): Promise<{ task_id: string; msg_id: string; state: TaskState; status_text: string | null; updated_at: string }> {
+    return this.request("agent.task_update", statusText ? { msg_id: msgId, state, status_text: statusText } : { msg_id: msgId, state });
+  }
+
+  /** "Typing" (a person, ~6 s) or an agent's status (`ttlSeconds`); `active: false` clears it. */
+  typing(
+    c: ConversationRef,
+    options: { statusText?: string; ttlSeconds?: number; active?: boolean } = {},
+  ): Promise<{ expires_at: string; delivered: boolean }> {
+    const fields: Record<string, unknown> = c.type === "group" ? { group_id: c.id } : { peer_employee_id: c.id };
+    if (options.statusText) fields.status_text = options.statusText;
+    if (options.ttlSeconds !== undefined) fields.ttl_seconds = options.ttlSeconds;
+    if (options.active === false) fields.active = false;
+    return this.request("conversation.typing", fields, { retries: 0 });
+  }
+
+  agentCard(employeeId: string): Promise<AgentCard> {
+    return this.request("agent.card", { employee_id: employeeId });
   }
 
   agentCapabilityList(skill?: string): Promise<{ agent_ids: string[]; agent_profiles: AgentProfile[] }> {

@@ -10,6 +10,11 @@ import type {
   RecallEvent,
   ReceiptGroup,
   ReceiptPrivate,
+  StreamCancel,
+  StreamDelta,
+  StreamStart,
+  TaskStatus,
+  TypingEvent,
 } from "./types";
 
 export const INBOX_PREFIX = "mchat/inbox/";
@@ -92,6 +97,16 @@ export function classify(topic: string, raw: string, me: string): Delivery | nul
           conversation: eventConversation(payload, me),
           data: payload as unknown as ReadPosition,
         };
+      case "stream_start":
+      case "stream_delta":
+      case "stream_cancel":
+      case "task_status":
+      case "typing": {
+        // Checked at the boundary: a payload without its conversation or with a wrong shape is "other".
+        const conversation = eventConversation(payload, me);
+        if (!conversation || !hasShape(payload)) return { kind: "other", topic, data: payload };
+        return { kind: payload.type, topic, conversation, data: payload } as Delivery;
+      }
     }
     if (isMessagePayload(payload)) {
       return {
@@ -104,6 +119,29 @@ export function classify(topic: string, raw: string, me: string): Delivery | nul
     }
   }
   return { kind: "other", topic, data: payload };
+}
+
+type AgentDelivery = StreamStart | StreamDelta | StreamCancel | TaskStatus | TypingEvent;
+
+/** The fields the client relies on for each of §13's deliveries. */
+function hasShape(p: Obj): p is Obj & AgentDelivery {
+  const str = (k: string) => typeof p[k] === "string";
+  const int = (k: string) => typeof p[k] === "number" && Number.isInteger(p[k]);
+  if (!str("from_employee_id")) return false;
+  switch (p.type) {
+    case "stream_start":
+      return str("msg_id") && int("seq");
+    case "stream_delta":
+      return str("msg_id") && int("seq") && int("offset") && str("delta") && int("length");
+    case "stream_cancel":
+      return str("msg_id") && int("seq") && str("content");
+    case "task_status":
+      return str("msg_id") && str("state");
+    case "typing":
+      return typeof p.active === "boolean" && str("expires_at");
+    default:
+      return false;
+  }
 }
 
 function parse(raw: string): unknown {

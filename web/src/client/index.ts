@@ -6,4 +6,5 @@ export { MChatClient, newSeqId, type ClientEvent, type ClientEventKind, type Cli
 export { CredentialError, cookieValue, webCredentialProvider, type WebCredentialOptions } from "./credential";
 export { ConnectRefused, type Transport, type TransportFactory, type TransportOptions, type Will } from "./transport";
 export { Sequencer } from "./sequencer";
+export { StreamTracker, type StreamTrackerHooks } from "./streams";
 export { contentSummary, safeHttpUrl } from "./content";

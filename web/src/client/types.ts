@@ -64,7 +64,20 @@ export interface MessagePayload {
   seq: number;
   recalled?: boolean;
   recalled_at?: string;
+  /** A streamed message (docs/protocol.md §13.5); `streaming` while open (content = the text so far). */
+  stream?: boolean;
+  streaming?: boolean;
+  canceled?: boolean;
+  reply_to?: string;
+  /** A task (a private message to an agent, §13.6): its current state. */
+  task_state?: TaskState;
+  task_status_text?: string | null;
+  task_updated_at?: string;
 }
+
+/** A task's states (A2A): `submitted` until the agent moves it; the last three are final. */
+export type TaskState = "submitted" | "working" | "input-required" | "completed" | "failed" | "canceled";
+export const FINAL_TASK_STATES: readonly TaskState[] = ["completed", "failed", "canceled"];
 
 export interface Response<T = Record<string, unknown>> {
   seq_id: string;
@@ -165,6 +178,24 @@ export interface AgentProfile {
   match?: string;
 }
 
+/** §13.8: an agent's A2A-style Agent Card (agent.card). */
+export interface AgentCard {
+  name: string;
+  description: string;
+  url: string;
+  version: string;
+  capabilities: { streaming: boolean; pushNotifications?: boolean; stateTransitionHistory?: boolean };
+  skills: { id: string; name: string; description?: string; tags?: string[]; examples?: string[] }[];
+  mchat: Record<string, unknown> & {
+    employee_id: string;
+    owner?: { employee_id: string; name: string } | null;
+    ack_deadline_seconds?: number;
+    task_states?: TaskState[];
+    streaming?: boolean;
+    online?: boolean;
+  };
+}
+
 export interface UploadGrant {
   url: string;
   method: string;
@@ -254,6 +285,61 @@ export interface ProfileEvent {
   updated_at: string;
 }
 
+/** Where a stream, task or typing delivery belongs (private: both ids; group: group_id). */
+interface ConversationFields {
+  conversation_type: ConversationType;
+  from_employee_id: string;
+  to_employee_id?: string;
+  group_id?: string;
+}
+
+/** §13.1: a streamed message took its `seq`; its text follows in stream_delta deliveries. */
+export interface StreamStart extends ConversationFields {
+  type: "stream_start";
+  msg_id: string;
+  seq: number;
+  sent_at: string;
+  reply_to?: string;
+}
+/** §13.2: coalesced text appended since the previous delta, at `offset`; `length` after it. */
+export interface StreamDelta extends ConversationFields {
+  type: "stream_delta";
+  msg_id: string;
+  seq: number;
+  offset: number;
+  delta: string;
+  length: number;
+}
+/** §13.4: the stream was stopped; `content` is the text it keeps. */
+export interface StreamCancel extends ConversationFields {
+  type: "stream_cancel";
+  msg_id: string;
+  seq: number;
+  content: string;
+  canceled_by: string | null;
+  canceled_at: string;
+}
+/** §13.6: a task changed state (to the sender's and the agent's devices). */
+export interface TaskStatus extends ConversationFields {
+  type: "task_status";
+  task_id: string;
+  msg_id: string;
+  seq: number;
+  agent_id: string;
+  state: TaskState;
+  status_text?: string | null;
+  updated_by: string;
+  updated_at: string;
+}
+/** §13.7: someone is typing, or an agent's "thinking" status, until `expires_at`. */
+export interface TypingEvent extends ConversationFields {
+  type: "typing";
+  is_ai_agent?: boolean;
+  status_text?: string | null;
+  active: boolean;
+  expires_at: string;
+}
+
 /** One decoded delivery. `conversation` is set for message-related kinds. */
 export type Delivery =
   | { kind: "message"; topic: string; conversation: ConversationRef; message: MessagePayload; recovered: boolean }
@@ -264,6 +350,11 @@ export type Delivery =
   | { kind: "profile"; topic: string; employeeId: string; data: ProfileEvent }
   | { kind: "status"; topic: string; employeeId: string; data: PresencePayload | null }
   | { kind: "system"; topic: string; data: Notification }
+  | { kind: "stream_start"; topic: string; conversation: ConversationRef; data: StreamStart }
+  | { kind: "stream_delta"; topic: string; conversation: ConversationRef; data: StreamDelta }
+  | { kind: "stream_cancel"; topic: string; conversation: ConversationRef; data: StreamCancel }
+  | { kind: "task_status"; topic: string; conversation: ConversationRef; data: TaskStatus }
+  | { kind: "typing"; topic: string; conversation: ConversationRef; data: TypingEvent }
   | { kind: "other"; topic: string; data: unknown };
 
 export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "closed" | "unauthorized";
