@@ -22,6 +22,7 @@ function setup() {
     maybeMarkRead: (key) => calls.push(`read:${key}`),
     groupChanged: (gid) => calls.push(`group:${gid}`),
     fillThread: (key) => calls.push(`fill:${key}`),
+    typingChanged: () => calls.push("typing"),
   };
   const message = (m: MessagePayload) =>
     dispatch(store, { kind: "message", topic: `mchat/inbox/${ME}`, conversation: peerRef, message: m, recovered: false }, hooks);
@@ -40,7 +41,7 @@ describe("dispatch", () => {
     message(msg(3, ME));
     expect(c?.unread).toBe(0); // sending moves my read position
     expect(calls).toContain(`read:private:${PEER}`);
-    dispatch(store, { kind: "message", topic: "mchat/group/grp_1", conversation: { type: "group", id: "grp_1" }, message: { ...msg(1), group_id: "grp_1", to_employee_id: undefined, sent_at: "2026-12-02T07:00:00.000Z" }, recovered: false }, { maybeMarkRead() {}, groupChanged() {}, fillThread() {} });
+    dispatch(store, { kind: "message", topic: "mchat/group/grp_1", conversation: { type: "group", id: "grp_1" }, message: { ...msg(1), group_id: "grp_1", to_employee_id: undefined, sent_at: "2026-12-02T07:00:00.000Z" }, recovered: false }, { maybeMarkRead() {}, groupChanged() {}, fillThread() {}, typingChanged() {} });
     expect(store.sortedConversations().map((x) => x.key)).toEqual(["group:grp_1", `private:${PEER}`]);
   });
 

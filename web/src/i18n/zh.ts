@@ -97,6 +97,20 @@ export const zh = {
   error_generic: "操作失败：{error}",
   today: "今天",
   draft_too_long: "消息不能超过 10000 个字符",
+  streaming: "生成中…",
+  stop_stream: "停止生成",
+  stream_stopped: "已停止生成",
+  task_submitted: "已提交",
+  task_working: "处理中",
+  task_input_required: "待补充信息",
+  task_completed: "已完成",
+  task_failed: "处理失败",
+  task_canceled: "已取消",
+  task_with_status: "{state}：{status}",
+  cancel_task: "取消任务",
+  typing_peer: "对方正在输入…",
+  typing_named: "{name} 正在输入…",
+  typing_status: "{name}：{status}",
 } as const;
 
 export type MessageKey = keyof typeof zh;

@@ -12,11 +12,22 @@ import {
   parseConversationKey,
 } from "../client";
 import { t } from "../i18n";
-import { applyMessage, applySummaries, dispatch, ensureConversation, type DispatchHooks } from "./dispatch";
+import {
+  applyMessage,
+  applySummaries,
+  dispatch,
+  ensureConversation,
+  noteMessageTask,
+  noteTask,
+  type DispatchHooks,
+} from "./dispatch";
 import { type MessageItem, Store, messageItem, placeMessage } from "./store";
 
 const PAGE = 30;
 const SEND_TIMEOUT_MS = 20_000;
+/** conversation.typing while I type: renewed after half a person's 6 s indicator (§13.7). */
+const TYPING_RENEW_MS = 3_500;
+const TYPING_LIFE_MS = 6_000;
 
 function errorText(err: unknown): string {
   if (err instanceof MChatError) return err.message;
@@ -29,6 +40,9 @@ export class ChatApp {
   private readonly downloadUrls = new Map<string, string>();
   private readonly hooks: DispatchHooks;
   private toastTimer: ReturnType<typeof setTimeout> | null = null;
+  private typingTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Conversation key -> when I last told it I am typing. */
+  private readonly typingSent = new Map<string, number>();
 
   constructor(readonly client: MChatClient) {
     this.hooks = {
@@ -37,6 +51,7 @@ export class ChatApp {
         if (this.store.state.groups.has(gid)) void this.loadGroup(gid);
       },
       fillThread: (key) => void this.fillThread(key),
+      typingChanged: () => this.expireTyping(),
     };
     client.on("*", (event) => dispatch(this.store, event, this.hooks));
     client.on("resync", () => this.refreshAfterReconnect());
@@ -97,7 +112,10 @@ export class ChatApp {
       this.store.changed();
       try {
         const page = await this.client.history(ref, { limit: PAGE });
-        for (const m of page.messages) placeMessage(thread, messageItem(m));
+        for (const m of page.messages) {
+          noteMessageTask(this.store, m);
+          placeMessage(thread, messageItem(m));
+        }
         thread.hasMoreBefore = page.has_more;
         thread.loaded = true;
         const top = page.messages.reduce((m, x) => Math.max(m, x.seq), 0);
@@ -134,7 +152,10 @@ export class ChatApp {
     this.store.changed();
     try {
       const page = await this.client.history(ref, { beforeSeq: oldest, limit: PAGE });
-      for (const m of page.messages) placeMessage(thread, messageItem(m));
+      for (const m of page.messages) {
+        noteMessageTask(this.store, m);
+        placeMessage(thread, messageItem(m));
+      }
       thread.hasMoreBefore = page.has_more;
     } catch (err) {
       this.toast(t("error_generic", { error: errorText(err) }));
@@ -195,6 +216,7 @@ export class ChatApp {
 
   async sendText(key: string, text: string): Promise<void> {
     if (!text.trim()) return;
+    this.typingSent.delete(key); // the message itself ends my indicator at the others
     await this.sendContent(key, text);
   }
 
@@ -265,6 +287,61 @@ export class ChatApp {
       }
       this.store.changed();
     }
+  }
+
+  // --- streams, tasks, typing (§13) ----------------------------------------------------------
+
+  /** Stop a stream addressed to me (or in a group I own or administer). */
+  async stopStream(item: MessageItem): Promise<void> {
+    if (!item.msgId || !item.streaming) return;
+    try {
+      await this.client.streamCancel(item.msgId);
+      // The stream_cancel delivery brings the text it keeps; until then it is stopped here.
+      item.streaming = false;
+      item.canceled = true;
+      this.store.changed();
+    } catch (err) {
+      this.toast(t("error_generic", { error: errorText(err) }));
+    }
+  }
+
+  /** Cancel my task (a message to an agent) while it is open. */
+  async cancelTask(msgId: string): Promise<void> {
+    try {
+      const data = await this.client.taskUpdate(msgId, "canceled");
+      noteTask(this.store, msgId, data.state, data.status_text, data.updated_at);
+      this.store.changed();
+    } catch (err) {
+      this.toast(t("error_generic", { error: errorText(err) }));
+    }
+  }
+
+  /** My draft in a conversation changed: tell the others I am typing (at most every 3.5 s),
+   * or that I stopped when the draft was emptied. Agents are not told; failures are ignored. */
+  draftChanged(key: string, text: string): void {
+    const ref = parseConversationKey(key);
+    const c = this.store.state.conversations.get(key);
+    if (!ref || !c || c.dismissed || !this.client.connected) return;
+    // A private conversation exists only after its first message (else 404).
+    if (ref.type === "private" && (c.lastSeq === 0 || this.store.state.employees.get(ref.id)?.is_ai_agent)) return;
+    const now = Date.now();
+    const last = this.typingSent.get(key);
+    if (text.trim()) {
+      if (last !== undefined && now - last < TYPING_RENEW_MS) return;
+      this.typingSent.set(key, now);
+      this.client.typing(ref).catch(() => this.typingSent.delete(key));
+    } else if (last !== undefined) {
+      this.typingSent.delete(key);
+      if (now - last < TYPING_LIFE_MS) this.client.typing(ref, { active: false }).catch(() => {});
+    }
+  }
+
+  /** Drop typing indicators when they expire (one timer for the soonest). */
+  private expireTyping(): void {
+    if (this.typingTimer) clearTimeout(this.typingTimer);
+    this.typingTimer = null;
+    const next = this.store.pruneTyping();
+    if (next !== null) this.typingTimer = setTimeout(() => this.expireTyping(), Math.max(50, next - Date.now() + 20));
   }
 
   retry(key: string, item: MessageItem): void {

@@ -4,8 +4,11 @@ import {
   type ClientEvent,
   type ConversationRef,
   type ConversationSummary,
+  FINAL_TASK_STATES,
   type MessagePayload,
   type Notification,
+  type TaskState,
+  type TypingEvent,
   conversationKey,
 } from "../client";
 import { t } from "../i18n";
@@ -18,6 +21,87 @@ export interface DispatchHooks {
   groupChanged(groupId: string): void;
   /** A conversation the page shows has newer messages on the server than it holds. */
   fillThread(key: string): void;
+  /** A typing indicator was set: expire it in time. */
+  typingChanged(): void;
+}
+
+/** Keep a task's state unless what is held is final or newer (states arrive from deliveries
+ * and from history pages, in any order). */
+export function noteTask(store: Store, msgId: string, state: TaskState, statusText: string | null | undefined, updatedAt: string): void {
+  const old = store.state.tasks.get(msgId);
+  if (old && (FINAL_TASK_STATES.includes(old.state) || old.updatedAt > updatedAt)) return;
+  store.state.tasks.set(msgId, { state, statusText: statusText ?? "", updatedAt });
+}
+
+/** The task fields of a message from history or a conversation list. */
+export function noteMessageTask(store: Store, m: MessagePayload): void {
+  if (m.task_state) noteTask(store, m.msg_id, m.task_state, m.task_status_text, m.task_updated_at ?? "");
+}
+
+const PERSON_TYPING_MS = 6_000;
+const AGENT_STATUS_MAX_MS = 120_000;
+const AGENT_STATUS_USUAL_MS = 30_000;
+
+/** When an indicator ends on this page's clock. `expires_at` is the server's; a clock that is
+ * off by more than the indicator's life falls back to its usual length from now. */
+function typingExpiry(d: TypingEvent, now: number): number {
+  const max = d.is_ai_agent ? AGENT_STATUS_MAX_MS : PERSON_TYPING_MS;
+  const usual = d.is_ai_agent ? AGENT_STATUS_USUAL_MS : PERSON_TYPING_MS;
+  const left = Date.parse(d.expires_at) - now;
+  return now + (Number.isFinite(left) && left > 0 && left <= max + 1_000 ? left : usual);
+}
+
+function applyTyping(store: Store, key: string, d: TypingEvent, hooks: DispatchHooks): void {
+  if (d.from_employee_id === store.state.me?.employee_id) return; // my own, on the group topic
+  let who = store.state.typing.get(key);
+  if (!d.active) {
+    if (who?.delete(d.from_employee_id)) store.changed();
+    return;
+  }
+  // A person's indicator issued before their latest message here (it was overtaken on the way,
+  // e.g. by another bridge process) is already over: the message ended it.
+  const last = store.state.conversations.get(key)?.lastMessage;
+  if (
+    !d.is_ai_agent &&
+    last?.from_employee_id === d.from_employee_id &&
+    Date.parse(d.expires_at) - PERSON_TYPING_MS < Date.parse(last.sent_at)
+  ) {
+    return;
+  }
+  if (!who) {
+    who = new Map();
+    store.state.typing.set(key, who);
+  }
+  who.set(d.from_employee_id, {
+    employeeId: d.from_employee_id,
+    statusText: d.status_text ?? "",
+    isAgent: Boolean(d.is_ai_agent),
+    expiresAt: typingExpiry(d, Date.now()),
+  });
+  hooks.typingChanged();
+  store.changed();
+}
+
+/** A message (or a stream's start) from someone ends their indicator in that conversation. */
+function clearTyping(store: Store, key: string, employeeId: string): void {
+  const who = store.state.typing.get(key);
+  if (who?.delete(employeeId) && who.size === 0) store.state.typing.delete(key);
+}
+
+/** New text of an open stream, or its canceled form: the thread's entry and the list's preview. */
+function updateStream(store: Store, key: string, msgId: string, fields: { content: string; streaming: boolean; canceled?: boolean }): void {
+  const item = store.state.threads.get(key)?.messages.find((m) => m.msgId === msgId);
+  if (item && !(item.stream && !item.streaming && fields.streaming)) {
+    item.content = fields.content;
+    item.stream = true;
+    item.streaming = fields.streaming;
+    if (fields.canceled) item.canceled = true;
+  }
+  const c = store.state.conversations.get(key);
+  if (c?.lastMessage?.msg_id === msgId && c.lastMessage.streaming === true) {
+    c.lastMessage = { ...c.lastMessage, content: fields.content, stream: true, streaming: fields.streaming, ...(fields.canceled ? { canceled: true } : {}) };
+  }
+  store.changed();
 }
 
 export function refOfSummary(c: ConversationSummary): ConversationRef {
@@ -74,6 +158,7 @@ export function ensureConversation(store: Store, ref: ConversationRef, name?: st
 
 export function applySummaries(store: Store, list: ConversationSummary[], hooks: DispatchHooks): void {
   for (const s of list) {
+    if (s.last_message) noteMessageTask(store, s.last_message);
     const c = withUnread(conversationFromSummary(store, s));
     store.state.conversations.set(c.key, c);
     const thread = store.state.threads.get(c.key);
@@ -88,6 +173,8 @@ export function applyMessage(store: Store, ref: ConversationRef, m: MessagePaylo
   const me = store.state.me?.employee_id;
   const key = conversationKey(ref);
   const c = ensureConversation(store, ref);
+  clearTyping(store, key, m.from_employee_id);
+  noteMessageTask(store, m);
   if (m.seq >= c.lastSeq) {
     c.lastSeq = m.seq;
     c.lastMessage = m;
@@ -267,6 +354,25 @@ export function dispatch(store: Store, event: ClientEvent, hooks: DispatchHooks)
       store.changed();
       return;
     }
+    case "stream_delta":
+      updateStream(store, conversationKey(event.conversation), event.data.msg_id, { content: event.text, streaming: true });
+      return;
+    case "stream_cancel":
+      updateStream(store, conversationKey(event.conversation), event.data.msg_id, {
+        content: event.data.content,
+        streaming: false,
+        canceled: true,
+      });
+      return;
+    case "task_status": {
+      const d = event.data;
+      noteTask(store, d.msg_id, d.state, d.status_text, d.updated_at ?? "");
+      store.changed();
+      return;
+    }
+    case "typing":
+      applyTyping(store, conversationKey(event.conversation), event.data, hooks);
+      return;
     case "other":
       return;
   }

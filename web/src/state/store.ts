@@ -11,6 +11,7 @@ import type {
   GroupInfo,
   MessagePayload,
   PresencePayload,
+  TaskState,
 } from "../client";
 
 export type SendStatus = "sent" | "pending" | "failed" | "agent_timeout";
@@ -31,6 +32,25 @@ export interface MessageItem {
   error?: string;
   readCount?: number;
   memberCount?: number;
+  /** A streamed message (§13): `streaming` while its text still grows; `canceled` once stopped. */
+  stream?: boolean;
+  streaming?: boolean;
+  canceled?: boolean;
+}
+
+/** A task's current state (a private message to an agent, by its msg_id). */
+export interface TaskInfo {
+  state: TaskState;
+  statusText: string;
+  updatedAt: string;
+}
+
+/** Someone typing, or an agent's status, in a conversation until `expiresAt` (local ms). */
+export interface TypingInfo {
+  employeeId: string;
+  statusText: string;
+  isAgent: boolean;
+  expiresAt: number;
 }
 
 export interface NoticeItem {
@@ -92,6 +112,10 @@ export interface AppState {
   agents: AgentProfile[] | null;
   agentsError: string;
   systemNotices: SystemNotice[];
+  /** Task states by msg_id (from task_status deliveries and from history). */
+  tasks: Map<string, TaskInfo>;
+  /** Conversation key -> employee id -> who is typing there. */
+  typing: Map<string, Map<string, TypingInfo>>;
   activeKey: string | null;
   visible: boolean;
   toast: string;
@@ -114,6 +138,8 @@ export function initialState(): AppState {
     agents: null,
     agentsError: "",
     systemNotices: [],
+    tasks: new Map(),
+    typing: new Map(),
     activeKey: null,
     visible: true,
     toast: "",
@@ -156,6 +182,28 @@ export class Store {
     return t;
   }
 
+  /** Who is typing in a conversation now (not me; expired ones left out). */
+  typingIn(key: string, now = Date.now()): TypingInfo[] {
+    return [...(this.state.typing.get(key)?.values() ?? [])].filter((x) => x.expiresAt > now);
+  }
+
+  /** Drop expired indicators; the soonest expiry left (ms since the epoch) or null. */
+  pruneTyping(now = Date.now()): number | null {
+    let next: number | null = null;
+    let dropped = false;
+    for (const [key, who] of this.state.typing) {
+      for (const [id, x] of who) {
+        if (x.expiresAt <= now) {
+          who.delete(id);
+          dropped = true;
+        } else if (next === null || x.expiresAt < next) next = x.expiresAt;
+      }
+      if (who.size === 0) this.state.typing.delete(key);
+    }
+    if (dropped) this.changed();
+    return next;
+  }
+
   /** Conversations newest first. */
   sortedConversations(): Conversation[] {
     return [...this.state.conversations.values()].sort((a, b) =>
@@ -185,6 +233,7 @@ export function messageItem(m: MessagePayload): MessageItem {
     sentAt: m.sent_at,
     recalled: Boolean(m.recalled),
     status: "sent",
+    ...(m.stream ? { stream: true, streaming: Boolean(m.streaming), canceled: Boolean(m.canceled) } : {}),
   };
 }
 
@@ -194,6 +243,8 @@ export function placeMessage(thread: Thread, item: MessageItem): void {
   const same = item.msgId ? msgs.findIndex((m) => m.msgId === item.msgId) : -1;
   if (same >= 0) {
     const old = msgs[same];
+    // A stream that finished never goes back to its open form (a history page answered earlier).
+    if (old.stream && !old.streaming && item.streaming) return;
     msgs[same] = {
       ...old,
       ...item,

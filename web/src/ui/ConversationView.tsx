@@ -3,6 +3,7 @@ import { type Content, parseConversationKey, safeHttpUrl } from "../client";
 import { t } from "../i18n";
 import type { Conversation, MessageItem, NoticeItem, ThreadItem } from "../state/store";
 import { Avatar, PresenceDot, isOnline, shortTime, useApp, useAppState } from "./common";
+import { StreamMeta, TaskMeta, TypingLine } from "./Activity";
 import { GroupPanel } from "./GroupPanel";
 import { IconAttach, IconBack, IconFile, IconMore } from "./icons";
 
@@ -147,13 +148,27 @@ function MessageRow({ conversation, item, canModerate }: { conversation: Convers
     );
   }
   const recent = Date.now() - Date.parse(item.sentAt) < RECALL_WINDOW_MS;
-  const canRecall = item.msgId !== null && item.status === "sent" && ((mine && recent) || canModerate);
+  const canRecall = item.msgId !== null && item.status === "sent" && !item.streaming && ((mine && recent) || canModerate);
+  const isPrivate = conversation.ref.type === "private";
+  // Stop: the recipient of a private stream, a group's owner/admin, or the streamer (§13.4).
+  const canStop = isPrivate || canModerate || mine;
+  const task = item.msgId ? state.tasks.get(item.msgId) : undefined;
+  const isTask = mine && isPrivate && !item.stream && (task !== undefined || Boolean(state.employees.get(conversation.ref.id)?.is_ai_agent));
   return (
-    <li class={`message${mine ? " mine" : ""}`} data-testid="message" data-seq={item.seq ?? ""} data-status={item.status}>
+    <li
+      class={`message${mine ? " mine" : ""}`}
+      data-testid="message"
+      data-seq={item.seq ?? ""}
+      data-status={item.status}
+      data-streaming={item.streaming ? "true" : undefined}
+    >
       {!mine && <Avatar name={app.store.nameOf(item.from)} id={item.from} small />}
       <div class="message-col">
         {!mine && conversation.ref.type === "group" && <span class="message-sender">{app.store.nameOf(item.from)}</span>}
-        <div class="bubble">{item.content !== null && <Body content={item.content} />}</div>
+        <div class={item.streaming ? "bubble streaming" : "bubble"}>
+          {item.content !== null && <Body content={item.content} />}
+          {item.streaming && <span class="stream-caret" aria-hidden="true" />}
+        </div>
         <div class="message-meta">
           <span class="message-time">{shortTime(item.sentAt)}</span>
           {item.status === "pending" && <span class="status pending">{state.employees.get(conversation.ref.id)?.is_ai_agent ? t("agent_waiting") : t("sending")}</span>}
@@ -174,6 +189,8 @@ function MessageRow({ conversation, item, canModerate }: { conversation: Convers
               <span class="status-hint">{t("agent_timeout_hint")}</span>
             </>
           )}
+          {item.stream && <StreamMeta item={item} canStop={canStop} />}
+          {isTask && <TaskMeta item={item} task={task} />}
           {mine && <Receipt conversation={conversation} item={item} />}
           {canRecall && (
             <button type="button" class="link-button recall" onClick={() => void app.recall(item)} data-testid="recall">
@@ -244,7 +261,11 @@ function Composer({ conversationKey, disabled }: { conversationKey: string; disa
         value={text}
         disabled={disabled}
         data-testid="composer"
-        onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
+        onInput={(e) => {
+          const value = (e.target as HTMLTextAreaElement).value;
+          setText(value);
+          app.draftChanged(conversationKey, value);
+        }}
         onKeyDown={(e) => {
           if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
             e.preventDefault();
@@ -378,6 +399,7 @@ export function ConversationView({ conversation, onBack, onOpenProfile }: { conv
           <GroupPanel groupId={conversation.ref.id} onClose={() => setPanel(false)} onOpenProfile={onOpenProfile} />
         )}
       </div>
+      <TypingLine conversation={conversation} />
       <Composer conversationKey={conversation.key} disabled={disabled} />
     </section>
   );
