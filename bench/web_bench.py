@@ -7,6 +7,11 @@
   (performance.timeOrigin + performance.now(): one machine, one clock);
 - first load of the app to an interactive conversation list with 200 conversations
   (navigation start to the `mchat-list-interactive` mark, set after the list is rendered);
+- a streamed reply (issue 17) shown in the browser: time from the streamer's
+  `msg.stream_append` to the text shown in the recipient's page (p50/p95 over
+  MCHAT_WEB_BENCH_APPENDS (50) appends at 5 a second, each delivered at once), and how often the
+  page re-renders the stream when the streamer appends as fast as it can for 3 s (the server
+  coalesces to ~10 deliveries a second);
 - the bundle's gzipped JavaScript size.
 
 Writes bench/web/REPORT.md and bench/web/latest.json. Goals from the issue (p50 < 30 ms on
@@ -20,6 +25,7 @@ import os
 import secrets
 import statistics
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +50,8 @@ pytestmark = [
 OUT = Path(__file__).with_name("web")
 MESSAGES = int(os.environ.get("MCHAT_WEB_BENCH_MESSAGES", "60"))
 CONVERSATIONS = 200
+APPENDS = int(os.environ.get("MCHAT_WEB_BENCH_APPENDS", "50"))
+BURST_SECONDS = 3.0
 
 RECORD_ENTER = """() => {
   window.__benchSent = [];
@@ -65,6 +73,18 @@ RECORD_SHOWN = """() => {
 }"""
 
 
+RECORD_STREAM = """() => {
+  window.__benchStream = [];
+  const list = document.querySelector('[data-testid=messages]');
+  new MutationObserver(() => {
+    const el = document.querySelector('[data-streaming=true] .message-text');
+    const n = el ? el.textContent.length : -1;
+    const last = window.__benchStream[window.__benchStream.length - 1];
+    if (n >= 0 && (!last || last[0] !== n)) window.__benchStream.push([n, performance.timeOrigin + performance.now()]);
+  }).observe(list, {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = (len(ordered) - 1) * p
@@ -80,6 +100,59 @@ def bundle_size() -> str:
         text=True,
     )
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr.strip()
+
+
+def stream_bench(page, streamer: Client, recipient_id: str) -> dict:
+    """Streams from `streamer` to the person whose page is open on that conversation."""
+    from playwright.sync_api import expect
+
+    pace = threading.Event()  # never set: waits below are the streamer's own pace
+    page.evaluate(RECORD_STREAM)
+    msg_id = streamer.stream_start(f"private:{recipient_id}")["msg_id"]
+    expect(page.locator("[data-streaming=true]")).to_have_count(1, timeout=60_000)
+    sent = []  # (text length after the append, time before it, ms since the epoch)
+    for i in range(APPENDS):
+        piece = f"[{i:03d}]"
+        t0 = time.time() * 1000
+        sent.append((streamer.stream_append(msg_id, piece)["length"], t0))
+        pace.wait(0.2)
+    expect(page.locator("[data-streaming=true] .message-text")).to_have_text(
+        "".join(f"[{i:03d}]" for i in range(APPENDS)), timeout=60_000
+    )
+    shown = page.evaluate("window.__benchStream")
+    latencies = []
+    for length, t0 in sent:
+        first = next((t for n, t in shown if n >= length), None)
+        if first is not None:
+            latencies.append(first - t0)
+    streamer.stream_end(msg_id)
+    expect(page.locator("[data-streaming=true]")).to_have_count(0, timeout=60_000)
+
+    page.evaluate(RECORD_STREAM)
+    msg_id = streamer.stream_start(f"private:{recipient_id}")["msg_id"]
+    expect(page.locator("[data-streaming=true]")).to_have_count(1, timeout=60_000)
+    appends = 0
+    started = time.monotonic()
+    while time.monotonic() - started < BURST_SECONDS:
+        streamer.stream_append(msg_id, "字")
+        appends += 1
+        pace.wait(0.01)
+    elapsed = time.monotonic() - started
+    expect(page.locator("[data-streaming=true] .message-text")).to_have_text("字" * appends, timeout=60_000)
+    renders = len(page.evaluate("window.__benchStream"))
+    streamer.stream_end(msg_id)
+    expect(page.locator("[data-streaming=true]")).to_have_count(0, timeout=60_000)
+    return {
+        "appends": len(latencies),
+        "append_to_shown_p50_ms": round(percentile(latencies, 0.5), 1),
+        "append_to_shown_p95_ms": round(percentile(latencies, 0.95), 1),
+        "append_to_shown_max_ms": round(max(latencies), 1),
+        "burst_appends": appends,
+        "burst_appends_per_s": round(appends / elapsed, 1),
+        "burst_renders": renders,
+        "burst_renders_per_s": round(renders / elapsed, 1),
+        "burst_final_complete": True,
+    }
 
 
 def test_web_bench(web_stack):  # noqa: F811
@@ -102,11 +175,16 @@ def test_web_bench(web_stack):  # noqa: F811
     with Client(login, device=f"seed-{secrets.token_hex(4)}", track_groups=False) as seed:
         for i, peer in enumerate([*peers, bob]):
             seed.request("msg.send_private", to_employee_id=peer.employee_id, content=f"第 {i} 条", retries=3)
+    bob_login = {
+        **login,
+        "mqtt_username": bob.employee_id,
+        "mqtt_password": web_stack.mqtt_passwords[bob.employee_id],
+    }
     base = web_stack.base_url
+    results: dict = {"load_average_1min_at_start": round(os.getloadavg()[0], 1)}
 
     from playwright.sync_api import expect, sync_playwright
 
-    results: dict = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -144,8 +222,10 @@ def test_web_bench(web_stack):  # noqa: F811
                 "p95": round(percentile(latencies, 0.95), 1),
                 "max": round(max(latencies), 1),
             }
-            a_ctx.close()
             b_ctx.close()
+            with Client(bob_login, device=f"stream-{secrets.token_hex(4)}", track_groups=False) as streamer:
+                results["stream"] = stream_bench(a, streamer, alice.employee_id)
+            a_ctx.close()
         finally:
             browser.close()
     results["bundle"] = bundle_size()
@@ -156,23 +236,31 @@ def test_web_bench(web_stack):  # noqa: F811
     (OUT / "latest.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
     e = results["enter_to_shown_ms"]
     f = results["first_load_ms"]
+    st = results["stream"]
     (OUT / "REPORT.md").write_text(
         f"""# Web client bench
 
 Run {results["when"]} on this machine ({os.cpu_count()} CPUs, shared; 1-minute load average
-{results["load_average_1min_at_end"]} at the end of the run), {results["database"]}, the real
-stack of the browser tests (Mosquitto with its WebSockets listener and the plugin, one bridge
-thread, Django's threaded test server), headless Debian Chromium. `make bench-web` reruns it.
+{results["load_average_1min_at_start"]} at the start and {results["load_average_1min_at_end"]} at the end of the run), {results["database"]},
+the real stack of the browser tests (Mosquitto with its WebSockets listener and the plugin, one
+bridge thread, Django's threaded test server), headless Debian Chromium. `make bench-web` reruns
+it.
 
 | measure | result | goal (issue 16) |
 |---|---|---|
 | Enter in browser A -> text shown in browser B, {e["messages"]} messages, one at a time | p50 {e["p50"]} ms, p95 {e["p95"]} ms, max {e["max"]} ms | p50 < 30 ms |
 | first load -> interactive list of {CONVERSATIONS} conversations (navigation start to the list's first render), 5 loads | median {f["median"]} ms (runs {", ".join(str(x) for x in f["runs"])}) | < 1 s |
+| a stream's append (`msg.stream_append` from an SDK client) -> the text shown in the recipient's page, {st["appends"]} appends at 5/s | p50 {st["append_to_shown_p50_ms"]} ms, p95 {st["append_to_shown_p95_ms"]} ms, max {st["append_to_shown_max_ms"]} ms | (issue 17: p50 < 50 ms at the members) |
+| appends as fast as one SDK client makes them for {BURST_SECONDS:g} s -> the stream's re-renders in the page | {st["burst_appends"]} appends ({st["burst_appends_per_s"]}/s), {st["burst_renders"]} renders ({st["burst_renders_per_s"]}/s), final text complete: {st["burst_final_complete"]} | ≤ ~10 deliveries/s |
 | bundle | {results["bundle"]} | < 250 KiB |
 
 Enter-to-shown is read from the two pages' clocks (`performance.timeOrigin + performance.now()`,
 one machine): the keydown in A, and B's MutationObserver seeing the text node. It includes A's
 publish over WebSockets, the bridge storing the message, the delivery to B and B's render.
+Like a person's page, A also sends `conversation.typing` when the text is filled in (issue 17).
+Append-to-shown compares the bench process's clock (`time.time()` just before the append
+request) with the page's (`performance.timeOrigin + performance.now()` when a MutationObserver
+sees the streaming bubble's text reach that length); both read the one system clock.
 """
     )
     print(json.dumps(results, ensure_ascii=False, indent=2))
