@@ -153,6 +153,10 @@ def test_an_agent_streams_reports_its_task_and_is_stopped_in_the_browser(web_sta
                 assert task_canceled.wait(30), "the agent did not see the task canceled"
                 expect(queued.locator("[data-testid=cancel-task]")).to_have_count(0)
                 shot(a, "15-task-canceled")
+                a.set_viewport_size({"width": 390, "height": 780})
+                expect(queued.locator("[data-testid=task-state]")).to_be_visible()
+                shot(a, "15-task-canceled-phone")
+                a.set_viewport_size({"width": 1280, "height": 800})
 
                 # In a group alice only belongs to, she sees a stream without Stop; the owner stops it.
                 gid = bob_client.request("group.create", name="写作小组", member_ids=[a_id, w_id])["group_id"]
