@@ -1,6 +1,7 @@
 """The TypeScript client library from Node.js against the real stack: it gets the short-lived
 credential with a web session's cookies, connects over WebSockets, sends, receives a reply from
-a Python SDK client in seq order, and lists the conversation."""
+a Python SDK client in seq order, lists the conversation, and streams a reply that the Python
+client receives as one message."""
 
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ def test_the_client_library_chats_from_node(web_stack):
             }
             listing = json.loads(node.stdout.readline() or "{}")
             assert listing == {"conversations": [[bob.employee_id, 2, 1]]}
+            streamed = json.loads(node.stdout.readline() or "{}")
+            assert streamed["seq"] == 3 and streamed["length"] == len("流式回复，来自 Node.js"), streamed
+            final = bob_client.wait_event(
+                lambda e: e.message.msg_id == streamed["streamed"], kind="message", timeout=10
+            )
+            assert final.data["stream"] is True and final.message.text == "流式回复，来自 Node.js"
             assert node.wait(timeout=15) == 0, node.stderr.read()
         finally:
             if node.poll() is None:
