@@ -1,18 +1,22 @@
 """Streamed replies under load (issue 17): one employee appends N deltas a second to a group of
-M online members. `python -m bench.streams [--members 500] [--rate 100] [--seconds 20] [--postgres]`
+M online members. `python -m bench.streams [--members 500] [--rate 100] [--seconds 20]
+[--postgres] [--bridges 2]`
 
 Starts its own private stack like bench.run (SQLite file or a PostgreSQL cluster, Mosquitto
-with the plugin, one bridge process), seeds the organisation, connects the members as
-subscribers (bench.receivers processes), then streams. Reports, as JSON on stdout and in
-bench/results/streams-<stamp>.json:
+with the plugin, one bridge process; with --bridges N > 1 (or --redis) a redis-server and N
+bridge processes sharing the request subscription and the Redis stream buffer), seeds the
+organisation, connects the members as subscribers (bench.receivers processes), then streams.
+Reports, as JSON on stdout and in bench/results/streams-<stamp>.json (with the load average
+before and after: the machine may be shared):
 
 - latency: time from an append's request to the delivery that carries its text at the last
-  member that got it, p50/p95 (measured for the oldest delta of each coalesced delivery, so
-  an upper bound for the others it carries);
+  member that got it, p50/p95 over every append (a coalesced delivery carries the appends
+  from its first token up to the next delivery's first), and for the oldest append of each
+  delivery (the worst one it carries);
 - deliveries per member per second (the coalescing promises about 10);
 - database writes for the stream: the request records written for the stream's actions and,
   on PostgreSQL, the rows updated in the message table while it ran;
-- bridge CPU seconds per delta (from /proc).
+- bridge CPU milliseconds per delta (from /proc, all bridge processes).
 
 Not for a busy machine: the numbers mean something only on an otherwise idle one.
 """
@@ -22,7 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,9 +40,48 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.measure import ReceiverPool
-from bench.services import REPO_DIR, UNLIMITED_RATES, BridgeProcess, PostgresCluster, bridge_env, wait_until
+from bench.services import (
+    REPO_DIR,
+    UNLIMITED_RATES,
+    BridgeProcess,
+    PostgresCluster,
+    bridge_env,
+    free_port,
+    wait_until,
+)
 
 BRIDGE_USER = "mchat-bridge"
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 (no persistence), stopped by its PID."""
+
+    def __init__(self) -> None:
+        server = shutil.which("redis-server")
+        if not server:
+            raise SystemExit("redis-server is not installed (make system-deps installs it)")
+        self.port = free_port()
+        self._proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout=10)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,11 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--receiver-processes", type=int, default=2)
+    parser.add_argument("--bridges", type=int, default=1, help="bridge processes (> 1: with Redis)")
+    parser.add_argument("--redis", action="store_true", help="the Redis stream buffer with one bridge too")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="mchat-bench-streams-"))
-    pg = broker = bridge = pool = streamer = None
+    pg = broker = redis_server = pool = streamer = None
+    bridges: list[BridgeProcess] = []
+    load_before = os.getloadavg()
     try:
+        if args.redis or args.bridges > 1:
+            redis_server = RedisServer()
         if args.postgres:
             pg = PostgresCluster(work / "pg").init()
             pg.start()
@@ -76,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             var_dir=work / "var",
             bridge_password=password,
             rate_limits={**UNLIMITED_RATES, "stream": [1_000_000, 1_000_000]},
+            extra={"MCHAT_STREAM_REDIS_URL": redis_server.url if redis_server else ""},
         )
         (work / "var").mkdir()
         for key in (
@@ -105,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         members = population.employee_ids[: args.members]
 
         from bridge import acl
-        from bridge.broker import MosquittoProcess, build_plugin, free_port, render_config
+        from bridge.broker import MosquittoProcess, build_plugin, render_config
 
         build_plugin()
         conf = render_config(port=free_port(), directory=work / "broker", bridge_user=BRIDGE_USER)
@@ -113,7 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         broker = MosquittoProcess(conf)
         broker.start()
         env["MCHAT_MQTT_URL"] = os.environ["MCHAT_MQTT_URL"] = f"mqtt://127.0.0.1:{broker.port}"
-        bridge = BridgeProcess(env=env, instance="streams", shared=True, log_path=work / "bridge.log").start()
+        health_ports = [free_port() for _ in range(args.bridges)]
+        bridges = [
+            BridgeProcess(
+                env={**env, "MCHAT_BRIDGE_METRICS_PORT": str(port)},
+                instance=f"streams{n}",
+                shared=True,
+                log_path=work / f"bridge{n}.log",
+            ).start()
+            for n, port in enumerate(health_ports, start=1)
+        ]
+        for port, bridge in zip(health_ports, bridges, strict=True):  # every one takes its share
+            if not wait_until(lambda port=port: _connected(port), timeout=60):
+                raise SystemExit(f"a bridge did not connect:\n{bridge.log_tail()}")
 
         from mchat_sdk import Client
 
@@ -148,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
         records_before = ProcessedRequest.objects.count()
         updates_before = updated_rows()
-        cpu_before = cpu_seconds(bridge.pid)
+        cpu_before = sum(cpu_seconds(bridge.pid) for bridge in bridges)
         msg_id = streamer.stream_start(f"group:{group_id}")["msg_id"]
         sent_at: dict[str, float] = {}
         lock = threading.Lock()
@@ -165,24 +230,39 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         streamer.stream_end(msg_id)
         time.sleep(1.0)  # the last deliveries reach the members
-        cpu_used = cpu_seconds(bridge.pid) - cpu_before
+        cpu_used = sum(cpu_seconds(bridge.pid) for bridge in bridges) - cpu_before
         arrivals = pool.dump()
         records = ProcessedRequest.objects.count() - records_before
         updates_after = updated_rows()
         # A receiver records a delivery under the text after "bench " up to the closing quote:
-        # a coalesced delta's whole text, which starts with its oldest append's token.
-        latencies, deliveries = [], 0
-        final_text = "".join(f"bench {t} " for t in sent_at)[len("bench ") :]
+        # a coalesced delta's whole text, which starts with its oldest append's token. The
+        # deliveries are contiguous, so one carries the appends from its first token up to the
+        # next one's.
+        tokens = list(sent_at)
+        position = {token: n for n, token in enumerate(tokens)}
+        final_text = "".join(f"bench {t} " for t in tokens)[len("bench ") :]
+        shown: list[tuple[int, float]] = []  # (first append carried, arrival at the last member)
+        deliveries = 0
         for text, (count, _first, last) in arrivals.items():
             if text == final_text:
                 continue  # the message stream_end delivered, not a delta
             token = text.split(" ", 1)[0]
-            if token in sent_at:
-                latencies.append((last - sent_at[token]) * 1000)
+            if token in position:
+                shown.append((position[token], last))
                 deliveries += count
+        shown.sort()
+        oldest, every = [], []
+        for n, (start, last) in enumerate(shown):
+            end = shown[n + 1][0] if n + 1 < len(shown) else len(tokens)
+            oldest.append((last - sent_at[tokens[start]]) * 1000)
+            every += [(last - sent_at[tokens[k]]) * 1000 for k in range(start, end)]
+        # The appends after the last delivery came with the final message, not a delta.
+        latencies = every
         result = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "database": "postgresql" if args.postgres else "sqlite",
+            "bridges": len(bridges),
+            "stream_buffer": "redis" if redis_server else "memory",
             "members": args.members,
             "appends": total,
             "append_rate_offered": args.rate,
@@ -192,9 +272,15 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms_p50": round(percentile(latencies, 0.50), 1),
             "latency_ms_p95": round(percentile(latencies, 0.95), 1),
             "latency_ms_mean": round(statistics.fmean(latencies), 1) if latencies else None,
+            "oldest_in_delivery_latency_ms_p50": round(percentile(oldest, 0.50), 1),
+            "oldest_in_delivery_latency_ms_p95": round(percentile(oldest, 0.95), 1),
+            "deliveries_received": deliveries,
             "request_records_written": records,
             "message_rows_updated": None if updates_before is None else updates_after - updates_before,
             "bridge_cpu_ms_per_delta": round(cpu_used * 1000 / total, 3),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "cpus": os.cpu_count(),
         }
         print(json.dumps(result, ensure_ascii=False, indent=2))
         out = REPO_DIR / "bench" / "results"
@@ -208,12 +294,24 @@ def main(argv: list[str] | None = None) -> int:
             streamer.close(end_session=True)
         if pool is not None:
             pool.close()
-        if bridge is not None:
+        for bridge in bridges:
             bridge.stop()
+        if redis_server is not None:
+            redis_server.stop()
         if broker is not None:
             broker.stop()
         if pg is not None:
             pg.stop()
+
+
+def _connected(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            return bool(json.loads(answer.read())["broker_connected"])
+    except OSError:
+        return False
 
 
 def _answers(client) -> bool:
