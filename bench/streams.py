@@ -10,9 +10,8 @@ Reports, as JSON on stdout and in bench/results/streams-<stamp>.json (with the l
 before and after: the machine may be shared):
 
 - latency: time from an append's request to the delivery that carries its text at the last
-  member that got it, p50/p95 over every append (a coalesced delivery carries the appends
-  from its first token up to the next delivery's first), and for the oldest append of each
-  delivery (the worst one it carries);
+  member that got it, p50/p95 over every append a delta carried, and for the oldest append
+  of each delivery (the worst one it carries);
 - deliveries per member per second (the coalescing promises about 10);
 - database writes for the stream: the request records written for the stream's actions and,
   on PostgreSQL, the rows updated in the message table while it ran;
@@ -234,30 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         arrivals = pool.dump()
         records = ProcessedRequest.objects.count() - records_before
         updates_after = updated_rows()
-        # A receiver records a delivery under the text after "bench " up to the closing quote:
-        # a coalesced delta's whole text, which starts with its oldest append's token. The
-        # deliveries are contiguous, so one carries the appends from its first token up to the
-        # next one's.
-        tokens = list(sent_at)
-        position = {token: n for n, token in enumerate(tokens)}
-        final_text = "".join(f"bench {t} " for t in tokens)[len("bench ") :]
-        shown: list[tuple[int, float]] = []  # (first append carried, arrival at the last member)
-        deliveries = 0
+        # A receiver records a delivery under the text after its first "bench " up to the
+        # closing quote: a coalesced delta's whole text, every append it carries by token. The
+        # appends after the last delta came with the final message (left out here).
+        latencies, oldest, deliveries = [], [], 0
         for text, (count, _first, last) in arrivals.items():
-            if text == final_text:
-                continue  # the message stream_end delivered, not a delta
-            token = text.split(" ", 1)[0]
-            if token in position:
-                shown.append((position[token], last))
-                deliveries += count
-        shown.sort()
-        oldest, every = [], []
-        for n, (start, last) in enumerate(shown):
-            end = shown[n + 1][0] if n + 1 < len(shown) else len(tokens)
-            oldest.append((last - sent_at[tokens[start]]) * 1000)
-            every += [(last - sent_at[tokens[k]]) * 1000 for k in range(start, end)]
-        # The appends after the last delivery came with the final message, not a delta.
-        latencies = every
+            carried = [word for word in text.split() if word in sent_at]
+            if not carried or len(carried) == total:
+                continue  # not a delta of this stream, or the message stream_end delivered
+            deliveries += count
+            latencies += [(last - sent_at[token]) * 1000 for token in carried]
+            oldest.append(max(latencies[-len(carried) :]))
         result = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "database": "postgresql" if args.postgres else "sqlite",
@@ -288,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"streams-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json").write_text(
             json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
+        _report_row(result, REPO_DIR / "bench" / "STREAMS.md")
         return 0
     finally:
         if streamer is not None:
@@ -302,6 +289,49 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
         if pg is not None:
             pg.stop()
+
+
+REPORT_HEADER = """# Streamed replies under load (issue 17)
+
+Written by `python -m bench.streams` (one row per run; raw JSON in `bench/results/`). An
+agent appends deltas to a group whose members are all online. Goals: append -> shown p50
+< 50 ms, <= ~10 deliveries per member per second, no database write per delta. Latency is
+from an append's request to the delta carrying it at the last member, over every append a
+delta carried; "oldest" is the worst append of each delivery. The machine is shared (2
+cores, several engineers' tests): read the load average beside each row.
+
+| run (UTC) | commit | db | bridges | buffer | members | appends/s offered | p50 ms | p95 ms | oldest p50 / p95 ms | deliveries / member / s | request records | message rows updated | bridge CPU ms / delta | load avg before -> after |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+"""
+
+
+def _report_row(result: dict, path: Path) -> None:
+    """One line for the run in bench/STREAMS.md (created with its header)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True
+    ).stdout.strip()
+    r = result
+    cells = [
+        r["at"],
+        commit,
+        r["database"],
+        r["bridges"],
+        r["stream_buffer"],
+        r["members"],
+        r["append_rate_offered"],
+        r["latency_ms_p50"],
+        r["latency_ms_p95"],
+        f"{r['oldest_in_delivery_latency_ms_p50']} / {r['oldest_in_delivery_latency_ms_p95']}",
+        r["deliveries_per_member_per_second"],
+        r["request_records_written"],
+        "n/a (SQLite)" if r["message_rows_updated"] is None else r["message_rows_updated"],
+        r["bridge_cpu_ms_per_delta"],
+        f"{' '.join(map(str, r['load_average_before']))} -> {' '.join(map(str, r['load_average_after']))}",
+    ]
+    if not path.exists():
+        path.write_text(REPORT_HEADER, encoding="utf-8")
+    with path.open("a", encoding="utf-8") as report:
+        report.write("| " + " | ".join(str(cell) for cell in cells) + " |\n")
 
 
 def _connected(port: int) -> bool:
