@@ -45,7 +45,7 @@ from messaging.stream_buffers import (  # noqa: F401 -- the limits, named here t
 )
 from org.models import Employee
 
-logger = logging.getLogger("mchat.messaging")
+logger = logging.getLogger("mchat.messaging.streams")
 
 STREAM_MAX_CHARS = 12_000
 UNAVAILABLE_LOG_SECONDS = 30.0  # the periodic job logs a buffer that does not answer this often
@@ -251,7 +251,10 @@ def streams_expire() -> int:
             "msg_id", flat=True
         )[:200]
     )
-    held = buffer().held(candidates)
+    try:
+        held = buffer().held(candidates)
+    except BufferUnavailable:
+        return 0  # they may well be held: streams_tick logs that the buffer does not answer
     stale = [msg_id for msg_id in candidates if msg_id not in held]
     for msg_id in stale:
         message = Message.objects.filter(msg_id=msg_id).select_related(*_MESSAGE_RELATED).first()
