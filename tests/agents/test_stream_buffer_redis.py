@@ -40,9 +40,9 @@ def test_appends_alternating_between_processes_add_up_with_offsets_in_characters
         text += piece
         assert appended.length == len(text)
     assert first.text("msg_1") == second.text("msg_1") == text
-    # A repeat reaches the other process: the same answer, nothing appended.
-    again = second.append("msg_1", sender_pk=7, delta="你好", repeat_key="c\x1f0", max_chars=12_000)
-    assert (again.status, again.offset, again.length) == (REPEAT, 0, 2)
+    # A repeat of a recent append reaches the other process: the same answer, nothing appended.
+    again = first.append("msg_1", sender_pk=7, delta="订单已发货。", repeat_key="c\x1f99", max_chars=12_000)
+    assert (again.status, again.offset, again.length) == (REPEAT, len(text) - 6, len(text))
     assert first.text("msg_1") == text
 
 
