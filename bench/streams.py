@@ -11,7 +11,8 @@ before and after: the machine may be shared):
 
 - latency: time from an append's request to the delivery that carries its text at the last
   member that got it, p50/p95 over every append a delta carried, and for the oldest append
-  of each delivery (the worst one it carries);
+  of each delivery (the worst one it carries); p50 at the first member too (the rest is the
+  fan-out to 500 subscribers);
 - deliveries per member per second (the coalescing promises about 10);
 - database writes for the stream: the request records written for the stream's actions and,
   on PostgreSQL, the rows updated in the message table while it ran;
@@ -34,7 +35,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +53,7 @@ from bench.services import (
 )
 
 BRIDGE_USER = "mchat-bridge"
+PER_STREAM = 800  # appends of "bench t000000 " (14 characters) per stream: within 12,000
 
 
 class RedisServer:
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             if not wait_until(lambda port=port: _connected(port), timeout=60):
                 raise SystemExit(f"a bridge did not connect:\n{bridge.log_tail()}")
 
-        from mchat_sdk import Client
+        from mchat_sdk import Client, MChatError
 
         login = {
             "broker_host": "127.0.0.1",
@@ -213,19 +217,39 @@ def main(argv: list[str] | None = None) -> int:
         records_before = ProcessedRequest.objects.count()
         updates_before = updated_rows()
         cpu_before = sum(cpu_seconds(bridge.pid) for bridge in bridges)
-        msg_id = streamer.stream_start(f"group:{group_id}")["msg_id"]
         sent_at: dict[str, float] = {}
         lock = threading.Lock()
         total = int(args.rate * args.seconds)
+        # A stream holds at most 12,000 characters: a new one (a new answer) every PER_STREAM.
+        streams: list[list[str]] = []  # the tokens of each stream
+        errors: Counter = Counter()
+
+        def append(msg_id: str, token: str) -> None:
+            try:
+                streamer.stream_append(msg_id, f"bench {token} ", seq_id=uuid.uuid4().hex)
+            except MChatError as exc:
+                with lock:
+                    errors[exc.code] += 1
+
         started = time.monotonic()
         with ThreadPoolExecutor(8) as senders:
+            pending: list = []
+            msg_id = None
             for n in range(total):
+                if msg_id is None or len(streams[-1]) == PER_STREAM:
+                    if msg_id is not None:
+                        futures_wait(pending)  # every append in before the end
+                        streamer.stream_end(msg_id)
+                    msg_id, pending = streamer.stream_start(f"group:{group_id}")["msg_id"], []
+                    streams.append([])
                 due = started + n / args.rate
                 time.sleep(max(0.0, due - time.monotonic()))
                 token = f"t{n:06d}"
                 with lock:
                     sent_at[token] = time.monotonic()
-                senders.submit(streamer.stream_append, msg_id, f"bench {token} ", seq_id=uuid.uuid4().hex)
+                streams[-1].append(token)
+                pending.append(senders.submit(append, msg_id, token))
+            futures_wait(pending)
         elapsed = time.monotonic() - started
         streamer.stream_end(msg_id)
         time.sleep(1.0)  # the last deliveries reach the members
@@ -235,14 +259,16 @@ def main(argv: list[str] | None = None) -> int:
         updates_after = updated_rows()
         # A receiver records a delivery under the text after its first "bench " up to the
         # closing quote: a coalesced delta's whole text, every append it carries by token. The
-        # appends after the last delta came with the final message (left out here).
-        latencies, oldest, deliveries = [], [], 0
-        for text, (count, _first, last) in arrivals.items():
+        # appends after a stream's last delta came with its final message (left out here).
+        finals = {frozenset(tokens) for tokens in streams}
+        latencies, oldest, at_first, deliveries = [], [], [], 0
+        for text, (count, first, last) in arrivals.items():
             carried = [word for word in text.split() if word in sent_at]
-            if not carried or len(carried) == total:
-                continue  # not a delta of this stream, or the message stream_end delivered
+            if not carried or frozenset(carried) in finals:
+                continue  # not a delta of these streams, or a message stream_end delivered
             deliveries += count
             latencies += [(last - sent_at[token]) * 1000 for token in carried]
+            at_first += [(first - sent_at[token]) * 1000 for token in carried]
             oldest.append(max(latencies[-len(carried) :]))
         result = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -258,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms_p50": round(percentile(latencies, 0.50), 1),
             "latency_ms_p95": round(percentile(latencies, 0.95), 1),
             "latency_ms_mean": round(statistics.fmean(latencies), 1) if latencies else None,
+            "first_member_latency_ms_p50": round(percentile(at_first, 0.50), 1),
             "oldest_in_delivery_latency_ms_p50": round(percentile(oldest, 0.50), 1),
             "oldest_in_delivery_latency_ms_p95": round(percentile(oldest, 0.95), 1),
             "deliveries_received": deliveries,
+            "append_errors": {str(code): n for code, n in sorted(errors.items())},
+            "streams": len(streams),
             "request_records_written": records,
             "message_rows_updated": None if updates_before is None else updates_after - updates_before,
             "bridge_cpu_ms_per_delta": round(cpu_used * 1000 / total, 3),
@@ -300,8 +329,8 @@ from an append's request to the delta carrying it at the last member, over every
 delta carried; "oldest" is the worst append of each delivery. The machine is shared (2
 cores, several engineers' tests): read the load average beside each row.
 
-| run (UTC) | commit | db | bridges | buffer | members | appends/s offered | p50 ms | p95 ms | oldest p50 / p95 ms | deliveries / member / s | request records | message rows updated | bridge CPU ms / delta | load avg before -> after |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| run (UTC) | commit | db | bridges | buffer | members | appends/s offered (s) | append errors | p50 ms | p95 ms | p50 at first member ms | oldest p50 / p95 ms | deliveries / member / s | streams | request records | message rows updated | bridge CPU ms / delta | load avg before -> after |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """
 
 
@@ -318,11 +347,14 @@ def _report_row(result: dict, path: Path) -> None:
         r["bridges"],
         r["stream_buffer"],
         r["members"],
-        r["append_rate_offered"],
+        f"{r['append_rate_offered']} ({r['append_seconds']})",
+        json.dumps(r["append_errors"]) if r["append_errors"] else "none",
         r["latency_ms_p50"],
         r["latency_ms_p95"],
+        r["first_member_latency_ms_p50"],
         f"{r['oldest_in_delivery_latency_ms_p50']} / {r['oldest_in_delivery_latency_ms_p95']}",
         r["deliveries_per_member_per_second"],
+        r["streams"],
         r["request_records_written"],
         "n/a (SQLite)" if r["message_rows_updated"] is None else r["message_rows_updated"],
         r["bridge_cpu_ms_per_delta"],
