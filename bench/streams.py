@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="mchat-bench-streams-"))
+    work.chmod(0o755)  # the cluster's `postgres` user reaches its folder through this one
     pg = broker = redis_server = pool = streamer = None
     bridges: list[BridgeProcess] = []
     load_before = os.getloadavg()
