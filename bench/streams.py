@@ -330,6 +330,14 @@ from an append's request to the delta carrying it at the last member, over every
 delta carried; "oldest" is the worst append of each delivery. The machine is shared (2
 cores, several engineers' tests): read the load average beside each row.
 
+Reading the numbers: with deliveries coalesced to one per 0.1 s and appends every 10 ms, an
+append waits for the next delivery 0-100 ms, 50 ms on average, before any transport. So at
+100 appends/s the p50 goal of 50 ms and the ~10 deliveries/s cap cannot both hold: the p50
+at the first member (that wait plus one hop) is the floor, the rest is the fan-out to 500
+subscribers. Database writes per stream: its start (one insert, not counted), a request
+record for start and end, and the text stored every 2 s plus once at the end (message rows
+updated, PostgreSQL only); none per delta.
+
 | run (UTC) | commit | db | bridges | buffer | members | appends/s offered (s) | append errors | p50 ms | p95 ms | p50 at first member ms | oldest p50 / p95 ms | deliveries / member / s | streams | request records | message rows updated | bridge CPU ms / delta | load avg before -> after |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """
