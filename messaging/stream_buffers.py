@@ -129,6 +129,9 @@ class StreamBuffer(Protocol):
     def close(self, msg_id: str, *, sender_pk: int | None) -> Closed:
         """No more appends (sender_pk None: anyone may close); the text so far."""
 
+    def reopen(self, msg_id: str) -> None:
+        """Undo `close` (storing the final text failed: a retry finds the text again)."""
+
     def discard(self, msg_id: str) -> None:
         """Forget the stream (its row is final, or no longer open)."""
 
@@ -219,6 +222,12 @@ class MemoryStreamBuffer:
                 return Closed(CLOSED)
             held.closed = True
             return Closed(OK, held.info, held.text)
+
+    def reopen(self, msg_id: str) -> None:
+        with self._lock:
+            held = self._streams.get(msg_id)
+            if held is not None:
+                held.closed, held.last_append = False, time.monotonic()
 
     def discard(self, msg_id: str) -> None:
         with self._lock:

@@ -116,6 +116,20 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {'ok', h[3], redis.call('GET', KEYS[2]) or ''}
 """
 
+# KEYS: hash, text, persist, idle. ARGV: msg_id, ttl_ms.
+_REOPEN = (
+    _NOW
+    + """
+if redis.call('HGET', KEYS[1], 'closed') ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'closed', 0)
+if redis.call('HGET', KEYS[1], 'dirty') == '1' then redis.call('ZADD', KEYS[3], now, ARGV[1]) end
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
 # KEYS: due, persist, idle. ARGV: stream key prefix, idle_ms, limit, closed_ttl_ms.
 # Returns {deliveries {info, offset, delta, length}, stores {info, text, touched}, idle {info, text}}.
 _DUE = (
@@ -180,6 +194,7 @@ class RedisStreamBuffer:
         self._append = self._redis.register_script(_APPEND)
         self._close = self._redis.register_script(_CLOSE)
         self._due = self._redis.register_script(_DUE)
+        self._reopen = self._redis.register_script(_REOPEN)
 
     def _keys(self, msg_id: str) -> list[str]:
         key = self._stream + msg_id
@@ -229,6 +244,11 @@ class RedisStreamBuffer:
         if reply[0] != sb.OK:
             return Closed(reply[0])
         return Closed(sb.OK, StreamInfo.loads(reply[1]), reply[2])
+
+    def reopen(self, msg_id: str) -> None:
+        hash_key, text_key, *_ = self._keys(msg_id)
+        keys = [hash_key, text_key, self._sets[1], self._sets[2]]
+        self._call(self._reopen, keys=keys, args=[msg_id, self.TTL_MS])
 
     def discard(self, msg_id: str) -> None:
         pipe = self._redis.pipeline(transaction=False)

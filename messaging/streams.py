@@ -234,7 +234,7 @@ def streams_tick() -> None:
             content=store.text, stream_touched_at=store.touched_at
         )
         if not stored:  # ended or canceled meanwhile: nothing left to hold
-            buffer().discard(store.info.msg_id)
+            _forget(store.info.msg_id)
     for info, text in due.idle:
         try:
             _finish(info, state=ENDED, text=text)
@@ -374,10 +374,24 @@ def _finish(info: StreamInfo, *, state: str, text: str, canceled_by: Employee | 
                     "canceled_at": payloads.isoformat_z(now),
                 }
             events.conversation_event(conversation, payload)
-    finally:
-        # Final (or not open, or the write failed: the next request loads the stored text).
-        buffer().discard(info.msg_id)
+    except Conflict:
+        _forget(info.msg_id)  # no longer open: nothing left to hold
+        raise
+    except Exception:
+        try:
+            buffer().reopen(info.msg_id)  # the write failed: a retry finds the text again
+        except BufferUnavailable:
+            pass
+        raise
+    _forget(info.msg_id)
     return message
+
+
+def _forget(msg_id: str) -> None:
+    try:
+        buffer().discard(msg_id)
+    except BufferUnavailable:
+        pass  # a closed stream's keys expire by themselves (RedisStreamBuffer.CLOSED_TTL_MS)
 
 
 def _deliver(delivery: Delta) -> None:

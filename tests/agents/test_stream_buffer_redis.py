@@ -91,6 +91,9 @@ def test_close_refusals_and_limits_are_shared(two):
     assert (closed.status, closed.info, closed.text) == (OK, info(), "存下的")
     assert second.append("msg_1", sender_pk=7, delta="x", repeat_key="", max_chars=9).status == CLOSED
     assert second.close("msg_1", sender_pk=7).status == CLOSED
+    first.reopen("msg_1")  # storing the final text failed: appends go on
+    assert second.append("msg_1", sender_pk=7, delta="x", repeat_key="", max_chars=9).status == OK
+    assert first.close("msg_1", sender_pk=7).text == "存下的x"
     assert first.held(["msg_1", "msg_2"]) == {"msg_1"}
     second.discard("msg_1")
     assert first.held(["msg_1"]) == set() and first.text("msg_1") is None
