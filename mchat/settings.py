@@ -295,6 +295,15 @@ MCHAT_RATE_LIMIT_REDIS_URL = os.environ.get(
     "MCHAT_RATE_LIMIT_REDIS_URL",
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
 )
+# Open streamed replies (messaging.stream_buffers): in Redis, shared by every bridge process,
+# when this is set (defaults to the rate limit's Redis); empty: in each bridge process's memory,
+# which serves one bridge process only (docs/deploy.md).
+MCHAT_STREAM_REDIS_URL = os.environ.get("MCHAT_STREAM_REDIS_URL", MCHAT_RATE_LIMIT_REDIS_URL)
+MCHAT_STREAM_BUFFER = (
+    "messaging.stream_buffers_redis:RedisStreamBuffer"
+    if MCHAT_STREAM_REDIS_URL
+    else "messaging.stream_buffers:MemoryStreamBuffer"
+)
 MCHAT_CHALLENGE_TTL_SECONDS = int(os.environ.get("MCHAT_CHALLENGE_TTL_SECONDS", "300"))
 
 # --- Groups and messages (DESIGN §5) ------------------------------------------------------

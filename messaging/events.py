@@ -43,6 +43,16 @@ def conversation_event(conversation: Conversation, payload: dict, *, qos: int = 
     _to_conversation(conversation, payload, qos=qos)
 
 
+def payload_event(payload: dict, *, qos: int = 1) -> None:
+    """To every participant of the conversation the payload names itself (`conversation_type`
+    with `group_id`, or `to_employee_id` and `from_employee_id`): no database needed."""
+    if payload["conversation_type"] == "group":
+        publish_json_on_commit(group_topic(payload["group_id"]), payload, qos=qos)
+        return
+    employee_ids = dict.fromkeys([payload["to_employee_id"], payload["from_employee_id"]])
+    publish_json_on_commit([inbox_topic(employee_id) for employee_id in employee_ids], payload, qos=qos)
+
+
 def employees_event(employee_ids: Iterable[str], payload: dict, *, qos: int = 1) -> None:
     """The same payload to each employee's inbox (every device), once each, in order."""
     publish_json_on_commit([inbox_topic(e) for e in dict.fromkeys(employee_ids)], payload, qos=qos)

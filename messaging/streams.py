@@ -2,12 +2,12 @@
 
 - msg.stream_start reserves the message and its `seq` now (the conversation's numbers stay
   gap-free): a row with empty content and stream_state "open"; everyone gets `stream_start`.
-- msg.stream_append adds text to a bounded in-memory buffer of this process, with no
+- msg.stream_append adds text to the stream buffer (messaging.stream_buffers), with no
   database write: participants get `stream_delta` {offset, delta} at most STREAM_DELTA_INTERVAL
   apart per stream (the first append at once, the rest coalesced by the periodic
   `streams_tick`). The text so far is written into the reserved row every
-  STREAM_PERSIST_SECONDS, so a restart loses at most that much; the stream then continues
-  from the stored text.
+  STREAM_PERSIST_SECONDS, so losing the buffer loses at most that much; the stream then
+  continues from the stored text.
 - msg.stream_end stores the complete text once and delivers it as a normal message with
   `stream: true`; msg.stream_cancel (a recipient of a private stream, a group's owner or
   admin, or the streamer) keeps the text so far with `canceled: true` and tells everyone
@@ -15,56 +15,52 @@
 - Limits: STREAM_MAX_CHARS per stream, one open stream per sender per conversation, a stream
   not appended for STREAM_IDLE_SECONDS ends itself (`streams_tick` and `streams_expire`).
 
-The buffer is per process: with several bridge processes sharing the request stream, appends
-of one stream must reach the process that holds it (a process that does not, loads the stored
-text, which may lack the last few seconds). A Redis buffer for that case is not built yet.
+The buffer (settings.MCHAT_STREAM_BUFFER) is this process's memory, or Redis shared by every
+bridge process (MCHAT_STREAM_REDIS_URL): with several bridge processes sharing the request
+subscription, appends of one stream land on any of them, so they need the shared one. With the
+in-memory buffer a process that does not hold a stream loads the stored text, which may lack
+the last few seconds (docs/deploy.md: one bridge process).
 """
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from mchat.errors import BadRequest, Conflict, NotFound, PermissionDenied, RateLimited
-from messaging import events, ids, payloads, selectors
+from messaging import events, ids, payloads, selectors, stream_buffers
 from messaging.models import Conversation, GroupMember, Message
+from messaging.stream_buffers import (  # noqa: F401 -- the limits, named here too
+    STREAM_DELTA_INTERVAL,
+    STREAM_IDLE_SECONDS,
+    STREAM_PERSIST_SECONDS,
+    BufferUnavailable,
+    Delta,
+    StreamInfo,
+)
 from org.models import Employee
 
+logger = logging.getLogger("mchat.messaging.streams")
+
 STREAM_MAX_CHARS = 12_000
-STREAM_IDLE_SECONDS = 120
-STREAM_PERSIST_SECONDS = 2.0
-STREAM_DELTA_INTERVAL = 0.1  # at most ~10 deltas a second per stream
-STREAMS_IN_MEMORY_MAX = 10_000  # open streams one process holds; more -> 429
-REPEATS_REMEMBERED = 64  # (client_id, seq_id) of recent appends per stream: a redelivery appends nothing
+UNAVAILABLE_LOG_SECONDS = 30.0  # the periodic job logs a buffer that does not answer this often
 
 OPEN, ENDED, CANCELED = "open", "ended", "canceled"
+_MESSAGE_RELATED = (
+    "sender",
+    "conversation__group",
+    "conversation__employee_low",
+    "conversation__employee_high",
+)
 
 
-@dataclass
-class _Stream:
-    """An open stream as this process holds it."""
-
-    message: Message  # with sender and conversation (group or both employees) loaded
-    text: str
-    published: int  # characters delivered to participants so far
-    persisted: int  # characters stored in the row (the row holds text[:persisted])
-    dirty: bool = False  # text changed since it was stored
-    last_append: float = field(default_factory=lambda: time.monotonic())
-    last_publish: float = 0.0
-    stored_at: float = field(default_factory=lambda: time.monotonic())  # when the row last got the text
-    touched_at: datetime = field(default_factory=timezone.now)
-    repeats: OrderedDict = field(default_factory=OrderedDict)  # (client_id, seq_id) -> answer
-
-
-_lock = threading.RLock()
-_streams: dict[str, _Stream] = {}  # by msg_id
+def buffer() -> stream_buffers.StreamBuffer:
+    return stream_buffers.current()
 
 
 # --- services --------------------------------------------------------------------------------
@@ -94,23 +90,20 @@ def stream_start(
         replied = Message.objects.filter(msg_id=reply_to, conversation=conversation).exists()
         if not replied:
             raise NotFound(_("消息不存在：%(id)s") % {"id": reply_to})
-    with _lock:
-        if len(_streams) >= STREAMS_IN_MEMORY_MAX:
-            raise RateLimited(retry_after_ms=1000)
+    if buffer().full():
+        raise RateLimited(retry_after_ms=1000)
     if seq_id:
         earlier = Message.objects.filter(client_id=client_id, seq_id=seq_id).first()
         if earlier is not None:  # the same request again (its record purged): the same stream
-            return _loaded(earlier.msg_id)
+            return _again(earlier.msg_id)
     try:
         with transaction.atomic():
             message = _reserve(conversation, actor, reply_to or "", client_id, seq_id)
     except IntegrityError:
         if not seq_id:
             raise
-        return _loaded(Message.objects.get(client_id=client_id, seq_id=seq_id).msg_id)
-    stream = _Stream(message, "", 0, 0)
-    with _lock:
-        _streams[message.msg_id] = stream
+        return _again(Message.objects.get(client_id=client_id, seq_id=seq_id).msg_id)
+    buffer().open(_info(message), "")
     events.conversation_event(message.conversation, _start_payload(message))
     return message
 
@@ -126,26 +119,29 @@ def stream_append(*, actor: Employee, msg_id: str, delta: str, client_id: str = 
         delta.encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest(_("delta 包含无效的 Unicode 字符")) from None
-    stream = _own_open_stream(actor, msg_id)
-    key = (client_id, seq_id)
-    with _lock:
-        if seq_id and key in stream.repeats:
-            return stream.repeats[key]
-        if len(stream.text) + len(delta) > STREAM_MAX_CHARS:
-            raise BadRequest(_("流式消息超过 %(max)d 字符上限，请结束该流式消息") % {"max": STREAM_MAX_CHARS})
-        offset = len(stream.text)
-        stream.text += delta
-        stream.dirty = True
-        stream.last_append = time.monotonic()
-        stream.touched_at = timezone.now()
-        answer = {"msg_id": msg_id, "seq": stream.message.seq, "offset": offset, "length": len(stream.text)}
-        if seq_id:
-            stream.repeats[key] = answer
-            while len(stream.repeats) > REPEATS_REMEMBERED:
-                stream.repeats.popitem(last=False)
-        if stream.last_append - stream.last_publish >= STREAM_DELTA_INTERVAL:
-            _publish_delta(stream)
-    return answer
+
+    def append():
+        return buffer().append(
+            msg_id,
+            sender_pk=actor.pk,
+            delta=delta,
+            repeat_key=f"{client_id}\x1f{seq_id}" if seq_id else "",
+            max_chars=STREAM_MAX_CHARS,
+        )
+
+    appended = append()
+    if appended.status == stream_buffers.MISSING:  # not held (a restart, a lost buffer): load it
+        _hold(_senders_message(actor, msg_id))
+        appended = append()
+    if appended.status == stream_buffers.SENDER:
+        _senders_message(actor, msg_id)  # 404 for outsiders, 403 for participants
+    if appended.status == stream_buffers.TOO_LONG:
+        raise BadRequest(_("流式消息超过 %(max)d 字符上限，请结束该流式消息") % {"max": STREAM_MAX_CHARS})
+    if appended.status not in (stream_buffers.OK, stream_buffers.REPEAT):
+        raise Conflict(_("流式消息已结束：%(id)s") % {"id": msg_id})
+    if appended.delivery is not None:
+        _deliver(appended.delivery)
+    return {"msg_id": msg_id, "seq": appended.seq, "offset": appended.offset, "length": appended.length}
 
 
 def stream_end(*, actor: Employee, msg_id: str, content: str | None = None) -> Message:
@@ -157,10 +153,19 @@ def stream_end(*, actor: Employee, msg_id: str, content: str | None = None) -> M
             raise BadRequest(_("content 超过 %(max)d 字符上限") % {"max": STREAM_MAX_CHARS})
         if "\x00" in content:
             raise BadRequest(_("content 不能包含 NUL 字符"))
-    stream = _own_open_stream(actor, msg_id)
-    with _lock:
-        text = content if content is not None else stream.text
-    return _finish(stream, state=ENDED, text=text)
+    closed = buffer().close(msg_id, sender_pk=actor.pk)
+    if closed.status == stream_buffers.MISSING:  # not held: the stored text is all there is
+        message = _senders_message(actor, msg_id)
+        _require_open(message)
+        info, text = _info(message), message.content
+    elif closed.status == stream_buffers.SENDER:
+        _senders_message(actor, msg_id)
+        raise PermissionDenied(_("只有发送者可以追加或结束流式消息"))
+    elif closed.status != stream_buffers.OK:
+        raise Conflict(_("流式消息已结束：%(id)s") % {"id": msg_id})
+    else:
+        info, text = closed.info, closed.text
+    return _finish(info, state=ENDED, text=content if content is not None else text)
 
 
 def stream_cancel(*, actor: Employee, msg_id: str) -> Message:
@@ -179,10 +184,11 @@ def stream_cancel(*, actor: Employee, msg_id: str) -> Message:
         )
         if role not in (GroupMember.Role.OWNER, GroupMember.Role.ADMIN):
             raise PermissionDenied(_("只有流式消息的接收者、群主或管理员可以取消"))
-    stream = _loaded(msg_id)
-    with _lock:
-        text = stream.text
-    return _finish(stream, state=CANCELED, text=text, canceled_by=actor)
+    closed = buffer().close(msg_id, sender_pk=None)
+    if closed.status == stream_buffers.CLOSED:
+        raise Conflict(_("流式消息已结束，无法取消：%(id)s") % {"id": msg_id})
+    text = closed.text if closed.status == stream_buffers.OK else _text(message)
+    return _finish(_info(message), state=CANCELED, text=text, canceled_by=actor)
 
 
 # --- what reads show ---------------------------------------------------------------------------
@@ -195,9 +201,11 @@ def stream_fields(message: Message) -> dict:
         return {}
     fields: dict = {"stream": True, "streaming": message.stream_state == OPEN}
     if message.stream_state == OPEN:
-        with _lock:
-            held = _streams.get(message.msg_id)
-            fields["content"] = held.text if held is not None else message.content
+        try:
+            held = buffer().text(message.msg_id)
+        except BufferUnavailable:
+            held = None  # what was stored last
+        fields["content"] = held if held is not None else message.content
     if message.stream_state == CANCELED:
         fields["canceled"] = True
     return fields
@@ -205,68 +213,63 @@ def stream_fields(message: Message) -> dict:
 
 # --- periodic jobs (settings.MCHAT_BRIDGE_PERIODIC) ------------------------------------------
 
+_unavailable_logged = [float("-inf")]
+
 
 def streams_tick() -> None:
     """Deliver coalesced deltas that are due, store texts every STREAM_PERSIST_SECONDS, and
-    end streams idle for STREAM_IDLE_SECONDS."""
-    now = time.monotonic()
-    idle, persist = [], []
-    with _lock:
-        for stream in list(_streams.values()):
-            if stream.published < len(stream.text) and now - stream.last_publish >= STREAM_DELTA_INTERVAL:
-                _publish_delta(stream)
-            if now - stream.last_append >= STREAM_IDLE_SECONDS:
-                idle.append(stream)
-            elif stream.dirty and now - stream.stored_at >= STREAM_PERSIST_SECONDS:
-                persist.append(stream)
-    _persist(persist, now)
-    for stream in idle:
+    end streams idle for STREAM_IDLE_SECONDS (each handed to one process by the buffer)."""
+    try:
+        due = buffer().due()
+    except BufferUnavailable as exc:
+        now = time.monotonic()
+        if now - _unavailable_logged[0] >= UNAVAILABLE_LOG_SECONDS:
+            _unavailable_logged[0] = now
+            logger.warning("streams: the stream buffer does not answer (%s)", exc.__cause__ or exc)
+        return
+    for delivery in due.deliveries:
+        _deliver(delivery)
+    for store in due.stores:
+        stored = Message.objects.filter(pk=store.info.message_pk, stream_state=OPEN).update(
+            content=store.text, stream_touched_at=store.touched_at
+        )
+        if not stored:  # ended or canceled meanwhile: nothing left to hold
+            _forget(store.info.msg_id)
+    for info, text in due.idle:
         try:
-            _finish(stream, state=ENDED, text=stream.text)
+            _finish(info, state=ENDED, text=text)
         except Conflict:
             pass  # ended or canceled meanwhile (another process): nothing left to do
 
 
-def _persist(streams: list[_Stream], now: float) -> None:
-    for stream in streams:
-        with _lock:
-            text, touched, stream.dirty, stream.stored_at = stream.text, stream.touched_at, False, now
-        stored = Message.objects.filter(pk=stream.message.pk, stream_state=OPEN).update(
-            content=text, stream_touched_at=touched
-        )
-        with _lock:
-            if stored:
-                stream.persisted = len(text)
-            else:  # ended or canceled elsewhere (another process)
-                _streams.pop(stream.message.msg_id, None)
-
-
 def streams_expire() -> int:
-    """End streams that no process has touched for STREAM_IDLE_SECONDS (their process
-    restarted or stopped); returns how many."""
+    """End streams that no buffer holds and nobody has touched for STREAM_IDLE_SECONDS (their
+    process restarted or stopped, or Redis lost them); returns how many."""
     cutoff = timezone.now() - timedelta(seconds=STREAM_IDLE_SECONDS + STREAM_PERSIST_SECONDS)
-    with _lock:
-        held = set(_streams)
-    stale = [
-        msg_id
-        for msg_id in Message.objects.filter(stream_state=OPEN, stream_touched_at__lt=cutoff).values_list(
+    candidates = list(
+        Message.objects.filter(stream_state=OPEN, stream_touched_at__lt=cutoff).values_list(
             "msg_id", flat=True
         )[:200]
-        if msg_id not in held
-    ]
+    )
+    try:
+        held = buffer().held(candidates)
+    except BufferUnavailable:
+        return 0  # they may well be held: streams_tick logs that the buffer does not answer
+    stale = [msg_id for msg_id in candidates if msg_id not in held]
     for msg_id in stale:
-        try:
-            stream = _loaded(msg_id)
-        except (NotFound, Conflict):
+        message = Message.objects.filter(msg_id=msg_id).select_related(*_MESSAGE_RELATED).first()
+        if message is None or message.stream_state != OPEN:
             continue
-        _finish(stream, state=ENDED, text=stream.text)
+        try:
+            _finish(_info(message), state=ENDED, text=_text(message))
+        except Conflict:
+            continue
     return len(stale)
 
 
 def streams_forget() -> None:
-    """Drop what this process holds (tests: a bridge restart)."""
-    with _lock:
-        _streams.clear()
+    """Drop what the buffer holds (tests: a bridge restart)."""
+    buffer().forget()
 
 
 # --- internals -------------------------------------------------------------------------------
@@ -305,98 +308,105 @@ def _reserve(
     return message
 
 
-def _own_open_stream(actor: Employee, msg_id: str) -> _Stream:
-    """The actor's open stream `msg_id`: 404 unseen, 403 another's, 409 no longer open."""
-    with _lock:
-        stream = _streams.get(msg_id)
-    if stream is None:
-        message = selectors.message_for_participant(actor=actor, msg_id=msg_id)
-        if message.sender_id != actor.pk:
-            raise PermissionDenied(_("只有发送者可以追加或结束流式消息"))
-        stream = _loaded(msg_id)
-    if stream.message.sender_id != actor.pk:
-        selectors.message_for_participant(actor=actor, msg_id=msg_id)  # 404 for outsiders
-        raise PermissionDenied(_("只有发送者可以追加或结束流式消息"))
-    return stream
-
-
-def _loaded(msg_id: str) -> _Stream:
-    """The open stream, from memory or from its stored row (after a restart)."""
-    with _lock:
-        stream = _streams.get(msg_id)
-        if stream is not None:
-            return stream
-        if len(_streams) >= STREAMS_IN_MEMORY_MAX:
-            raise RateLimited(retry_after_ms=1000)
-    message = (
-        Message.objects.filter(msg_id=msg_id)
-        .select_related(
-            "sender", "conversation__group", "conversation__employee_low", "conversation__employee_high"
-        )
-        .first()
-    )
-    if message is None:
-        raise NotFound(_("消息不存在：%(id)s") % {"id": msg_id})
-    if not message.stream_state:
-        raise BadRequest(_("该消息不是流式消息：%(id)s") % {"id": msg_id})
-    if message.stream_state != OPEN:
-        raise Conflict(_("流式消息已结束：%(id)s") % {"id": msg_id})
-    text = message.content if isinstance(message.content, str) else ""
-    with _lock:
-        return _streams.setdefault(msg_id, _Stream(message, text, len(text), len(text)))
-
-
-def _finish(stream: _Stream, *, state: str, text: str, canceled_by: Employee | None = None) -> Message:
-    message = stream.message
-    now = timezone.now()
-    with transaction.atomic():
-        done = Message.objects.filter(pk=message.pk, stream_state=OPEN).update(
-            content=text, stream_state=state, stream_touched_at=now
-        )
-        with _lock:
-            _streams.pop(message.msg_id, None)
-        if not done:
-            raise Conflict(_("流式消息已结束：%(id)s") % {"id": message.msg_id})
-        message.content, message.stream_state, message.stream_touched_at = text, state, now
-        conversation = message.conversation
-        if state == ENDED:
-            payload = {**payloads.message_payload(message, conversation), "stream": True}
-            if message.reply_to:
-                payload["reply_to"] = message.reply_to
-            events.conversation_event(conversation, payload)
-        else:
-            payload = {
-                **_where(message),
-                "type": "stream_cancel",
-                "msg_id": message.msg_id,
-                "seq": message.seq,
-                "content": text,
-                "canceled_by": canceled_by.employee_id if canceled_by else None,
-                "canceled_at": payloads.isoformat_z(now),
-            }
-            events.conversation_event(conversation, payload)
+def _again(msg_id: str) -> Message:
+    """A repeated stream_start: the stream it started (held again if still open)."""
+    message = Message.objects.select_related(*_MESSAGE_RELATED).get(msg_id=msg_id)
+    if message.stream_state == OPEN:
+        _hold(message)
     return message
 
 
-def _publish_delta(stream: _Stream) -> None:
-    """Deliver what participants have not had yet (caller holds _lock)."""
-    offset = stream.published
-    delta = stream.text[offset:]
-    if not delta:
-        return
-    stream.published = len(stream.text)
-    stream.last_publish = time.monotonic()
-    message = stream.message
+def _senders_message(actor: Employee, msg_id: str) -> Message:
+    """The stream `msg_id` if the actor sent it: 404 unseen, 403 another's."""
+    message = selectors.message_for_participant(actor=actor, msg_id=msg_id)
+    if message.sender_id != actor.pk:
+        raise PermissionDenied(_("只有发送者可以追加或结束流式消息"))
+    return message
+
+
+def _require_open(message: Message) -> None:
+    if not message.stream_state:
+        raise BadRequest(_("该消息不是流式消息：%(id)s") % {"id": message.msg_id})
+    if message.stream_state != OPEN:
+        raise Conflict(_("流式消息已结束：%(id)s") % {"id": message.msg_id})
+
+
+def _hold(message: Message) -> None:
+    """Put an open stream into the buffer with its stored text (after a restart)."""
+    _require_open(message)
+    if buffer().full():
+        raise RateLimited(retry_after_ms=1000)
+    buffer().open(_info(message), _text(message))
+
+
+def _text(message: Message) -> str:
+    return message.content if isinstance(message.content, str) else ""
+
+
+def _info(message: Message) -> StreamInfo:
+    return StreamInfo(message.msg_id, message.pk, message.sender_id, message.seq, _where(message))
+
+
+def _finish(info: StreamInfo, *, state: str, text: str, canceled_by: Employee | None = None) -> Message:
+    """Store the stream's final text once and tell everyone; the buffer forgets it."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            done = Message.objects.filter(pk=info.message_pk, stream_state=OPEN).update(
+                content=text, stream_state=state, stream_touched_at=now
+            )
+            if not done:
+                raise Conflict(_("流式消息已结束：%(id)s") % {"id": info.msg_id})
+            message = Message.objects.select_related(*_MESSAGE_RELATED).get(pk=info.message_pk)
+            conversation = message.conversation
+            if state == ENDED:
+                payload = {**payloads.message_payload(message, conversation), "stream": True}
+                if message.reply_to:
+                    payload["reply_to"] = message.reply_to
+            else:
+                payload = {
+                    **info.where,
+                    "type": "stream_cancel",
+                    "msg_id": message.msg_id,
+                    "seq": message.seq,
+                    "content": text,
+                    "canceled_by": canceled_by.employee_id if canceled_by else None,
+                    "canceled_at": payloads.isoformat_z(now),
+                }
+            events.conversation_event(conversation, payload)
+    except Conflict:
+        _forget(info.msg_id)  # no longer open: nothing left to hold
+        raise
+    except Exception:
+        try:
+            buffer().reopen(info.msg_id)  # the write failed: a retry finds the text again
+        except BufferUnavailable:
+            pass
+        raise
+    _forget(info.msg_id)
+    return message
+
+
+def _forget(msg_id: str) -> None:
+    try:
+        buffer().discard(msg_id)
+    except BufferUnavailable:
+        pass  # a closed stream's keys expire by themselves (RedisStreamBuffer.CLOSED_TTL_MS)
+
+
+def _deliver(delivery: Delta) -> None:
+    """A coalesced stream_delta to every participant, from the stream's info alone."""
+    info = delivery.info
     payload = {
-        **_where(message),
+        **info.where,
         "type": "stream_delta",
-        "msg_id": message.msg_id,
-        "seq": message.seq,
-        "offset": offset,
-        "delta": delta,
-        "length": stream.published,
+        "msg_id": info.msg_id,
+        "seq": info.seq,
+        "offset": delivery.offset,
+        "delta": delivery.delta,
+        "length": delivery.length,
     }
-    events.conversation_event(message.conversation, payload, qos=0)
+    events.payload_event(payload, qos=0)
 
 
 def _start_payload(message: Message) -> dict:

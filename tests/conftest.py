@@ -50,6 +50,17 @@ def _fresh_process_caches():
     services.private_conversation_ids_clear()
 
 
+@pytest.fixture(autouse=True)
+def _stream_buffer_per_test():
+    # Open streams are held in this process's memory, a fresh buffer per test (tests of the
+    # Redis buffer install their own).
+    from messaging import stream_buffers
+
+    stream_buffers.install(stream_buffers.MemoryStreamBuffer())
+    yield
+    stream_buffers.install(None)
+
+
 @pytest.fixture
 def dispatcher(published):
     return Dispatcher(published, limiter=RateLimiter({}))

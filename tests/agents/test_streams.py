@@ -185,6 +185,22 @@ def test_a_restart_loses_at_most_the_unstored_seconds(call, clock, tick, agent, 
     assert Message.objects.get().content == "存下的，继续"
 
 
+def test_a_failed_end_keeps_the_text_for_a_retry(call, monkeypatch, agent, alice):
+    msg_id = ok(call(agent, "msg.stream_start", to_employee_id=alice.employee_id))["msg_id"]
+    ok(call(agent, "msg.stream_append", msg_id=msg_id, delta="未存的文字"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(streams.events, "conversation_event", broken)
+        assert call(agent, "msg.stream_end", msg_id=msg_id)["code"] == 500
+    assert Message.objects.get().stream_state == "open"  # rolled back
+    ok(call(agent, "msg.stream_append", msg_id=msg_id, delta="，继续"))  # still held, still open
+    ok(call(agent, "msg.stream_end", msg_id=msg_id))
+    assert Message.objects.get().content == "未存的文字，继续"
+
+
 def test_an_idle_stream_ends_itself(call, published, clock, tick, agent, alice):
     msg_id = ok(call(agent, "msg.stream_start", to_employee_id=alice.employee_id))["msg_id"]
     ok(call(agent, "msg.stream_append", msg_id=msg_id, delta="一半"))
