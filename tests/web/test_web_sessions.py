@@ -162,6 +162,9 @@ def test_hr_sees_and_ends_an_employees_sign_ins_in_the_console(
     laptop = browser(employee, agent=CHROME, address="10.0.0.5")
     phone = browser(employee, agent=IPHONE, address="10.8.0.9")
 
+    change_page = admin_client.get(f"/admin/org/employee/{employee.pk}/change/").content.decode()
+    link = f"/admin/org/websession/?q={employee.employee_id}&amp;active=yes"
+    assert f'id="mchat-web-sessions" href="{link}"' in change_page  # 登录设备 on the employee's page
     page = admin_client.get("/admin/org/websession/", {"q": employee.employee_id, "active": "yes"})
     html = page.content.decode()
     assert page.status_code == 200
