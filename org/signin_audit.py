@@ -93,9 +93,15 @@ def _refused_unchecked(request) -> bool:
     return bool(failures and failures > settings.AXES_FAILURE_LIMIT)
 
 
+def _through_a_door(request) -> bool:
+    """A sign-in or sign-out of an HTTP request (not Django's test client's force_login /
+    logout, which sign in with a bare request)."""
+    return request is not None and bool(getattr(request, "path", ""))
+
+
 @receiver(user_logged_in, dispatch_uid="mchat_signin_audit_logged_in")
 def _logged_in(sender, request, user, **kwargs) -> None:
-    if _employee_of(user) is not None:
+    if not _through_a_door(request) or _employee_of(user) is not None:
         return  # the web sign-in records itself, with its session (web_signed_in)
     method = "sso" if getattr(user, "backend", "").endswith("OIDCBackend") else "password"
     record("sign_in", request=request, target=user, method=method)
@@ -126,7 +132,7 @@ def _locked_out(sender, request, username=None, ip_address=None, **kwargs) -> No
 
 @receiver(user_logged_out, dispatch_uid="mchat_signin_audit_logged_out")
 def _logged_out(sender, request, user, **kwargs) -> None:
-    if user is None or _employee_of(user) is not None:
+    if user is None or not _through_a_door(request) or _employee_of(user) is not None:
         return  # web sign-outs are recorded with their session (web_signed_out)
     record("sign_out", request=request, target=user)
 

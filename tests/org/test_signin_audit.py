@@ -155,3 +155,10 @@ def test_two_factor_enrolment_codes_and_refusals_are_recorded(hr_user, settings)
     assert enrolled.changes == {"via": "console", "recovery_codes": 10, "user_agent": AGENT}
     assert verified.changes["method"] == "totp" and verified.address == "10.1.2.3"
     assert [r.action for r in rows() if r.action.startswith("sign_")] == ["sign_in", "sign_out", "sign_in"]
+
+
+def test_the_test_clients_force_login_is_no_sign_in(hr_user):
+    client = Client()
+    client.force_login(hr_user)
+    client.logout()
+    assert rows() == []
