@@ -380,8 +380,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Web client and sign-in (DESIGN §8) ---------------------------------------------------
-# Employees sign in with Django's auth machinery (org.web_auth); console accounts are
-# separate users. SSO backends go into this list later.
+# Employees sign in with Django's auth machinery (org.web_auth; SSO: org.web_oidc); console
+# accounts are separate users.
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "org.web_auth.EmployeeWebBackend",
@@ -397,12 +397,6 @@ MCHAT_PUBLIC_WS_URL = os.environ.get("MCHAT_PUBLIC_WS_URL") or (
 )
 # Lifetime of the page's MQTT credential; the page refreshes it at 80 % of this.
 MCHAT_WEB_TOKEN_TTL_SECONDS = int(os.environ.get("MCHAT_WEB_TOKEN_TTL_SECONDS", "300"))
-# Failed sign-ins allowed per account and per client address: [failures, window_seconds].
-MCHAT_WEB_SIGNIN_LIMITS = {
-    "account": [10, 900],
-    "address": [30, 300],
-    **json.loads(os.environ.get("MCHAT_WEB_SIGNIN_LIMITS", "{}")),
-}
 # Cookies: HttpOnly session, SameSite=Lax; Secure when the site is served over TLS.
 # (MCHAT_HTTPS above turns it on; MCHAT_COOKIE_SECURE alone is for a site behind TLS that
 # must not redirect.)
@@ -442,17 +436,11 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Sign-in hardening (issue 20): lock-out, two-factor for the console ---------------------
-# django-axes watches every django.contrib.auth.authenticate(request=...) call (the console's
-# login form, the web sign-in): after MCHAT_LOCKOUT_FAILURES failures within the cool-off for
-# one account OR from one address, that account / address is refused (even with the right
-# password) until MCHAT_LOCKOUT_COOLOFF_MINUTES pass or HR unlocks it (console: Axes "访问尝试"
-# or the users' "解除登录锁定" action; `manage.py axes_reset_username NAME`).
-INSTALLED_APPS += [
-    "axes",
-    "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
-]
+# django-axes, the one lock-out policy of every authenticate(request=...) call (console, web):
+# after MCHAT_LOCKOUT_FAILURES failures in the cool-off for one account OR from one address,
+# that account / address is refused (even with the right password) for
+# MCHAT_LOCKOUT_COOLOFF_MINUTES or until HR unlocks it (docs/signin.md).
+INSTALLED_APPS += ["axes", "django_otp", "django_otp.plugins.otp_totp", "django_otp.plugins.otp_static"]
 # Axes' backend goes first; it refuses locked-out credentials before any password is checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
@@ -504,7 +492,19 @@ LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sso=failed"
 # With SSO on, local console passwords can be switched off (MCHAT_LOCAL_PASSWORDS=false).
 MCHAT_LOCAL_PASSWORDS = _env_bool("MCHAT_LOCAL_PASSWORDS", True)
+# Employees on the web client through the same provider (org/web_oidc.py), matched by a claim
+# to an employee's email or employee_id; /login/sso/callback/ must be registered there too.
+MCHAT_WEB_OIDC = MCHAT_OIDC and _env_bool("MCHAT_WEB_OIDC", False)
+MCHAT_WEB_OIDC_MATCH_CLAIM = os.environ.get("MCHAT_WEB_OIDC_MATCH_CLAIM", "email")
+MCHAT_WEB_OIDC_EMPLOYEE_FIELD = os.environ.get("MCHAT_WEB_OIDC_EMPLOYEE_FIELD", "email")
+if MCHAT_WEB_OIDC_EMPLOYEE_FIELD not in {"email", "employee_id"}:
+    raise ValueError("MCHAT_WEB_OIDC_EMPLOYEE_FIELD must be email or employee_id")
+MCHAT_WEB_OIDC_CREATE_EMPLOYEES = _env_bool("MCHAT_WEB_OIDC_CREATE_EMPLOYEES", False)
+# With web SSO on, MCHAT_WEB_LOCAL_PASSWORDS=false takes password sign-in off the web client.
+MCHAT_WEB_LOCAL_PASSWORDS = not MCHAT_WEB_OIDC or _env_bool("MCHAT_WEB_LOCAL_PASSWORDS", True)
 if MCHAT_OIDC:
     AUTHENTICATION_BACKENDS += ["org.oidc.ConsoleOIDCBackend"]
+    if MCHAT_WEB_OIDC:
+        AUTHENTICATION_BACKENDS += ["org.web_oidc.EmployeeOIDCBackend"]
     if not MCHAT_LOCAL_PASSWORDS:
         AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")

@@ -1,9 +1,11 @@
-"""Lock-out after repeated sign-in failures (django-axes), shared by every sign-in form.
+"""Lock-out after repeated sign-in failures (django-axes): the one policy of every sign-in form.
 
 Axes counts the failures of every `django.contrib.auth.authenticate(request, ...)` call (the
-console's login form; the web sign-in later), per account and per address, and refuses both
-for the cool-off once either reaches MCHAT_LOCKOUT_FAILURES. This module only words the answer
-and gives HR one service to lift a lock-out early.
+console's login form, the web client's sign-in, which counts a typed login as its employee
+id: org.web_auth.canonical_login), per account and per address, and refuses both for the
+cool-off once either reaches MCHAT_LOCKOUT_FAILURES. This module only words the answer (the
+console's page, the web sign-in's page, JSON for scripts; 429 with Retry-After) and gives HR
+one service to lift a lock-out early.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from axes.utils import reset
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 
 
@@ -28,7 +31,7 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         "cooloff_minutes": minutes,
     }
     if request.headers.get("x-requested-with") == "XMLHttpRequest" or request.path.startswith("/api/"):
-        return JsonResponse(
+        response = JsonResponse(
             {
                 "code": 429,
                 "message": _("登录失败次数过多，已暂时锁定"),
@@ -36,7 +39,12 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
             },
             status=429,
         )
-    return render(request, "org/lockout.html", context, status=429)
+    else:
+        console = request.path.startswith(reverse("admin:index"))
+        response = render(request, "org/lockout.html" if console else "web/locked.html", context, status=429)
+    if cool_off:
+        response["Retry-After"] = str(math.ceil(cool_off.total_seconds()))
+    return response
 
 
 def signin_lockout_reset(*, username: str | None = None, ip_address: str | None = None) -> int:

@@ -228,6 +228,9 @@ class WebAccount(models.Model):
     # Set by HR (and createemployee): the employee chooses a new password at first sign-in.
     must_change_password = models.BooleanField(_("首次登录须修改密码"), default=True)
     password_changed_at = models.DateTimeField(_("密码修改时间"), null=True, blank=True)
+    # The company identity provider's subject ("sub") of the employee's single sign-on, once
+    # linked (org.web_oidc); blank until the first SSO sign-in.
+    sso_subject = models.CharField(_("企业账号标识"), max_length=255, blank=True)
 
     class Meta:
         verbose_name = _("网页登录账号")
@@ -244,15 +247,27 @@ class WebSession(models.Model):
     credential or password reset) the broker refuses those tokens and disconnects `client_ids`.
     """
 
+    class Method(models.TextChoices):
+        PASSWORD = "password", _("密码")
+        SSO = "sso", _("企业账号")
+
     sid = models.CharField(max_length=64, unique=True)
-    employee = models.ForeignKey(Employee, related_name="web_sessions", on_delete=models.CASCADE)
+    employee = models.ForeignKey(
+        Employee, verbose_name=_("员工"), related_name="web_sessions", on_delete=models.CASCADE
+    )
     client_ids = models.JSONField(default=list)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("登录时间"), auto_now_add=True)
+    method = models.CharField(_("登录方式"), max_length=16, choices=Method.choices, default=Method.PASSWORD)
+    # The browser as it said at sign-in, and where from (REMOTE_ADDR, or the proxy's client).
+    user_agent = models.CharField(_("浏览器"), max_length=300, blank=True)
+    address = models.CharField(_("地址"), max_length=64, blank=True)
+    # The page's latest credential refresh (every few minutes while it is open).
+    last_seen_at = models.DateTimeField(_("最近活动"), null=True, blank=True)
     # The latest expiry of a token issued to this session: the broker must refuse its tokens
     # until then once the session ended.
     tokens_valid_until = models.DateTimeField(null=True, blank=True)
-    ended_at = models.DateTimeField(null=True, blank=True)
-    end_reason = models.CharField(max_length=32, blank=True)
+    ended_at = models.DateTimeField(_("结束时间"), null=True, blank=True)
+    end_reason = models.CharField(_("结束原因"), max_length=32, blank=True)
 
     class Meta:
         verbose_name = _("网页会话")

@@ -22,6 +22,11 @@ log = logging.getLogger("mchat.signin")
 
 
 class ConsoleOIDCBackend(OIDCAuthenticationBackend):
+    def authenticate(self, request, **kwargs):
+        if request is not None and getattr(request, "mchat_web_sso", False):
+            return None  # the web client's employees (org.web_oidc): not console users
+        return super().authenticate(request, **kwargs)
+
     def _claim(self, claims: dict) -> str:
         return str(claims.get(settings.MCHAT_OIDC_MATCH_CLAIM) or "").strip()
 

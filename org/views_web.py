@@ -26,7 +26,7 @@ from django.views.decorators.csrf import csrf_protect, ensure_csrf_cookie
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from org import web_auth, web_throttle
+from org import web_auth, web_sessions
 from org.models import Employee, WebSession
 
 HOME = "/"
@@ -76,14 +76,25 @@ def _current(request: HttpRequest) -> tuple[Employee, WebSession] | None:
     return current
 
 
-def _client_address(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "")
+def _must_change_password(employee: Employee, session: WebSession) -> bool:
+    """An initial password must be replaced first, unless this sign-in came through SSO (or
+    local passwords are off): the employee then never uses that password."""
+    return (
+        session.method == WebSession.Method.PASSWORD
+        and settings.MCHAT_WEB_LOCAL_PASSWORDS
+        and web_auth.web_password_must_change(employee=employee)
+    )
 
 
-def _too_many_attempts(request: HttpRequest, retry_after: int) -> HttpResponse:
-    response = render(request, "web/too_many.html", {"minutes": max(1, (retry_after + 59) // 60)}, status=429)
-    response["Retry-After"] = str(retry_after)
-    return response
+def _sign_in_page(
+    request: HttpRequest, form: SignInForm | None, next_url: str, status: int = 200
+) -> HttpResponse:
+    context = {
+        "form": form if settings.MCHAT_WEB_LOCAL_PASSWORDS or not settings.MCHAT_WEB_OIDC else None,
+        "next": next_url,
+        "sso": settings.MCHAT_WEB_OIDC,
+    }
+    return render(request, "web/login.html", context, status=status)
 
 
 @sensitive_post_parameters("password")
@@ -95,27 +106,28 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     if request.method == "GET" and _current(request) is not None:
         return redirect(next_url)
     form = SignInForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and settings.MCHAT_WEB_OIDC and not settings.MCHAT_WEB_LOCAL_PASSWORDS:
+        return _sign_in_page(request, None, next_url, status=403)  # SSO only: no passwords here
     if request.method == "POST":
-        login_value = str(request.POST.get("login", ""))[:254]
-        retry_after = web_throttle.sign_in_retry_after(address=_client_address(request), login=login_value)
-        if retry_after is not None:
-            return _too_many_attempts(request, retry_after)
         if form.is_valid():
-            # Always through authenticate(): lock-out libraries see every failure.
+            # Always through authenticate(), as the canonical account: django-axes counts
+            # every failure per account and per address and locks both out (org.lockout);
+            # its middleware then answers with the cool-off page instead of this one.
             user = authenticate(
-                request, username=form.cleaned_data["login"], password=form.cleaned_data["password"]
+                request,
+                username=web_auth.canonical_login(form.cleaned_data["login"]),
+                password=form.cleaned_data["password"],
             )
             employee = web_auth.employee_of_user(user) if user is not None else None
             if employee is not None:
                 web_auth.web_sign_out(request=request)  # a sign-in this browser had before ends
                 login(request, user)
-                web_auth.web_sign_in_started(request=request, employee=employee)
-                if web_auth.web_password_must_change(employee=employee):
+                session = web_auth.web_sign_in_started(request=request, employee=employee)
+                if _must_change_password(employee, session):
                     return redirect(_with_next(reverse("web-password"), next_url))
                 return redirect(next_url)
-        web_throttle.sign_in_failed(address=_client_address(request), login=login_value)
         form.add_error(None, _("员工编号/邮箱或密码不正确"))
-    return render(request, "web/login.html", {"form": form, "next": next_url})
+    return _sign_in_page(request, form, next_url)
 
 
 @sensitive_post_parameters()
@@ -128,8 +140,10 @@ def password_change(request: HttpRequest) -> HttpResponse:
     current = _current(request)
     if current is None:
         return redirect(_with_next(reverse("web-login"), request.get_full_path()))
-    employee, _session = current
-    forced = web_auth.web_password_must_change(employee=employee)
+    employee, session = current
+    if not settings.MCHAT_WEB_LOCAL_PASSWORDS:
+        return redirect(next_url)  # no local password to change
+    forced = _must_change_password(employee, session)
     form_class = SetPasswordForm if forced else PasswordChangeForm
     form = form_class(request.user, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
@@ -166,7 +180,7 @@ def mqtt_credential(request: HttpRequest) -> JsonResponse:
     if current is None:
         return _json_error(401, _("未登录或登录已失效，请重新登录"))
     employee, session = current
-    if web_auth.web_password_must_change(employee=employee):
+    if _must_change_password(employee, session):
         return _json_error(403, _("请先修改初始密码"))
     device = None
     if request.body:
@@ -191,9 +205,10 @@ def web_shell(request: HttpRequest, rest: str = "") -> HttpResponse:
     current = _current(request)
     if current is None:
         return redirect(_with_next(reverse("web-login"), request.get_full_path()))
-    employee, _session = current
-    if web_auth.web_password_must_change(employee=employee):
+    employee, session = current
+    if _must_change_password(employee, session):
         return redirect(_with_next(reverse("web-password"), request.get_full_path()))
+    web_sessions.web_session_seen(session=session)
     try:
         html = (Path(settings.MCHAT_WEB_DIST_DIR) / "index.html").read_bytes()
     except FileNotFoundError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
@@ -26,7 +27,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from mchat import broker_policy
-from org import web_sessions
+from org import signin_audit, web_sessions
 from org.models import Employee, WebAccount, WebSession
 from org.web_tokens import SECRET_FILE, WEB_DEVICE_PATTERN, new_web_device, token_sign, web_secret_ensure
 
@@ -39,11 +40,12 @@ class EmployeeWebBackend(ModelBackend):
     """`authenticate(request, username=<employee id or email>, password=<web password>)`.
 
     An email shared by several employees signs in no one (ambiguous). Inactive employees and
-    employees without a web password are refused like a wrong password.
+    employees without a web password (or signing in only through SSO) are refused like a wrong
+    password; with MCHAT_WEB_LOCAL_PASSWORDS off nobody signs in with a password.
     """
 
     def authenticate(self, request, username=None, password=None, **kwargs):
-        if not username or password is None:
+        if not username or password is None or not settings.MCHAT_WEB_LOCAL_PASSWORDS:
             return None
         account = web_account_for_login(login=username)
         if account is None:
@@ -66,6 +68,14 @@ def web_account_for_login(*, login: str) -> WebAccount | None:
         .filter(Q(employee__employee_id=login.lower()) | Q(employee__email__iexact=login))[:2]
     )
     return matches[0] if len(matches) == 1 else None
+
+
+def canonical_login(login: str) -> str:
+    """What the lock-out counts a typed login as: the employee id when it names one (so the id
+    and the email, in any letter case, are one account), else the text in lower case."""
+    login = login.strip()
+    account = web_account_for_login(login=login)
+    return account.employee.employee_id if account else login.lower()
 
 
 def employee_of_user(user) -> Employee | None:
@@ -134,10 +144,25 @@ def web_password_must_change(*, employee: Employee) -> bool:
     return WebAccount.objects.filter(employee=employee, must_change_password=True).exists()
 
 
-def web_sign_in_started(*, request, employee: Employee) -> WebSession:
-    """After `login()`: a web session whose id goes into every token issued to it."""
-    session = web_sessions.web_session_start(employee=employee)
+def client_address(request) -> str:
+    """The browser's address as the lock-out sees it (MCHAT_PROXY_COUNT: X-Forwarded-For's)."""
+    return (get_client_ip_address(request) or "")[:64]
+
+
+@transaction.atomic
+def web_sign_in_started(
+    *, request, employee: Employee, method: str = WebSession.Method.PASSWORD
+) -> WebSession:
+    """After `login()`: a web session whose id goes into every token issued to it. Other
+    browsers of the employee stay signed in (each has its own session and client ids)."""
+    session = web_sessions.web_session_start(
+        employee=employee,
+        method=method,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent", ""),
+    )
     request.session[SESSION_SID_KEY] = session.sid
+    signin_audit.web_signed_in(request=request, employee=employee, session=session)
     return session
 
 
@@ -145,8 +170,36 @@ def web_sign_out(*, request) -> None:
     """End this sign-in's web session: its tokens are refused and its MQTT connections closed
     once the broker files are rendered (after commit). The caller then calls `logout()`."""
     sid = request.session.get(SESSION_SID_KEY)
-    if sid and web_sessions.web_session_end(sid=sid, reason=web_sessions.SIGNED_OUT):
+    if not sid:
+        return
+    with transaction.atomic():
+        session = WebSession.objects.select_related("employee").filter(sid=sid, ended_at__isnull=True).first()
+        if session is None or not web_sessions.web_session_end(sid=sid, reason=web_sessions.SIGNED_OUT):
+            return
+        signin_audit.web_signed_out(request=request, employee=session.employee, session_pk=session.pk)
         broker_policy.access_changed()
+
+
+@transaction.atomic
+def web_session_end_for(
+    *, request, employee: Employee, session_pk: int, by: Employee | None
+) -> WebSession | None:
+    """End one of `employee`'s sign-ins: from another of its browsers (`by` = the employee, the
+    "登录设备" panel) or by HR (`by` None, the console). Its tokens are refused and its MQTT
+    connections closed; that browser's page finds itself signed out. None if there was no
+    such active sign-in."""
+    session = (
+        WebSession.objects.select_for_update()
+        .filter(pk=session_pk, employee=employee, ended_at__isnull=True)
+        .first()
+    )
+    if session is None:
+        return None
+    reason = web_sessions.ENDED_BY_EMPLOYEE if by is not None else web_sessions.ENDED_BY_HR
+    web_sessions.web_session_end(sid=session.sid, reason=reason)
+    signin_audit.web_session_ended(request=request, employee=employee, session=session, by=by, reason=reason)
+    broker_policy.access_changed()
+    return session
 
 
 def web_session_current(request) -> tuple[Employee, WebSession] | None:

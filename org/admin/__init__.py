@@ -6,7 +6,10 @@ profile events and broker credentials behave exactly as over MQTT. A service ref
 as a form error on the re-rendered form.
 """
 
-from org import lockout_admin  # the unlock action on Axes' list of sign-in lock-outs
+from org import (
+    lockout_admin,  # the unlock action on Axes' list of sign-in lock-outs
+    web_sessions_admin,  # HR lists and ends employees' web sign-ins
+)
 from org.admin import departments, employees, notices
 
-__all__ = ["departments", "employees", "lockout_admin", "notices"]
+__all__ = ["departments", "employees", "lockout_admin", "notices", "web_sessions_admin"]

@@ -24,9 +24,10 @@ from django_otp import match_token
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from org import signin_audit
 from org.twofactor import console_2fa_mode, has_authenticator
 
-# Until the audit log exists, the two-factor events are recorded here (address, user agent).
+# The two-factor events go to the audit log (org.signin_audit) and to this log.
 log = logging.getLogger("mchat.signin")
 
 RECOVERY_CODES = 10
@@ -51,7 +52,8 @@ def _next_url(request) -> str:
     return reverse("admin:index")
 
 
-def _record(request, event: str, level: int = logging.INFO) -> None:
+def _record(request, event: str, level: int = logging.INFO, *, action: str, **changes) -> None:
+    signin_audit.console_2fa(action, request=request, **changes)
     log.log(
         level,
         "console 2fa %s: user=%s address=%s agent=%r",
@@ -97,13 +99,15 @@ def enrol(request):
                 TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
                 codes = _recovery_codes_issue(user)
                 otp_login(request, device)
-                _record(request, "enrolled")
+                _record(request, "enrolled", action="console_2fa_enrol", recovery_codes=RECOVERY_CODES)
                 return render(
                     request,
                     "org/twofactor/recovery_codes.html",
                     {"title": _("保存恢复码"), "codes": codes, "next": _next_url(request)},
                 )
-        _record(request, "enrolment code refused", logging.WARNING)
+        _record(
+            request, "enrolment code refused", logging.WARNING, action="console_2fa_refused", step="enrol"
+        )
         form.add_error("code", _("验证码不正确，请确认手机时间准确后重试"))
     secret = b32encode(device.bin_key).decode()
     context = {
@@ -130,9 +134,15 @@ def verify(request):
         device = match_token(user, form.cleaned_data["code"].strip().replace(" ", ""))
         if device is not None:
             otp_login(request, device)
-            _record(request, "recovery code used" if device.name == RECOVERY_DEVICE_NAME else "verified")
+            recovery = device.name == RECOVERY_DEVICE_NAME
+            _record(
+                request,
+                "recovery code used" if recovery else "verified",
+                action="console_2fa_verify",
+                method="recovery_code" if recovery else "totp",
+            )
             return redirect(_next_url(request))
-        _record(request, "code refused", logging.WARNING)
+        _record(request, "code refused", logging.WARNING, action="console_2fa_refused", step="verify")
         form.add_error("code", _("验证码无效或已使用过；连续输错后需稍等几秒再试"))
     return render(
         request,

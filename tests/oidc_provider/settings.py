@@ -38,3 +38,7 @@ OAUTH2_PROVIDER = {
     "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
     "OAUTH2_VALIDATOR_CLASS": "tests.oidc_provider.validator.EmailClaims",
 }
+# Cookies do not tell ports apart: names of its own, so that a browser signed in to MChat on
+# the same host keeps MChat's session and CSRF cookies while it visits the provider.
+SESSION_COOKIE_NAME = "provider_sessionid"
+CSRF_COOKIE_NAME = "provider_csrftoken"

@@ -5,81 +5,30 @@ refused; nobody is created."""
 
 from __future__ import annotations
 
-import os
 import re
-import selectors
-import subprocess
-import sys
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 
-from bridge.broker import REPO_DIR
 from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
+from tests.oidc_provider.running import provider_settings, running_provider
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
-CLIENT_ID = "mchat-console"
-CLIENT_SECRET = "mchat-console-secret-for-tests"
 PERSON = {"username": "zhangsan", "password": "Provider-pass-1", "email": "zhangsan@corp.example"}
 
 
 @pytest.fixture
 def provider(live_server, tmp_path):
     """The provider process, with MChat's callback on this test's live server."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    env = {
-        **os.environ,
-        "OIDC_PROVIDER_DB": str(tmp_path / "provider.sqlite3"),
-        "OIDC_PROVIDER_RSA_KEY": key.decode(),
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.oidc_provider.serve",
-            f"{live_server.url}/oidc/callback/",
-            CLIENT_ID,
-            CLIENT_SECRET,
-            PERSON["username"],
-            PERSON["password"],
-            PERSON["email"],
-        ],
-        cwd=REPO_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        output = []
-        while not output or not output[-1].startswith("ready "):
-            if not selector.select(timeout=60) or process.poll() is not None:
-                raise RuntimeError(f"OIDC provider did not start: {''.join(output)}{process.stdout.read()}")
-            output.append(process.stdout.readline())
-        yield f"http://127.0.0.1:{int(output[-1].split()[1])}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running_provider([f"{live_server.url}/oidc/callback/"], PERSON, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
 def sso(settings, provider):
-    settings.MCHAT_OIDC = True
-    settings.OIDC_RP_CLIENT_ID = CLIENT_ID
-    settings.OIDC_RP_CLIENT_SECRET = CLIENT_SECRET
-    settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{provider}/o/authorize/"
-    settings.OIDC_OP_TOKEN_ENDPOINT = f"{provider}/o/token/"
-    settings.OIDC_OP_USER_ENDPOINT = f"{provider}/o/userinfo/"
-    settings.OIDC_OP_JWKS_ENDPOINT = f"{provider}/o/.well-known/jwks.json"
+    provider_settings(settings, provider)
     settings.AUTHENTICATION_BACKENDS = [*settings.AUTHENTICATION_BACKENDS, "org.oidc.ConsoleOIDCBackend"]
     return provider
 

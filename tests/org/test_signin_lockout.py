@@ -156,3 +156,18 @@ def test_local_passwords_must_pass_the_validators(hr_user):
         with pytest.raises(ValidationError):
             validate_password(weak, user=hr_user)
     validate_password("correct-horse-battery", user=hr_user)
+
+
+def test_the_sign_in_sections_of_the_console_are_in_chinese(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    for label in (
+        "登录锁定",
+        "访问尝试",
+        "访问失败日志",
+        "访问日志",
+        "两步验证：验证器",
+        "TOTP 验证器",
+        "网页会话",
+    ):
+        assert label in page, label
+    assert "Access attempts" not in page and "TOTP devices" not in page

@@ -138,6 +138,12 @@ def web_stack(live, settings):
     dist = Path(django_settings.MCHAT_WEB_DIST_DIR)
     if dist.is_dir():
         settings.STATICFILES_DIRS = [("web", dist)]
+    # StaticFilesHandler serves the sources (finders), which have no content-hashed names:
+    # pages must name them plainly, or the sign-in pages' stylesheet is a 404.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     server = WebServer()
     settings.MCHAT_PUBLIC_WS_URL = f"ws://127.0.0.1:{ws_port}"
     settings.MCHAT_PUBLIC_BASE_URL = server.base_url

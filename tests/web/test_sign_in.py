@@ -1,5 +1,6 @@
 """Web sign-in through Django's test client: the sign-in, forced password change and sign-out
-pages, rate limits, the MQTT credential endpoint, the page shell and its security headers."""
+pages, the lock-out (django-axes, as the console), the MQTT credential endpoint, the page shell
+and its security headers."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
 from org import services, web_auth
+from org.lockout import signin_lockout_reset
 from org.models import WebAccount, WebSession
 from org.web_sessions import web_sessions_purge
 from org.web_tokens import token_verify
@@ -26,13 +27,6 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "correct-horse-42"
 CREDENTIAL_URL = "/api/web/mqtt-credential"
 INDEX_HTML = b'<!doctype html><html><head><script type="module" src="/static/web/assets/app.js"></script></head></html>'
-
-
-@pytest.fixture(autouse=True)
-def _fresh_sign_in_limits():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
@@ -238,34 +232,68 @@ def test_sign_out_needs_post_and_the_csrf_token(dist):
     assert post_credential(client).status_code in (401, 403)
 
 
-# --- rate limits ------------------------------------------------------------------------------
+# --- lock-out: django-axes, one policy with the console (org.lockout) -------------------------
 
 
-def test_failed_sign_ins_are_limited_per_account(client, settings):
-    settings.MCHAT_WEB_SIGNIN_LIMITS = {"account": [3, 900], "address": [100, 300]}
-    employee = make_employee()
+def test_failed_sign_ins_lock_the_account_however_it_is_typed(settings):
+    """Five failures (MCHAT_LOCKOUT_FAILURES) for one account, from five addresses and by its
+    id and its email in any letter case, lock that account everywhere; others sign in."""
+    assert settings.MCHAT_LOCKOUT_FAILURES == 5
+    employee = make_employee(email="Zhang.San@example.com")
     other = make_employee("李四")
-    for _ in range(3):
-        assert sign_in(client, employee.employee_id, "wrong").status_code == 200
+    typed = [
+        employee.employee_id,
+        "zhang.san@example.com",
+        "ZHANG.SAN@EXAMPLE.COM",
+        employee.employee_id.upper(),
+    ]
+    for n, login in enumerate(typed):
+        response = sign_in(Client(), login, "wrong", address=f"10.0.1.{n}")
+        assert response.status_code == 200 and "员工编号/邮箱或密码不正确" in response.content.decode()
+    locked = sign_in(Client(), "Zhang.San@example.com", "wrong", address="10.0.1.9")
+    assert locked.status_code == 429
 
-    response = sign_in(client, employee.employee_id)  # even the right password now
+    response = sign_in(Client(), employee.employee_id, address="10.0.2.1")  # even the right password
+    page = response.content.decode()
     assert response.status_code == 429
-    assert "登录尝试次数过多" in response.content.decode()
-    assert 0 < int(response["Retry-After"]) <= 901
-    assert sign_in(Client(), other.employee_id).status_code == 302
+    assert "登录已暂时锁定" in page and "连续 5 次登录失败" in page and "15 分钟后再试" in page
+    assert 'href="/login/"' in page and "web-signin" in page  # the web's page, not the console's
+    assert int(response["Retry-After"]) == 900
+    assert sign_in(Client(), other.employee_id, address="10.0.2.1").status_code == 302
 
 
-def test_failed_sign_ins_are_limited_per_address(settings):
-    settings.MCHAT_WEB_SIGNIN_LIMITS = {"account": [100, 900], "address": [3, 300]}
+def test_failed_sign_ins_lock_the_address_for_every_account():
     employee = make_employee()
     colleague = make_employee("李四")
     # Successful sign-ins from one office address do not count.
-    for _ in range(5):
+    for _ in range(3):
         assert sign_in(Client(), colleague.employee_id, address="10.0.0.7").status_code == 302
-    for n in range(3):
+    for n in range(4):
         assert sign_in(Client(), f"emp_guess_{n:03d}", "x", address="10.0.0.7").status_code == 200
+    assert sign_in(Client(), "emp_guess_999", "x", address="10.0.0.7").status_code == 429
     assert sign_in(Client(), employee.employee_id, address="10.0.0.7").status_code == 429
     assert sign_in(Client(), employee.employee_id, address="10.0.0.8").status_code == 302
+
+
+def test_hr_lifts_a_web_lock_out_by_employee_id():
+    employee = make_employee(email="zhang.san@example.com")
+    for n in range(5):
+        sign_in(Client(), "Zhang.San@Example.com", "wrong", address=f"10.0.3.{n}")
+    assert sign_in(Client(), employee.employee_id, address="10.0.4.1").status_code == 429
+    assert signin_lockout_reset(username=employee.employee_id) >= 1
+    assert sign_in(Client(), employee.employee_id, address="10.0.4.1").status_code == 302
+
+
+def test_a_lock_out_answers_scripts_with_json():
+    employee = make_employee()
+    for n in range(5):
+        sign_in(Client(), employee.employee_id, "wrong", address=f"10.0.5.{n}")
+    response = Client().post(
+        "/login/",
+        {"login": employee.employee_id, "password": PASSWORD},
+        headers={"X-Requested-With": "XMLHttpRequest"},
+    )
+    assert response.status_code == 429 and response.json()["code"] == 429
 
 
 # --- next= --------------------------------------------------------------------------------------

@@ -111,6 +111,18 @@ export const zh = {
   typing_peer: "对方正在输入…",
   typing_named: "{name} 正在输入…",
   typing_status: "{name}：{status}",
+  devices_title: "登录设备",
+  devices_short: "设备",
+  devices_hint: "你在这些浏览器上登录了 MChat。退出不认识的设备会立即断开它的连接。",
+  devices_failed: "无法加载登录设备：{error}",
+  device_unknown: "未知浏览器",
+  device_current: "当前设备",
+  device_method_sso: "企业账号",
+  device_address: "地址 {address}",
+  device_started: "登录于 {time}",
+  device_last_seen: "最近活动 {time}",
+  device_end: "退出该设备",
+  device_end_current: "退出当前设备",
 } as const;
 
 export type MessageKey = keyof typeof zh;

@@ -9,6 +9,7 @@ import { ConversationList } from "./ConversationList";
 import { ConversationView } from "./ConversationView";
 import { NewGroupDialog } from "./NewGroupDialog";
 import { OrgView, ProfileDialog } from "./OrgView";
+import { SessionsButton } from "./SessionsPanel";
 
 type Tab = "chats" | "org" | "agents";
 
@@ -132,6 +133,7 @@ export function App() {
             <span class="rail-label">{t("tab_agents")}</span>
           </button>
           <span class="rail-spacer" />
+          <SessionsButton />
           <SignOut />
         </nav>
         <aside class="sidebar">
