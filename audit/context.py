@@ -130,9 +130,9 @@ def user_of(value: Source) -> Any:
 
 
 def operator_employee(value: Source | None = None) -> Any:
-    """The employee a console or REST user acts as (User.employee when the sign-in app links
-    them), else None."""
+    """The employee a console or REST user acts as (Employee.console_user links them, set in
+    the console's employee form), else None."""
     user = user_of(value or current())
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    return getattr(user, "employee", None)
+    return getattr(user, "mchat_employee", None)
