@@ -349,12 +349,7 @@ def employee_console_user_set(*, employee_id: str, user: Any) -> Employee:
     """Link a console account (a staff Django user; None unlinks) to an employee: what that
     account then does in the console or over REST is done as this employee (the audit log's
     actor, operator_id / recalled_by of the deliveries). Console only: a trusted caller."""
-    employee = (
-        Employee.objects.select_for_update()
-        .select_related("console_user")
-        .filter(employee_id=str(employee_id))
-        .first()
-    )
+    employee = Employee.objects.select_for_update().filter(employee_id=str(employee_id)).first()
     if employee is None:
         raise NotFound(_("员工不存在：%(id)s") % {"id": employee_id})
     if user is not None and not user.is_staff:
