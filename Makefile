@@ -34,6 +34,13 @@ bench: system-deps venv plugin
 bench-login: system-deps venv plugin
 	$(PY) -m bench.login_guard $(BENCH_ARGS)
 
+# The audit log's cost on group.member_add and msg.send_private, on a private PostgreSQL
+# cluster (BENCH_ARGS="--sqlite" without one); writes bench/AUDIT.md.
+.PHONY: bench-audit
+bench-audit: venv
+	@.ci/ensure-packages postgresql
+	$(PY) -m bench.audit_cost $(BENCH_ARGS)
+
 system-deps:
 	@.ci/ensure-packages $(SYSTEM_PACKAGES)
 

@@ -1,15 +1,15 @@
-"""Console: the audit log read-only for everyone; legal holds and per-group retention."""
+"""Console: the audit log read-only for everyone; legal holds and per-group retention.
+
+REST tokens keep DRF's own console page: their creation and revocation are audited by
+audit.receivers, whatever the path."""
 
 from __future__ import annotations
 
 import json
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from rest_framework.authtoken.admin import TokenAdmin
-from rest_framework.authtoken.models import TokenProxy
 
 from audit import services
 from audit.models import AuditEvent, GroupRetention, LegalHold
@@ -139,33 +139,3 @@ class GroupRetentionAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for retention in queryset.select_related("group"):
             services.group_retention_set(group=retention.group, keep_days=None, inherit=True)
-
-
-# --- REST tokens: DRF's own console page, with creation and revocation audited ----------------
-
-
-class AuditedTokenAdmin(TokenAdmin):
-    """rest_framework.authtoken's page; a token created or revoked there leaves an audit row
-    naming its owner (never the key)."""
-
-    def save_model(self, request, obj, form, change: bool) -> None:
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            if not change:
-                services.audit_record(action="rest_token_create", actor=None, target=obj)
-
-    def delete_model(self, request, obj) -> None:
-        with transaction.atomic():
-            services.audit_record(action="rest_token_revoke", actor=None, target=obj)
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset) -> None:
-        with transaction.atomic():
-            for token in queryset.select_related("user"):
-                services.audit_record(action="rest_token_revoke", actor=None, target=token)
-            super().delete_queryset(request, queryset)
-
-
-if admin.site.is_registered(TokenProxy):
-    admin.site.unregister(TokenProxy)
-admin.site.register(TokenProxy, AuditedTokenAdmin)

@@ -44,10 +44,25 @@ class Source:
 
 _current: contextvars.ContextVar[Source | None] = contextvars.ContextVar("audit_source", default=None)
 
+# The source of a change no entry point claimed: the system's, or in a process manage.py started
+# the command's (manage.py sets it), so that a change made by a command MChat does not own
+# (DRF's drf_create_token) or typed in `manage.py shell` is audited as `command`. Entry points
+# inside a long-running command (a bridge request, a scheduled job) still set their own.
+_process_default = "system"
+
+
+def process_default(kind: str) -> None:
+    """Set this process's fallback source (manage.py: "command")."""
+    global _process_default
+    if kind not in KINDS:
+        raise ValueError(f"unknown audit source {kind!r}")
+    _process_default = kind
+
 
 def current() -> Source:
-    """The source of the change being made; `system` when no entry point said otherwise."""
-    return _current.get() or Source("system")
+    """The source of the change being made; the process's default (`system`, or `command`
+    under manage.py) when no entry point said otherwise."""
+    return _current.get() or Source(_process_default)
 
 
 def is_set() -> bool:
@@ -130,9 +145,9 @@ def user_of(value: Source) -> Any:
 
 
 def operator_employee(value: Source | None = None) -> Any:
-    """The employee a console or REST user acts as (User.employee when the sign-in app links
-    them), else None."""
+    """The employee a console or REST user acts as (Employee.console_user links them, set in
+    the console's employee form), else None."""
     user = user_of(value or current())
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    return getattr(user, "employee", None)
+    return getattr(user, "mchat_employee", None)

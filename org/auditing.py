@@ -53,6 +53,18 @@ def employee_changed(
     audit_record(action=action, actor=actor, target=employee, changes=changes_between(before, after))
 
 
+def console_user_changed(
+    *, actor: Employee | None, employee: Employee, before: str | None, after: str | None
+) -> None:
+    """The console account an employee acts through (by user name), linked or unlinked."""
+    audit_record(
+        action="employee_console_user_set",
+        actor=actor,
+        target=employee,
+        changes={"console_user": {"before": before, "after": after}},
+    )
+
+
 def department_snapshot(department: Department) -> dict[str, Any]:
     return {
         "name": department.name,

@@ -95,15 +95,16 @@ def new_notify_id() -> str:
     return f"notify_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
 
 
-def system_notice_published(notice: SystemNotice) -> None:
-    """Spec 3.19 to every employee on mchat/system/notify; not retained (a notice is news)."""
+def system_notice_published(notice: SystemNotice, *, operator_id: str) -> None:
+    """Spec 3.19 to every employee on mchat/system/notify; not retained (a notice is news).
+    `operator_id`: the employee who published it, or "system" (docs/protocol.md §12.3)."""
     publish_json_on_commit(
         SYSTEM_NOTIFY_TOPIC,
         {
             "notify_id": notice.notify_id,
             "type": "system_notice",
             "title": notice.title,
-            "body": {"text": notice.text},
+            "body": {"text": notice.text, "operator_id": operator_id},
             "created_at": isoformat_z(notice.created_at or timezone.now()),
         },
         qos=1,

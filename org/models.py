@@ -78,6 +78,21 @@ class Employee(models.Model):
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
     updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
     last_seen_at = models.DateTimeField(_("最后在线"), null=True, blank=True)
+    # The console (or REST) account this employee administers MChat with: what it does there
+    # is done as this employee (audit actor, operator_id / recalled_by of deliveries).
+    console_user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("控制台账号"),
+        null=True,
+        blank=True,
+        related_name="mchat_employee",
+        on_delete=models.SET_NULL,
+        limit_choices_to={"is_staff": True},
+        help_text=_(
+            "该员工登录管理控制台所用的账号：在控制台中解散群组、撤回消息、发布通知等操作，"
+            "审计日志和通知中都记为该员工。"
+        ),
+    )
 
     class Meta:
         verbose_name = _("员工")

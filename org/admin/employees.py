@@ -203,13 +203,14 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             ),
             (_("组织"), {"fields": ["department", "manager", "title"]}),
             (_("资料"), {"fields": ["email", "phone", "avatar", "signature"]}),
+            (_("管理控制台"), {"fields": ["console_user"]}),
             (_("记录"), {"fields": ["created_at", "updated_at", "last_seen_at", "web_sign_in"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return (
+        fixed = (
             "employee_id",
             "is_ai_agent",
             "created_at",
@@ -217,6 +218,10 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
             "last_seen_at",
             "web_sign_in",
         )
+        # Whoever links a console account lets it act as this employee: account administration.
+        if not request.user.has_perm("auth.change_user"):
+            return (*fixed, "console_user")
+        return fixed
 
     @admin.display(description=gettext_lazy("网页登录"))
     def web_sign_in(self, obj):
@@ -277,6 +282,8 @@ class EmployeeAdmin(ServiceErrorsAsFormErrors, ImportExportMixin, admin.ModelAdm
                 updates["agent"] = agent
             if updates:
                 services.employee_update(actor=None, employee_id=obj.employee_id, updates=updates)
+            if "console_user" in form.changed_data:
+                services.employee_console_user_set(employee_id=obj.employee_id, user=data.get("console_user"))
             saved = Employee.objects.get(pk=obj.pk)
         instance_adopt(obj, saved)
         for formset in formsets:

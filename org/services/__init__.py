@@ -30,6 +30,7 @@ from org.services.departments import (
 from org.services.employees import (
     AGENT_FIELDS,
     EmployeeChange,
+    employee_console_user_set,
     employee_create,
     employee_deactivate,
     employee_update,
@@ -48,6 +49,7 @@ __all__ = [
     "department_move",
     "department_update",
     "device_bind",
+    "employee_console_user_set",
     "employee_create",
     "employee_credential_reset",
     "employee_deactivate",

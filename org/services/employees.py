@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
+from audit.context import operator_employee
 from mchat import broker_policy
 from mchat.errors import BadRequest, NotFound, PermissionDenied
 from org import agent_cards, auditing, events
@@ -341,3 +342,33 @@ def _model_fields(public: Iterable[str]) -> list[str]:
 
 def employee_deactivate(*, actor: Employee | None, employee_id: str) -> EmployeeChange:
     return employee_update(actor=actor, employee_id=employee_id, updates={"is_active": False})
+
+
+@transaction.atomic
+def employee_console_user_set(*, employee_id: str, user: Any) -> Employee:
+    """Link a console account (a staff Django user; None unlinks) to an employee: what that
+    account then does in the console or over REST is done as this employee (the audit log's
+    actor, operator_id / recalled_by of the deliveries). Console only: a trusted caller."""
+    employee = Employee.objects.select_for_update().filter(employee_id=str(employee_id)).first()
+    if employee is None:
+        raise NotFound(_("员工不存在：%(id)s") % {"id": employee_id})
+    if user is not None and not user.is_staff:
+        raise BadRequest(_("console_user 必须是可登录管理控制台的账号"))
+    if user is not None:
+        linked = Employee.objects.filter(console_user=user).exclude(pk=employee.pk).first()
+        if linked is not None:
+            raise BadRequest(
+                _("控制台账号 %(user)s 已关联员工 %(id)s")
+                % {"user": user.get_username(), "id": linked.employee_id}
+            )
+    before = employee.console_user.get_username() if employee.console_user else None
+    after = user.get_username() if user is not None else None
+    if before == after:
+        return employee
+    # The row names whom the account making the change acted as before it (an account may
+    # link itself); operator_employee() reads the link once per request.
+    acting = operator_employee()
+    employee.console_user = user
+    employee.save(update_fields=["console_user"])  # not public: no profile event, no org version
+    auditing.console_user_changed(actor=acting, employee=employee, before=before, after=after)
+    return employee

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from audit.context import SYSTEM_OPERATOR_ID, operator_employee
 from audit.services import audit_record, created
 from org import events
 from org.models import Employee, SystemNotice
@@ -41,5 +42,10 @@ def system_notice_broadcast(
         target=notice,
         changes=created({"title": notice.title, "text": notice.text, "sent_by": notice.sent_by}),
     )
-    events.system_notice_published(notice)
+    # Who published it, for the delivery: the employee, else the console user's employee, else
+    # "system" (docs/protocol.md §12.3).
+    operator = actor if actor is not None else operator_employee()
+    events.system_notice_published(
+        notice, operator_id=operator.employee_id if operator is not None else SYSTEM_OPERATOR_ID
+    )
     return notice

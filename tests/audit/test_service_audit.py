@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from audit import context
-from audit.models import AuditEvent
+from audit.models import AuditEvent, LegalHold
 from messaging import services as messaging_services
-from messaging.models import Message, StoredFile
+from messaging.models import Group, Message, StoredFile
 from messaging.storage.keys import object_key
 from org import services as org_services
+from org.models import AgentProfile, Department, Employee
+from tests.audit.conftest import employee_change_form
 from tests.factories import DepartmentFactory, EmployeeFactory
 
 pytestmark = pytest.mark.django_db
@@ -49,6 +52,8 @@ class World:
     department: Any
     group_id: str
     message: Any
+    rest: Any  # APIClient of the staff integration account "hr-system", every org permission
+    rest_key: str
 
 
 def _challenge(w: World, employee) -> dict:
@@ -261,7 +266,224 @@ def mqtt_file_download_grant(w: World) -> Expect:
     )
 
 
+def mqtt_challenge_consume(w: World) -> Expect:
+    challenge = _challenge(w, w.alice)
+    _ok(w.call(w.alice, "group.dismiss", group_id=w.group_id, **challenge))
+    return Expect(
+        "challenge_consume",
+        ("employee", w.alice.employee_id),
+        "mqtt",
+        ("challenge", challenge["challenge_id"]),
+        also={"group_dismiss"},
+        secrets=[challenge["token"]],
+    )
+
+
 # --- console ----------------------------------------------------------------------------------
+
+# The agent-profile inline of the employee add form, left empty (a person).
+EMPTY_AGENT_INLINE = {
+    "agent_profile-TOTAL_FORMS": "1",
+    "agent_profile-INITIAL_FORMS": "0",
+    "agent_profile-MIN_NUM_FORMS": "0",
+    "agent_profile-MAX_NUM_FORMS": "1",
+    "agent_profile-0-ack_deadline_seconds": "10",
+}
+
+
+def console_employee_create(w: World) -> Expect:
+    form = {**EMPTY_AGENT_INLINE, "name": "孙八", "title": "工程师"}
+    form |= {f: "" for f in ("email", "phone", "avatar", "signature", "department", "manager", "id_slug")}
+    page = w.console.post(reverse("admin:org_employee_add"), form).content.decode()
+    passwords = re.findall(r'<code class="mchat-password">([^<]+)</code>', page)
+    assert len(passwords) == 1, page[:2000]
+    employee = Employee.objects.get(name="孙八")
+    return Expect(
+        "employee_create",
+        ("user", "admin"),
+        "console",
+        ("employee", employee.employee_id),
+        {"name", "title", "mqtt_password_hash"},
+        secrets=passwords,
+    )
+
+
+def console_employee_update(w: World) -> Expect:
+    response = w.console.post(
+        reverse("admin:org_employee_change", args=[w.bob.pk]), employee_change_form(w.bob, title="经理")
+    )
+    assert response.status_code == 302
+    return Expect("employee_update", ("user", "admin"), "console", ("employee", w.bob.employee_id), {"title"})
+
+
+def console_employee_reactivate(w: World) -> Expect:
+    w.bob.is_active = False
+    w.bob.save()
+    w.console.post(
+        reverse("admin:org_employee_changelist"), {"action": "reactivate", "_selected_action": [w.bob.pk]}
+    )
+    return Expect(
+        "employee_reactivate", ("user", "admin"), "console", ("employee", w.bob.employee_id), {"is_active"}
+    )
+
+
+def console_web_password_set(w: World) -> Expect:
+    page = w.console.post(
+        reverse("admin:org_employee_changelist"),
+        {"action": "reset_web_password", "_selected_action": [w.bob.pk], "post": "yes"},
+    ).content.decode()
+    passwords = re.findall(r'<code class="mchat-web-password">([^<]+)</code>', page)
+    assert len(passwords) == 1
+    return Expect(
+        "employee_web_password_set",
+        ("user", "admin"),
+        "console",
+        ("employee", w.bob.employee_id),
+        {"web_password"},
+        secrets=passwords,
+    )
+
+
+def console_agent_profile_update(w: World) -> Expect:
+    profile = AgentProfile.objects.get(employee=w.agent)
+    form = {
+        "name": w.agent.name,
+        "is_active": "on",
+        **{f: "" for f in ("title", "email", "phone", "avatar", "signature", "department", "manager")},
+        "console_user": "",
+        "agent_profile-TOTAL_FORMS": "1",
+        "agent_profile-INITIAL_FORMS": "1",
+        "agent_profile-MIN_NUM_FORMS": "0",
+        "agent_profile-MAX_NUM_FORMS": "1",
+        "agent_profile-0-id": str(profile.pk),
+        "agent_profile-0-employee": str(w.agent.pk),
+        "agent_profile-0-owner": str(w.alice.pk),
+        "agent_profile-0-description": "",
+        "agent_profile-0-capabilities": "订单查询\n退货",
+        "agent_profile-0-skills_badge": "",
+        "agent_profile-0-ack_deadline_seconds": "10",
+    }
+    response = w.console.post(reverse("admin:org_employee_change", args=[w.agent.pk]), form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return Expect(
+        "employee_update",
+        ("user", "admin"),
+        "console",
+        ("employee", w.agent.employee_id),
+        {"agent.capabilities"},
+    )
+
+
+def console_console_user_set(w: World) -> Expect:
+    hr = User.objects.create_user("hr-lee", is_staff=True)
+    response = w.console.post(
+        reverse("admin:org_employee_change", args=[w.bob.pk]), employee_change_form(w.bob, console_user=hr.pk)
+    )
+    assert response.status_code == 302
+    return Expect(
+        "employee_console_user_set",
+        ("user", "admin"),
+        "console",
+        ("employee", w.bob.employee_id),
+        {"console_user"},
+    )
+
+
+def console_department_create(w: World) -> Expect:
+    response = w.console.post(
+        reverse("admin:org_department_add"),
+        {"name": "华东区", "parent": str(w.department.pk), "sort_order": "1", "department_id": ""},
+    )
+    assert response.status_code == 302
+    department = Department.objects.get(name="华东区")
+    return Expect(
+        "department_create", ("user", "admin"), "console", ("department", department.department_id), {"name"}
+    )
+
+
+def console_department_update(w: World) -> Expect:
+    w.console.post(
+        reverse("admin:org_department_change", args=[w.department.pk]),
+        {"name": "销售一部", "parent": "", "sort_order": "0"},
+    )
+    return Expect("department_update", ("user", "admin"), "console", ("department", "dept_sales"), {"name"})
+
+
+def console_department_move(w: World) -> Expect:
+    tech = DepartmentFactory(department_id="dept_tech", name="技术部", sort_order=2)
+    response = w.console.post(
+        reverse("admin:org_department_changelist"),
+        {"cmd": "move_node", "cut_item": tech.pk, "pasted_on": w.department.pk, "position": "left"},
+    )
+    assert response.content == b"OK, moved."
+    return Expect("department_move", ("user", "admin"), "console", ("department", "dept_tech"))
+
+
+def console_department_delete(w: World) -> Expect:
+    empty = DepartmentFactory(department_id="dept_empty", name="空部门")
+    response = w.console.post(reverse("admin:org_department_delete", args=[empty.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    return Expect("department_delete", ("user", "admin"), "console", ("department", "dept_empty"))
+
+
+def console_group_update(w: World) -> Expect:
+    group = Group.objects.get(group_id=w.group_id)
+    response = w.console.post(
+        reverse("admin:messaging_group_change", args=[group.pk]),
+        {
+            "name": "新群名",
+            "description": "",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302
+    return Expect("group_update", ("user", "admin"), "console", ("group", w.group_id), {"name"})
+
+
+def console_rest_token_create(w: World) -> Expect:
+    crm = User.objects.create_user("crm-sync", is_staff=True)
+    assert w.console.post("/admin/authtoken/tokenproxy/add/", {"user": crm.pk}).status_code == 302
+    return Expect(
+        "rest_token_create",
+        ("user", "admin"),
+        "console",
+        ("rest_token", "crm-sync"),
+        secrets=[Token.objects.get(user=crm).key],
+    )
+
+
+def console_rest_token_revoke(w: World) -> Expect:
+    response = w.console.post(
+        f"/admin/authtoken/tokenproxy/{User.objects.get(username='hr-system').pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 302
+    return Expect(
+        "rest_token_revoke", ("user", "admin"), "console", ("rest_token", "hr-system"), secrets=[w.rest_key]
+    )
+
+
+def console_legal_hold_place(w: World) -> Expect:
+    response = w.console.post("/admin/audit/legalhold/add/", {"employee": w.bob.pk, "reason": "诉讼保全"})
+    assert response.status_code == 302
+    return Expect(
+        "legal_hold_place", ("user", "admin"), "console", ("employee", w.bob.employee_id), {"legal_hold"}
+    )
+
+
+def console_legal_hold_release(w: World) -> Expect:
+    hold = LegalHold.objects.create(employee=w.bob, reason="诉讼保全")  # placed earlier
+    w.console.post("/admin/audit/legalhold/", {"action": "release_holds", "_selected_action": [hold.pk]})
+    return Expect(
+        "legal_hold_release", ("user", "admin"), "console", ("employee", w.bob.employee_id), {"legal_hold"}
+    )
+
+
+def console_group_retention_set(w: World) -> Expect:
+    group = Group.objects.get(group_id=w.group_id)
+    response = w.console.post("/admin/audit/groupretention/add/", {"group": group.pk, "keep_days": 30})
+    assert response.status_code == 302
+    return Expect("group_retention_set", ("user", "admin"), "console", ("group", w.group_id), {"keep_days"})
 
 
 def console_credential_reset(w: World) -> Expect:
@@ -305,8 +527,6 @@ def console_system_notice(w: World) -> Expect:
 
 
 def console_group_dismiss(w: World) -> Expect:
-    from messaging.models import Group
-
     group = Group.objects.get(group_id=w.group_id)
     w.console.post(
         reverse("admin:messaging_group_changelist"),
@@ -328,22 +548,93 @@ def console_recall(w: World) -> Expect:
 # --- REST, command, import --------------------------------------------------------------------
 
 
+def _rest_ok(response, status: int = 200) -> Any:
+    assert response.status_code == status, response.content
+    return response.json() if response.content else None
+
+
 def rest_employee_create(w: World) -> Expect:
-    user = User.objects.create_user("hr-system", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["add_employee", "view_employee"]))
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    response = client.post("/api/v1/employees/", {"name": "赵六"}, format="json")
-    assert response.status_code == 201, response.content
-    body = response.json()
+    body = _rest_ok(w.rest.post("/api/v1/employees/", {"name": "赵六"}, format="json"), 201)
     return Expect(
         "employee_create",
         ("user", "hr-system"),
         "rest",
         ("employee", body["employee_id"]),
         {"name"},
-        secrets=[body["mqtt_connection"]["mqtt_password"], Token.objects.get(user=user).key],
+        secrets=[body["mqtt_connection"]["mqtt_password"], w.rest_key],
     )
+
+
+def rest_employee_update(w: World) -> Expect:
+    _rest_ok(w.rest.patch(f"/api/v1/employees/{w.bob.employee_id}/", {"title": "经理"}, format="json"))
+    return Expect(
+        "employee_update", ("user", "hr-system"), "rest", ("employee", w.bob.employee_id), {"title"}
+    )
+
+
+def rest_employee_deactivate(w: World) -> Expect:
+    _rest_ok(w.rest.patch(f"/api/v1/employees/{w.bob.employee_id}/", {"is_active": False}, format="json"))
+    return Expect(
+        "employee_deactivate", ("user", "hr-system"), "rest", ("employee", w.bob.employee_id), {"is_active"}
+    )
+
+
+def rest_employee_reactivate(w: World) -> Expect:
+    w.bob.is_active = False
+    w.bob.save()
+    _rest_ok(w.rest.patch(f"/api/v1/employees/{w.bob.employee_id}/", {"is_active": True}, format="json"))
+    return Expect(
+        "employee_reactivate", ("user", "hr-system"), "rest", ("employee", w.bob.employee_id), {"is_active"}
+    )
+
+
+def rest_credential_reset(w: World) -> Expect:
+    body = _rest_ok(w.rest.post(f"/api/v1/employees/{w.bob.employee_id}/reset-credentials/"))
+    return Expect(
+        "employee_credential_reset",
+        ("user", "hr-system"),
+        "rest",
+        ("employee", w.bob.employee_id),
+        {"mqtt_password_hash"},
+        secrets=[body["mqtt_connection"]["mqtt_password"]],
+    )
+
+
+def rest_agent_profile_update(w: World) -> Expect:
+    _rest_ok(
+        w.rest.patch(
+            f"/api/v1/employees/{w.agent.employee_id}/",
+            {"agent": {"capabilities": ["订单查询", "退货"]}},
+            format="json",
+        )
+    )
+    return Expect(
+        "employee_update",
+        ("user", "hr-system"),
+        "rest",
+        ("employee", w.agent.employee_id),
+        {"agent.capabilities"},
+    )
+
+
+def rest_department_create(w: World) -> Expect:
+    body = _rest_ok(
+        w.rest.post("/api/v1/departments/", {"name": "华南区", "parent_id": "dept_sales"}, format="json"), 201
+    )
+    return Expect(
+        "department_create", ("user", "hr-system"), "rest", ("department", body["department_id"]), {"name"}
+    )
+
+
+def rest_department_update(w: World) -> Expect:
+    _rest_ok(w.rest.patch("/api/v1/departments/dept_sales/", {"name": "销售一部"}, format="json"))
+    return Expect("department_update", ("user", "hr-system"), "rest", ("department", "dept_sales"), {"name"})
+
+
+def rest_department_delete(w: World) -> Expect:
+    DepartmentFactory(department_id="dept_empty", name="空部门")
+    _rest_ok(w.rest.delete("/api/v1/departments/dept_empty/"), 204)
+    return Expect("department_delete", ("user", "hr-system"), "rest", ("department", "dept_empty"))
 
 
 def command_employee_create(w: World) -> Expect:
@@ -360,6 +651,71 @@ def command_employee_create(w: World) -> Expect:
         also={"employee_web_password_set"},  # a person also gets an initial web password
         secrets=[password, web_password],
     )
+
+
+@contextmanager
+def _under_manage_py():
+    """What manage.py sets for every process it starts (tests/audit/test_rest_tokens.py)."""
+    saved = context._process_default
+    context.process_default("command")
+    try:
+        yield
+    finally:
+        context.process_default(saved)
+
+
+def command_rest_token_create(w: World) -> Expect:
+    User.objects.create_user("crm-sync", is_staff=True)
+    with _under_manage_py():
+        call_command("drf_create_token", "crm-sync", stdout=(out := _Capture()))
+    key = Token.objects.get(user__username="crm-sync").key
+    assert key in out.text
+    return Expect("rest_token_create", ("system", ""), "command", ("rest_token", "crm-sync"), secrets=[key])
+
+
+def command_rest_token_revoke(w: World) -> Expect:
+    with _under_manage_py():
+        call_command("drf_create_token", "hr-system", "--reset", stdout=(out := _Capture()))
+    key = Token.objects.get(user__username="hr-system").key
+    assert key in out.text
+    return Expect(
+        "rest_token_revoke",
+        ("system", ""),
+        "command",
+        ("rest_token", "hr-system"),
+        also={"rest_token_create"},  # --reset: the old token revoked, a new one created
+        secrets=[w.rest_key, key],
+    )
+
+
+def import_employee_create(w: World) -> Expect:
+    import tablib
+
+    from org.resources import EmployeeResource
+
+    dataset = tablib.Dataset().load(
+        "employee_id,name,department_id,title\nemp_imported_001,周九,dept_sales,会计\n", format="csv"
+    )
+    result = EmployeeResource().import_data(dataset, dry_run=False, raise_errors=True)
+    assert not result.has_errors()
+    return Expect(
+        "employee_create",
+        ("system", ""),
+        "import",
+        ("employee", "emp_imported_001"),
+        {"name", "title", "department_id"},
+    )
+
+
+def import_employee_update(w: World) -> Expect:
+    import tablib
+
+    from org.resources import EmployeeResource
+
+    dataset = tablib.Dataset().load(f"employee_id,name,title\n{w.bob.employee_id},Bob,出纳\n", format="csv")
+    result = EmployeeResource().import_data(dataset, dry_run=False, raise_errors=True)
+    assert not result.has_errors()
+    return Expect("employee_update", ("system", ""), "import", ("employee", w.bob.employee_id), {"title"})
 
 
 def import_department(w: World) -> Expect:
@@ -402,13 +758,42 @@ CASES = [
     mqtt_group_dismiss,
     mqtt_admin_recall,
     mqtt_file_download_grant,
+    mqtt_challenge_consume,
+    console_employee_create,
+    console_employee_update,
     console_credential_reset,
     console_deactivate,
+    console_employee_reactivate,
+    console_web_password_set,
+    console_agent_profile_update,
+    console_console_user_set,
+    console_department_create,
+    console_department_update,
+    console_department_move,
+    console_department_delete,
     console_system_notice,
+    console_group_update,
     console_group_dismiss,
     console_recall,
+    console_rest_token_create,
+    console_rest_token_revoke,
+    console_legal_hold_place,
+    console_legal_hold_release,
+    console_group_retention_set,
     rest_employee_create,
+    rest_employee_update,
+    rest_employee_deactivate,
+    rest_employee_reactivate,
+    rest_credential_reset,
+    rest_agent_profile_update,
+    rest_department_create,
+    rest_department_update,
+    rest_department_delete,
     command_employee_create,
+    command_rest_token_create,
+    command_rest_token_revoke,
+    import_employee_create,
+    import_employee_update,
     import_department,
 ]
 
@@ -432,7 +817,14 @@ def world(call, admin_client, django_capture_on_commit_callbacks, settings, tmp_
     department = DepartmentFactory(department_id="dept_sales", name="销售部")
     group = messaging_services.group_create(actor=alice, name="项目组", member_ids=[bob.employee_id]).group
     message = messaging_services.message_send_group(actor=bob, group_id=group.group_id, content="hello")
-    return World(call, Console(), admin, alice, bob, agent, department, group.group_id, message)
+    integration = User.objects.create_user("hr-system", is_staff=True)
+    integration.user_permissions.add(*Permission.objects.filter(content_type__app_label="org"))
+    rest = APIClient()
+    rest_key = Token.objects.create(user=integration).key
+    rest.credentials(HTTP_AUTHORIZATION=f"Token {rest_key}")
+    return World(
+        call, Console(), admin, alice, bob, agent, department, group.group_id, message, rest, rest_key
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

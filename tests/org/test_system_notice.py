@@ -22,7 +22,7 @@ def test_an_org_admin_broadcasts(org_admin, published, django_capture_on_commit_
     )
     assert set(message.payload) == {"notify_id", "type", "title", "body", "created_at"}
     assert message.payload["type"] == "system_notice"
-    assert message.payload["body"] == {"text": "周五下午放假"}
+    assert message.payload["body"] == {"text": "周五下午放假", "operator_id": org_admin.employee_id}
     assert notice.sent_by == org_admin.employee_id
 
 
