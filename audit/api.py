@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import selectors
+from audit.models import AuditEvent
 from mchat.errors import BadRequest
 
 EXPORT_FORMATS = ("json", "csv", "jsonl")
@@ -80,7 +81,7 @@ class AuditEventOutput(serializers.Serializer):
     target_id = serializers.CharField()
     target_display = serializers.CharField()
     changes = serializers.JSONField(help_text='{"field": {"before": x, "after": y}}; secrets: "changed"')
-    source = serializers.ChoiceField(choices=["mqtt", "rest", "console", "import", "command", "system"])
+    source = serializers.ChoiceField(choices=AuditEvent.Source.values)
     client_id = serializers.CharField()
     source_user = serializers.CharField()
     address = serializers.CharField()
@@ -98,9 +99,7 @@ _FILTER_PARAMETERS = [
     OpenApiParameter("action", OpenApiTypes.STR, description="e.g. employee_update"),
     OpenApiParameter("target_type", OpenApiTypes.STR, description="employee, department, group, message..."),
     OpenApiParameter("target_id", OpenApiTypes.STR),
-    OpenApiParameter(
-        "source", OpenApiTypes.STR, enum=["mqtt", "rest", "console", "import", "command", "system"]
-    ),
+    OpenApiParameter("source", OpenApiTypes.STR, enum=AuditEvent.Source.values),
     OpenApiParameter("since", OpenApiTypes.STR, description="ISO 8601 datetime or YYYY-MM-DD, inclusive"),
     OpenApiParameter(
         "until", OpenApiTypes.STR, description="ISO 8601 datetime (exclusive) or YYYY-MM-DD (whole day)"

@@ -18,7 +18,11 @@ from contextlib import ContextDecorator
 from dataclasses import dataclass, replace
 from typing import Any
 
-KINDS = ("mqtt", "rest", "console", "import", "command", "system")
+KINDS = ("mqtt", "rest", "console", "web", "import", "command", "system")
+
+# The web client's own HTTP pages (org/urls_web.py: sign-in, SSO, password, sign-out, the MQTT
+# credential and the sign-in sessions); a change made there is the employee's, from the web.
+WEB_PATHS = ("/login/", "/password/", "/logout/", "/api/web/")
 
 # operator_id of deliveries caused from the console by a user who is not an employee
 # (docs/protocol.md, "Audit log"): the system acted, on a staff user's order.
@@ -103,7 +107,8 @@ def client_address(request) -> str:
 
 
 class AuditSourceMiddleware:
-    """REST (`/api/`) and console requests: the source with the request's user and address.
+    """REST (`/api/`), web client (WEB_PATHS) and console requests: the source with the
+    request's user and address.
 
     The user is read when a row is written, not here: DRF authenticates tokens inside the
     view and sets the user on the Django request then.
@@ -113,12 +118,19 @@ class AuditSourceMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        kind = "rest" if request.path.startswith("/api/") else "console"
+        kind = request_kind(request.path)
         token = _current.set(_RequestSource(kind, request=request, address=client_address(request)))
         try:
             return self.get_response(request)
         finally:
             _current.reset(token)
+
+
+def request_kind(path: str) -> str:
+    """The audit source of an HTTP request to `path`."""
+    if path.startswith(WEB_PATHS):
+        return "web"
+    return "rest" if path.startswith("/api/") else "console"
 
 
 @dataclass(frozen=True)

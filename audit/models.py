@@ -42,6 +42,7 @@ class AuditEvent(models.Model):
         MQTT = "mqtt", "MQTT"
         REST = "rest", "REST"
         CONSOLE = "console", _("管理控制台")
+        WEB = "web", _("网页客户端")
         IMPORT = "import", _("导入")
         COMMAND = "command", _("管理命令")
         SYSTEM = "system", _("系统任务")

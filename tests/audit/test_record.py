@@ -108,3 +108,20 @@ def test_a_failed_audit_write_rolls_back_the_change(monkeypatch):
         audit_record(action="employee_update", actor=None, target=bob)
     bob.refresh_from_db()
     assert bob.name == "Bob"
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/login/", "web"),
+        ("/login/sso/callback/", "web"),
+        ("/password/", "web"),
+        ("/logout/", "web"),
+        ("/api/web/sessions/3/end", "web"),
+        ("/api/v1/employees/", "rest"),
+        ("/admin/org/employee/", "console"),
+        ("/admin/login/", "console"),
+    ],
+)
+def test_http_requests_are_sourced_by_entry_point(path, kind):
+    assert context.request_kind(path) == kind

@@ -122,6 +122,8 @@ def test_web_sign_in_failure_and_sign_out_name_the_employee():
     assert signed_in.changes["via"] == "web" and signed_in.changes["method"] == "password"
     assert signed_in.changes["user_agent"] == AGENT and signed_in.changes["session"]
     [signed_out] = rows("sign_out")
+    # The web client's pages are their own source, not the console's.
+    assert {failed.source, signed_in.source, signed_out.source} == {"web"}
     assert (signed_out.actor_id, signed_out.changes["session"]) == (
         employee.employee_id,
         signed_in.changes["session"],
