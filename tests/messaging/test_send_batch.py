@@ -122,8 +122,8 @@ def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(
             _send(alice, "r3", to_employee_id=bob.employee_id, content="三"),
         ]
     )
-    # The clash undoes the batch; served one by one, the repeat gets its first message back
-    # and the others still number without a gap.
+    # The store leaves the repeat out (no clash, no number taken): it gets its first message
+    # back and the others still number without a gap.
     assert responses[1]["data"] == first["data"]
     assert [responses[0]["data"]["seq"], responses[2]["data"]["seq"]] == [2, 3]
     assert Message.objects.count() == 3
@@ -190,7 +190,7 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
     )
     if connection.vendor == "postgresql":
         # The pair was seen before: one statement stores the batch and checks the sender, the
-        # recipient, their conversation and that no answer is recorded (private_sends_known).
+        # recipient, their conversation and that no answer is recorded (services.message_send_private).
         # No BEGIN or COMMIT either (CaptureQueriesContext would not show them).
         assert statements == ["WITH"]
     assert len(published.to(f"mchat/inbox/{bob.employee_id}")) == 5
@@ -241,13 +241,14 @@ def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batc
 
 
 def test_a_remembered_conversation_of_another_pair_is_never_written_to(batch, alice, bob, carol):
+    from messaging.participants import Participant
     from messaging.services import pair_cache
 
     batch([_send(alice, "p1", to_employee_id=carol.employee_id, content="给丙")])
     theirs = Conversation.objects.get(kind=Conversation.Kind.PRIVATE)
     # As if an id had been reused for another pair (SQLite may, after a rollback).
     key = (min(alice.pk, bob.pk), max(alice.pk, bob.pk))
-    pair_cache.PRIVATE_CONVERSATION_IDS.remember({key: theirs})
+    pair_cache.PRIVATE_CONVERSATION_IDS.remember([(theirs.pk, Participant.of(alice), Participant.of(bob))])
 
     (response,) = batch([_send(alice, "p2", to_employee_id=bob.employee_id, content="给乙")])
     assert response["code"] == 0 and response["data"]["seq"] == 1
