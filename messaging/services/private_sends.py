@@ -118,8 +118,8 @@ def _sends_between_known_pairs(sends: Sequence[PrivateSend], *, unanswered: str)
     """
     if connection.vendor != "postgresql" or not sends:
         return None
-    keys = {(send.client_id, send.seq_id) for send in sends}
-    if len(keys) < len(sends):
+    requests = [(send.client_id, send.seq_id) for send in sends if send.seq_id]
+    if len(set(requests)) < len(requests):
         return None
     posts = []
     for send in sends:
