@@ -110,7 +110,7 @@ def test_send_private_input_errors_are_400(call, alice, bob, fields, message):
     assert not Message.objects.exists()
 
 
-def test_a_repeated_seq_id_never_makes_a_second_message(call, published, alice, bob):
+def test_a_repeated_seq_id_never_makes_a_second_message(call, published, failed_statements, alice, bob):
     first = call(alice, "msg.send_private", seq_id="retry-1", to_employee_id=bob.employee_id, content="once")
     again = call(alice, "msg.send_private", seq_id="retry-1", to_employee_id=bob.employee_id, content="once")
     assert again == first
@@ -132,6 +132,7 @@ def test_a_repeated_seq_id_never_makes_a_second_message(call, published, alice, 
         content="x",
     )
     assert other["data"]["seq"] == 2
+    assert failed_statements == []  # repeats are left out, not caught as constraint violations
 
 
 def test_a_seq_id_reused_for_another_conversation_is_refused(call, alice, bob, carol):

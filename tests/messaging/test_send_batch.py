@@ -111,7 +111,9 @@ def test_a_batch_uses_a_fixed_number_of_statements(batch, alice, bob, carol):
     )
 
 
-def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(batch, published, alice, bob):
+def test_a_repeat_in_a_batch_returns_the_first_message_without_a_failed_statement(
+    batch, published, failed_statements, alice, bob
+):
     (first,) = batch([_send(alice, "r1", to_employee_id=bob.employee_id, content="一次")])
     ProcessedRequest.objects.all().delete()
     published.clear()
@@ -128,6 +130,7 @@ def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(
     assert [responses[0]["data"]["seq"], responses[2]["data"]["seq"]] == [2, 3]
     assert Message.objects.count() == 3
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["二", "三"]
+    assert failed_statements == []
 
 
 def test_other_actions_in_a_batch_keep_their_place(batch, alice, bob):
@@ -154,7 +157,9 @@ def test_other_actions_in_a_batch_keep_their_place(batch, alice, bob):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(dispatcher, published):
+def test_outside_a_transaction_a_batch_opens_none_and_a_repeat_is_answered_in_it(
+    dispatcher, published, failed_statements
+):
     # As in the bridge: no test transaction around the dispatcher.
     alice = EmployeeFactory(employee_id="emp_alice_001")
     bob = EmployeeFactory(employee_id="emp_bob_002")
@@ -176,6 +181,7 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["二", "三"]
     assert Message.objects.count() == 3
     assert not connection.in_atomic_block
+    assert failed_statements == []
 
     published.clear()
     with CaptureQueriesContext(connection) as queries:
