@@ -5,7 +5,9 @@ Every message takes the next number of its conversation inside the sender's tran
 under the conversation's row lock (one statement on PostgreSQL; `_conversations_seq_take`
 then an insert on SQLite), so numbers are gap-free and strictly increasing per conversation
 across any number of bridge processes; a message's sent_at is its conversation's last activity.
-Deliveries go out after commit (messaging.events).
+A post whose request (client_id, seq_id) made a message before is left out by the statements
+themselves (NOT EXISTS), so a repeat breaks no constraint and takes no number. Deliveries go
+out after commit (messaging.events).
 """
 
 from __future__ import annotations

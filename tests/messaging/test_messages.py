@@ -166,6 +166,31 @@ def test_group_message_is_one_publish_in_spec_3_12_shape(call, published, alice,
     }
 
 
+def test_deliveries_built_from_participants_are_what_history_builds_from_the_rows(
+    call, published, alice, bob, carol
+):
+    # The store's deliveries name sender and recipient as messaging.participants values (the
+    # known-pairs path looks nobody up); history builds the same payload from loaded rows.
+    from messaging import payloads
+    from messaging.services.conversations import conversation_loaded
+
+    group_id = _group(call, alice, bob, carol)
+    published.clear()
+    call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="一")
+    call(bob, "msg.send_private", to_employee_id=alice.employee_id, content="二")  # a pair seen before
+    call(carol, "msg.send_private", to_employee_id=carol.employee_id, content="备忘")
+    call(bob, "msg.send_group", group_id=group_id, content="三")
+    delivered = {
+        m.payload["msg_id"]: m.payload
+        for m in published.messages
+        if not m.topic.startswith("mchat/msg/resp/")
+    }
+    assert len(delivered) == 4
+    for message in Message.objects.select_related("sender"):
+        rows = payloads.message_payload(message, conversation_loaded(message.conversation_id))
+        assert delivered[message.msg_id] == rows
+
+
 def test_group_send_by_non_member_is_403_and_delivers_nothing(call, published, alice, bob, carol):
     group_id = _group(call, alice, bob)
     published.clear()
