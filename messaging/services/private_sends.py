@@ -159,10 +159,18 @@ class _Accepted:
 def _sends_looked_up(
     sends: Sequence[PrivateSend], recipients: Mapping[str, Employee | None]
 ) -> list[PrivateSent | MChatError]:
-    results: list[PrivateSent | MChatError | None] = [None] * len(sends)
-    accepted, same_as = _sends_checked(sends, recipients, results)
-    with sends_atomic((a.post.sender, a.post.recipient) for a in accepted):
-        _sends_stored(accepted, results)
+    for last_try in (False, True):
+        results: list[PrivateSent | MChatError | None] = [None] * len(sends)
+        accepted, same_as = _sends_checked(sends, recipients, results)
+        try:
+            with sends_atomic((a.post.sender, a.post.recipient) for a in accepted):
+                _sends_stored(accepted, results)
+            break
+        except Conversation.DoesNotExist:
+            # A conversation this process remembered is gone, or not the pair's (nothing was
+            # stored, and _sends_stored forgot these pairs): once more, looked up.
+            if last_try:
+                raise
     for index, first in same_as.items():
         results[index] = results[first]
     return results  # type: ignore[return-value]

@@ -191,12 +191,13 @@ def _store_sqlite(posts: Sequence[Post], messages: list[Message]) -> None:
 # sent_at is the later of now and its conversation's last activity, read under the lock, so
 # sent_at never goes back as seq goes up; and all of it commits or rolls back with the
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
-# caller gave (low, high; none for a group): a message whose conversation is not there gets no
-# number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
-# Checked posts (the known-pairs strategy) are stored only if every one holds what the caller
-# assumed (sender and recipient the active employees it took them for, the conversation the
-# pair's, no message of the same request yet, and the caller's `unanswered` condition): if one
-# does not, the statement writes nothing and returns no rows, without an error (`ready`).
+# caller gave (low, high; none for a group): if one is not there, the statement writes nothing
+# and returns one row of NULLs instead of the messages, without an error (`ready`). Checked
+# posts (the known-pairs strategy) are stored only if every one also holds what the caller
+# assumed (sender and recipient the active employees it took them for, no message of the same
+# request yet, and the caller's `unanswered` condition): if one does not, the statement writes
+# nothing and returns no rows. (Should a conversation vanish while the statement runs, the NOT
+# NULL of messages.seq still fails it whole.)
 _STORE_IN_ONE_STATEMENT = """
 WITH given AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
@@ -237,17 +238,17 @@ WITH given AS (
     WHERE r.conversation_id = mine.conversation_id AND r.employee_id = mine.sender_id
         AND r.last_read_seq < mine.seq
 )
-SELECT id, msg_id, seq, sent_at FROM inserted
+SELECT id, msg_id, seq, sent_at FROM inserted{not_ready}
 """
 
 
-# Every post is new (none left out as a repeat) and verified, and every conversation the pair's.
+# Every conversation is the pair's (and, checked, every post new and verified).
 _STORE_READY = """, ready AS (
-    SELECT (SELECT count(*) FROM verified) = (SELECT count(*) FROM given)
-        AND (SELECT count(*) FROM {conversation} AS c JOIN counts ON c.id = counts.conversation_id
+    SELECT {verified}(SELECT count(*) FROM {conversation} AS c JOIN counts ON c.id = counts.conversation_id
              AND c.employee_low_id IS NOT DISTINCT FROM counts.low
              AND c.employee_high_id IS NOT DISTINCT FROM counts.high) = (SELECT count(*) FROM counts) AS ok
 )"""
+_STORE_VERIFIED = "(SELECT count(*) FROM verified) = (SELECT count(*) FROM given)\n        AND "
 
 
 _STORE_CHECKS = """, verified AS (
@@ -276,9 +277,15 @@ def store_postgresql(
         if checked
         else "",
         checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
-        ready=_STORE_READY.format(conversation=quote(Conversation._meta.db_table)) if checked else "",
-        when_ready="\n        AND (SELECT ok FROM ready)" if checked else "",
-        when_ready_insert=" WHERE (SELECT ok FROM ready)" if checked else "",
+        ready=_STORE_READY.format(
+            verified=_STORE_VERIFIED if checked else "", conversation=quote(Conversation._meta.db_table)
+        ),
+        when_ready="\n        AND (SELECT ok FROM ready)",
+        when_ready_insert=" WHERE (SELECT ok FROM ready)",
+        # Unchecked: a conversation not the pair's is told apart from posts that were all repeats.
+        not_ready=""
+        if checked
+        else "\nUNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT (SELECT ok FROM ready)",
     )
     document = []
     for ord_, (post, m) in enumerate(zip(posts, messages, strict=True)):
@@ -305,6 +312,8 @@ def store_postgresql(
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(document), timezone.now()])
         stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
+    if None in stored:  # nothing was written
+        raise Conversation.DoesNotExist("conversations vanished or not the pair's")
     if checked and len(stored) < len(messages):
         raise AssumptionFailed()  # nothing was written
     for message in messages:

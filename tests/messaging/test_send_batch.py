@@ -233,7 +233,9 @@ def test_recipients_come_with_the_senders_and_known_pairs_need_no_lookup(dispatc
     assert sum('"org_employee" AS e' in sql for sql in statements) == 1
 
 
-def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batch, published, alice, bob):
+def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(
+    batch, published, failed_statements, alice, bob
+):
     (sent,) = batch([_send(alice, "g1", to_employee_id=bob.employee_id, content="1")])
     assert sent["code"] == 0
     Conversation.objects.filter(kind=Conversation.Kind.PRIVATE).delete()  # its messages with it
@@ -244,9 +246,12 @@ def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batc
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["2"]
     (conversation,) = Conversation.objects.filter(kind=Conversation.Kind.PRIVATE)
     assert list(conversation.messages.values_list("seq_id", flat=True)) == ["g2"]
+    assert failed_statements == []  # the store's pair check says so; no statement fails
 
 
-def test_a_remembered_conversation_of_another_pair_is_never_written_to(batch, alice, bob, carol):
+def test_a_remembered_conversation_of_another_pair_is_never_written_to(
+    batch, failed_statements, alice, bob, carol
+):
     from messaging.participants import Participant
     from messaging.services import pair_cache
 
@@ -261,3 +266,4 @@ def test_a_remembered_conversation_of_another_pair_is_never_written_to(batch, al
     assert list(theirs.messages.values_list("seq_id", flat=True)) == ["p1"]
     assert Message.objects.get(seq_id="p2").conversation_id != theirs.pk
     assert pair_cache.PRIVATE_CONVERSATION_IDS.get(key) != theirs.pk
+    assert failed_statements == []
