@@ -46,8 +46,8 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("    send_private_known (handler)", [("send_private_known", "bridge/handlers/messages.py")]),
     ("      validate (DRF serializer, reused)", [("validate_many", "bridge/handlers/__init__.py")]),
     (
-        "      services.private_sends_known -> messages_post (checks, number, insert, read positions)",
-        [("private_sends_known", "messaging/services/private_sends.py")],
+        "      services.message_send_private, known pairs -> messages_post (checks, number, insert, read positions)",
+        [("_sends_between_known_pairs", "messaging/services/private_sends.py")],
     ),
     (
         "  identity + idempotency SELECT (employees, earlier answers; the usual way)",
@@ -64,8 +64,8 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("      send_private_many (batch handler)", [("send_private_many", "bridge/handlers/messages.py")]),
     (
-        "        services.private_sends_check (refusals, conversations)",
-        [("private_sends_check", "messaging/services/private_sends.py")],
+        "        services.message_send_private, the usual way: _sends_checked (refusals, conversations)",
+        [("_sends_checked", "messaging/services/private_sends.py")],
     ),
     (
         "          recipients + conversations SELECT (pairs not seen before)",

@@ -8,14 +8,12 @@ functions below inside their transaction; each acts after commit.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Protocol
 
-from django.conf import settings
 from django.db import transaction
 
-from mchat.targets import target_resolve
+from mchat.targets import Port
 
 
 class BrokerPolicy(Protocol):
@@ -29,22 +27,9 @@ class BrokerPolicy(Protocol):
         """End these employees' live sessions when the broker next reloads its credentials."""
 
 
-_installed: BrokerPolicy | None = None
-_install_lock = threading.Lock()
-
-
-def install(policy: BrokerPolicy | None) -> None:
-    global _installed
-    _installed = policy
-
-
-def current() -> BrokerPolicy:
-    global _installed
-    if _installed is None:
-        with _install_lock:
-            if _installed is None:
-                _installed = target_resolve(settings.MCHAT_BROKER_POLICY)()
-    return _installed
+_port: Port[BrokerPolicy] = Port("MCHAT_BROKER_POLICY")
+install = _port.install
+current = _port.current
 
 
 def access_changed() -> None:

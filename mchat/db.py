@@ -69,12 +69,16 @@ def planned_rows(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk_by: str | None = None) -> None:
+def rows_insert(
+    objs: Sequence[Model], *, fields: Sequence[str], returning_pk_by: str | None = None, where: str = ""
+) -> None:
     """INSERT `objs` (one model) in one statement, values as `save()` would store them.
 
     `fields` are model field names (foreign keys by name). With `returning_pk_by`, the name
     of a unique field among them, each object gets its new primary key (matched by that
-    field: neither backend promises RETURNING rows in VALUES order).
+    field: neither backend promises RETURNING rows in VALUES order). `where`: a condition on
+    the row source `v` (columns by column name); a row that fails it is not inserted, and its
+    object keeps no primary key.
     """
     if not objs:
         return
@@ -91,6 +95,7 @@ def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk_by
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({column_list}) "
         f"SELECT {', '.join(f'v.{column}' for column, _type in columns)} FROM {source}"
+        f"{f' WHERE {where}' if where else ''}"
     )
     with connection.cursor() as cursor:
         if returning_pk_by is None:
@@ -100,8 +105,10 @@ def rows_insert(objs: Sequence[Model], *, fields: Sequence[str], returning_pk_by
         cursor.execute(f"{sql} RETURNING {quote(key.column)}, {quote(meta.pk.column)}", params)
         pks = dict(cursor.fetchall())
     for obj in objs:
-        obj.pk = pks[getattr(obj, key.attname)]
-        obj._state.adding = False
+        pk = pks.get(getattr(obj, key.attname))
+        if pk is not None:
+            obj.pk = pk
+            obj._state.adding = False
 
 
 def _stored(field, value):

@@ -10,14 +10,12 @@ tests install MemoryPublisher.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from django.conf import settings
 from django.db import transaction
 
-from mchat.targets import target_resolve
+from mchat.targets import Port
 from mchat.wire import encode
 
 
@@ -49,22 +47,9 @@ class MemoryPublisher:
         self.messages.clear()
 
 
-_installed: Publisher | None = None
-_install_lock = threading.Lock()
-
-
-def install(publisher: Publisher | None) -> None:
-    global _installed
-    _installed = publisher
-
-
-def current() -> Publisher:
-    global _installed
-    if _installed is None:
-        with _install_lock:
-            if _installed is None:
-                _installed = target_resolve(settings.MCHAT_PUBLISHER)()
-    return _installed
+_port: Port[Publisher] = Port("MCHAT_PUBLISHER")
+install = _port.install
+current = _port.current
 
 
 def publish_json_on_commit(

@@ -349,8 +349,6 @@ MCHAT_S3_SECRET_KEY = os.environ.get("MCHAT_S3_SECRET_KEY") or None
 # STS: AssumeRole on this role when set (AWS, MinIO), else GetFederationToken.
 MCHAT_STS_ENDPOINT_URL = os.environ.get("MCHAT_STS_ENDPOINT_URL") or MCHAT_S3_ENDPOINT_URL
 MCHAT_STS_ROLE_ARN = os.environ.get("MCHAT_STS_ROLE_ARN", "")
-# Organisation-wide notices to every inbox go through Celery tasks of this many recipients.
-MCHAT_NOTICE_BATCH_SIZE = int(os.environ.get("MCHAT_NOTICE_BATCH_SIZE", "500"))
 
 # --- Audit log and retention (DESIGN §10, audit.retention) --------------------------------
 # Audit rows older than this are deleted by the retention job.

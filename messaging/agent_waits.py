@@ -2,8 +2,8 @@
 to an agent is answered when the agent acknowledges it, or with 504 when its deadline passes.
 
 Nobody blocks. msg.send_private stores the message as usual and opens a wait
-(`agent_ack_wait_open`, in the send's transaction, so a wait exists exactly when its message
-does); the request is answered by whoever resolves the wait first, in any process:
+(`agent_ack_wait_open`, in the send's transaction, `sends_atomic`, so a wait exists exactly
+when its message does); the request is answered by whoever resolves the wait first, in any process:
 
 - the agent's msg.read_ack covering the message (`agent_acknowledged`, called by read_ack
   inside the acknowledgement's transaction): code 0 with the spec 3.11 `data`
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -36,6 +37,7 @@ from mchat.errors import DeadlineExceeded
 from mchat.outbox import publish_json_on_commit
 from mchat.wire import response_payload, response_topic
 from messaging.models import AgentAckWait, Message
+from messaging.participants import Participant
 from org.models import AgentProfile, Employee
 
 logger = logging.getLogger("mchat.messaging.agent_waits")
@@ -44,45 +46,62 @@ DEFAULT_ACK_DEADLINE_SECONDS = AgentProfile._meta.get_field("ack_deadline_second
 SWEEP_BATCH = 200  # waits resolved per transaction by one sweep
 
 
-def answer_waits(*, sender: Employee, recipient: Employee) -> bool:
+def answer_waits(*, sender: Participant, recipient: Participant) -> bool:
     """A send from `sender` to `recipient` is answered when the recipient acknowledges it."""
     return recipient.is_ai_agent and recipient.pk != sender.pk
 
 
-def agent_ack_wait_open(
-    *, client_id: str, seq_id: str, message: Message, sender: Employee, recipient: Employee, data: dict
-) -> dict | None:
-    """msg.send_private's answer: `data` now, or None when it waits for `recipient` (an AI
-    agent other than the sender) to acknowledge the message. Raises the 504 when this
-    request's wait has expired already (a repeat).
+def sends_atomic(pairs: Iterable[tuple[Participant, Participant]]) -> AbstractContextManager:
+    """The transaction to store private sends (sender, recipient) in: when an answer waits for
+    an AI agent, one that also records the wait (agent_ack_wait_open), so a wait exists
+    exactly when its message does; otherwise none (the store is atomic by itself)."""
+    if any(answer_waits(sender=sender, recipient=recipient) for sender, recipient in pairs):
+        return transaction.atomic()
+    return nullcontext()
 
-    Run it in the send's transaction, so the wait exists exactly when the message does.
+
+def agent_ack_wait_open(
+    *,
+    client_id: str,
+    seq_id: str,
+    message: Message,
+    sender: Participant,
+    recipient: Participant,
+    data: dict,
+) -> bool:
+    """Whether msg.send_private's answer waits for `recipient` (an AI agent other than the
+    sender) to acknowledge the message; False: answer now with `data`. Raises the 504 when
+    this request's wait has expired already (a repeat).
+
+    Run it in the send's transaction (sends_atomic), so the wait exists exactly when the
+    message does.
     """
     if not answer_waits(sender=sender, recipient=recipient):
-        return data
+        return False
     earlier = AgentAckWait.objects.filter(client_id=client_id, seq_id=seq_id).first()
     if earlier is not None:
-        # The same request again after its idempotency record was purged: the same outcome.
+        # The same request again after its idempotency record was purged: the same outcome
+        # (acknowledged: its data, which is this message's).
         if earlier.state == AgentAckWait.State.EXPIRED:
             raise agent_timeout()
-        if earlier.state == AgentAckWait.State.ACKNOWLEDGED:
-            return earlier.response_data
-        return None
+        return earlier.state == AgentAckWait.State.PENDING
     seconds = (
-        AgentProfile.objects.filter(employee=recipient).values_list("ack_deadline_seconds", flat=True).first()
+        AgentProfile.objects.filter(employee_id=recipient.pk)
+        .values_list("ack_deadline_seconds", flat=True)
+        .first()
         or DEFAULT_ACK_DEADLINE_SECONDS
     )
     AgentAckWait.objects.create(
         client_id=client_id,
         seq_id=seq_id,
         message=message,
-        agent=recipient,
+        agent_id=recipient.pk,
         conversation_id=message.conversation_id,
         seq=message.seq,
         deadline=message.sent_at + timedelta(seconds=seconds),
         response_data=data,
     )
-    return None
+    return True
 
 
 def agent_ack_answers(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:

@@ -13,11 +13,21 @@ from mchat.outbox import publish_json_on_commit
 from mchat.wire import group_topic, inbox_topic
 from messaging import payloads
 from messaging.models import Conversation, Message
+from messaging.participants import Participant
 
 
-def message_sent(message: Message, conversation: Conversation) -> None:
-    payload = payloads.message_payload(message, conversation)
-    _to_conversation(conversation, payload)
+def message_sent(
+    message: Message, *, sender: Participant, recipient: Participant | None = None, group_id: str = ""
+) -> None:
+    """A new message: to the private pair's inboxes (`recipient`), or to the group's topic."""
+    if recipient is None:
+        payload = payloads.group_message_payload(message, group_id=group_id, sender_id=sender.employee_id)
+        publish_json_on_commit(group_topic(group_id), payload, qos=1)
+        return
+    payload = payloads.private_message_payload(
+        message, sender_id=sender.employee_id, recipient_id=recipient.employee_id
+    )
+    _to_pair(payload)
 
 
 def message_recalled(message: Message, conversation: Conversation) -> None:
@@ -62,6 +72,10 @@ def _to_conversation(conversation: Conversation, payload: dict, *, qos: int = 1)
     if conversation.is_group:
         publish_json_on_commit(group_topic(conversation.group.group_id), payload, qos=qos)
         return
+    _to_pair(payload, qos=qos)
+
+
+def _to_pair(payload: dict, *, qos: int = 1) -> None:
     # The recipient first; then the sender's own inbox (once, for a note to oneself).
     employee_ids = dict.fromkeys([payload["to_employee_id"], payload["from_employee_id"]])
     publish_json_on_commit([inbox_topic(employee_id) for employee_id in employee_ids], payload, qos=qos)

@@ -18,22 +18,48 @@ def message_payload(message: Message, conversation: Conversation) -> dict:
     `conversation` must have its group or both employees loaded; `message.sender` too.
     """
     if conversation.is_group:
-        return {
-            "msg_id": message.msg_id,
-            "group_id": conversation.group.group_id,
-            "from_employee_id": message.sender.employee_id,
-            "content": message.content,
-            "sent_at": isoformat_z(message.sent_at),
-            "type": "group",
-            "seq": message.seq,
-        }
+        return group_message_payload(
+            message, group_id=conversation.group.group_id, sender_id=message.sender.employee_id
+        )
+    return private_message_payload(
+        message,
+        sender_id=message.sender.employee_id,
+        recipient_id=_private_recipient(message, conversation),
+    )
+
+
+def private_message_payload(message: Message, *, sender_id: str, recipient_id: str) -> dict:
+    """Spec 3.11's delivery, plus `seq`: the employees by employee_id."""
     return {
         "msg_id": message.msg_id,
         "type": "private",
-        "from_employee_id": message.sender.employee_id,
+        "from_employee_id": sender_id,
         "content": message.content,
         "sent_at": isoformat_z(message.sent_at),
-        "to_employee_id": _private_recipient(message, conversation),
+        "to_employee_id": recipient_id,
+        "seq": message.seq,
+    }
+
+
+def group_message_payload(message: Message, *, group_id: str, sender_id: str) -> dict:
+    """Spec 3.12's delivery, plus `seq`."""
+    return {
+        "msg_id": message.msg_id,
+        "group_id": group_id,
+        "from_employee_id": sender_id,
+        "content": message.content,
+        "sent_at": isoformat_z(message.sent_at),
+        "type": "group",
+        "seq": message.seq,
+    }
+
+
+def private_sent_data(message: Message, *, to_employee_id: str) -> dict:
+    """Spec 3.11's answer `data` to msg.send_private (now, or when an AI agent acknowledges)."""
+    return {
+        "msg_id": message.msg_id,
+        "to_employee_id": to_employee_id,
+        "sent_at": isoformat_z(message.sent_at),
         "seq": message.seq,
     }
 

@@ -38,3 +38,16 @@ class GroupMemberFactory(factory.django.DjangoModelFactory):
 
     group = factory.SubFactory(GroupFactory)
     employee = factory.SubFactory(EmployeeFactory)
+
+
+def private_message_send(sender: Employee, recipient: Employee, content, **request):
+    """One private message through the service (messaging.services.message_send_private):
+    its Message; a refusal raises."""
+    from messaging import services
+
+    (outcome,) = services.message_send_private(
+        sends=[services.PrivateSend(sender, recipient.employee_id, content, **request)]
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome.message

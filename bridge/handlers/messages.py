@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 
-from django.db import transaction
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
@@ -17,7 +15,6 @@ from mchat.errors import EMPTY_MESSAGES, BadRequest, MChatError
 from mchat.wire import isoformat_z
 from messaging import payloads, selectors, services
 from messaging.agent_tasks import task_fields_of
-from messaging.agent_waits import agent_ack_wait_open, answer_waits
 from messaging.models import Conversation
 
 HISTORY_MAX = 100
@@ -76,74 +73,55 @@ class ConversationListInput(serializers.Serializer):
 
 
 def send_private(request: Request) -> dict | Deferred:
-    fields = validate(SendPrivateInput, request.payload)
-    message = services.message_send_private(
-        actor=request.employee,
-        to_employee_id=fields["to_employee_id"],
-        content=fields["content"],
-        client_id=request.client_id,
-        seq_id=request.seq_id,
-    )
-    return _sent_private(request, message)
+    """One request on its own (the dispatcher's _execute_one)."""
+    (answer,) = send_private_many([request])
+    if isinstance(answer, MChatError):
+        raise answer
+    return answer
 
 
 def send_private_many(requests: Sequence[Request]) -> list[dict | Deferred | MChatError]:
-    """send_private for requests that arrived together (the dispatcher's batch path): the
-    same answers, in a fixed number of queries.
-
-    The dispatcher opens no transaction around it (SEND_PRIVATE_BATCH.commits_itself):
-    on PostgreSQL the messages are stored by one statement, so a batch with no AI agent
-    among its recipients needs none. One that has agents is stored in a transaction that
-    also records their acknowledgement waits, so a wait exists exactly when its message does.
-    """
-    results: list[dict | Deferred | MChatError | None] = [None] * len(requests)
-    sends, indexes, known = [], [], {}
-    for index, (request, fields) in enumerate(
-        zip(requests, validate_many(SendPrivateInput, requests), strict=True)
-    ):
-        if isinstance(fields, MChatError):
-            results[index] = fields
-            continue
-        indexes.append(index)
-        known.update(request.employees)  # recipients the dispatcher found already
-        sends.append(
-            services.PrivateSend(
-                request.employee,
-                fields["to_employee_id"],
-                fields["content"],
-                request.client_id,
-                request.seq_id,
+    """send_private for requests that arrived together (the dispatcher's batch path): validate,
+    one service call, the answers each would get alone. The dispatcher opens no transaction
+    around it (SEND_PRIVATE_BATCH.commits_itself): the service makes its writes atomic."""
+    fields = validate_many(SendPrivateInput, requests)
+    sends, recipients = [], {}
+    for request, f in zip(requests, fields, strict=True):
+        if not isinstance(f, MChatError):
+            sends.append(
+                services.PrivateSend(
+                    request.employee, f["to_employee_id"], f["content"], request.client_id, request.seq_id
+                )
             )
-        )
-    checked = services.private_sends_check(sends, known=known)
-    waits = any(answer_waits(sender=sender, recipient=r) for sender, r in checked.recipients)
-    with transaction.atomic() if waits else nullcontext():
-        for index, outcome in zip(indexes, services.private_sends_store(checked), strict=True):
-            results[index] = (
-                outcome if isinstance(outcome, MChatError) else _sent_private(requests[index], outcome)
-            )
-    return results  # type: ignore[return-value]
+            recipients.update(request.employees)  # recipients the dispatcher found already
+    outcomes = iter(services.message_send_private(sends=sends, recipients=recipients))
+    return [f if isinstance(f, MChatError) else _answer(next(outcomes)) for f in fields]
 
 
 def send_private_known(requests: Sequence[Request]) -> list[dict] | None:
     """send_private for a batch whose senders have sent to these recipients before (the
-    dispatcher's optimistic path: nobody looked up yet, Request.employee is None). One
-    statement stores them all if everything this process remembers still holds; None
-    otherwise, and the dispatcher serves the batch the usual way (send_private_many)."""
+    dispatcher's optimistic path: nobody looked up yet, Request.employee is None). The
+    service stores them all with one statement if everything this process remembers still
+    holds; None otherwise, and the dispatcher serves the batch the usual way."""
     fields = validate_many(SendPrivateInput, requests)
     if any(isinstance(f, MChatError) for f in fields):
         return None
-    messages = services.private_sends_known(
-        [
-            services.KnownSend(r.employee_id, f["to_employee_id"], f["content"], r.client_id, r.seq_id)
+    sent = services.message_send_private(
+        sends=[
+            services.PrivateSend(r.employee_id, f["to_employee_id"], f["content"], r.client_id, r.seq_id)
             for r, f in zip(requests, fields, strict=True)
         ],
         # A refusal is recorded, not stored: its repeat must get it again (bridge.dispatch).
         unanswered=unanswered_condition("posts.client_id", "posts.seq_id"),
     )
-    if messages is None:
-        return None
-    return [_sent_data(message, f["to_employee_id"]) for message, f in zip(messages, fields, strict=True)]
+    return None if sent is None else [s.data for s in sent]
+
+
+def _answer(outcome: services.PrivateSent | MChatError) -> dict | Deferred | MChatError:
+    if isinstance(outcome, MChatError):
+        return outcome
+    # To an AI agent the answer waits for its msg.read_ack (messaging.agent_waits).
+    return Deferred() if outcome.waits else outcome.data
 
 
 class SendPrivateBatch:
@@ -158,30 +136,6 @@ class SendPrivateBatch:
 
 
 SEND_PRIVATE_BATCH = SendPrivateBatch()
-
-
-def _sent_private(request: Request, message) -> dict | Deferred:
-    recipient = message.conversation.peer_of(request.employee)
-    data = _sent_data(message, recipient.employee_id)
-    # To an AI agent the answer waits for its msg.read_ack (messaging.agent_waits).
-    answer = agent_ack_wait_open(
-        client_id=request.client_id,
-        seq_id=request.seq_id,
-        message=message,
-        sender=request.employee,
-        recipient=recipient,
-        data=data,
-    )
-    return Deferred() if answer is None else answer
-
-
-def _sent_data(message, to_employee_id: str) -> dict:
-    return {
-        "msg_id": message.msg_id,
-        "to_employee_id": to_employee_id,
-        "sent_at": isoformat_z(message.sent_at),
-        "seq": message.seq,
-    }
 
 
 def send_group(request: Request) -> dict:

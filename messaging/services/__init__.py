@@ -17,26 +17,16 @@ from messaging.services.groups import (
 from messaging.services.messages import message_recall, message_send_group
 from messaging.services.notifications import group_notify, system_notification_deliver
 from messaging.services.pair_cache import private_conversation_ids_clear
-from messaging.services.private_sends import (
-    CheckedSends,
-    KnownSend,
-    PrivateSend,
-    message_send_private,
-    messages_send_private,
-    private_sends_check,
-    private_sends_known,
-    private_sends_store,
-)
+from messaging.services.private_sends import PrivateSend, PrivateSent, message_send_private
 from messaging.services.read_positions import ReadAck, read_ack, read_position_move
 from messaging.services.receipts import group_receipt_counts, group_receipts_flush
 
 __all__ = [
-    "CheckedSends",
     "GroupCreated",
     "GroupUpdated",
-    "KnownSend",
     "MembershipChange",
     "PrivateSend",
+    "PrivateSent",
     "ReadAck",
     "group_create",
     "group_dismiss",
@@ -49,13 +39,9 @@ __all__ = [
     "message_recall",
     "message_send_group",
     "message_send_private",
-    "messages_send_private",
     "private_conversation_get_or_create",
     "private_conversation_ids_clear",
     "private_conversations_get_or_create",
-    "private_sends_check",
-    "private_sends_known",
-    "private_sends_store",
     "read_ack",
     "read_position_move",
     "system_notification_deliver",

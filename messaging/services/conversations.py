@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from django.db import transaction
 from django.utils import timezone
@@ -34,17 +34,16 @@ def private_conversation_get_or_create(*, a: Employee, b: Employee) -> Conversat
 
 
 def private_conversations_get_or_create(
-    pairs: Sequence[tuple[Employee, Employee]], *, found: dict[tuple[int, int], Conversation]
-) -> dict[tuple[int, int], Conversation]:
-    """The private conversation of each pair, by selectors.private_key: those in `found`
+    pairs: Sequence[tuple[Employee, Employee]], *, found: Mapping[tuple[int, int], int]
+) -> dict[tuple[int, int], int]:
+    """The private conversation id of each pair, by selectors.private_key: those in `found`
     (looked up already), private_conversation_get_or_create for each other pair."""
     wanted = {selectors.private_key(a, b): selectors.private_pair(a, b) for a, b in pairs}
     conversations = {}
     # In key order, so two processes creating the same new pairs take them in the same order.
     for key, (low, high) in sorted(wanted.items()):
-        conversation = found.get(key) or private_conversation_get_or_create(a=low, b=high)
-        conversation.employee_low, conversation.employee_high = low, high
-        conversations[key] = conversation
+        pk = found.get(key)
+        conversations[key] = pk if pk is not None else private_conversation_get_or_create(a=low, b=high).pk
     return conversations
 
 

@@ -1,12 +1,11 @@
-"""Group sends and recalls (spec 3.12, msg.recall), and what every message action shares:
-finding a message a participant may see, and the message an earlier copy of a request made."""
+"""Group sends and recalls (spec 3.12, msg.recall), and finding a message a participant may see."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -17,8 +16,9 @@ from messaging import events, selectors
 from messaging.content import Content, content_parse
 from messaging.files import file_reference_check
 from messaging.models import Conversation, GroupMember, Message
+from messaging.participants import Participant
 from messaging.services.conversations import conversation_loaded
-from messaging.services.store import Post, messages_post
+from messaging.services.store import Post, messages_of_requests, messages_post
 from org.models import Employee
 
 
@@ -75,24 +75,28 @@ def message_recall(*, actor: Employee | None, msg_id: str) -> Message:
 def _message_post(
     conversation: Conversation, *, sender: Employee, content: Content, client_id: str, seq_id: str
 ) -> Message:
-    """Append and deliver, once per request: a repeated (client_id, seq_id) gets the message
-    its first copy created, and nothing is delivered again."""
-    try:
-        with transaction.atomic():
-            (message,) = messages_post([Post(conversation, sender, content, client_id, seq_id)])
-    except IntegrityError:
-        # The unique (client_id, seq_id) insert clashed: only then is the earlier copy looked
-        # up, so the common path pays no query for it.
-        if not seq_id:
-            raise
-        return message_of_request(conversation, client_id=client_id, seq_id=seq_id)
+    """Append to a group and deliver, once per request: a repeated (client_id, seq_id) gets
+    the message its first copy created, and nothing is delivered again."""
+    post = Post(
+        conversation.pk,
+        Participant.of(sender),
+        content,
+        client_id,
+        seq_id,
+        group_id=conversation.group.group_id,
+    )
+    (message,) = messages_post([post])
+    if message is None:  # left out: the request made a message before
+        message = _message_of_request(conversation, client_id=client_id, seq_id=seq_id)
+    message.conversation, message.sender = conversation, sender
     return message
 
 
-def message_of_request(conversation: Conversation | None, *, client_id: str, seq_id: str) -> Message:
-    """The message an earlier delivery of this request created (its insert just clashed)."""
-    earlier = Message.objects.filter(client_id=client_id, seq_id=seq_id).select_related("sender").get()
-    if conversation is None or earlier.conversation_id != conversation.pk:
+def _message_of_request(conversation: Conversation, *, client_id: str, seq_id: str) -> Message:
+    """The message an earlier copy of this request created (the store left this one out);
+    refused if that was in another conversation."""
+    earlier = messages_of_requests([(client_id, seq_id)])[(client_id, seq_id)]
+    if earlier.conversation_id != conversation.pk:
         raise BadRequest(_("seq_id 已被本设备的另一条消息使用"))
     return earlier
 

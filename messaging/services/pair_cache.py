@@ -3,33 +3,32 @@ costs no lookup (messaging.services.private_sends)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from messaging import selectors
-from messaging.models import Conversation
-from org.models import Employee
+from messaging.participants import Participant
 
 
 @dataclass(frozen=True, slots=True)
 class KnownPair:
-    """What this process has seen of a sender and a recipient (by employee_id)."""
+    """What this process has seen of a sender and a recipient (by employee_id): their
+    private conversation and the two as they were then."""
 
     conversation_id: int
-    sender_pk: int
-    recipient_pk: int
-    recipient_is_agent: bool
+    sender: Participant
+    recipient: Participant
 
 
 class PrivateConversationIds:
     """This process's private conversation ids by pair (selectors.private_key), and what it
-    has seen of each pair by employee ids (KnownPair, for private_sends_known).
+    has seen of each pair by employee ids (KnownPair, for the known-pairs strategy of
+    messaging.services.private_sends).
 
     A pair's conversation, once created, is never replaced, so a send to a pair seen before
     needs no lookup. Should one be deleted after all (its employees deleted in the admin), the
     store statement, which checks every conversation against its pair, fails as a whole and
-    the batch's pairs are forgotten (private_sends_store, private_sends_known). Bounded (about
-    30 MB when full): when full, it starts over.
+    the batch's pairs are forgotten. Bounded (about 30 MB when full): when full, it starts over.
     """
 
     MAX_PAIRS = 50_000
@@ -44,28 +43,23 @@ class PrivateConversationIds:
     def known(self, sender_id: str, recipient_id: str) -> KnownPair | None:
         return self._known.get((sender_id, recipient_id))
 
-    def remember(
-        self,
-        conversations: Mapping[tuple[int, int], Conversation],
-        pairs: Iterable[tuple[Employee, Employee]] = (),
-    ) -> None:
-        if len(self._ids) + len(conversations) > self.MAX_PAIRS or len(self._known) > 2 * self.MAX_PAIRS:
+    def remember(self, pairs: Iterable[tuple[int, Participant, Participant]]) -> None:
+        """(conversation id, sender, recipient) of private conversations that exist."""
+        pairs = list(pairs)
+        if len(self._ids) + len(pairs) > self.MAX_PAIRS or len(self._known) > 2 * self.MAX_PAIRS:
             self.clear()
-        for key, conversation in conversations.items():
-            self._ids[key] = conversation.pk
-        for sender, recipient in pairs:  # and the other way round: the same conversation
-            conversation_id = self._ids[selectors.private_key(sender, recipient)]
+        for conversation_id, sender, recipient in pairs:
+            self._ids[selectors.private_key_of(sender.pk, recipient.pk)] = conversation_id
+            # and the other way round: the same conversation
             for a, b in ((sender, recipient), (recipient, sender)):
-                self._known[(a.employee_id, b.employee_id)] = KnownPair(
-                    conversation_id, a.pk, b.pk, b.is_ai_agent
-                )
+                self._known[(a.employee_id, b.employee_id)] = KnownPair(conversation_id, a, b)
 
     def forget(self, keys: Iterable[tuple[int, int]]) -> None:
         keys = set(keys)
         for key in keys:
             self._ids.pop(key, None)
         for by_ids, pair in list(self._known.items()):
-            if selectors.private_key_of(pair.sender_pk, pair.recipient_pk) in keys:
+            if selectors.private_key_of(pair.sender.pk, pair.recipient.pk) in keys:
                 del self._known[by_ids]
 
     def forget_known(self, ids: Iterable[tuple[str, str]]) -> None:

@@ -1,5 +1,21 @@
-"""msg.send_private (spec 3.11): one request or many at once, and the one-statement path
-for pairs this process has seen (private_sends_known, PostgreSQL)."""
+"""msg.send_private (spec 3.11): one front door, `message_send_private(*, sends, ...)`, for one
+send or many, and the two ways it serves them, side by side below it:
+
+- `_sends_between_known_pairs`: senders named by employee_id only, before anyone is looked up
+  (what the bridge's dispatcher tries first), between pairs this process has seen: ONE
+  PostgreSQL statement stores them all and checks everything this process remembered. All or
+  nothing: None when it cannot serve them all (nothing stored); the caller then looks the
+  senders up and comes again.
+- `_sends_looked_up`: the usual way, senders looked up: each send's refusal, or its recipient
+  and conversation (`_sends_checked`), then the store (`_sends_stored`,
+  messaging.services.store: one statement on PostgreSQL, three on SQLite), in a transaction
+  that also opens the agents' waits when an answer waits for an AI agent
+  (messaging.agent_waits.sends_atomic).
+
+A request (client_id, seq_id) that made a message before gets that message again: nothing is
+stored or delivered twice, and no constraint is broken to find out (the store leaves repeats
+out and says so).
+"""
 
 from __future__ import annotations
 
@@ -8,189 +24,107 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils.translation import gettext as _
 
 from mchat.db import rows_source
-from mchat.errors import MChatError, NotFound
-from messaging import selectors
-from messaging.content import Content, content_parse
+from mchat.errors import BadRequest, MChatError, NotFound
+from messaging import payloads, selectors
+from messaging.agent_waits import agent_ack_wait_open, answer_waits, sends_atomic
+from messaging.content import content_parse
 from messaging.files import file_reference_check
 from messaging.models import Conversation, Message
+from messaging.participants import Participant
 from messaging.services.conversations import private_conversations_get_or_create
-from messaging.services.messages import message_of_request
 from messaging.services.pair_cache import PRIVATE_CONVERSATION_IDS
-from messaging.services.store import AssumptionFailed, Post, messages_post
+from messaging.services.store import AssumptionFailed, Post, messages_of_requests, messages_post
 from org.models import Employee
 
 
-def message_send_private(
-    *,
-    actor: Employee,
-    to_employee_id: str,
-    content,
-    client_id: str = "",
-    seq_id: str = "",
-) -> Message:
-    """A private message to an active employee (oneself included: a note to self).
-
-    Delivered to the recipient's inbox and, for the sender's other devices, to the sender's.
-    A repeated (client_id, seq_id) returns the message it created and delivers nothing again.
-    """
-    send = PrivateSend(actor, to_employee_id, content, client_id, seq_id)
-    try:
-        with transaction.atomic():
-            (result,) = messages_send_private([send])
-    except IntegrityError:
-        # The unique (client_id, seq_id) insert clashed: only then is the earlier copy looked
-        # up, so the common path pays no query for it.
-        if not seq_id:
-            raise
-        recipient = selectors.peer_get(employee_id=to_employee_id, active=True)
-        return message_of_request(
-            selectors.private_conversation(a=actor, b=recipient), client_id=client_id, seq_id=seq_id
-        )
-    if isinstance(result, MChatError):
-        raise result
-    return result
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrivateSend:
-    """One msg.send_private request, as messages_send_private takes it."""
+    """One msg.send_private: who sends (the Employee; or only its employee_id, before anyone
+    is looked up), to whom, the content as the request carried it (content_parse decides),
+    and the request (client_id, seq_id) that carries it: a repeat gets the same message."""
 
-    actor: Employee
+    sender: Employee | str
     to_employee_id: str
-    content: Any  # as the request carried it; content_parse decides
+    content: Any
     client_id: str = ""
     seq_id: str = ""
 
 
-def messages_send_private(sends: Sequence[PrivateSend]) -> list[Message | MChatError]:
-    """message_send_private for many requests at once, in a fixed number of queries.
+@dataclass(frozen=True, slots=True)
+class PrivateSent:
+    """A send's message (for a repeated request, the one its first copy made), its recipient,
+    and whether the answer waits for the recipient, an AI agent, to acknowledge it
+    (messaging.agent_waits: answered then, or 504 at its deadline)."""
 
-    Each send gets its Message, or the refusal it would get alone (invalid content, unknown
-    or former recipient, a file it may not use); refusals write nothing. Sends to one
-    conversation take consecutive numbers in the order given. All or nothing for the rest: a
-    (client_id, seq_id) that already made a message raises IntegrityError, and the caller
-    retries the sends one at a time (message_send_private returns the earlier message).
-    The conversations' rows are locked in id order, so two batches of sends alone cannot
-    deadlock (a batch that also holds other locks still may: PostgreSQL then aborts it and
-    the dispatcher serves its requests one by one).
-
-    In two steps for callers that decide something between them (the bridge's batch handler
-    opens a transaction only when an answer waits for an AI agent): private_sends_check, then
-    private_sends_store.
-    """
-    return private_sends_store(private_sends_check(sends))
-
-
-@dataclass
-class CheckedSends:
-    """private_sends_check's outcome: a refusal per refused send, the rest ready to store."""
-
-    results: list[Message | MChatError | None]
-    accepted: list[tuple[int, PrivateSend, Content, Employee]]  # (index, send, content, recipient)
-    conversations: dict[tuple[int, int], Conversation]  # by selectors.private_key
+    message: Message
+    recipient: Participant
+    waits: bool = False
 
     @property
-    def recipients(self) -> list[tuple[Employee, Employee]]:
-        """(sender, recipient) of each accepted send."""
-        return [(send.actor, recipient) for _index, send, _content, recipient in self.accepted]
+    def data(self) -> dict:
+        """Spec 3.11's answer data."""
+        return payloads.private_sent_data(self.message, to_employee_id=self.recipient.employee_id)
 
 
-def private_sends_check(
-    sends: Sequence[PrivateSend], *, known: Mapping[str, Employee | None] | None = None
-) -> CheckedSends:
-    """The refusals of messages_send_private, and the conversation of each other send (a
-    missing one is created, committed on its own: a conversation without messages is
-    harmless).
+def message_send_private(
+    *,
+    sends: Sequence[PrivateSend],
+    recipients: Mapping[str, Employee | None] | None = None,
+    unanswered: str = "",
+) -> list[PrivateSent | MChatError] | None:
+    """A private message for each send to an active employee (oneself included: a note to
+    self), delivered after commit to the recipient's inbox and to the sender's (its other
+    devices).
 
-    `known`: recipients found already, by employee_id (None: unknown or no longer active),
-    as the bridge's dispatcher hands them over. A send whose recipient is known and whose
-    pair has a conversation this process has seen costs no query; the others, one in all,
-    plus one transaction per new conversation.
+    Each send gets its PrivateSent, or the refusal it would get alone (MChatError: invalid
+    content, an unknown or former recipient, a file it may not use, a seq_id this device used
+    in another conversation, an agent's wait that expired); refusals write nothing. Sends to
+    one conversation take consecutive numbers in the order given; the statements are a fixed
+    number whatever the number of sends.
+
+    `recipients`: recipients found already, by employee_id (None: unknown or no longer
+    active), as the bridge's dispatcher hands them over; the rest are looked up.
+
+    Senders named by employee_id only: the known-pairs strategy, all or nothing, None when it
+    cannot serve them all. `unanswered` is then the caller's own SQL condition that the
+    request (`posts.client_id`, `posts.seq_id`) was not answered before, checked in the same
+    statement (the bridge's idempotency records, which also hold refusals).
     """
-    results: list[Message | MChatError | None] = [None] * len(sends)
-    recipients, found = _recipients_with_conversations(sends, known or {})
-    accepted: list[tuple[int, PrivateSend, Content, Employee]] = []
-    for index, send in enumerate(sends):
-        try:
-            content = content_parse(send.content)
-            recipient = recipients.get(send.to_employee_id)
-            if recipient is None:
-                raise NotFound(_("员工不存在或已离职：%(id)s") % {"id": send.to_employee_id})
-            if content.file_key:
-                file_reference_check(sender=send.actor, key=content.file_key)
-        except MChatError as exc:
-            results[index] = exc
-            continue
-        accepted.append((index, send, content, recipient))
-    conversations = (
-        private_conversations_get_or_create([(s.actor, r) for _, s, _, r in accepted], found=found)
-        if accepted
-        else {}
-    )
-    PRIVATE_CONVERSATION_IDS.remember(conversations, [(s.actor, r) for _, s, _, r in accepted])
-    return CheckedSends(results, accepted, conversations)
+    by_id = [isinstance(send.sender, str) for send in sends]
+    if any(by_id):
+        if not all(by_id):
+            raise ValueError("senders are all looked up or all named by employee_id")
+        return _sends_between_known_pairs(sends, unanswered=unanswered)
+    return _sends_looked_up(sends, recipients or {})
 
 
-def private_sends_store(checked: CheckedSends) -> list[Message | MChatError]:
-    """Store and deliver (after commit) the accepted sends of private_sends_check; the list
-    of messages_send_private. One statement on PostgreSQL, so it needs no transaction of its
-    own; elsewhere its statements run in one (the caller's, if it has one)."""
-    results = list(checked.results)
-    posts = [
-        Post(
-            checked.conversations[selectors.private_key(s.actor, r)], s.actor, content, s.client_id, s.seq_id
-        )
-        for _, s, content, r in checked.accepted
-    ]
-    if posts:
-        try:
-            messages = messages_post(posts)
-        except (DatabaseError, Conversation.DoesNotExist):
-            # Nothing was stored. A conversation this process remembered may be gone (the
-            # store checks each against its pair): look them up again next time.
-            PRIVATE_CONVERSATION_IDS.forget(checked.conversations)
-            raise
-        for (index, *_rest), message in zip(checked.accepted, messages, strict=True):
-            results[index] = message
-    return results  # type: ignore[return-value]
+# --- between pairs this process has seen: one checked statement (PostgreSQL) -------------------
 
 
-@dataclass(frozen=True)
-class KnownSend:
-    """A msg.send_private request by employee ids, before anyone is looked up."""
+def _sends_between_known_pairs(sends: Sequence[PrivateSend], *, unanswered: str) -> list[PrivateSent] | None:
+    """ONE statement that stores the sends and checks what this process assumes of each: sender
+    and recipient still active, still the employees it remembers (the recipient still not an
+    AI agent), their conversation still theirs, no message made by the same request yet (a
+    message is its own idempotency record), and `unanswered`.
 
-    employee_id: str
-    to_employee_id: str
-    content: Any
-    client_id: str
-    seq_id: str
-
-
-def private_sends_known(sends: Sequence[KnownSend], *, unanswered: str = "") -> list[Message] | None:
-    """messages_send_private for sends between pairs this process has seen, in ONE statement
-    that checks what it assumes: each sender and recipient still active, still the employee
-    it was (and the recipient still not an AI agent), their conversation still theirs, and no
-    message made by the same request yet (a message is its own idempotency record). PostgreSQL only.
-
-    `unanswered`: the caller's own SQL condition that the request (`posts.client_id`,
-    `posts.seq_id`) was not answered before, checked in the same statement (the bridge's
-    idempotency records, which also hold refusals: bridge.handlers.messages).
-
-    None when it cannot serve them all: a pair not seen, an AI agent as recipient (its
-    answer waits, messaging.agent_waits), content that is refused or names a file, or a check that
-    fails. Nothing is stored then, and the caller goes the usual way (messages_send_private
-    after its lookups), which gives each send its answer, refusals included.
+    None when it cannot serve them all: a pair not seen, an AI agent as recipient (its answer
+    waits), content that is refused or names a file, the same request twice, or a check that
+    fails (then what this process remembered of these pairs is forgotten). Nothing is stored
+    then, and the caller goes the usual way, which gives each send its answer.
     """
     if connection.vendor != "postgresql" or not sends:
         return None
-    posts, conversations = [], {}
+    requests = [(send.client_id, send.seq_id) for send in sends if send.seq_id]
+    if len(set(requests)) < len(requests):
+        return None
+    posts = []
     for send in sends:
-        known = PRIVATE_CONVERSATION_IDS.known(send.employee_id, send.to_employee_id)
-        if known is None or (known.recipient_is_agent and known.recipient_pk != known.sender_pk):
+        known = PRIVATE_CONVERSATION_IDS.known(send.sender, send.to_employee_id)
+        if known is None or answer_waits(sender=known.sender, recipient=known.recipient):
             return None
         try:
             content = content_parse(send.content)
@@ -198,40 +132,160 @@ def private_sends_known(sends: Sequence[KnownSend], *, unanswered: str = "") -> 
             return None
         if content.file_key:
             return None
-        conversation = conversations.get(known.conversation_id)
-        if conversation is None:
-            # Stand-ins with what payloads and answers read: primary key and employee_id.
-            sender = Employee(pk=known.sender_pk, employee_id=send.employee_id)
-            recipient = Employee(
-                pk=known.recipient_pk, employee_id=send.to_employee_id, is_ai_agent=known.recipient_is_agent
-            )
-            low, high = selectors.private_pair(sender, recipient)
-            conversation = conversations[known.conversation_id] = Conversation(
-                pk=known.conversation_id, kind=Conversation.Kind.PRIVATE, employee_low=low, employee_high=high
-            )
-        sender = (
-            conversation.employee_low
-            if conversation.employee_low_id == known.sender_pk
-            else conversation.employee_high
+        posts.append(
+            Post(known.conversation_id, known.sender, content, send.client_id, send.seq_id, known.recipient)
         )
-        posts.append(Post(conversation, sender, content, send.client_id, send.seq_id))
     try:
         # In someone's transaction (a test's), a savepoint keeps it usable after a failed check.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            return messages_post(posts, checked=True, unanswered=unanswered)
+            messages = messages_post(posts, checked=True, unanswered=unanswered)
     except (AssumptionFailed, DatabaseError):
         # A check failed (nothing stored, no error in the database's log), or the statement
         # failed: what this process remembered may be stale.
-        PRIVATE_CONVERSATION_IDS.forget_known((s.employee_id, s.to_employee_id) for s in sends)
+        PRIVATE_CONVERSATION_IDS.forget_known((send.sender, send.to_employee_id) for send in sends)
         return None
+    return [PrivateSent(message, post.recipient) for message, post in zip(messages, posts, strict=True)]
+
+
+# --- the usual way: senders looked up ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    index: int  # in the sends
+    post: Post
+
+
+def _sends_looked_up(
+    sends: Sequence[PrivateSend], recipients: Mapping[str, Employee | None]
+) -> list[PrivateSent | MChatError]:
+    for last_try in (False, True):
+        results: list[PrivateSent | MChatError | None] = [None] * len(sends)
+        accepted, same_as = _sends_checked(sends, recipients, results)
+        try:
+            with sends_atomic((a.post.sender, a.post.recipient) for a in accepted):
+                _sends_stored(accepted, results)
+            break
+        except Conversation.DoesNotExist:
+            # A conversation this process remembered is gone, or not the pair's (nothing was
+            # stored, and _sends_stored forgot these pairs): once more, looked up.
+            if last_try:
+                raise
+    for index, first in same_as.items():
+        results[index] = results[first]
+    return results  # type: ignore[return-value]
+
+
+def _sends_checked(
+    sends: Sequence[PrivateSend],
+    recipients: Mapping[str, Employee | None],
+    results: list[PrivateSent | MChatError | None],
+) -> tuple[list[_Accepted], dict[int, int]]:
+    """Each send's refusal (into `results`), or its post: the recipient, and the pair's
+    conversation (a missing one is created, committed on its own: a conversation without
+    messages is harmless). Recipients in `recipients` and pairs this process has seen cost no
+    query; the rest one in all, plus one transaction per new conversation.
+
+    Also {index: index of the first send of the same request} for a request given twice."""
+    found, conversation_ids = _recipients_with_conversations(sends, recipients)
+    checked = []
+    first_of: dict[tuple[str, str], int] = {}
+    same_as: dict[int, int] = {}
+    for index, send in enumerate(sends):
+        if send.seq_id:
+            key = (send.client_id, send.seq_id)
+            if key in first_of:
+                same_as[index] = first_of[key]
+                continue
+            first_of[key] = index
+        try:
+            content = content_parse(send.content)
+            recipient = found.get(send.to_employee_id)
+            if recipient is None:
+                raise NotFound(_("员工不存在或已离职：%(id)s") % {"id": send.to_employee_id})
+            if content.file_key:
+                file_reference_check(sender=send.sender, key=content.file_key)
+        except MChatError as exc:
+            results[index] = exc
+            continue
+        checked.append((index, send, content, recipient))
+    if not checked:
+        return [], same_as
+    conversation_ids = private_conversations_get_or_create(
+        [(send.sender, recipient) for _index, send, _content, recipient in checked], found=conversation_ids
+    )
+    accepted = [
+        _Accepted(
+            index,
+            Post(
+                conversation_ids[selectors.private_key(send.sender, recipient)],
+                Participant.of(send.sender),
+                content,
+                send.client_id,
+                send.seq_id,
+                Participant.of(recipient),
+            ),
+        )
+        for index, send, content, recipient in checked
+    ]
+    PRIVATE_CONVERSATION_IDS.remember(
+        (a.post.conversation_id, a.post.sender, a.post.recipient) for a in accepted
+    )
+    return accepted, same_as
+
+
+def _sends_stored(accepted: list[_Accepted], results: list[PrivateSent | MChatError | None]) -> None:
+    """Store and deliver (after commit) the accepted sends, their outcomes into `results`. A
+    repeated request gets the message it made before (in another conversation: refused); to
+    an AI agent, the answer waits (agent_ack_wait_open, in the caller's sends_atomic)."""
+    posts = [a.post for a in accepted]
+    if not posts:
+        return
+    try:
+        messages = messages_post(posts)
+    except (DatabaseError, Conversation.DoesNotExist):
+        # Nothing was stored. A conversation this process remembered may be gone (the store
+        # checks each against its pair): look them up again next time.
+        PRIVATE_CONVERSATION_IDS.forget({post.pair for post in posts})
+        raise
+    earlier = messages_of_requests(
+        (post.client_id, post.seq_id)
+        for post, message in zip(posts, messages, strict=True)
+        if message is None
+    )
+    for a, message in zip(accepted, messages, strict=True):
+        post = a.post
+        if message is None:
+            message = earlier.get((post.client_id, post.seq_id))
+            if message is None:
+                raise RuntimeError("the message of a repeated request vanished")
+            if message.conversation_id != post.conversation_id:
+                results[a.index] = BadRequest(_("seq_id 已被本设备的另一条消息使用"))
+                continue
+        sent = PrivateSent(message, post.recipient)
+        if answer_waits(sender=post.sender, recipient=post.recipient):
+            try:
+                waits = agent_ack_wait_open(
+                    client_id=post.client_id,
+                    seq_id=post.seq_id,
+                    message=message,
+                    sender=post.sender,
+                    recipient=post.recipient,
+                    data=sent.data,
+                )
+            except MChatError as exc:
+                results[a.index] = exc
+                continue
+            sent = PrivateSent(message, post.recipient, waits)
+        results[a.index] = sent
 
 
 def _recipients_with_conversations(
     sends: Sequence[PrivateSend], known: Mapping[str, Employee | None]
-) -> tuple[dict[str, Employee], dict[tuple[int, int], Conversation]]:
-    """The sends' active recipients by employee_id, and the private conversations that exist
-    between each sender and recipient by selectors.private_key: from `known` and the
-    conversations this process has seen, and one query for the rest."""
+) -> tuple[dict[str, Employee], dict[tuple[int, int], int]]:
+    """The sends' active recipients by employee_id, and the ids of the private conversations
+    that exist between each sender and recipient by selectors.private_key: from `known` and
+    the conversations this process has seen, and one query for the rest."""
     recipients = {employee_id: e for employee_id, e in known.items() if e is not None}
     conversations = {}
     rest = []
@@ -242,14 +296,12 @@ def _recipients_with_conversations(
         recipient = recipients.get(send.to_employee_id)
         if recipient is None:
             continue  # refused: unknown or no longer active
-        key = selectors.private_key(send.actor, recipient)
+        key = selectors.private_key(send.sender, recipient)
         pk = PRIVATE_CONVERSATION_IDS.get(key)
         if pk is None:
             rest.append(send)
         else:
-            conversations[key] = Conversation(
-                pk=pk, kind=Conversation.Kind.PRIVATE, employee_low_id=key[0], employee_high_id=key[1]
-            )
+            conversations[key] = pk
     if rest:
         found_recipients, found = _recipients_with_conversations_query(rest)
         recipients.update(found_recipients)
@@ -259,19 +311,17 @@ def _recipients_with_conversations(
 
 def _recipients_with_conversations_query(
     sends: Sequence[PrivateSend],
-) -> tuple[dict[str, Employee], dict[tuple[int, int], Conversation]]:
+) -> tuple[dict[str, Employee], dict[tuple[int, int], int]]:
     """_recipients_with_conversations from the database; one query."""
-    if not sends:
-        return {}, {}
     source, params = rows_source(
-        [("to_id", "text"), ("actor", "bigint")], sorted({(s.to_employee_id, s.actor.pk) for s in sends})
+        [("to_id", "text"), ("actor", "bigint")], sorted({(s.to_employee_id, s.sender.pk) for s in sends})
     )
     quote = connection.ops.quote_name
     low = "CASE WHEN e.id < v.actor THEN e.id ELSE v.actor END"
     high = "CASE WHEN e.id < v.actor THEN v.actor ELSE e.id END"
     rows = Employee.objects.raw(
-        f"SELECT e.*, {low} AS pair_low, {high} AS pair_high, c.id AS pair_conversation, "
-        f"c.last_seq AS pair_last_seq FROM {source} "
+        f"SELECT e.*, {low} AS pair_low, {high} AS pair_high, c.id AS pair_conversation "
+        f"FROM {source} "
         f"JOIN {quote(Employee._meta.db_table)} AS e ON e.employee_id = v.to_id AND e.is_active "
         f"LEFT JOIN {quote(Conversation._meta.db_table)} AS c ON c.kind = %s "
         f"AND c.employee_low_id = {low} AND c.employee_high_id = {high}",
@@ -281,11 +331,5 @@ def _recipients_with_conversations_query(
     for row in rows:
         recipients[row.employee_id] = row
         if row.pair_conversation is not None:
-            conversations[(row.pair_low, row.pair_high)] = Conversation(
-                pk=row.pair_conversation,
-                kind=Conversation.Kind.PRIVATE,
-                employee_low_id=row.pair_low,
-                employee_high_id=row.pair_high,
-                last_seq=row.pair_last_seq,
-            )
+            conversations[(row.pair_low, row.pair_high)] = row.pair_conversation
     return recipients, conversations

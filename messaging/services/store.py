@@ -5,14 +5,16 @@ Every message takes the next number of its conversation inside the sender's tran
 under the conversation's row lock (one statement on PostgreSQL; `_conversations_seq_take`
 then an insert on SQLite), so numbers are gap-free and strictly increasing per conversation
 across any number of bridge processes; a message's sent_at is its conversation's last activity.
-Deliveries go out after commit (messaging.events).
+A post whose request (client_id, seq_id) made a message before is left out by the statements
+themselves (NOT EXISTS), so a repeat breaks no constraint and takes no number. Deliveries go
+out after commit (messaging.events).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,21 +26,39 @@ from mchat.db import planned_rows, rows_insert, rows_source
 from messaging import events, ids
 from messaging.content import Content
 from messaging.models import Conversation, Message, ReadPosition
+from messaging.participants import Participant
 from org.models import Employee
 
 
 class AssumptionFailed(Exception):
-    """A checked store (private_sends_known) found that something its caller assumed no longer
-    holds: nothing was stored."""
+    """A checked store (the known-pairs strategy of messaging.services.private_sends) found that
+    something its caller assumed no longer holds: nothing was stored."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Post:
-    conversation: Conversation
-    sender: Employee
+    """One message to store: its conversation, sender, content and the request that carries it.
+
+    A post to a private conversation names the other participant (`recipient`: the sender
+    again in a note to self), and the store checks the conversation against that pair; a post
+    to a group names its `group_id`, where the delivery goes.
+    """
+
+    conversation_id: int
+    sender: Participant
     content: Content
-    client_id: str
-    seq_id: str
+    client_id: str = ""
+    seq_id: str = ""
+    recipient: Participant | None = None
+    group_id: str = ""
+
+    @property
+    def pair(self) -> tuple[int | None, int | None]:
+        """The conversation's (employee_low_id, employee_high_id); (None, None) for a group."""
+        if self.recipient is None:
+            return (None, None)
+        a, b = self.sender.pk, self.recipient.pk
+        return (a, b) if a <= b else (b, a)
 
 
 MESSAGE_FIELDS = (
@@ -54,21 +74,34 @@ MESSAGE_FIELDS = (
     "file_key",
 )
 
+# A message made by the same request (client_id, seq_id) already: the post is left out.
+_REQUEST_SEEN = (
+    "EXISTS (SELECT 1 FROM {message} AS m WHERE m.client_id = {alias}.client_id "
+    "AND m.seq_id = {alias}.seq_id AND m.seq_id <> '')"
+)
 
-def messages_post(posts: Sequence[Post], *, checked: bool = False, unanswered: str = "") -> list[Message]:
+
+def messages_post(
+    posts: Sequence[Post], *, checked: bool = False, unanswered: str = ""
+) -> list[Message | None]:
     """Number, store and deliver (after commit) the messages of `posts`, in order: take the
     numbers, insert the messages, move each sender's read position past its own messages
     (whoever writes has read everything before). A fixed number of statements whatever the
     number of posts: one on PostgreSQL, three elsewhere.
 
-    `checked` (PostgreSQL, private posts): the statement also checks what private_sends_known
-    assumed of each post, and fails whole if anything is not so.
+    Each post's Message; None for a post whose request (client_id, seq_id) made a message
+    before: it is left out of the statements (no constraint is broken, no number taken), and
+    nothing is delivered for it; the caller answers with the earlier message
+    (messages_of_requests).
+
+    `checked` (PostgreSQL, private posts): the statement also checks what the known-pairs
+    strategy assumed of each post, and stores nothing (AssumptionFailed) if anything is not so.
     """
     messages = [
         Message(
-            conversation=post.conversation,
+            conversation_id=post.conversation_id,
             msg_id=ids.message_id(),
-            sender=post.sender,
+            sender_id=post.sender.pk,
             content=post.content.value,
             content_type=post.content.type,
             client_id=post.client_id,
@@ -79,21 +112,63 @@ def messages_post(posts: Sequence[Post], *, checked: bool = False, unanswered: s
     ]
     if connection.vendor == "postgresql":
         # One statement: atomic by itself.
-        store_postgresql(messages, checked=checked, unanswered=unanswered)
+        store_postgresql(posts, messages, checked=checked, unanswered=unanswered)
     else:
-        assert not checked, "checked posts are PostgreSQL's (private_sends_known)"
-        with transaction.atomic():  # a savepoint inside the caller's transaction
-            store_sqlite(messages)
-    for message in messages:
-        message.conversation.last_seq = max(message.conversation.last_seq, message.seq)
-        events.message_sent(message, message.conversation)
-    return messages
+        assert not checked, "checked posts are PostgreSQL's (the known-pairs strategy)"
+        store_sqlite(posts, messages)
+    for post, message in zip(posts, messages, strict=True):
+        if message.pk is not None:
+            events.message_sent(message, sender=post.sender, recipient=post.recipient, group_id=post.group_id)
+    return [message if message.pk is not None else None for message in messages]
 
 
-def store_sqlite(messages: list[Message]) -> None:
-    counts = Counter(
-        (m.conversation_id, m.conversation.employee_low_id, m.conversation.employee_high_id) for m in messages
+def messages_of_requests(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Message]:
+    """The messages that these requests (client_id, seq_id) made, by request; one query."""
+    keys = {key for key in keys if key[1]}
+    if not keys:
+        return {}
+    source, params = rows_source([("client_id", "text"), ("seq_id", "text")], sorted(keys))
+    table = connection.ops.quote_name(Message._meta.db_table)
+    found = Message.objects.raw(
+        f"SELECT m.* FROM {table} AS m JOIN {source} ON m.client_id = v.client_id "
+        f"AND m.seq_id = v.seq_id AND m.seq_id <> ''",
+        params,
     )
+    return {(m.client_id, m.seq_id): m for m in found}
+
+
+def store_sqlite(posts: Sequence[Post], messages: list[Message]) -> None:
+    """Three statements in a transaction (a savepoint in the caller's): take the numbers
+    (_conversations_seq_take), insert the messages whose request made none before, move the
+    senders' read positions (_read_positions_advance).
+
+    Only when the insert left a repeat out (rare) would the number taken for it leave a gap:
+    the savepoint is rolled back then, and the others stored again without it. SQLite has one
+    writer at a time, so what the insert found stays true for the second go.
+    """
+    todo = list(range(len(messages)))
+    while todo:
+        try:
+            with transaction.atomic():
+                _store_sqlite([posts[i] for i in todo], [messages[i] for i in todo])
+            return
+        except _Repeats as repeats:
+            for i in todo:
+                if messages[i].msg_id in repeats.msg_ids:
+                    messages[i].pk = messages[i].seq = messages[i].sent_at = None
+            todo = [i for i in todo if messages[i].msg_id not in repeats.msg_ids]
+
+
+class _Repeats(Exception):
+    """Rolls back store_sqlite's savepoint: these messages' requests made messages before."""
+
+    def __init__(self, msg_ids: set[str]):
+        super().__init__(f"{len(msg_ids)} repeated requests")
+        self.msg_ids = msg_ids
+
+
+def _store_sqlite(posts: Sequence[Post], messages: list[Message]) -> None:
+    counts = Counter((post.conversation_id, *post.pair) for post in posts)
     # As store_postgresql: a message's sent_at is its conversation's last activity, the later
     # of now and what it was, taken under the row lock, so sent_at never goes back as seq goes up.
     taken = _conversations_seq_take(counts, at=timezone.now())
@@ -101,29 +176,37 @@ def store_sqlite(messages: list[Message]) -> None:
     for message in messages:
         message.seq, message.sent_at = next_seq[message.conversation_id], taken[message.conversation_id][1]
         next_seq[message.conversation_id] += 1
-    rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk_by="msg_id")
+    seen = _REQUEST_SEEN.format(message=connection.ops.quote_name(Message._meta.db_table), alias="v")
+    rows_insert(messages, fields=MESSAGE_FIELDS, returning_pk_by="msg_id", where=f"NOT {seen}")
+    left_out = {m.msg_id for m in messages if m.pk is None}
+    if left_out:
+        raise _Repeats(left_out)
     read_up_to = {(m.conversation_id, m.sender_id): (m.seq, m.sent_at) for m in messages}  # the last one wins
     _read_positions_advance(read_up_to)
 
 
-# store_sqlite as one PostgreSQL statement (one round trip instead of three). The
+# store_sqlite as one PostgreSQL statement (one round trip instead of three). A post whose
+# request made a message before is left out first (`posts`), so it takes no number. The
 # conversations' rows are locked in id order (concurrent batches cannot deadlock); a message's
 # sent_at is the later of now and its conversation's last activity, read under the lock, so
 # sent_at never goes back as seq goes up; and all of it commits or rolls back with the
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
-# caller gave (low, high; none for a group): a message whose conversation is not there gets no
-# number, and the NOT NULL of messages.seq then fails the whole statement, storing nothing.
-# Checked posts (private_sends_known) are stored only if every one holds what the caller
-# assumed (sender and recipient the active employees it took them for, the conversation the
-# pair's, no message of the same request yet, and the caller's `unanswered` condition): if one
-# does not, the statement writes nothing and returns no rows, without an error (`ready`).
+# caller gave (low, high; none for a group): if one is not there, the statement writes nothing
+# and returns one row of NULLs instead of the messages, without an error (`ready`). Checked
+# posts (the known-pairs strategy) are stored only if every one also holds what the caller
+# assumed (sender and recipient the active employees it took them for, no message of the same
+# request yet, and the caller's `unanswered` condition): if one does not, the statement writes
+# nothing and returns no rows. (Should a conversation vanish while the statement runs, the NOT
+# NULL of messages.seq still fails it whole.)
 _STORE_IN_ONE_STATEMENT = """
-WITH posts AS (
+WITH given AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
         ord int, conversation_id bigint, low bigint, high bigint, sender_id bigint, msg_id text,
         content jsonb, content_type text, client_id text, seq_id text, file_key text,
         sender_eid text, recipient_id bigint, recipient_eid text, recipient_agent boolean)
     LIMIT {rows}
+), posts AS (
+    SELECT * FROM given WHERE NOT {seen}
 ){checks}, counts AS (
     SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
 ), locked AS (
@@ -155,16 +238,17 @@ WITH posts AS (
     WHERE r.conversation_id = mine.conversation_id AND r.employee_id = mine.sender_id
         AND r.last_read_seq < mine.seq
 )
-SELECT id, msg_id, seq, sent_at FROM inserted
+SELECT id, msg_id, seq, sent_at FROM inserted{not_ready}
 """
 
 
+# Every conversation is the pair's (and, checked, every post new and verified).
 _STORE_READY = """, ready AS (
-    SELECT (SELECT count(*) FROM verified) = (SELECT count(*) FROM posts)
-        AND (SELECT count(*) FROM {conversation} AS c JOIN counts ON c.id = counts.conversation_id
+    SELECT {verified}(SELECT count(*) FROM {conversation} AS c JOIN counts ON c.id = counts.conversation_id
              AND c.employee_low_id IS NOT DISTINCT FROM counts.low
              AND c.employee_high_id IS NOT DISTINCT FROM counts.high) = (SELECT count(*) FROM counts) AS ok
 )"""
+_STORE_VERIFIED = "(SELECT count(*) FROM verified) = (SELECT count(*) FROM given)\n        AND "
 
 
 _STORE_CHECKS = """, verified AS (
@@ -172,37 +256,45 @@ _STORE_CHECKS = """, verified AS (
     JOIN {employee} AS s ON s.id = posts.sender_id AND s.employee_id = posts.sender_eid AND s.is_active
     JOIN {employee} AS r ON r.id = posts.recipient_id AND r.employee_id = posts.recipient_eid
         AND r.is_active AND r.is_ai_agent = posts.recipient_agent
-    WHERE NOT EXISTS (SELECT 1 FROM {message} AS m
-        WHERE m.client_id = posts.client_id AND m.seq_id = posts.seq_id AND m.seq_id <> '')
     {unanswered}
 )"""
 
 
-def store_postgresql(messages: list[Message], *, checked: bool = False, unanswered: str = "") -> None:
+def store_postgresql(
+    posts: Sequence[Post], messages: list[Message], *, checked: bool = False, unanswered: str = ""
+) -> None:
     quote = connection.ops.quote_name
     sql = _STORE_IN_ONE_STATEMENT.format(
         conversation=quote(Conversation._meta.db_table),
         message=quote(Message._meta.db_table),
         read_position=quote(ReadPosition._meta.db_table),
         rows=planned_rows(len(messages)),  # the planner's row count (mchat.db.rows_source)
+        seen=_REQUEST_SEEN.format(message=quote(Message._meta.db_table), alias="given"),
         checks=_STORE_CHECKS.format(
             employee=quote(Employee._meta.db_table),
-            message=quote(Message._meta.db_table),
-            unanswered=f"AND {unanswered}" if unanswered else "",
+            unanswered=f"WHERE {unanswered}" if unanswered else "",
         )
         if checked
         else "",
         checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
-        ready=_STORE_READY.format(conversation=quote(Conversation._meta.db_table)) if checked else "",
-        when_ready="\n        AND (SELECT ok FROM ready)" if checked else "",
-        when_ready_insert=" WHERE (SELECT ok FROM ready)" if checked else "",
+        ready=_STORE_READY.format(
+            verified=_STORE_VERIFIED if checked else "", conversation=quote(Conversation._meta.db_table)
+        ),
+        when_ready="\n        AND (SELECT ok FROM ready)",
+        when_ready_insert=" WHERE (SELECT ok FROM ready)",
+        # Unchecked: a conversation not the pair's is told apart from posts that were all repeats.
+        not_ready=""
+        if checked
+        else "\nUNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT (SELECT ok FROM ready)",
     )
-    document = [
-        {
+    document = []
+    for ord_, (post, m) in enumerate(zip(posts, messages, strict=True)):
+        low, high = post.pair
+        row = {
             "ord": ord_,
             "conversation_id": m.conversation_id,
-            "low": m.conversation.employee_low_id,
-            "high": m.conversation.employee_high_id,
+            "low": low,
+            "high": high,
             "sender_id": m.sender_id,
             "msg_id": m.msg_id,
             "content": m.content,
@@ -210,28 +302,24 @@ def store_postgresql(messages: list[Message], *, checked: bool = False, unanswer
             "client_id": m.client_id,
             "seq_id": m.seq_id,
             "file_key": m.file_key,
-            **(_checks_of(m) if checked else {}),
         }
-        for ord_, m in enumerate(messages)
-    ]
+        if checked:
+            row["sender_eid"] = post.sender.employee_id
+            row["recipient_id"] = post.recipient.pk
+            row["recipient_eid"] = post.recipient.employee_id
+            row["recipient_agent"] = post.recipient.is_ai_agent
+        document.append(row)
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(document), timezone.now()])
         stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
+    if None in stored:  # nothing was written
+        raise Conversation.DoesNotExist("conversations vanished or not the pair's")
     if checked and len(stored) < len(messages):
         raise AssumptionFailed()  # nothing was written
     for message in messages:
-        message.pk, message.seq, message.sent_at = stored[message.msg_id]
-        message._state.adding = False
-
-
-def _checks_of(message: Message) -> dict:
-    recipient = message.conversation.peer_of(message.sender)
-    return {
-        "sender_eid": message.sender.employee_id,
-        "recipient_id": recipient.pk,
-        "recipient_eid": recipient.employee_id,
-        "recipient_agent": recipient.is_ai_agent,
-    }
+        if message.msg_id in stored:  # else a repeat, left out
+            message.pk, message.seq, message.sent_at = stored[message.msg_id]
+            message._state.adding = False
 
 
 def _read_positions_advance(up_to: dict[tuple[int, int], tuple[int, datetime]]) -> None:

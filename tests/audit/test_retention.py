@@ -15,7 +15,7 @@ from messaging import services, storage
 from messaging.models import Message, StoredFile
 from messaging.storage.keys import object_key
 from tests.audit.conftest import make_event
-from tests.factories import EmployeeFactory
+from tests.factories import EmployeeFactory, private_message_send
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def people(db):
 
 
 def _private(sender, recipient, text, *, age_days):
-    message = services.message_send_private(actor=sender, to_employee_id=recipient.employee_id, content=text)
+    message = private_message_send(sender, recipient, text)
     Message.objects.filter(pk=message.pk).update(sent_at=timezone.now() - timedelta(days=age_days))
     return message.msg_id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.db import connection
 
 from messaging import services
 from messaging.services import receipts
@@ -81,3 +82,21 @@ def make_group(django_capture_on_commit_callbacks):
         return created.group
 
     return create
+
+
+@pytest.fixture
+def failed_statements():
+    """The SQL statements that raise while the test runs, as (sql, exception). A repeated
+    request is left out by the store's statements, never caught as a constraint violation:
+    tests of repeats assert this stays empty."""
+    failures: list[tuple[str, BaseException]] = []
+
+    def watch(execute, sql, params, many, context):
+        try:
+            return execute(sql, params, many, context)
+        except Exception as exc:
+            failures.append((sql, exc))
+            raise
+
+    with connection.execute_wrapper(watch):
+        yield failures

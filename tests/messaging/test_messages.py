@@ -110,7 +110,7 @@ def test_send_private_input_errors_are_400(call, alice, bob, fields, message):
     assert not Message.objects.exists()
 
 
-def test_a_repeated_seq_id_never_makes_a_second_message(call, published, alice, bob):
+def test_a_repeated_seq_id_never_makes_a_second_message(call, published, failed_statements, alice, bob):
     first = call(alice, "msg.send_private", seq_id="retry-1", to_employee_id=bob.employee_id, content="once")
     again = call(alice, "msg.send_private", seq_id="retry-1", to_employee_id=bob.employee_id, content="once")
     assert again == first
@@ -132,6 +132,7 @@ def test_a_repeated_seq_id_never_makes_a_second_message(call, published, alice, 
         content="x",
     )
     assert other["data"]["seq"] == 2
+    assert failed_statements == []  # repeats are left out, not caught as constraint violations
 
 
 def test_a_seq_id_reused_for_another_conversation_is_refused(call, alice, bob, carol):
@@ -163,6 +164,31 @@ def test_group_message_is_one_publish_in_spec_3_12_shape(call, published, alice,
         "type": "group",
         "seq": 1,
     }
+
+
+def test_deliveries_built_from_participants_are_what_history_builds_from_the_rows(
+    call, published, alice, bob, carol
+):
+    # The store's deliveries name sender and recipient as messaging.participants values (the
+    # known-pairs path looks nobody up); history builds the same payload from loaded rows.
+    from messaging import payloads
+    from messaging.services.conversations import conversation_loaded
+
+    group_id = _group(call, alice, bob, carol)
+    published.clear()
+    call(alice, "msg.send_private", to_employee_id=bob.employee_id, content="一")
+    call(bob, "msg.send_private", to_employee_id=alice.employee_id, content="二")  # a pair seen before
+    call(carol, "msg.send_private", to_employee_id=carol.employee_id, content="备忘")
+    call(bob, "msg.send_group", group_id=group_id, content="三")
+    delivered = {
+        m.payload["msg_id"]: m.payload
+        for m in published.messages
+        if not m.topic.startswith("mchat/msg/resp/")
+    }
+    assert len(delivered) == 4
+    for message in Message.objects.select_related("sender"):
+        rows = payloads.message_payload(message, conversation_loaded(message.conversation_id))
+        assert delivered[message.msg_id] == rows
 
 
 def test_group_send_by_non_member_is_403_and_delivers_nothing(call, published, alice, bob, carol):

@@ -111,7 +111,9 @@ def test_a_batch_uses_a_fixed_number_of_statements(batch, alice, bob, carol):
     )
 
 
-def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(batch, published, alice, bob):
+def test_a_repeat_in_a_batch_returns_the_first_message_without_a_failed_statement(
+    batch, published, failed_statements, alice, bob
+):
     (first,) = batch([_send(alice, "r1", to_employee_id=bob.employee_id, content="一次")])
     ProcessedRequest.objects.all().delete()
     published.clear()
@@ -122,12 +124,13 @@ def test_a_repeat_in_a_batch_after_its_record_expired_returns_the_first_message(
             _send(alice, "r3", to_employee_id=bob.employee_id, content="三"),
         ]
     )
-    # The clash undoes the batch; served one by one, the repeat gets its first message back
-    # and the others still number without a gap.
+    # The store leaves the repeat out (no clash, no number taken): it gets its first message
+    # back and the others still number without a gap.
     assert responses[1]["data"] == first["data"]
     assert [responses[0]["data"]["seq"], responses[2]["data"]["seq"]] == [2, 3]
     assert Message.objects.count() == 3
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["二", "三"]
+    assert failed_statements == []
 
 
 def test_other_actions_in_a_batch_keep_their_place(batch, alice, bob):
@@ -154,7 +157,9 @@ def test_other_actions_in_a_batch_keep_their_place(batch, alice, bob):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(dispatcher, published):
+def test_outside_a_transaction_a_batch_opens_none_and_a_repeat_is_answered_in_it(
+    dispatcher, published, failed_statements
+):
     # As in the bridge: no test transaction around the dispatcher.
     alice = EmployeeFactory(employee_id="emp_alice_001")
     bob = EmployeeFactory(employee_id="emp_bob_002")
@@ -176,6 +181,7 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["二", "三"]
     assert Message.objects.count() == 3
     assert not connection.in_atomic_block
+    assert failed_statements == []
 
     published.clear()
     with CaptureQueriesContext(connection) as queries:
@@ -190,7 +196,7 @@ def test_outside_a_transaction_a_batch_opens_none_and_a_clash_still_falls_back(d
     )
     if connection.vendor == "postgresql":
         # The pair was seen before: one statement stores the batch and checks the sender, the
-        # recipient, their conversation and that no answer is recorded (private_sends_known).
+        # recipient, their conversation and that no answer is recorded (services.message_send_private).
         # No BEGIN or COMMIT either (CaptureQueriesContext would not show them).
         assert statements == ["WITH"]
     assert len(published.to(f"mchat/inbox/{bob.employee_id}")) == 5
@@ -227,7 +233,9 @@ def test_recipients_come_with_the_senders_and_known_pairs_need_no_lookup(dispatc
     assert sum('"org_employee" AS e' in sql for sql in statements) == 1
 
 
-def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batch, published, alice, bob):
+def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(
+    batch, published, failed_statements, alice, bob
+):
     (sent,) = batch([_send(alice, "g1", to_employee_id=bob.employee_id, content="1")])
     assert sent["code"] == 0
     Conversation.objects.filter(kind=Conversation.Kind.PRIVATE).delete()  # its messages with it
@@ -238,19 +246,24 @@ def test_a_remembered_conversation_that_is_gone_costs_a_retry_not_a_message(batc
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["2"]
     (conversation,) = Conversation.objects.filter(kind=Conversation.Kind.PRIVATE)
     assert list(conversation.messages.values_list("seq_id", flat=True)) == ["g2"]
+    assert failed_statements == []  # the store's pair check says so; no statement fails
 
 
-def test_a_remembered_conversation_of_another_pair_is_never_written_to(batch, alice, bob, carol):
+def test_a_remembered_conversation_of_another_pair_is_never_written_to(
+    batch, failed_statements, alice, bob, carol
+):
+    from messaging.participants import Participant
     from messaging.services import pair_cache
 
     batch([_send(alice, "p1", to_employee_id=carol.employee_id, content="给丙")])
     theirs = Conversation.objects.get(kind=Conversation.Kind.PRIVATE)
     # As if an id had been reused for another pair (SQLite may, after a rollback).
     key = (min(alice.pk, bob.pk), max(alice.pk, bob.pk))
-    pair_cache.PRIVATE_CONVERSATION_IDS.remember({key: theirs})
+    pair_cache.PRIVATE_CONVERSATION_IDS.remember([(theirs.pk, Participant.of(alice), Participant.of(bob))])
 
     (response,) = batch([_send(alice, "p2", to_employee_id=bob.employee_id, content="给乙")])
     assert response["code"] == 0 and response["data"]["seq"] == 1
     assert list(theirs.messages.values_list("seq_id", flat=True)) == ["p1"]
     assert Message.objects.get(seq_id="p2").conversation_id != theirs.pk
     assert pair_cache.PRIVATE_CONVERSATION_IDS.get(key) != theirs.pk
+    assert failed_statements == []

@@ -1,5 +1,5 @@
 """msg.send_private between pairs the bridge process has seen: one statement stores the batch
-and checks all it assumed (Dispatcher._serve_optimistically, services.private_sends_known);
+and checks all it assumed (Dispatcher._serve_optimistically, services.message_send_private);
 whenever something no longer holds, nothing is stored and the batch gets the answers the
 usual way would give. The one-statement path is PostgreSQL's: on SQLite every batch goes the
 usual way, and these tests check the same answers there."""

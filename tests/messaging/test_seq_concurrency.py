@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from messaging import services
 from messaging.models import Conversation, Message, ReceiptTally
-from tests.factories import EmployeeFactory
+from tests.factories import EmployeeFactory, private_message_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,7 +95,7 @@ def test_concurrent_first_messages_of_a_pair_share_one_conversation():
         try:
             start.wait(30)
             for n in range(5):
-                services.message_send_private(actor=actor, to_employee_id=peer.employee_id, content=str(n))
+                private_message_send(actor, peer, str(n))
         except BaseException as exc:
             errors.append(exc)
         finally:

@@ -1,15 +1,20 @@
 """The message store writes the same rows on PostgreSQL (store_postgresql: one statement, checked
 or not) and on SQLite (store_sqlite: three statements). The suite runs on both databases (CI:
-`.ci/with-services`), and this test pins the rows every path must leave: gap-free seq per
+`.ci/with-services`), and these tests pin the rows every path must leave: gap-free seq per
 conversation in send order, a message's sent_at equal to its conversation's last activity when
-it is the last one, and each sender's read position moved past its own messages."""
+it is the last one, and each sender's read position moved past its own messages; through the
+dispatcher, and through the one front door (services.message_send_private) with one send, many,
+repeated requests and refusals mixed in. No statement fails on the way (a repeat is left out,
+not caught as a constraint violation)."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 
+from mchat.errors import MChatError
 from mchat.wire import encode
+from messaging import services
 from messaging.models import Conversation, Message, ReadPosition
 
 pytestmark = pytest.mark.django_db
@@ -47,8 +52,16 @@ def _rows():
     return messages, positions, last_seqs
 
 
+def _assert_activity_follows_seq():
+    for conversation in Conversation.objects.all():
+        stored = list(conversation.messages.order_by("seq"))
+        # sent_at never goes back as seq goes up, and the last one is the conversation's activity.
+        assert [m.sent_at for m in stored] == sorted(m.sent_at for m in stored)
+        assert stored[-1].sent_at == conversation.last_activity_at, connection.vendor
+
+
 def test_every_store_path_leaves_the_same_rows(
-    dispatcher, django_capture_on_commit_callbacks, alice, bob, carol
+    dispatcher, django_capture_on_commit_callbacks, failed_statements, alice, bob, carol
 ):
     batches = [
         # New pairs: looked up, conversations created (the usual way on both databases).
@@ -62,6 +75,11 @@ def test_every_store_path_leaves_the_same_rows(
         with django_capture_on_commit_callbacks(execute=True):
             outcomes = dispatcher.handle_batch(batch)
         assert [o.response["code"] for o in outcomes] == [0] * len(batch)
+    # A repeat: the message is its own idempotency record (no answer was recorded for it).
+    with django_capture_on_commit_callbacks(execute=True):
+        (again,) = dispatcher.handle_batch([_send(alice, "a3", bob, "四")])
+    assert again.response["code"] == 0 and again.response["data"]["seq"] == 3
+    assert failed_statements == []
 
     messages, positions, last_seqs = _rows()
     assert messages == [
@@ -80,8 +98,85 @@ def test_every_store_path_leaves_the_same_rows(
         ("emp_alice_001", "emp_carol_003", "emp_carol_003", 2),
     ]
     assert last_seqs == [("emp_alice_001", "emp_bob_002", 5), ("emp_alice_001", "emp_carol_003", 2)]
-    for conversation in Conversation.objects.all():
-        stored = list(conversation.messages.order_by("seq"))
-        # sent_at never goes back as seq goes up, and the last one is the conversation's activity.
-        assert [m.sent_at for m in stored] == sorted(m.sent_at for m in stored)
-        assert stored[-1].sent_at == conversation.last_activity_at, connection.vendor
+    _assert_activity_follows_seq()
+
+
+def _codes(outcomes):
+    return [o.code if isinstance(o, MChatError) else 0 for o in outcomes]
+
+
+def test_the_front_door_leaves_the_same_rows_for_one_send_many_repeats_and_refusals(
+    published, django_capture_on_commit_callbacks, failed_statements, alice, bob, carol
+):
+    def send(sender, to, content, seq_id):
+        client_id = f"{sender if isinstance(sender, str) else sender.employee_id}_dev1"
+        to_id = to if isinstance(to, str) else to.employee_id
+        return services.PrivateSend(sender, to_id, content, client_id, seq_id)
+
+    def serve(sends, **options):
+        with django_capture_on_commit_callbacks(execute=True):
+            return services.message_send_private(sends=sends, **options)
+
+    # One send.
+    (first,) = serve([send(alice, bob, "一", "f1")])
+    # Many, with refusals, a repeat of an earlier request and one request given twice.
+    many = serve(
+        [
+            send(alice, bob, "二", "f2"),
+            send(alice, "emp_nobody_404", "x", "f3"),  # unknown recipient
+            send(alice, carol, {"type": "text"}, "f4"),  # invalid content
+            send(bob, alice, "三", "f5"),
+            send(alice, bob, "一", "f1"),  # repeat: the first message again
+            send(alice, carol, "四", "f6"),
+            send(alice, carol, "四", "f6"),  # the same request twice in one call
+        ]
+    )
+    # A seq_id of this device that made a message in another conversation: refused.
+    (reused,) = serve([send(alice, carol, "一", "f1")])
+    # Senders by employee_id (before anyone is looked up): PostgreSQL's one checked
+    # statement between pairs seen before; elsewhere None, and the usual way serves them.
+    by_id = [
+        send(alice.employee_id, bob.employee_id, "五", "f7"),
+        send(carol.employee_id, alice.employee_id, "六", "f8"),
+    ]
+    known = serve(by_id)
+    if connection.vendor == "postgresql":
+        assert known is not None and [s.message.seq for s in known] == [4, 2]
+    else:
+        assert known is None
+        looked_up = serve([send(alice, bob, "五", "f7"), send(carol, alice, "六", "f8")])
+        assert [s.message.seq for s in looked_up] == [4, 2]
+    # A repeat of it: the one statement checks for that and stores nothing (None); the
+    # usual way answers with the same message.
+    assert serve([send(alice.employee_id, bob.employee_id, "五", "f7")]) is None
+    (repeat,) = serve([send(alice, bob, "五", "f7")])
+    assert failed_statements == []
+
+    assert first.message.seq == 1 and first.data["to_employee_id"] == bob.employee_id
+    assert _codes(many) == [0, 404, 400, 0, 0, 0, 0]
+    assert [many[i].message.seq for i in (0, 3, 4, 5, 6)] == [2, 3, 1, 1, 1]
+    assert many[4].message.msg_id == first.message.msg_id
+    assert many[5].message.msg_id == many[6].message.msg_id
+    assert reused.code == 400 and "seq_id" in str(reused.message)
+    assert repeat.message.seq == 4 and not repeat.waits
+
+    messages, positions, last_seqs = _rows()
+    assert messages == [
+        ("emp_alice_001", "emp_bob_002", 1, "emp_alice_001", "一", "f1"),
+        ("emp_alice_001", "emp_bob_002", 2, "emp_alice_001", "二", "f2"),
+        ("emp_alice_001", "emp_bob_002", 3, "emp_bob_002", "三", "f5"),
+        ("emp_alice_001", "emp_bob_002", 4, "emp_alice_001", "五", "f7"),
+        ("emp_alice_001", "emp_carol_003", 1, "emp_alice_001", "四", "f6"),
+        ("emp_alice_001", "emp_carol_003", 2, "emp_carol_003", "六", "f8"),
+    ]
+    assert positions == [
+        ("emp_alice_001", "emp_bob_002", "emp_alice_001", 4),
+        ("emp_alice_001", "emp_bob_002", "emp_bob_002", 3),
+        ("emp_alice_001", "emp_carol_003", "emp_alice_001", 1),
+        ("emp_alice_001", "emp_carol_003", "emp_carol_003", 2),
+    ]
+    assert last_seqs == [("emp_alice_001", "emp_bob_002", 4), ("emp_alice_001", "emp_carol_003", 2)]
+    _assert_activity_follows_seq()
+    # Each message delivered once to each side; repeats delivered nothing again.
+    assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["一", "二", "三", "五"]
+    assert [m["content"] for m in published.to(f"mchat/inbox/{carol.employee_id}")] == ["四", "六"]

@@ -1,6 +1,7 @@
-"""Celery on a real Redis, as deployed (DESIGN §1): an HR broadcast leaves a server process as
-a task, a worker process takes it from Redis, fans it out in batches (more tasks, through Redis
-again) and publishes each employee's notification over MQTT.
+"""Celery on a real Redis, as deployed (DESIGN §1): a group created in a server process tells
+its members in batches of Celery tasks (messaging.services.group_notify, more members than
+MCHAT_NOTIFY_BATCH_SIZE); a worker process takes them from Redis and publishes each member's
+notification over MQTT.
 
 The suite otherwise runs Celery eagerly; this test starts its own redis-server and worker.
 """
@@ -99,7 +100,7 @@ class Worker:
 
 @pytest.fixture
 def worker(live, redis_url):
-    env = {**live.subprocess_env(), "CELERY_BROKER_URL": redis_url, "MCHAT_NOTICE_BATCH_SIZE": "2"}
+    env = {**live.subprocess_env(), "CELERY_BROKER_URL": redis_url, "MCHAT_NOTIFY_BATCH_SIZE": "2"}
     worker = Worker(env)
     try:
         assert worker.ready.wait(60), "the Celery worker did not start:\n" + "".join(worker.lines[-30:])
@@ -108,14 +109,17 @@ def worker(live, redis_url):
         worker.stop()
 
 
-BROADCAST = """
+GROUP_CREATE = """
 import json
-from org import notifications
-print(json.dumps(notifications.notice_to_inboxes(all_active=True, title="年会通知", body="周五下午三点")))
+from messaging import services
+from org.models import Employee
+owner, *members = [Employee.objects.get(employee_id=e) for e in ids]
+created = services.group_create(actor=owner, name="年会筹备", member_ids=[m.employee_id for m in members])
+print(json.dumps({"group_id": created.group.group_id}))
 """
 
 
-def test_a_broadcast_fans_out_through_redis_in_a_worker(live, worker):
+def test_group_notifications_fan_out_through_redis_in_a_worker(live, worker):
     people = [live.issue(name) for name in ("Alice", "Bob", "Carol", "Dave", "Erin")]
     devices = []
     for employee, password in people:
@@ -123,9 +127,10 @@ def test_a_broadcast_fans_out_through_redis_in_a_worker(live, worker):
         device.subscribe(f"mchat/inbox/{employee.employee_id}")
         devices.append((employee, device))
 
-    # The broadcast from another server process configured for Redis, as the admin console is.
+    # From another server process configured for Redis, as the admin console is.
+    ids = [employee.employee_id for employee, _password in people]
     admin = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", BROADCAST],
+        [sys.executable, "manage.py", "shell", "-c", f"ids = {ids!r}" + GROUP_CREATE],
         cwd=settings.BASE_DIR,
         env=worker.env,
         capture_output=True,
@@ -133,14 +138,18 @@ def test_a_broadcast_fans_out_through_redis_in_a_worker(live, worker):
         timeout=60,
     )
     assert admin.returncode == 0, admin.stderr
-    notification = json.loads(admin.stdout.strip().splitlines()[-1])
+    group_id = json.loads(admin.stdout.strip().splitlines()[-1])["group_id"]
 
     for employee, device in devices:
         inbox = f"mchat/inbox/{employee.employee_id}"
         assert device.wait_for_count(inbox, 1, timeout=20), f"{employee.employee_id} got nothing"
-        (received,) = [m for m in device.messages(inbox) if m.get("notify_id") == notification["notify_id"]]
-        assert received["title"] == "年会通知" and received["body"] == {"text": "周五下午三点"}
-    # The worker did it: one fan-out task, then batches of two (five employees -> three).
-    assert worker.succeeded("org.tasks.notice_fan_out") == 1
-    wait_until(lambda: worker.succeeded("org.tasks.notice_deliver") >= 3, timeout=10, interval=0.05)
-    assert worker.succeeded("org.tasks.notice_deliver") == 3
+        (received,) = [m for m in device.messages(inbox) if m.get("type") == "member_joined"]
+        assert received["body"]["group_id"] == group_id and received["title"] == "入群通知"
+        assert sorted(received["body"]["member_ids"]) == sorted(ids)
+    # The worker did it: five members in batches of two, three tasks.
+    wait_until(
+        lambda: worker.succeeded("messaging.tasks.system_notification_deliver") >= 3,
+        timeout=10,
+        interval=0.05,
+    )
+    assert worker.succeeded("messaging.tasks.system_notification_deliver") == 3

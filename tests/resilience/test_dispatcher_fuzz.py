@@ -20,7 +20,7 @@ from bridge.routes import ROUTES
 from mchat import wire
 from messaging import services as messaging_services
 from org import services as org_services
-from tests.factories import DepartmentFactory
+from tests.factories import DepartmentFactory, private_message_send
 
 # Transactional: a database error inside the dispatcher must meet the same connection state as
 # in the bridge (autocommit), not a test-wide transaction it would poison for later examples.
@@ -124,9 +124,7 @@ def world(db):
     ).employee
     peer = org_services.employee_create(actor=None, name="Fuzz Peer").employee
     group = messaging_services.group_create(actor=admin, name="fuzz", member_ids=[peer.employee_id]).group
-    message = messaging_services.message_send_private(
-        actor=admin, to_employee_id=peer.employee_id, content="hi"
-    )
+    message = private_message_send(admin, peer, "hi")
     return {
         "admin": admin,
         "ids": [
