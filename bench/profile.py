@@ -32,6 +32,17 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("BridgeClient._network", "bridge/client.py")],
     ),
     (
+        "  read and parse what arrived (paho + bridge.gathering)",
+        [("BridgeClient._read_available", "bridge/client.py")],
+    ),
+    ("  paho loop_misc (keepalive)", [("Client.loop_misc", "paho/mqtt/client.py")]),
+    (
+        "write what the batch gathered (one send)",
+        [("GatheringSocket.flush", "bridge/gathering.py")],
+    ),
+    ("metrics of the batch (Prometheus)", [("RequestMetrics.batch", "bridge/metrics.py")]),
+    ("periodic jobs", [("PeriodicJobs.run_due", "bridge/periodic.py")]),
+    (
         "Dispatcher: requests in hand, total",
         [("Dispatcher.handle_batch", "bridge/dispatch.py"), ("Dispatcher.handle", "bridge/dispatch.py")],
     ),
@@ -119,6 +130,7 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("Atomic.__enter__", "django/db/transaction.py"), ("Atomic.__exit__", "django/db/transaction.py")],
     ),
 ]
+IDLE_LEAF = "BridgeClient._network"
 PROJECT_DIRS = ("bridge/", "messaging/", "org/", "mchat/")
 OUTER_FRAMES = {"Command.handle", "BridgeClient.run"}
 
@@ -200,6 +212,9 @@ def analyse(
     total = sum(count for _, count in main_samples) or 1
 
     phases = []
+    # Waiting for traffic: the request thread's samples that end in the network pass itself
+    # (select() is C: py-spy shows its caller as the leaf).
+    idle = sum(count for frames, count in main_samples if frames and frames[-1][0] == IDLE_LEAF)
     for label, alternatives in PHASES:
         hit = sum(
             count
@@ -211,6 +226,14 @@ def analyse(
         if requests_per_second:
             row["ms_per_request"] = round(share * 1000 / requests_per_second, 3)
         phases.append(row)
+        if alternatives[0][0] == IDLE_LEAF:
+            row = {
+                "phase": "  of which waiting for traffic in select() (idle)",
+                "share": round(idle / total, 4),
+            }
+            if requests_per_second:
+                row["ms_per_request"] = round(idle / total * 1000 / requests_per_second, 3)
+            phases.append(row)
 
     leaves: Counter = Counter()
     for frames, count in main_samples:

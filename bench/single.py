@@ -1,0 +1,127 @@
+"""One request at a time, in process (mixed into bench.run.Bench): what the bridge's pipeline
+costs a lone request without MQTT, split into the database's part (each statement timed at
+Django's cursor: driver, loopback, server, the COMMIT's WAL flush) and Python's (the rest), for
+`msg.send_private` between a pair seen before and for `msg.send_group` to the 50-member
+group; with a py-spy profile of the lone `msg.send_private`.
+
+At 1 in flight nothing overlaps: a request's answer time is the broker's hops (the raw echo)
+plus this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from bench import profile
+from bench.services import REPO_DIR
+from bench.stack import BENCH_DIR
+
+
+class _Discard:
+    """A Publisher that drops everything (MemoryPublisher decodes each payload: not free)."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        pass
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class SingleRequest:
+    def single_request(self) -> dict:
+        from django.db import connection
+
+        from bridge.dispatch import Dispatcher
+        from bridge.ratelimit import RateLimiter
+        from mchat import outbox
+
+        outbox.install(_Discard())
+        dispatcher = Dispatcher(outbox.current(), limiter=RateLimiter({}))
+        counter = iter(range(10**9))
+        sender, recipient = self.sender_ids[1], self.recipient_ids[1]
+        private = _json_bytes(
+            {"action": "msg.send_private", "to_employee_id": recipient, "content": "bench single"}
+        )
+        gid = self.population.fanout_groups.get(50)
+        group = _json_bytes({"action": "msg.send_group", "group_id": gid, "content": "bench single"})
+        admin = self.population.admin_id
+
+        def one(client: str, body: bytes) -> None:
+            (outcome,) = dispatcher.handle_batch([(f"mchat/msg/req/{client}_single/sg{next(counter)}", body)])
+            if outcome.response is None or outcome.response.get("code") != 0:
+                raise RuntimeError(f"single request failed: {outcome.response}")
+
+        statements: dict[str, list] = {}
+
+        def timed(execute, sql, params, many, context):
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                words = sql.split()
+                table = next((w.strip('"').split('"')[0] for w in words[1:8] if w.startswith('"')), "")
+                kind = f"{words[0]} {table}".strip()
+                entry = statements.setdefault(kind, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - started
+
+        def measure(client: str, body: bytes, seconds: float, cap: int) -> dict:
+            one(client, body)  # the pair or group is known from here on
+            statements.clear()
+            done, started = 0, time.perf_counter()
+            with connection.execute_wrapper(timed):
+                while done < cap and time.perf_counter() - started < seconds:
+                    one(client, body)
+                    done += 1
+            wall = time.perf_counter() - started
+            sql = sum(total for _count, total in statements.values())
+            return {
+                "requests": done,
+                "ms_per_request": round(wall / done * 1000, 3),
+                "sql_ms_per_request": round(sql / done * 1000, 3),
+                "python_ms_per_request": round((wall - sql) / done * 1000, 3),
+                "statements_per_request": round(sum(c for c, _t in statements.values()) / done, 2),
+                "statements": sorted(
+                    (
+                        {
+                            "statement": kind,
+                            "per_request": round(count / done, 2),
+                            "ms_each": round(total / count * 1000, 3),
+                        }
+                        for kind, (count, total) in statements.items()
+                    ),
+                    key=lambda row: -row["per_request"] * row["ms_each"],
+                ),
+            }
+
+        result = {"send_private": measure(sender, private, 2.0, 5000)}
+        if gid:
+            result["send_group_50"] = measure(admin, group, 2.0, 300)
+        # Where a lone msg.send_private's time goes, by function.
+        seconds = min(4.0, self.plan.profile_seconds)
+        output = self.work / "single.raw"
+        spy = profile.record(os.getpid(), seconds, output)
+        time.sleep(0.5)  # py-spy attaches
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            self._single_loop(one, sender, private)
+            done += 1
+        rate = done / (time.perf_counter() - started)
+        spy.communicate(timeout=seconds + 60)
+        outbox.install(None)
+        if output.exists():
+            stored = BENCH_DIR / "results" / f"single-{self.stamp}.raw"
+            shutil.copy(output, stored)
+            result["raw_file"] = str(stored.relative_to(REPO_DIR))
+            result["profile"] = profile.analyse(
+                output, requests_per_second=rate, thread_marker="SingleRequest._single_loop", only_marked=True
+            )
+        return result
+
+    @staticmethod
+    def _single_loop(one, sender: str, body: bytes) -> None:
+        one(sender, body)
