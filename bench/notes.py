@@ -65,7 +65,7 @@ def analysis(r: dict, measured: dict) -> list[str]:
         cores = sp64.get("cpu_cores") or {}
         lines.append(
             f"- **Throughput.** One bridge answers `msg.send_private` at {rate:,.0f}/s with 64 in "
-            f"flight, {sp64.get('ratio_to_raw', 0):.1%} of what the broker echoes "
+            f"flight, {sp64.get('ratio_to_raw') or 0:.1%} of what the broker echoes "
             f"({raw64.get('per_second', 0):,.0f}/s). The pipeline alone, in process without MQTT, "
             f"does {ip.get('batch64_per_second', 0):,.0f}/s ({ip.get('batch64_ms_per_request')} ms "
             f"per request in batches of 64). Requests that arrive together are served together. "

@@ -86,6 +86,16 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         "          new conversations (first message of a pair)",
         [("private_conversation_get_or_create", "messaging/services/conversations.py")],
     ),
+    (
+        "    _execute_one (one request in its own transaction: any other action)",
+        [("Dispatcher._execute_one", "bridge/dispatch.py")],
+    ),
+    ("      send_group (handler)", [("send_group", "bridge/handlers/messages.py")]),
+    (
+        "        group_access + group_conversation (SELECTs)",
+        [("group_access", "messaging/selectors.py"), ("group_conversation", "messaging/selectors.py")],
+    ),
+    ("      the answer's record (INSERT)", [("Dispatcher._record", "bridge/dispatch.py")]),
     ("  [both ways] content_parse", [("content_parse", "messaging/content.py")]),
     (
         "  [both ways] messages_post (number, insert, read positions; deliveries)",

@@ -468,10 +468,13 @@ def _single_section(single: dict) -> list[str]:
         "",
         "`Dispatcher.handle_batch` of one request at a time in the benchmark process, deliveries",
         "and answers dropped; each statement timed at Django's cursor (driver, loopback, server and,",
-        "for a statement that commits, the WAL flush). Python = the rest.",
+        "for a statement that commits, the WAL flush). Python = the rest. CPU = this thread's CPU time",
+        "(Python, Django and the driver; steadier than wall time when the machine is busy).",
         "",
-        _row("request", "ms per request", "SQL ms", "Python ms", "statements", "statements (ms each)"),
-        _row("---", "---:", "---:", "---:", "---:", "---"),
+        _row(
+            "request", "ms per request", "SQL ms", "Python ms", "CPU ms", "statements", "statements (ms each)"
+        ),
+        _row("---", "---:", "---:", "---:", "---:", "---:", "---"),
     ]
     for key, label in (
         ("send_private", "`msg.send_private`, pair seen before"),
@@ -489,6 +492,7 @@ def _single_section(single: dict) -> list[str]:
                 row["ms_per_request"],
                 row["sql_ms_per_request"],
                 row["python_ms_per_request"],
+                row.get("cpu_ms_per_request", "–"),
                 row["statements_per_request"],
                 detail,
             )
@@ -497,6 +501,10 @@ def _single_section(single: dict) -> list[str]:
         lines += ["", f"py-spy of the lone `msg.send_private` loop (`{single.get('raw_file')}`):", ""]
         rate = 1000 / single["send_private"]["ms_per_request"] if single.get("send_private") else None
         lines += _phase_table(single["profile"], rate)
+    if single.get("group_profile"):
+        lines += ["", f"py-spy of the lone `msg.send_group` loop (`{single.get('group_raw_file')}`):", ""]
+        rate = 1000 / single["send_group_50"]["ms_per_request"] if single.get("send_group_50") else None
+        lines += _phase_table(single["group_profile"], rate)
     return lines
 
 

@@ -72,18 +72,22 @@ class SingleRequest:
         def measure(client: str, body: bytes, seconds: float, cap: int) -> dict:
             one(client, body)  # the pair or group is known from here on
             statements.clear()
-            done, started = 0, time.perf_counter()
+            done, started, cpu = 0, time.perf_counter(), time.thread_time()
             with connection.execute_wrapper(timed):
                 while done < cap and time.perf_counter() - started < seconds:
                     one(client, body)
                     done += 1
             wall = time.perf_counter() - started
+            cpu = time.thread_time() - cpu
             sql = sum(total for _count, total in statements.values())
             return {
                 "requests": done,
                 "ms_per_request": round(wall / done * 1000, 3),
                 "sql_ms_per_request": round(sql / done * 1000, 3),
                 "python_ms_per_request": round((wall - sql) / done * 1000, 3),
+                # This thread's CPU (Python, Django, the driver): steadier than wall time on a
+                # busy machine, where other processes take the CPU away.
+                "cpu_ms_per_request": round(cpu / done * 1000, 3),
                 "statements_per_request": round(sum(c for c, _t in statements.values()) / done, 2),
                 "statements": sorted(
                     (
@@ -101,26 +105,36 @@ class SingleRequest:
         result = {"send_private": measure(sender, private, 2.0, 5000)}
         if gid:
             result["send_group_50"] = measure(admin, group, 2.0, 300)
-        # Where a lone msg.send_private's time goes, by function.
+        # Where a lone request's time goes, by function.
+        result.update(self._single_profile("single", one, sender, private))
+        if gid:
+            group_profile = self._single_profile("single-group", one, admin, group)
+            result["group_raw_file"] = group_profile.get("raw_file")
+            result["group_profile"] = group_profile.get("profile")
+        outbox.install(None)
+        return result
+
+    def _single_profile(self, name: str, one, client: str, body: bytes) -> dict:
         seconds = min(4.0, self.plan.profile_seconds)
-        output = self.work / "single.raw"
+        output = self.work / f"{name}.raw"
         spy = profile.record(os.getpid(), seconds, output)
         time.sleep(0.5)  # py-spy attaches
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            self._single_loop(one, sender, private)
+            self._single_loop(one, client, body)
             done += 1
         rate = done / (time.perf_counter() - started)
         spy.communicate(timeout=seconds + 60)
-        outbox.install(None)
-        if output.exists():
-            stored = BENCH_DIR / "results" / f"single-{self.stamp}.raw"
-            shutil.copy(output, stored)
-            result["raw_file"] = str(stored.relative_to(REPO_DIR))
-            result["profile"] = profile.analyse(
+        if not output.exists():
+            return {}
+        stored = BENCH_DIR / "results" / f"{name}-{self.stamp}.raw"
+        shutil.copy(output, stored)
+        return {
+            "raw_file": str(stored.relative_to(REPO_DIR)),
+            "profile": profile.analyse(
                 output, requests_per_second=rate, thread_marker="SingleRequest._single_loop", only_marked=True
-            )
-        return result
+            ),
+        }
 
     @staticmethod
     def _single_loop(one, sender: str, body: bytes) -> None:
