@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.peer_report import before_after, peer_section
+from bench.peer_report import before_after, issue19_gaps, peer_section
 
 P99_TARGET_MS = 50  # also where the bench starts counting a response as part of a stall
 
@@ -478,6 +478,7 @@ def _single_section(single: dict) -> list[str]:
     ]
     for key, label in (
         ("send_private", "`msg.send_private`, pair seen before"),
+        ("send_private_no_flush", "the same, this session with `synchronous_commit=off` (reference)"),
         ("send_group_50", "`msg.send_group`, 50 members"),
     ):
         row = single.get(key)
@@ -497,6 +498,13 @@ def _single_section(single: dict) -> list[str]:
                 detail,
             )
         )
+    if single.get("round_trip_ms") is not None:
+        lines += [
+            "",
+            f"A bare round trip to PostgreSQL (`SELECT 1`, one after the other) takes "
+            f"{single['round_trip_ms']} ms: the rest of the statement's time is its execution and, "
+            "with `synchronous_commit=on`, the WAL flush (the difference to the reference row).",
+        ]
     if single.get("profile"):
         lines += ["", f"py-spy of the lone `msg.send_private` loop (`{single.get('raw_file')}`):", ""]
         rate = 1000 / single["send_private"]["ms_per_request"] if single.get("send_private") else None
@@ -594,7 +602,7 @@ def _analysis(r: dict, measured: dict) -> list[str]:
 def _closing_note(r: dict, measured: dict) -> list[str]:
     from bench.notes import closing_note
 
-    return ["", "## Closing note", "", *closing_note(r, measured), *before_after(r)]
+    return ["", "## Closing note", "", *closing_note(r, measured), *issue19_gaps(r), *before_after(r)]
 
 
 def _codes(codes: dict | None) -> str:

@@ -103,6 +103,17 @@ class SingleRequest:
             }
 
         result = {"send_private": measure(sender, private, 2.0, 5000)}
+        if connection.vendor == "postgresql":
+            # The statement's parts: a bare round trip to the server, and the same send without
+            # waiting for the WAL flush (this session only; the bridge's commits stay durable).
+            result["round_trip_ms"] = self._round_trip_ms(connection)
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+            try:
+                result["send_private_no_flush"] = measure(sender, private, 2.0, 5000)
+            finally:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET synchronous_commit")
         if gid:
             result["send_group_50"] = measure(admin, group, 2.0, 300)
         # Where a lone request's time goes, by function.
@@ -113,6 +124,17 @@ class SingleRequest:
             result["group_profile"] = group_profile.get("profile")
         outbox.install(None)
         return result
+
+    @staticmethod
+    def _round_trip_ms(connection, seconds: float = 1.0) -> float:
+        """`SELECT 1` one after the other: loopback, the server's wake-up, the driver."""
+        with connection.cursor() as cursor:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+                done += 1
+        return round((time.perf_counter() - started) / done * 1000, 3)
 
     def _single_profile(self, name: str, one, client: str, body: bytes) -> dict:
         seconds = min(4.0, self.plan.profile_seconds)
