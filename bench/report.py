@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.peer_report import before_after, issue19_gaps, peer_section
+from bench.peer_report import before_after, before_of, issue19_gaps, peer_section
 
 P99_TARGET_MS = 50  # also where the bench starts counting a response as part of a stall
 
@@ -644,9 +644,20 @@ def _population(r: dict) -> str:
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("latest.json")
+    """`python -m bench.report [results.json] [--before earlier.json]`: the second adds (or
+    replaces) the before / after of an earlier run, e.g. the code before a change."""
+    args = sys.argv[1:]
+    before = None
+    if "--before" in args:
+        at = args.index("--before")
+        before = Path(args[at + 1])
+        del args[at : at + 2]
+    path = Path(args[0]) if args else Path(__file__).with_name("latest.json")
+    results = json.loads(path.read_text())
+    if before is not None:
+        results["before"] = before_of(json.loads(before.read_text()), str(before))
     target = Path(__file__).with_name("REPORT.md")
-    target.write_text(render(json.loads(path.read_text())))
+    target.write_text(render(results))
     print(f"wrote {target}")
 
 
