@@ -369,9 +369,11 @@ class BridgeClient:
                     self._accepting = False
                 self._network(0 if self._pending else 0.2)
                 self.last_turn = time.monotonic()
-                self.periodic.run_due()
                 if self._pending:
                     self._serve_pending()
+                # After the batch: a request that has arrived never waits for a job that is due
+                # (the agent-wait sweep is a database round trip five times a second).
+                self.periodic.run_due()
         finally:
             self._accepting = False
             with self._handoff_lock:
