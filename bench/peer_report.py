@@ -169,7 +169,8 @@ def peer_section(r: dict) -> list[str]:
         lines += ["No peer run in this invocation (`--peer ejabberd` runs it): MChat's side only.", ""]
     lines += [
         "The same phases on both (bench.peer): 50 employees online for the whole run, 1:1 messages",
-        "round a ring (j to j+1), bodies padded by 100 bytes, 20 fan-outs to the 50-member group",
+        "round a ring (j to j+1), bodies padded by 100 bytes, "
+        f"{r.get('plan', {}).get('fanout_repeats', '?')} fan-outs to the 50-member group",
         f"0.5 s apart; {r.get('plan', {}).get('peer_seconds', '?')} s per MChat phase, "
         f"{meta.get('duration_s', '?')} s per ejabberd phase. What an answer means differs a little:",
         "ejabberd's ack (XEP-0198) = the sender's archive row committed and the message routed to",
