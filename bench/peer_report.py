@@ -153,6 +153,21 @@ def peer_section(r: dict) -> list[str]:
     if peer.get("error"):
         lines += [f"The peer harness did not give a result: `{peer['error'][:300]}`", ""]
     elif peer:
+        mchat_load = (r.get("machine") or {}).get("loadavg_mchat_start")
+        peer_load = meta.get("loadavg_before") or []
+        if mchat_load and peer_load:
+            try:
+                apart = abs(float(peer_load[0]) - float(mchat_load[0]))
+            except (TypeError, ValueError):
+                apart = 0.0
+            if apart >= 1.0:
+                lines += [
+                    f"**The two ran on a machine loaded differently** (1-minute load average "
+                    f"{peer_load[0]} before ejabberd's run, {mchat_load[0]:.2f} before MChat's; the "
+                    "last column of the phase table shows everything else's CPU in each phase): "
+                    "the ratios below say little. Run again on a quiet machine.",
+                    "",
+                ]
         how = (
             f"run by this bench just before MChat's run (`{peer.get('command')}`, {peer.get('seconds')} s)"
             if peer.get("ran_here")

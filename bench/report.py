@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.peer_report import before_after, before_of, issue19_gaps, peer_section
+from bench.single import statement_kinds
 
 P99_TARGET_MS = 50  # also where the bench starts counting a response as part of a stall
 
@@ -485,7 +486,8 @@ def _single_section(single: dict) -> list[str]:
         if not row:
             continue
         detail = "; ".join(
-            f"`{s['statement']}` x{s['per_request']:g} ({s['ms_each']})" for s in row.get("statements", [])
+            f"`{s['statement']}` x{s['per_request']:g} ({s['ms_each']})"
+            for s in statement_kinds(row.get("statements", []))
         )
         lines.append(
             _row(

@@ -19,6 +19,29 @@ from bench import profile
 from bench.services import REPO_DIR
 from bench.stack import BENCH_DIR
 
+SAVEPOINT_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+
+
+def statement_kinds(statements: list[dict]) -> list[dict]:
+    """Rows of one kind merged (runs from before savepoints were one kind: a row each)."""
+    merged: dict[str, dict] = {}
+    for row in statements:
+        kind = (
+            row["statement"].split()[0] if row["statement"].startswith(SAVEPOINT_WORDS) else row["statement"]
+        )
+        entry = merged.setdefault(kind, {"statement": kind, "per_request": 0.0, "ms": 0.0})
+        entry["per_request"] += row["per_request"]
+        entry["ms"] += row["per_request"] * row["ms_each"]
+    return [
+        {
+            "statement": k,
+            "per_request": round(e["per_request"], 2),
+            "ms_each": round(e["ms"] / e["per_request"], 3),
+        }
+        for k, e in merged.items()
+        if e["per_request"]
+    ]
+
 
 class _Discard:
     """A Publisher that drops everything (MemoryPublisher decodes each payload: not free)."""
@@ -64,7 +87,8 @@ class SingleRequest:
             finally:
                 words = sql.split()
                 table = next((w.strip('"').split('"')[0] for w in words[1:8] if w.startswith('"')), "")
-                kind = f"{words[0]} {table}".strip()
+                # A savepoint's name is new each time: one kind for all of them.
+                kind = words[0] if words[0] in SAVEPOINT_WORDS else f"{words[0]} {table}".strip()
                 entry = statements.setdefault(kind, [0, 0.0])
                 entry[0] += 1
                 entry[1] += time.perf_counter() - started
