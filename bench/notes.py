@@ -184,13 +184,14 @@ def _one_in_flight(r: dict) -> list[str]:
     one = r.get("profile_1") or {}
     load = one.get("load") or {}
     rate, p50 = load.get("per_second"), _get(load, "latency_ms", "p50")
+    mean = _get(load, "latency_ms", "mean", default=p50)
     if not one.get("phases") or not rate or p50 is None:
         return []
     per_request = 1000 / rate  # ms of the bridge's wall time per request (one at a time)
     idle = _phase_share(one, IDLE)
     sql = _phase_share(one, SQL)
     busy = (1 - idle) * per_request
-    raw = _get(r, "raw_broker", "in_flight_1", "latency_ms", "p50")
+    raw = _get(r, "raw_broker", "in_flight_1", "latency_ms", "mean")
     single = _get(r, "single_request", "send_private", default={})
     text = (
         f"- **One request at a time.** At 1 in flight the bridge answers {rate:,.0f}/s, p50 "
@@ -201,9 +202,10 @@ def _one_in_flight(r: dict) -> list[str]:
     )
     if raw is not None:
         text += (
-            f" The raw echo's round trip through the broker takes {raw:.2f} ms; the rest of the "
-            f"answer time ({max(0.0, p50 - raw - busy):.2f} ms) is the wake-ups of the processes on "
-            "the way and the broker's extra work (the two deliveries, their acknowledgements)."
+            f" Of the mean answer time ({mean:.2f} ms), the raw echo's round trip through the broker "
+            f"takes {raw:.2f} ms (mean) and the bridge {busy:.2f} ms; the rest "
+            f"({max(0.0, mean - raw - busy):.2f} ms) is the wake-ups of the processes on the way and "
+            "the broker's extra work (the two deliveries, their acknowledgements)."
         )
     if single:
         text += (
