@@ -480,6 +480,7 @@ def _single_section(single: dict) -> list[str]:
     for key, label in (
         ("send_private", "`msg.send_private`, pair seen before"),
         ("send_private_no_flush", "the same, this session with `synchronous_commit=off` (reference)"),
+        ("send_private_redis_rate_limit", "the same with the rate limit shared through Redis"),
         ("send_group_50", "`msg.send_group`, 50 members"),
     ):
         row = single.get(key)
