@@ -29,6 +29,12 @@ bench: system-deps venv plugin
 	@.ci/ensure-packages postgresql
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# The benchmark back to back with the peer chat server's harness (ejabberd; bench/peer.py).
+.PHONY: bench-peer
+bench-peer: system-deps venv plugin
+	@.ci/ensure-packages postgresql
+	$(PY) -m bench.run --postgres --peer ejabberd $(BENCH_ARGS)
+
 # Good logins/s while a guesser hammers one account (the plugin's login guard); a few seconds.
 .PHONY: bench-login
 bench-login: system-deps venv plugin

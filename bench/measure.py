@@ -75,22 +75,38 @@ def response_code(payload: bytes) -> int:
 class Requests:
     """Requester clients (one Swarm) and the bookkeeping of their outstanding requests."""
 
-    def __init__(self, swarm: Swarm, logins: list[tuple[str, str, str]]) -> None:
+    def __init__(
+        self,
+        swarm: Swarm,
+        logins: list[tuple[str, str, str]],
+        *,
+        extra_topics: list[list[str]] | None = None,
+        on_delivery: Callable[[float, int, bytes], None] | None = None,
+        seq_prefix: str = "s",
+    ) -> None:
+        """`extra_topics`: more subscriptions per client (an online employee's inbox, say);
+        what arrives on them goes to `on_delivery(now, client index, payload)` (swarm thread)."""
         self.swarm = swarm
         self.client_ids = [login[2] for login in logins]
         self.unexpected = 0
+        self.on_delivery = on_delivery
         self._pending: dict[tuple[str, str], Callable[[float, bytes], None]] = {}
         self._seq = itertools.count()
+        self._seq_prefix = seq_prefix
+        extra = extra_topics or [[] for _ in logins]
         self.clients = swarm.connect_many(
             logins,
             on_message=self._on_message,
-            subscriptions=[[f"{RESP}{cid}/+"] for cid in self.client_ids],
+            subscriptions=[
+                [f"{RESP}{cid}/+", *more] for cid, more in zip(self.client_ids, extra, strict=True)
+            ],
         )
+        self._index = {id(client): i for i, client in enumerate(self.clients)}
 
     def send(self, index: int, make_payload: PayloadFactory, on_response) -> str:
         """Swarm thread only. Returns the seq_id (unique for the whole run)."""
         client_id = self.client_ids[index]
-        seq_id = f"s{next(self._seq)}"
+        seq_id = f"{self._seq_prefix}{next(self._seq)}"
         self._pending[(client_id, seq_id)] = on_response
         self.clients[index].publish(f"{REQ}{client_id}/{seq_id}", make_payload(index, seq_id), qos=1)
         return seq_id
@@ -116,6 +132,10 @@ class Requests:
 
     def _on_message(self, client, message) -> None:
         now = time.monotonic()
+        if not message.topic.startswith(RESP):
+            if self.on_delivery is not None:
+                self.on_delivery(now, self._index[id(client)], message.payload)
+            return
         client_id, _, seq_id = message.topic[len(RESP) :].rpartition("/")
         callback = self._pending.pop((client_id, seq_id), None)
         if callback is None:
@@ -134,12 +154,13 @@ class LoopResult:
     codes: Counter = field(default_factory=Counter)
     answered_in_window: int = 0
     window: float = 0.0
-    sent: dict[str, float] = field(default_factory=dict)  # seq_id -> intended send time
+    # seq_id -> intended send time (open loop), or the time it was sent (closed loop)
+    sent: dict[str, float] = field(default_factory=dict)
     unanswered: int = 0
     late: list[float] = field(default_factory=list)  # open loop: actual minus intended send time
     # open loop: (intended send time, latency) of each answer, time.monotonic() seconds
     timeline: list[tuple[float, float]] = field(default_factory=list)
-    started: float = 0.0  # open loop: the first scheduled send
+    started: float = 0.0  # open loop: the first scheduled send; closed loop: the start (warm-up first)
 
     def summary(self) -> dict:
         return {
@@ -167,7 +188,7 @@ def closed_loop(
     result = LoopResult(window=duration)
     state = {"outstanding": 0}
     finished = threading.Event()
-    start = time.monotonic()
+    start = result.started = time.monotonic()
     window_start, window_end = start + warmup, start + warmup + duration
 
     def fire(index: int) -> None:
@@ -186,7 +207,7 @@ def closed_loop(
                 finished.set()
 
         state["outstanding"] += 1
-        requests.send(index, make_payload, on_response)
+        result.sent[requests.send(index, make_payload, on_response)] = sent
 
     def begin() -> None:
         for index, count in zip(clients, _spread(in_flight, len(clients)), strict=True):
@@ -329,8 +350,15 @@ class ReceiverPool:
 
     def dump(self) -> dict[str, list]:
         """token -> [count, first arrival, last arrival] over all processes; then forgets."""
+        return self.dump_with_times(times=False)[0]
+
+    def dump_with_times(self, times: bool = True) -> tuple[dict[str, list], dict[str, list[float]]]:
+        """dump(), and every arrival time of each token (one per receiver that got it)."""
         merged: dict[str, list] = {}
-        for reply in self._ask_all([{"cmd": "dump"} for _ in self._procs]):
+        every: dict[str, list[float]] = {}
+        for reply in self._ask_all([{"cmd": "dump", "times": times} for _ in self._procs]):
+            for token, arrivals in reply.get("times", {}).items():
+                every.setdefault(token, []).extend(arrivals)
             for token, (count, first, last) in reply["arrivals"].items():
                 entry = merged.get(token)
                 if entry is None:
@@ -339,7 +367,7 @@ class ReceiverPool:
                     entry[0] += count
                     entry[1] = min(entry[1], first)
                     entry[2] = max(entry[2], last)
-        return merged
+        return merged, every
 
     @property
     def pids(self) -> list[int]:

@@ -65,7 +65,7 @@ def analysis(r: dict, measured: dict) -> list[str]:
         cores = sp64.get("cpu_cores") or {}
         lines.append(
             f"- **Throughput.** One bridge answers `msg.send_private` at {rate:,.0f}/s with 64 in "
-            f"flight, {sp64.get('ratio_to_raw', 0):.1%} of what the broker echoes "
+            f"flight, {sp64.get('ratio_to_raw') or 0:.1%} of what the broker echoes "
             f"({raw64.get('per_second', 0):,.0f}/s). The pipeline alone, in process without MQTT, "
             f"does {ip.get('batch64_per_second', 0):,.0f}/s ({ip.get('batch64_ms_per_request')} ms "
             f"per request in batches of 64). Requests that arrive together are served together. "
@@ -128,6 +128,7 @@ def analysis(r: dict, measured: dict) -> list[str]:
             f"offered the recipient has the message after p50 "
             f"{_get(low, 'end_to_end_ms', 'p50', default=0):.1f} ms."
         )
+    lines += _one_in_flight(r)
     fan = r.get("fanout") or {}
     raw_fan = _get(r, "raw_broker", "fanout", default={})
     if "1000" in fan:
@@ -173,6 +174,45 @@ def analysis(r: dict, measured: dict) -> list[str]:
     if rss is not None:
         lines.append(f"- **Memory.** The bridge holds {rss:.0f} MiB at the end of the run.")
     return lines
+
+
+IDLE = "of which waiting for traffic in select() (idle)"
+
+
+def _one_in_flight(r: dict) -> list[str]:
+    """Where one request's answer time goes at 1 in flight (bench.profile, bench.single)."""
+    one = r.get("profile_1") or {}
+    load = one.get("load") or {}
+    rate, p50 = load.get("per_second"), _get(load, "latency_ms", "p50")
+    mean = _get(load, "latency_ms", "mean", default=p50)
+    if not one.get("phases") or not rate or p50 is None:
+        return []
+    per_request = 1000 / rate  # ms of the bridge's wall time per request (one at a time)
+    idle = _phase_share(one, IDLE)
+    sql = _phase_share(one, SQL)
+    busy = (1 - idle) * per_request
+    raw = _get(r, "raw_broker", "in_flight_1", "latency_ms", "mean")
+    single = _get(r, "single_request", "send_private", default={})
+    text = (
+        f"- **One request at a time.** At 1 in flight the bridge answers {rate:,.0f}/s, p50 "
+        f"{p50:.2f} ms; it is busy {busy:.3f} ms per request ({1 - idle:.0%} of its time), of which "
+        f"{sql * per_request:.3f} ms waiting for its statement (PostgreSQL, loopback, the WAL flush) "
+        f"and {busy - sql * per_request:.3f} ms of Python (reading, decoding, validating, building "
+        f"the statement and the payloads, publishing, acknowledging)."
+    )
+    if raw is not None:
+        text += (
+            f" Of the mean answer time ({mean:.2f} ms), the raw echo's round trip through the broker "
+            f"takes {raw:.2f} ms (mean) and the bridge {busy:.2f} ms; the rest "
+            f"({max(0.0, mean - raw - busy):.2f} ms) is the wake-ups of the processes on the way and "
+            "the broker's extra work (the two deliveries, their acknowledgements)."
+        )
+    if single:
+        text += (
+            f" In process without MQTT a lone request costs {single['ms_per_request']} ms: SQL "
+            f"{single['sql_ms_per_request']} ms, Python {single['python_ms_per_request']} ms."
+        )
+    return [text]
 
 
 def closing_note(r: dict, measured: dict) -> list[str]:

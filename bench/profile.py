@@ -32,6 +32,17 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("BridgeClient._network", "bridge/client.py")],
     ),
     (
+        "  read and parse what arrived (paho + bridge.gathering)",
+        [("BridgeClient._read_available", "bridge/client.py")],
+    ),
+    ("  paho loop_misc (keepalive)", [("Client.loop_misc", "paho/mqtt/client.py")]),
+    (
+        "write what the batch gathered (one send)",
+        [("GatheringSocket.flush", "bridge/gathering.py")],
+    ),
+    ("metrics of the batch (Prometheus)", [("RequestMetrics.batch", "bridge/metrics.py")]),
+    ("periodic jobs", [("PeriodicJobs.run_due", "bridge/periodic.py")]),
+    (
         "Dispatcher: requests in hand, total",
         [("Dispatcher.handle_batch", "bridge/dispatch.py"), ("Dispatcher.handle", "bridge/dispatch.py")],
     ),
@@ -75,6 +86,16 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         "          new conversations (first message of a pair)",
         [("private_conversation_get_or_create", "messaging/services/conversations.py")],
     ),
+    (
+        "    _execute_one (one request in its own transaction: any other action)",
+        [("Dispatcher._execute_one", "bridge/dispatch.py")],
+    ),
+    ("      send_group (handler)", [("send_group", "bridge/handlers/messages.py")]),
+    (
+        "        group_access + group_conversation (SELECTs)",
+        [("group_access", "messaging/selectors.py"), ("group_conversation", "messaging/selectors.py")],
+    ),
+    ("      the answer's record (INSERT)", [("Dispatcher._record", "bridge/dispatch.py")]),
     ("  [both ways] content_parse", [("content_parse", "messaging/content.py")]),
     (
         "  [both ways] messages_post (number, insert, read positions; deliveries)",
@@ -119,6 +140,7 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("Atomic.__enter__", "django/db/transaction.py"), ("Atomic.__exit__", "django/db/transaction.py")],
     ),
 ]
+IDLE_LEAF = "BridgeClient._network"
 PROJECT_DIRS = ("bridge/", "messaging/", "org/", "mchat/")
 OUTER_FRAMES = {"Command.handle", "BridgeClient.run"}
 
@@ -200,6 +222,9 @@ def analyse(
     total = sum(count for _, count in main_samples) or 1
 
     phases = []
+    # Waiting for traffic: the request thread's samples that end in the network pass itself
+    # (select() is C: py-spy shows its caller as the leaf).
+    idle = sum(count for frames, count in main_samples if frames and frames[-1][0] == IDLE_LEAF)
     for label, alternatives in PHASES:
         hit = sum(
             count
@@ -211,6 +236,14 @@ def analyse(
         if requests_per_second:
             row["ms_per_request"] = round(share * 1000 / requests_per_second, 3)
         phases.append(row)
+        if alternatives[0][0] == IDLE_LEAF:
+            row = {
+                "phase": "  of which waiting for traffic in select() (idle)",
+                "share": round(idle / total, 4),
+            }
+            if requests_per_second:
+                row["ms_per_request"] = round(idle / total * 1000 / requests_per_second, 3)
+            phases.append(row)
 
     leaves: Counter = Counter()
     for frames, count in main_samples:

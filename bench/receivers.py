@@ -4,10 +4,12 @@ arrive. Driven by JSON lines on stdin, answering JSON lines on stdout:
     {"cmd": "connect", "port": P, "logins": [[user, pw, cid], ...], "subscriptions": [[topic...], ...]}
     {"cmd": "wait", "tokens": {"t1": expected_count, ...}, "timeout": 5.0}  -> {"counts": {...}}
     {"cmd": "dump"}   -> {"arrivals": {token: [count, first, last]}, "other": n}; then forgets
+    {"cmd": "dump", "times": true}  -> the same, and "times": {token: [every arrival]}
     {"cmd": "quit"}
 
 A bench message is any payload containing the JSON string "bench <token>" (message content
-or a raw publish); its token is what follows "bench " up to the closing quote. Times are
+or a raw publish); its token is what follows "bench " up to a space or the closing quote
+(a body padded to the peer harness's size: "bench <token> xxx..."). Times are
 time.monotonic(), comparable with the orchestrating process's.
 """
 
@@ -23,38 +25,50 @@ from bench.swarm import Swarm
 MARK = b'"bench '
 
 
+def token_of(payload: bytes) -> str | None:
+    """The bench token of a payload, or None when it carries none."""
+    start = payload.find(MARK)
+    if start < 0:
+        return None
+    start += len(MARK)
+    end = payload.find(b'"', start)
+    space = payload.find(b" ", start, end)
+    return payload[start : space if space >= 0 else end].decode()
+
+
 class Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.arrivals: dict[str, list] = {}
+        self.times: dict[str, list[float]] = {}  # every arrival of a token (per-receiver latency)
         self.other = 0
 
     def on_message(self, client, message) -> None:
         now = time.monotonic()
-        payload = message.payload
-        start = payload.find(MARK)
-        if start < 0:
+        token = token_of(message.payload)
+        if token is None:
             self.other += 1
             return
-        start += len(MARK)
-        token = payload[start : payload.find(b'"', start)].decode()
         with self.lock:
             entry = self.arrivals.get(token)
             if entry is None:
                 self.arrivals[token] = [1, now, now]
+                self.times[token] = [now]
             else:
                 entry[0] += 1
                 entry[2] = now
+                self.times[token].append(now)
 
     def counts(self, tokens) -> dict[str, int]:
         with self.lock:
             return {t: self.arrivals.get(t, [0])[0] for t in tokens}
 
-    def dump(self) -> dict:
+    def dump(self, times: bool = False) -> dict:
         with self.lock:
             arrivals, self.arrivals = self.arrivals, {}
+            every, self.times = self.times, {}
             other, self.other = self.other, 0
-        return {"arrivals": arrivals, "other": other}
+        return {"arrivals": arrivals, "other": other, **({"times": every} if times else {})}
 
 
 def main() -> None:
@@ -86,7 +100,7 @@ def main() -> None:
                 time.sleep(0.002)
             reply = {"counts": counts}
         elif cmd == "dump":
-            reply = recorder.dump()
+            reply = recorder.dump(times=command.get("times", False))
         elif cmd == "quit":
             break
         else:

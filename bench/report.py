@@ -10,6 +10,9 @@ import json
 import sys
 from pathlib import Path
 
+from bench.peer_report import before_after, before_of, issue19_gaps, peer_section
+from bench.single import statement_kinds
+
 P99_TARGET_MS = 50  # also where the bench starts counting a response as part of a stall
 
 TARGETS = [
@@ -123,6 +126,7 @@ def render(r: dict) -> str:
         lines.append(_row(text, goal, shown, verdict, gap))
     if r.get("database") != "postgresql":
         lines += ["", "The targets are stated for PostgreSQL; this run used SQLite."]
+    lines += peer_section(r)
 
     raw, sp = r.get("raw_broker", {}), r.get("send_private", {})
     lines += [
@@ -265,7 +269,7 @@ def render(r: dict) -> str:
         _row("measure", "p50 / p95 / p99 ms", "notes"),
         _row("---", "---", "---"),
         _row(
-            f"`org.tree`, {tree.get('employees', '?'):,} employees, full answer",
+            f"`org.tree`, {tree.get('employees', 0):,} employees, full answer",
             _lat(tree.get("full_ms")),
             f"{tree.get('response_bytes', 0) / 1024:,.0f} KiB response",
         ),
@@ -373,6 +377,26 @@ def _profile_section(r: dict) -> list[str]:
             ("pipeline alone, in process", _get(r, "in_process", "cpu_cores")),
         ]
     )
+    one = r.get("profile_1") or {}
+    if one.get("phases"):
+        load = one.get("load", {})
+        latency = _get(load, "latency_ms", "p50")
+        raw_p50 = _get(raw, "in_flight_1", "latency_ms", "p50")
+        lines += [
+            "",
+            "### One request at a time (`msg.send_private`, 1 in flight)",
+            "",
+            (
+                f"py-spy of the bridge's request thread during {load.get('seconds')} s at "
+                f"{load.get('per_second')} responses/s, answer p50 {latency} ms (the raw broker echo: "
+                f"{raw_p50} ms; `{one.get('raw_file')}`). Idle time (the loop waiting in select() for "
+                "the next request) is inside the network pass: what the bridge does for one request is "
+                "the rest. ms/request = share x (1000 / throughput)."
+            ),
+            "",
+            *_phase_table(one, load.get("per_second")),
+        ]
+    lines += _single_section(r.get("single_request") or {})
     if prof.get("phases"):
         load = prof.get("load", {})
         lines += [
@@ -432,6 +456,66 @@ def _profile_section(r: dict) -> list[str]:
             lines += ["", "The usual way (a pair not seen before):", ""]
             for n, sql in enumerate(ip["sql_usual_way"], 1):
                 lines.append(f"{n}. `{sql.replace('`', '')}`")
+    return lines
+
+
+def _single_section(single: dict) -> list[str]:
+    """bench.single: a lone request in process, the database's part and Python's."""
+    if not single:
+        return []
+    lines = [
+        "",
+        "### A lone request in process (no MQTT): database and Python",
+        "",
+        "`Dispatcher.handle_batch` of one request at a time in the benchmark process, deliveries",
+        "and answers dropped; each statement timed at Django's cursor (driver, loopback, server and,",
+        "for a statement that commits, the WAL flush). Python = the rest. CPU = this thread's CPU time",
+        "(Python, Django and the driver; steadier than wall time when the machine is busy).",
+        "",
+        _row(
+            "request", "ms per request", "SQL ms", "Python ms", "CPU ms", "statements", "statements (ms each)"
+        ),
+        _row("---", "---:", "---:", "---:", "---:", "---:", "---"),
+    ]
+    for key, label in (
+        ("send_private", "`msg.send_private`, pair seen before"),
+        ("send_private_no_flush", "the same, this session with `synchronous_commit=off` (reference)"),
+        ("send_private_redis_rate_limit", "the same with the rate limit shared through Redis"),
+        ("send_group_50", "`msg.send_group`, 50 members"),
+    ):
+        row = single.get(key)
+        if not row:
+            continue
+        detail = "; ".join(
+            f"`{s['statement']}` x{s['per_request']:g} ({s['ms_each']})"
+            for s in statement_kinds(row.get("statements", []))
+        )
+        lines.append(
+            _row(
+                label,
+                row["ms_per_request"],
+                row["sql_ms_per_request"],
+                row["python_ms_per_request"],
+                row.get("cpu_ms_per_request", "–"),
+                row["statements_per_request"],
+                detail,
+            )
+        )
+    if single.get("round_trip_ms") is not None:
+        lines += [
+            "",
+            f"A bare round trip to PostgreSQL (`SELECT 1`, one after the other) takes "
+            f"{single['round_trip_ms']} ms: the rest of the statement's time is its execution and, "
+            "with `synchronous_commit=on`, the WAL flush (the difference to the reference row).",
+        ]
+    if single.get("profile"):
+        lines += ["", f"py-spy of the lone `msg.send_private` loop (`{single.get('raw_file')}`):", ""]
+        rate = 1000 / single["send_private"]["ms_per_request"] if single.get("send_private") else None
+        lines += _phase_table(single["profile"], rate)
+    if single.get("group_profile"):
+        lines += ["", f"py-spy of the lone `msg.send_group` loop (`{single.get('group_raw_file')}`):", ""]
+        rate = 1000 / single["send_group_50"]["ms_per_request"] if single.get("send_group_50") else None
+        lines += _phase_table(single["group_profile"], rate)
     return lines
 
 
@@ -521,7 +605,7 @@ def _analysis(r: dict, measured: dict) -> list[str]:
 def _closing_note(r: dict, measured: dict) -> list[str]:
     from bench.notes import closing_note
 
-    return ["", "## Closing note", "", *closing_note(r, measured)]
+    return ["", "## Closing note", "", *closing_note(r, measured), *issue19_gaps(r), *before_after(r)]
 
 
 def _codes(codes: dict | None) -> str:
@@ -563,9 +647,20 @@ def _population(r: dict) -> str:
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("latest.json")
+    """`python -m bench.report [results.json] [--before earlier.json]`: the second adds (or
+    replaces) the before / after of an earlier run, e.g. the code before a change."""
+    args = sys.argv[1:]
+    before = None
+    if "--before" in args:
+        at = args.index("--before")
+        before = Path(args[at + 1])
+        del args[at : at + 2]
+    path = Path(args[0]) if args else Path(__file__).with_name("latest.json")
+    results = json.loads(path.read_text())
+    if before is not None:
+        results["before"] = before_of(json.loads(before.read_text()), str(before))
     target = Path(__file__).with_name("REPORT.md")
-    target.write_text(render(json.loads(path.read_text())))
+    target.write_text(render(results))
     print(f"wrote {target}")
 
 

@@ -25,13 +25,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench import peer
 from bench.measure import ReceiverPool
+from bench.peer_report import before_of
 from bench.scenarios import Scenarios
 from bench.services import (
     REPO_DIR,
     BridgeProcess,
     PostgresCluster,
 )
+from bench.single import SingleRequest
 from bench.stack import BENCH_DIR, Stack, machine_info, versions
 from bench.swarm import Swarm
 
@@ -51,6 +54,8 @@ class Plan:
     tree_repeats: int
     profile_seconds: float
     receiver_processes: int
+    peer_seconds: float  # each phase of the peer harness's shape (bench.peer)
+    peer_warmup: float
     senders: int = 8
 
 
@@ -68,6 +73,8 @@ FULL = Plan(
     tree_repeats=10,
     profile_seconds=8,
     receiver_processes=2,
+    peer_seconds=20,  # as the peer's run: run_all.sh --duration 20
+    peer_warmup=3,
 )
 QUICK = Plan(
     employees=2_000,
@@ -83,10 +90,12 @@ QUICK = Plan(
     tree_repeats=3,
     profile_seconds=4,
     receiver_processes=2,
+    peer_seconds=2,
+    peer_warmup=0.5,
 )
 
 
-class Bench(Stack, Scenarios):
+class Bench(Stack, Scenarios, peer.PeerPhases, SingleRequest):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.plan = QUICK if args.quick else FULL
@@ -104,7 +113,7 @@ class Bench(Stack, Scenarios):
         self.pool: ReceiverPool | None = None
         self.monitor: subprocess.Popen | None = None
         self.swarm: Swarm | None = None
-        self.steps = tqdm(total=18, desc="bench", unit="step", position=0, dynamic_ncols=True)
+        self.steps = tqdm(total=21, desc="bench", unit="step", position=0, dynamic_ncols=True)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -125,6 +134,14 @@ class Bench(Stack, Scenarios):
         (BENCH_DIR / "results").mkdir(exist_ok=True)
         self.results["machine"] = machine_info()
         self.results["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.args.before:
+            self.results["before"] = before_of(
+                json.loads(self.args.before.read_text()), str(self.args.before)
+            )
+        # The peer first, on a machine where nothing of MChat runs yet; then MChat.
+        self.results["peer"] = self.run_peer()
+        self.step("peer")
+        self.results["machine"]["loadavg_mchat_start"] = os.getloadavg()
         self.start_monitor()
         url = self.start_database()
         self.step("database")
@@ -139,61 +156,77 @@ class Bench(Stack, Scenarios):
         self.step("clients connected")
         self.results["versions"] = versions(self.pg)
 
+        want = self.args.only.__contains__
         raw: dict = {}
-        self.start_echo()
-        raw["in_flight_1"] = self.closed("raw broker, 1 in flight", 1)
-        self.step("raw 1")
-        raw["in_flight_64"] = self.closed("raw broker, 64 in flight", 64)
-        self.step("raw 64")
-        self.stop_echo()
-        raw["fanout"] = self.raw_fanout()
-        self.results["raw_broker"] = raw
-        self.step("raw fan-out")
+        if want("raw"):
+            self.start_echo()
+            raw["in_flight_1"] = self.closed("raw broker, 1 in flight", 1)
+            self.step("raw 1")
+            raw["in_flight_64"] = self.closed("raw broker, 64 in flight", 64)
+            self.step("raw 64")
+            self.stop_echo()
+            raw["fanout"] = self.raw_fanout()
+            self.results["raw_broker"] = raw
+            self.step("raw fan-out")
+
+        def ratio(row: dict, key: str = "in_flight_64") -> None:
+            base = _per_second(raw, key)
+            row["ratio_to_raw"] = round(row["per_second"] / base, 3) if base else None
 
         self.start_bridge("b1")
         self.wait_bridge_ready()
         self.watch_processes()
         self.step("bridge up")
         mchat: dict = {}
-        mchat["in_flight_1"] = self.closed("send_private, 1 in flight", 1)
-        self.step("send_private 1")
-        mchat["in_flight_64"] = self.closed("send_private, 64 in flight", 64)
-        self.step("send_private 64")
-        for key in ("in_flight_1", "in_flight_64"):
-            base = raw[key]["per_second"]
-            mchat[key]["ratio_to_raw"] = round(mchat[key]["per_second"] / base, 3) if base else None
         self.results["send_private"] = mchat
-        self.results["profile"] = self.run_profile()
-        self.step("profiled")
-        self.results["offered_load"] = self.offered(mchat["in_flight_64"]["per_second"])
-        self.step("offered load")
-        self.results["fanout"] = self.mchat_fanout()
-        self.step("fan-out")
-        self.results["org_tree"] = self.org_tree()
-        self.results["member_add"] = self.member_add()
-        self.step("org scale")
-        self.results["memory"] = self.memory()
-        self.results["in_process"] = self.in_process()
-        self.step("memory, queries")
-        if self.pg is not None:
+        if want("requests"):
+            mchat["in_flight_1"] = self.closed("send_private, 1 in flight", 1)
+            self.step("send_private 1")
+            mchat["in_flight_64"] = self.closed("send_private, 64 in flight", 64)
+            self.step("send_private 64")
+            for key in ("in_flight_1", "in_flight_64"):
+                ratio(mchat[key], key)
+        if want("peer"):
+            self.results["peer_phases"] = self.peer_phases()
+            self.step("peer phases")
+        if want("profile"):
+            self.results["profile_1"] = self.run_profile(in_flight=1)
+            self.step("profiled at 1 in flight")
+            self.results["profile"] = self.run_profile()
+            self.step("profiled")
+        if want("offered"):
+            capacity = _per_second(mchat, "in_flight_64") or 2000.0
+            self.results["offered_load"] = self.offered(capacity)
+            self.step("offered load")
+        if want("fanout"):
+            self.results["fanout"] = self.mchat_fanout()
+            self.step("fan-out")
+        if want("org"):
+            self.results["org_tree"] = self.org_tree()
+            self.results["member_add"] = self.member_add()
+            self.step("org scale")
+        if want("process"):
+            self.results["memory"] = self.memory()
+            self.results["in_process"] = self.in_process()
+            self.results["single_request"] = self.single_request()
+            self.step("memory, queries")
+        if self.pg is not None and want("syncoff"):
             # How much of a request is waiting for the WAL flush of its COMMIT on this disk.
             self.pg.psql("ALTER SYSTEM SET synchronous_commit = off")
             self.pg.psql("SELECT pg_reload_conf()")
             time.sleep(0.5)
             row = self.closed("send_private, 64 in flight, synchronous_commit=off", 64)
-            base = raw["in_flight_64"]["per_second"]
-            row["ratio_to_raw"] = round(row["per_second"] / base, 3) if base else None
+            ratio(row)
             self.results["send_private"]["in_flight_64_sync_commit_off"] = row
             self.pg.psql("ALTER SYSTEM RESET synchronous_commit")
             self.pg.psql("SELECT pg_reload_conf()")
-        if self.args.bridges > 1:
+        if self.args.bridges > 1 and want("multi"):
             for n in range(2, self.args.bridges + 1):
                 self.start_bridge(f"b{n}")
             time.sleep(1.0)
             self.wait_bridge_ready()
             row = self.closed(f"send_private, 64 in flight, {self.args.bridges} bridges", 64)
-            base = raw["in_flight_64"]["per_second"]
-            row["ratio_to_raw"] = round(row["per_second"] / base, 3) if base else None
+            ratio(row)
             row["bridges"] = self.args.bridges
             self.results["send_private"]["in_flight_64_multi_bridge"] = row
         self.step("multi-bridge")
@@ -202,6 +235,34 @@ class Bench(Stack, Scenarios):
         self.results["machine"]["loadavg_end"] = os.getloadavg()
         self.write()
         self.step("report")
+
+    def run_peer(self) -> dict | None:
+        """The peer harness (bench.peer), back to back with MChat's run; or a result it wrote
+        before (--peer-result); None when not asked for."""
+        args = self.args
+        if args.peer_result:
+            return peer.read_peer_result(args.peer_result)
+        if not args.peer:
+            return None
+        started = time.monotonic()
+        duration = args.peer_duration or (3 if args.quick else 20)
+        # A short run does not wait a minute per phase for a quiet machine.
+        extra = ["--quiet-max-wait", "5", "--fanout-reps", "5"] if args.quick else []
+        try:
+            row = peer.run_ejabberd(
+                args.peer_harness, self.work, duration=duration, extra_args=extra, log=self.log
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            row = {"name": "ejabberd", "error": f"{type(exc).__name__}: {exc}"}
+        row["wall_seconds"] = round(time.monotonic() - started, 1)
+        if "error" in row:
+            self.log(f"peer: {row['error']}")
+        elif row.get("result_file"):
+            # The work directory goes at the end: keep the peer's own result beside ours.
+            kept = BENCH_DIR / "results" / f"peer-ejabberd-{self.stamp}.json"
+            shutil.copy(row["result_file"], kept)
+            row["result_file"] = str(kept.relative_to(REPO_DIR))
+        return row
 
     def write(self) -> None:
         from bench.report import render
@@ -217,6 +278,21 @@ class Bench(Stack, Scenarios):
         )
 
 
+def _per_second(rows: dict, key: str) -> float | None:
+    return (rows.get(key) or {}).get("per_second")
+
+
+PARTS = ("raw", "requests", "peer", "profile", "offered", "fanout", "org", "process", "syncoff", "multi")
+
+
+def _parts(text: str) -> set[str]:
+    parts = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    return parts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -230,6 +306,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2,
         help="also measure send_private, 64 in flight, with this many bridge processes",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["ejabberd"],
+        help="also run the peer chat server's harness back to back (before MChat) and report both",
+    )
+    parser.add_argument(
+        "--peer-harness",
+        type=Path,
+        default=peer.DEFAULT_HARNESS,
+        help=f"the peer harness's directory (its run_all.sh is run from there; default {peer.DEFAULT_HARNESS})",
+    )
+    parser.add_argument(
+        "--peer-duration",
+        type=float,
+        default=None,
+        help="seconds per peer phase (run_all.sh --duration; default 20, 3 with --quick)",
+    )
+    parser.add_argument(
+        "--peer-result",
+        type=Path,
+        default=None,
+        help="report beside a JSON result the peer harness wrote before instead of running it",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="an earlier run's results JSON (the code before a change): the report shows before / after",
+    )
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        default=set(PARTS),
+        help=f"measure only these parts, comma-separated (A/B runs of a few phases): {', '.join(PARTS)}",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
     parser.add_argument(

@@ -110,29 +110,10 @@ class Scenarios:
             sent, responses = {}, []
             bar = self.sub_bar(self.plan.fanout_repeats, f"fan-out {size}", "msg")
             for _ in range(self.plan.fanout_repeats):
-                box: dict = {}
-
-                def fire(gid=gid, box=box) -> None:
-                    box["t0"] = time.monotonic()
-
-                    def on_response(now: float, payload: bytes) -> None:
-                        box["latency"] = now - box["t0"]
-                        box["code"] = measure.response_code(payload)
-
-                    box["seq"] = self.requests.send(
-                        self.admin_index,
-                        lambda i, s: _json_bytes(
-                            {"action": "msg.send_group", "group_id": gid, "content": f"bench {s}"}
-                        ),
-                        on_response,
-                    )
-
-                self.swarm.call_wait(fire)
-                self.pool.wait({box["seq"]: topic}, timeout=15)
-                wait_until(lambda box=box: "code" in box, 10)
-                sent[box["seq"]] = box["t0"]
-                if "latency" in box:
-                    responses.append(box["latency"])
+                token, t0, latency = self.group_send(gid, topic)
+                sent[token] = t0
+                if latency is not None:
+                    responses.append(latency)
                 bar.update(1)
                 time.sleep(0.05)
             bar.close()
@@ -142,6 +123,32 @@ class Scenarios:
             }
             self.log(f"MChat fan-out {size}: {out[str(size)]['all_received_ms']}")
         return out
+
+    def group_send(self, gid: str, topic: str, pad: str = "") -> tuple[str, float, float | None]:
+        """One `msg.send_group` by the admin (every fan-out group's owner), waited for until
+        every receiver of `topic` has it: (token, send time, response latency or None)."""
+        box: dict = {}
+        content = f"bench {{}} {pad}" if pad else "bench {}"
+
+        def fire() -> None:
+            box["t0"] = time.monotonic()
+
+            def on_response(now: float, payload: bytes) -> None:
+                box["latency"] = now - box["t0"]
+                box["code"] = measure.response_code(payload)
+
+            box["seq"] = self.requests.send(
+                self.admin_index,
+                lambda i, s: _json_bytes(
+                    {"action": "msg.send_group", "group_id": gid, "content": content.format(s)}
+                ),
+                on_response,
+            )
+
+        self.swarm.call_wait(fire)
+        self.pool.wait({box["seq"]: topic}, timeout=15)
+        wait_until(lambda: "code" in box, 10)
+        return box["seq"], box["t0"], box.get("latency")
 
     def offered(self, capacity: float) -> list[dict]:
         """`capacity`: responses/s measured with 64 in flight. A rate well above it can only
@@ -384,16 +391,19 @@ class Scenarios:
     def _dispatch_loop(batch) -> None:
         batch(64)
 
-    def run_profile(self) -> dict:
-        output = self.work / "profile.raw"
+    def run_profile(self, in_flight: int = 64) -> dict:
+        output = self.work / f"profile-{in_flight}.raw"
         bridge = self.bridges[0]
         spy = profile.record(bridge.pid, self.plan.profile_seconds, output)
         time.sleep(0.3)
-        loop = self.closed("profiled: send_private, 64 in flight", 64, seconds=self.plan.profile_seconds)
+        loop = self.closed(
+            f"profiled: send_private, {in_flight} in flight", in_flight, seconds=self.plan.profile_seconds
+        )
         _, err = spy.communicate(timeout=self.plan.profile_seconds + 60)
         if not output.exists():
             return {"error": f"py-spy failed: {err[-500:]}"}
-        stored = BENCH_DIR / "results" / f"profile-{self.stamp}.raw"
+        suffix = "" if in_flight == 64 else f"-{in_flight}"
+        stored = BENCH_DIR / "results" / f"profile{suffix}-{self.stamp}.raw"
         shutil.copy(output, stored)
         analysis = profile.analyse(output, requests_per_second=loop["per_second"])
         return {"load": loop, "raw_file": str(stored.relative_to(REPO_DIR)), **analysis}

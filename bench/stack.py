@@ -181,7 +181,13 @@ class Stack:
         self.pool = ReceiverPool(self.port, plan.receiver_processes)
         logins = [(e, pw, f"{e}_rx") for e in topics]
         self.pool.connect(logins, [topics[e] for e in topics])
-        self.results["clients"] = {"requesters": len(requesters), "receivers": len(logins)}
+        # The peer harness's 50 online employees (bench.peer): answers and inbox on one connection.
+        self.connect_online()
+        self.results["clients"] = {
+            "requesters": len(requesters),
+            "receivers": len(logins),
+            "online": len(self.online_ids),
+        }
 
     def start_echo(self) -> None:
         env = {**os.environ, "BENCH_ECHO_PASSWORD": self.bridge_password}

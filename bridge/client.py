@@ -135,7 +135,7 @@ class BridgeClient:
         self._connection = 0  # counts successful connects: an ack belongs to its connection
         self._accepting = False
         self._loop_thread: threading.Thread | None = None
-        self._handoff: deque[tuple[str, bytes, int, bool, Future]] = deque()
+        self._handoff: deque[tuple[str, bytes, int, bool, Future | None]] = deque()
         self._handoff_lock = threading.Lock()
         self._handoff_closed = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -220,28 +220,45 @@ class BridgeClient:
         if self._loop_thread is None or threading.current_thread() is self._loop_thread:
             future.set_result(self.client.publish(topic, payload, qos=qos, retain=retain))
             return future
+        self._hand_over(topic, payload, qos, retain, future)
+        return future
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """`publish` for a caller that does not look at the outcome (the dispatcher's answers and
+        deliveries, three per message): on the loop thread straight into the gathered write,
+        without a Future each."""
+        if self._loop_thread is None or threading.current_thread() is self._loop_thread:
+            self.client.publish(topic, payload, qos=qos, retain=retain)
+        else:
+            self._hand_over(topic, payload, qos, retain, None)
+
+    def _hand_over(self, topic: str, payload: bytes, qos: int, retain: bool, future: Future | None) -> None:
         with self._handoff_lock:
             queued = not self._handoff_closed
             if queued:
                 self._handoff.append((topic, payload, qos, retain, future))
         if not queued:
             logger.warning("the bridge is stopping: nothing more is published (%s)", topic)
-            future.set_exception(RuntimeError("the bridge is stopping"))
-            return future
+            if future is not None:
+                future.set_exception(RuntimeError("the bridge is stopping"))
+            return
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
             pass  # already awake, or closing
-        return future
 
     def _publish_handed_over(self) -> None:
         while self._handoff:
             topic, payload, qos, retain, future = self._handoff.popleft()
             try:
-                future.set_result(self.client.publish(topic, payload, qos=qos, retain=retain))
+                info = self.client.publish(topic, payload, qos=qos, retain=retain)
             except Exception as exc:
                 logger.exception("publishing on %s for another thread failed", topic)
-                future.set_exception(exc)
+                if future is not None:
+                    future.set_exception(exc)
+                continue
+            if future is not None:
+                future.set_result(info)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -352,9 +369,11 @@ class BridgeClient:
                     self._accepting = False
                 self._network(0 if self._pending else 0.2)
                 self.last_turn = time.monotonic()
-                self.periodic.run_due()
                 if self._pending:
                     self._serve_pending()
+                # After the batch: a request that has arrived never waits for a job that is due
+                # (the agent-wait sweep is a database round trip five times a second).
+                self.periodic.run_due()
         finally:
             self._accepting = False
             with self._handoff_lock:
@@ -378,4 +397,4 @@ class LoopPublisher:
         self._bridge = bridge
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        self._bridge.publish(topic, payload, qos=qos, retain=retain)
+        self._bridge.publish_nowait(topic, payload, qos=qos, retain=retain)

@@ -61,6 +61,41 @@ class GatheringSocket:
         start, self._in_at = self._in_at, min(self._in_at + size, len(self._in))
         return self._in[start : self._in_at]
 
+    def take_packet(self) -> tuple[int, bytearray] | None:
+        """A whole MQTT packet from the bytes received (one recv first if none are left):
+        (its first byte, its body after the remaining length). BlockingIOError when nothing
+        has arrived; None when what is there is not a whole packet, or the socket has
+        something else to say (closed, failed, TLS): paho's own read then takes what there
+        is, byte by byte, and reports it its way."""
+        if self._failed is not None:
+            return None
+        data, at = self._in, self._in_at
+        if at >= len(data):
+            try:
+                data, at = self._sock.recv(self.READ_SIZE), 0
+            except BlockingIOError:
+                raise
+            except OSError:  # TLS wants to read or write first, or the connection failed
+                return None  # paho's recv asks again and reports it
+            if not data:
+                return None  # closed: paho's recv reads the end again
+            self._in, self._in_at = data, 0
+        end = len(data)
+        length, shift, pos = 0, 0, at + 1
+        while True:  # the remaining length: 7 bits a byte, at most 4 bytes
+            if pos >= end or shift > 21:
+                return None  # not all here yet (or malformed: paho says so)
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        if pos + length > end:
+            return None
+        self._in_at = pos + length
+        return data[at], bytearray(data[pos : pos + length])
+
     def pending(self) -> int:
         """Bytes received and not yet taken by paho, which select() cannot see."""
         inner = getattr(self._sock, "pending", None)  # TLS keeps its own
@@ -115,8 +150,11 @@ class GatheringClient(mqtt.Client):
     """A paho client on a GatheringSocket; only for a loop that calls its socket's flush()
     (paho's own loop_start()/loop_forever() are refused: they never flush).
 
-    Four of paho's steps are taken without its objects when a packet is the usual one, as
+    Five of paho's steps are taken without its objects when a packet is the usual one, as
     nearly every packet of the bridge is:
+    - a packet already whole in the socket's buffer is taken in one piece
+      (GatheringSocket.take_packet) instead of paho's three or more recv calls and their
+      bookkeeping, then handled by paho's dispatch as usual;
     - a PUBLISH at QoS 0 or 1 without properties goes to `on_plain_message` as (topic,
       payload, packet id, QoS), if that is set (and acknowledgements are manual): paho builds
       a Properties object for every MQTT 5 PUBLISH, and with its MQTTMessage that was nine
@@ -155,6 +193,46 @@ class GatheringClient(mqtt.Client):
             and sock.pending()
         ):
             rc = self.loop_read()
+        return rc
+
+    def _packet_read(self):
+        if self._in_packet["command"] != 0 or not isinstance(self._sock, GatheringSocket):
+            return super()._packet_read()  # a packet paho has begun, or not our socket
+        try:
+            whole = self._sock.take_packet()
+        except BlockingIOError:
+            return mqtt.MQTTErrorCode.MQTT_ERR_AGAIN  # as paho's read of the first byte says
+        if whole is None:
+            return super()._packet_read()
+        command, body = whole
+        # What paho's own read leaves in _in_packet once a packet is whole, then its steps.
+        self._in_packet = {
+            "command": command,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": len(body),
+            "packet": body,
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = self._packet_handle()
+        except mqtt.MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {
+            "command": 0,
+            "have_remaining": 0,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": 0,
+            "packet": bytearray(b""),
+            "to_process": 0,
+            "pos": 0,
+        }
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
         return rc
 
     def _handle_publish(self):

@@ -254,3 +254,42 @@ def test_a_slow_batch_is_logged(caplog, settings, monkeypatch):
     bridge._pending = [("mchat/msg/req/emp_alice_001_d1/s2", b"{}", 2, 1, 0)]
     bridge._serve_pending()
     assert "slow batch" not in caplog.text
+
+
+def test_whole_packets_are_taken_in_one_piece_and_a_partial_one_is_left_for_paho(pair):
+    sock, peer = pair
+    with pytest.raises(BlockingIOError):
+        sock.take_packet()  # nothing has arrived
+    body = b"x" * 200  # a remaining length of two bytes (200 = 0xC8 0x01)
+    peer.sendall(b"\x40\x02\x00\x07" + b"\x32\xc8\x01" + body + b"\x40\x02\x00")
+    assert sock.take_packet() == (0x40, bytearray(b"\x00\x07"))
+    assert sock.take_packet() == (0x32, bytearray(body))
+    assert sock.take_packet() is None  # the last PUBACK is not whole yet
+    assert sock.pending() == 3  # and stays for paho's byte by byte read
+    peer.sendall(b"\x08")
+    assert sock.recv(3) == b"\x40\x02\x00"
+    assert sock.take_packet() is None  # one byte: its remaining length has not arrived
+
+
+def test_the_client_reads_buffered_packets_whole_as_paho_would(pair):
+    sock, peer = pair
+    client = GatheringClient(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    client._sock = sock
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    received = []
+    client.on_plain_message = lambda topic, payload, mid, qos: received.append((topic, payload, mid, qos))
+    topic = b"mchat/msg/req/emp_a_d1/s1"
+
+    def publish(mid: int, payload: bytes) -> bytes:
+        rest = struct.pack("!H", len(topic)) + topic + struct.pack("!HB", mid, 0) + payload
+        return bytes([0x32, len(rest)]) + rest
+
+    peer.sendall(publish(1, b'{"a":1}') + publish(2, b'{"b":2}') + publish(3, b"{}")[:5])
+    assert client.loop_read_buffered() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert received == [
+        (topic.decode(), b'{"a":1}', 1, 1),
+        (topic.decode(), b'{"b":2}', 2, 1),
+    ]
+    peer.sendall(publish(3, b"{}")[5:])  # the rest of the third: paho finishes what it began
+    client.loop_read()
+    assert received[-1] == (topic.decode(), b"{}", 3, 1)

@@ -1,0 +1,448 @@
+"""The report's section beside the peer (bench.peer): MChat and ejabberd phase by phase, their
+ratio, CPU per phase, and the goals of issue 19 as a targets table."""
+
+from __future__ import annotations
+
+from bench.peer import peer_rows
+
+
+def _get(d, *path, default=None):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _num(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _lat(s: dict | None, keys=("p50", "p95", "p99")) -> str:
+    if not s or not (s.get("count") or s.get("n")):
+        return "–"
+    return " / ".join(_num(s.get(k), 2) for k in keys)
+
+
+def _ratio(mchat, peer) -> str:
+    if mchat is None or not peer:
+        return "–"
+    return f"{mchat / peer:.2f}"
+
+
+def _cpu(row: dict | None, peer: bool) -> str:
+    if not row:
+        return "–"
+    if peer:
+        cells = (
+            row.get("hs_cpu_pct_of_core"),
+            row.get("db_cpu_pct_of_core"),
+            row.get("client_cpu_pct_of_core"),
+            row.get("other_cpu_pct_of_core"),
+        )
+    else:
+        pct = row.get("cpu_pct") or {}
+        cells = (pct.get("server"), pct.get("db"), pct.get("client"), pct.get("other"))
+    return " / ".join(_num(c, 0) for c in cells)
+
+
+# (key, label, MChat value, peer value, higher is better); values from the phase rows.
+def _comparisons(mine: dict, theirs: dict, r: dict) -> list[tuple]:
+    m64 = _get(r, "send_private", "in_flight_64", default={})
+    return [
+        (
+            "send 1 in flight: answered (acked) sends/s",
+            _get(mine, "send_1", "per_second"),
+            _get(theirs, "send_1", "msgs_per_s"),
+            True,
+        ),
+        (
+            "send 1 in flight: ack p50 ms",
+            _get(mine, "send_1", "ack_ms", "p50"),
+            _get(theirs, "send_1", "ack_ms", "p50"),
+            False,
+        ),
+        (
+            "send 1 in flight: ack p99 ms",
+            _get(mine, "send_1", "ack_ms", "p99"),
+            _get(theirs, "send_1", "ack_ms", "p99"),
+            False,
+        ),
+        (
+            "send 32 in flight: answered (acked) sends/s",
+            _get(mine, "send_32", "per_second"),
+            _get(theirs, "send_32", "msgs_per_s"),
+            True,
+        ),
+        (
+            "send 32 in flight: ack p50 ms",
+            _get(mine, "send_32", "ack_ms", "p50"),
+            _get(theirs, "send_32", "ack_ms", "p50"),
+            False,
+        ),
+        (
+            "send 64 in flight (MChat) vs 32 (ejabberd): sends/s",
+            m64.get("per_second"),
+            _get(theirs, "send_32", "msgs_per_s"),
+            True,
+        ),
+        (
+            "delivery under 32 in flight p50 ms",
+            _get(mine, "send_32", "delivery_under_load_ms", "p50"),
+            _get(theirs, "send_32", "delivery_under_load_ms", "p50"),
+            False,
+        ),
+        (
+            "ping-pong send -> received p50 ms",
+            _get(mine, "pingpong", "e2e_ms", "p50"),
+            _get(theirs, "pingpong", "e2e_ms", "p50"),
+            False,
+        ),
+        (
+            "ping-pong send -> received p99 ms",
+            _get(mine, "pingpong", "e2e_ms", "p99"),
+            _get(theirs, "pingpong", "e2e_ms", "p99"),
+            False,
+        ),
+        (
+            "10 pairs at 10 msg/s: send -> received p50 ms",
+            _get(mine, "rate_10", "e2e_ms", "p50"),
+            _get(theirs, "rate_10", "e2e_ms", "p50"),
+            False,
+        ),
+        (
+            "10 pairs at 50 msg/s: send -> received p50 ms",
+            _get(mine, "rate_50", "e2e_ms", "p50"),
+            _get(theirs, "rate_50", "e2e_ms", "p50"),
+            False,
+        ),
+        (
+            "10 pairs at 50 msg/s: send -> received p99 ms",
+            _get(mine, "rate_50", "e2e_ms", "p99"),
+            _get(theirs, "rate_50", "e2e_ms", "p99"),
+            False,
+        ),
+        (
+            "fan-out to 50: all received p50 ms",
+            _get(mine, "fanout_50", "all_received_ms", "p50"),
+            _get(theirs, "fanout_50", "all_received_ms", "p50"),
+            False,
+        ),
+        (
+            "fan-out to 50: per receiver p50 ms",
+            _get(mine, "fanout_50", "per_receiver_ms", "p50"),
+            _get(theirs, "fanout_50", "per_receiver_ms", "p50"),
+            False,
+        ),
+    ]
+
+
+def peer_section(r: dict) -> list[str]:
+    mine = r.get("peer_phases") or {}
+    peer = r.get("peer") or {}
+    if not mine and not peer:
+        return []
+    result = peer.get("result") or {}
+    theirs = peer_rows(result)
+    meta = result.get("meta", {})
+    lines = ["", "## Beside the peer: ejabberd (issue 19)", ""]
+    if peer.get("error"):
+        lines += [f"The peer harness did not give a result: `{peer['error'][:300]}`", ""]
+    elif peer:
+        mchat_load = (r.get("machine") or {}).get("loadavg_mchat_start")
+        peer_load = meta.get("loadavg_before") or []
+        if mchat_load and peer_load:
+            try:
+                apart = abs(float(peer_load[0]) - float(mchat_load[0]))
+            except (TypeError, ValueError):
+                apart = 0.0
+            if apart >= 1.0:
+                lines += [
+                    f"**The two ran on a machine loaded differently** (1-minute load average "
+                    f"{peer_load[0]} before ejabberd's run, {mchat_load[0]:.2f} before MChat's; the "
+                    "last column of the phase table shows everything else's CPU in each phase): "
+                    "the ratios below say little. Run again on a quiet machine.",
+                    "",
+                ]
+        how = (
+            f"run by this bench just before MChat's run (`{peer.get('command')}`, {peer.get('seconds')} s)"
+            if peer.get("ran_here")
+            else "a result the peer harness wrote before (not run by this bench)"
+        )
+        lines += [
+            f"ejabberd {meta.get('server_version', '?')} + PostgreSQL (MAM on, fsync and "
+            f"synchronous_commit on), measured by `{peer.get('harness', '/work/shared/peers/ejabberd')}`: "
+            f"{how}; result `{peer.get('result_file')}`, started {meta.get('started_utc', '?')}, "
+            f"load average before {', '.join(meta.get('loadavg_before', []) or ['?'])}.",
+            "",
+        ]
+    else:
+        lines += ["No peer run in this invocation (`--peer ejabberd` runs it): MChat's side only.", ""]
+    lines += [
+        "The same phases on both (bench.peer): 50 employees online for the whole run, 1:1 messages",
+        "round a ring (j to j+1), bodies padded by 100 bytes, "
+        f"{r.get('plan', {}).get('fanout_repeats', '?')} fan-outs to the 50-member group",
+        f"0.5 s apart; {r.get('plan', {}).get('peer_seconds', '?')} s per MChat phase, "
+        f"{meta.get('duration_s', '?')} s per ejabberd phase. What an answer means differs a little:",
+        "ejabberd's ack (XEP-0198) = the sender's archive row committed and the message routed to",
+        "the recipient's session; MChat's answer = the message committed (with its idempotency",
+        "record and its conversation's sequence number) and its deliveries handed to the broker in",
+        "the same write as the answer. MChat also delivers a copy to the sender's own inbox (its",
+        "other devices; the online connection reads it), ejabberd without carbons does not. Latencies",
+        "in ms. Ratio = MChat / ejabberd (above 1 is better for sends/s, below 1 for latencies).",
+    ]
+    before = r.get("before") or {}
+    earlier = (
+        {label: m for label, m, _p, _h in _comparisons(before.get("peer_phases") or {}, {}, before)}
+        if before
+        else {}
+    )
+    if before:
+        lines += [
+            f"MChat before = `{before.get('source')}` ({before.get('git_commit', '?')}, "
+            f"{before.get('started_at', '?')}): the same bench on the code before this work.",
+        ]
+    lines += [
+        "",
+        _row("phase", "ejabberd", "MChat", "ratio", "better", *(["MChat before"] if before else [])),
+        _row("---", "---:", "---:", "---:", "---", *(["---:"] if before else [])),
+    ]
+    for label, m, p, higher in _comparisons(mine, theirs, r):
+        better = "–"
+        if m is not None and p is not None:
+            better = "MChat" if (m >= p if higher else m <= p) else "ejabberd"
+        digits = 2 if not higher else 1
+        lines.append(
+            _row(
+                label,
+                _num(p, digits),
+                _num(m, digits),
+                _ratio(m, p),
+                better,
+                *([_num(earlier.get(label), digits)] if before else []),
+            )
+        )
+    lines += [
+        "",
+        "Each phase in full (MChat; ejabberd below it). CPU in % of one core: server (MChat: bridge +",
+        "Mosquitto; ejabberd: beam.smp) / database / client (load generator + receivers) / everything",
+        "else on the machine.",
+        "",
+        _row("phase", "who", "sends/s", "ack p50 / p95 / p99", "received p50 / p95 / p99", "lost", "CPU %"),
+        _row("---", "---", "---:", "---", "---", "---:", "---"),
+    ]
+    phases = [
+        ("send K=1", "send_1", "delivery_under_load_ms"),
+        ("send K=32", "send_32", "delivery_under_load_ms"),
+        ("ping-pong", "pingpong", "e2e_ms"),
+        ("10 pairs @10/s", "rate_10", "e2e_ms"),
+        ("10 pairs @50/s", "rate_50", "e2e_ms"),
+        ("fan-out 50 (all received)", "fanout_50", "all_received_ms"),
+    ]
+    for label, key, received in phases:
+        m, p = mine.get(key), theirs.get(key)
+        rate = (m or {}).get(
+            "per_second", (m or {}).get("round_trips_per_second", (m or {}).get("answered_per_second"))
+        )
+        lines.append(
+            _row(
+                label,
+                "MChat",
+                _num(rate),
+                _lat((m or {}).get("ack_ms")),
+                _lat((m or {}).get(received)),
+                (m or {}).get("lost", "–"),
+                _cpu(m, False),
+            )
+        )
+        if p:
+            lines.append(
+                _row(
+                    "",
+                    "ejabberd",
+                    _num(p.get("msgs_per_s")),
+                    _lat(p.get("ack_ms")),
+                    _lat(p.get(received)),
+                    p.get("lost", "–"),
+                    _cpu(p, True),
+                )
+            )
+    fan_m, fan_p = mine.get("fanout_50") or {}, theirs.get("fanout_50") or {}
+    lines += [
+        "",
+        "Fan-out to 50, each receiver's latency p50 / p95 / p99: MChat "
+        f"{_lat(fan_m.get('per_receiver_ms'))}, ejabberd {_lat(fan_p.get('per_receiver_ms'))}; "
+        f"all received max: MChat {_num(_get(fan_m, 'all_received_ms', 'max'), 2)}, "
+        f"ejabberd {_num(_get(fan_p, 'all_received_ms', 'max'), 2)}. The delivery rows of K=1 and "
+        "K=32 are the recipient's delivery under that load (from the send).",
+    ]
+    lines += targets_section(r, mine, theirs)
+    return lines
+
+
+def _verdict(value, goal, higher) -> tuple[str, str]:
+    if value is None or goal is None:
+        return "not measured", ""
+    met = value >= goal if higher else value <= goal
+    if met:
+        return "met", ""
+    if higher:
+        return "gap", f"{goal - value:,.2f} short ({value / goal:.0%} of the goal)"
+    return "gap", f"{value - goal:,.2f} over ({value / goal:.2f}x the goal)"
+
+
+def issue19_gaps(r: dict) -> list[str]:
+    """The closing note's lines: issue 19's goals this run missed (see the analysis for where the
+    time goes)."""
+    if not r.get("peer_phases"):
+        return []
+    theirs = peer_rows((r.get("peer") or {}).get("result") or {})
+    lines = []
+    for text, value, goal, higher, unit in _goals(r, r.get("peer_phases") or {}, theirs):
+        verdict, gap = _verdict(value, goal, higher)
+        if verdict == "gap":
+            lines.append(
+                f"- **Issue 19, {text}**: {_num(value, 2)}{unit} against {_num(goal, 2)}{unit}; {gap}."
+            )
+    return lines
+
+
+def _goals(r: dict, mine: dict, theirs: dict) -> list[tuple]:
+    p99_1000 = next((row for row in r.get("offered_load") or [] if row.get("offered_per_second") == 1000), {})
+    raw64 = _get(r, "raw_broker", "in_flight_64", "per_second")
+    sp64 = _get(r, "send_private", "in_flight_64", "per_second")
+    ej32 = _get(theirs, "send_32", "msgs_per_s")
+    goals = [
+        (
+            "1 in flight: answered sends/s ≥ ejabberd's",
+            _get(mine, "send_1", "per_second"),
+            _get(theirs, "send_1", "msgs_per_s"),
+            True,
+            "/s",
+        ),
+        (
+            "1 in flight: ack p50 ≤ ejabberd's",
+            _get(mine, "send_1", "ack_ms", "p50"),
+            _get(theirs, "send_1", "ack_ms", "p50"),
+            False,
+            " ms",
+        ),
+        (
+            "ping-pong p50 ≤ ejabberd's",
+            _get(mine, "pingpong", "e2e_ms", "p50"),
+            _get(theirs, "pingpong", "e2e_ms", "p50"),
+            False,
+            " ms",
+        ),
+        (
+            "fan-out to 50, all received p50 ≤ ejabberd's",
+            _get(mine, "fanout_50", "all_received_ms", "p50"),
+            _get(theirs, "fanout_50", "all_received_ms", "p50"),
+            False,
+            " ms",
+        ),
+        ("32 in flight ≥ ejabberd at 32", _get(mine, "send_32", "per_second"), ej32, True, "/s"),
+        ("64 in flight ≥ ejabberd at 32", sp64, ej32, True, "/s"),
+        (
+            "response p99 at 1,000 msg/s offered < 25 ms",
+            _get(p99_1000, "response_ms", "p99"),
+            25,
+            False,
+            " ms",
+        ),
+        (
+            "`msg.send_private` at 64 in flight ≥ 0.45 of the raw broker echo",
+            round(sp64 / raw64, 3) if sp64 and raw64 else None,
+            0.45,
+            True,
+            "",
+        ),
+    ]
+    return goals
+
+
+def targets_section(r: dict, mine: dict, theirs: dict) -> list[str]:
+    """Issue 19 item 2, goal by goal."""
+    goals = _goals(r, mine, theirs)
+    lines = [
+        "",
+        "### The goals of issue 19 (item 2), this run",
+        "",
+        _row("goal", "goal value", "MChat", "verdict", "gap"),
+        _row("---", "---:", "---:", "---", "---"),
+    ]
+    for text, value, goal, higher, unit in goals:
+        verdict, gap = _verdict(value, goal, higher)
+        lines.append(
+            _row(
+                text,
+                _num(goal, 2) + unit if goal is not None else "–",
+                _num(value, 2) + unit if value is not None else "–",
+                verdict,
+                gap,
+            )
+        )
+    pg = r.get("postgres") or {}
+    if r.get("database") == "postgresql":
+        durable = pg.get("synchronous_commit") == "on" and pg.get("fsync") == "on"
+        lines.append(
+            _row(
+                "durability unchanged: every answered message committed with synchronous_commit=on",
+                "on",
+                f"fsync={pg.get('fsync')}, synchronous_commit={pg.get('synchronous_commit')}",
+                "met" if durable else "gap",
+                "" if durable else "the rows above were not measured durable",
+            )
+        )
+        lines += [
+            "",
+            "(The `synchronous_commit=off` row of the requests table is a reference, not a result.)",
+        ]
+    else:
+        lines += ["", "This run used SQLite: the goals are stated for PostgreSQL (`--postgres`)."]
+    return lines
+
+
+def before_after(r: dict) -> list[str]:
+    """The closing note's lines: each phase before this work and now (--before)."""
+    before = r.get("before") or {}
+    if not before:
+        return []
+    earlier = {label: m for label, m, _p, _h in _comparisons(before.get("peer_phases") or {}, {}, before)}
+    lines = [
+        f"- **Before / after** (before: `{before.get('source')}`, {before.get('git_commit', '?')}; "
+        "after: this run):"
+    ]
+    for label, m, _p, higher in _comparisons(r.get("peer_phases") or {}, {}, r):
+        old = earlier.get(label)
+        if m is None and old is None:
+            continue
+        change = f" ({m / old - 1:+.0%})" if m is not None and old else ""
+        digits = 1 if higher else 2
+        lines.append(f"  - {label}: {_num(old, digits)} -> {_num(m, digits)}{change}")
+    return lines
+
+
+BEFORE_KEYS = (
+    "started_at",
+    "database",
+    "mode",
+    "peer_phases",
+    "send_private",
+    "raw_broker",
+    "offered_load",
+    "fanout",
+    "machine",
+)
+
+
+def before_of(results: dict, source: str) -> dict:
+    """What the report keeps of an earlier run's results (--before)."""
+    kept = {key: results[key] for key in BEFORE_KEYS if key in results}
+    kept["git_commit"] = (results.get("versions") or {}).get("git_commit")
+    kept["source"] = source
+    return kept

@@ -1,0 +1,238 @@
+"""One request at a time, in process (mixed into bench.run.Bench): what the bridge's pipeline
+costs a lone request without MQTT, split into the database's part (each statement timed at
+Django's cursor: driver, loopback, server, the COMMIT's WAL flush) and Python's (the rest), for
+`msg.send_private` between a pair seen before and for `msg.send_group` to the 50-member
+group; with a py-spy profile of the lone `msg.send_private`.
+
+At 1 in flight nothing overlaps: a request's answer time is the broker's hops (the raw echo)
+plus this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+
+from bench import profile
+from bench.services import REPO_DIR, free_port
+from bench.stack import BENCH_DIR
+
+SAVEPOINT_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+
+
+def statement_kinds(statements: list[dict]) -> list[dict]:
+    """Rows of one kind merged (runs from before savepoints were one kind: a row each)."""
+    merged: dict[str, dict] = {}
+    for row in statements:
+        kind = (
+            row["statement"].split()[0] if row["statement"].startswith(SAVEPOINT_WORDS) else row["statement"]
+        )
+        entry = merged.setdefault(kind, {"statement": kind, "per_request": 0.0, "ms": 0.0})
+        entry["per_request"] += row["per_request"]
+        entry["ms"] += row["per_request"] * row["ms_each"]
+    return [
+        {
+            "statement": k,
+            "per_request": round(e["per_request"], 2),
+            "ms_each": round(e["ms"] / e["per_request"], 3),
+        }
+        for k, e in merged.items()
+        if e["per_request"]
+    ]
+
+
+class _Discard:
+    """A Publisher that drops everything (MemoryPublisher decodes each payload: not free)."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        pass
+
+
+@contextmanager
+def redis_server():
+    """A private redis-server on 127.0.0.1 (its URL), stopped by its pid; None without one."""
+    server = shutil.which("redis-server")
+    if server is None:
+        yield None
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    yield None
+                    return
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class SingleRequest:
+    def single_request(self) -> dict:
+        from django.db import connection
+
+        from bridge.dispatch import Dispatcher
+        from bridge.ratelimit import RateLimiter
+        from mchat import outbox
+
+        outbox.install(_Discard())
+        state = {"dispatcher": Dispatcher(outbox.current(), limiter=RateLimiter({}))}
+        counter = iter(range(10**9))
+        sender, recipient = self.sender_ids[1], self.recipient_ids[1]
+        private = _json_bytes(
+            {"action": "msg.send_private", "to_employee_id": recipient, "content": "bench single"}
+        )
+        gid = self.population.fanout_groups.get(50)
+        group = _json_bytes({"action": "msg.send_group", "group_id": gid, "content": "bench single"})
+        admin = self.population.admin_id
+
+        def one(client: str, body: bytes) -> None:
+            (outcome,) = state["dispatcher"].handle_batch(
+                [(f"mchat/msg/req/{client}_single/sg{next(counter)}", body)]
+            )
+            if outcome.response is None or outcome.response.get("code") != 0:
+                raise RuntimeError(f"single request failed: {outcome.response}")
+
+        statements: dict[str, list] = {}
+
+        def timed(execute, sql, params, many, context):
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                words = sql.split()
+                table = next((w.strip('"').split('"')[0] for w in words[1:8] if w.startswith('"')), "")
+                # A savepoint's name is new each time: one kind for all of them.
+                kind = words[0] if words[0] in SAVEPOINT_WORDS else f"{words[0]} {table}".strip()
+                entry = statements.setdefault(kind, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - started
+
+        def measure(client: str, body: bytes, seconds: float, cap: int) -> dict:
+            one(client, body)  # the pair or group is known from here on
+            statements.clear()
+            done, started, cpu = 0, time.perf_counter(), time.thread_time()
+            with connection.execute_wrapper(timed):
+                while done < cap and time.perf_counter() - started < seconds:
+                    one(client, body)
+                    done += 1
+            wall = time.perf_counter() - started
+            cpu = time.thread_time() - cpu
+            sql = sum(total for _count, total in statements.values())
+            return {
+                "requests": done,
+                "ms_per_request": round(wall / done * 1000, 3),
+                "sql_ms_per_request": round(sql / done * 1000, 3),
+                "python_ms_per_request": round((wall - sql) / done * 1000, 3),
+                # This thread's CPU (Python, Django, the driver): steadier than wall time on a
+                # busy machine, where other processes take the CPU away.
+                "cpu_ms_per_request": round(cpu / done * 1000, 3),
+                "statements_per_request": round(sum(c for c, _t in statements.values()) / done, 2),
+                "statements": sorted(
+                    (
+                        {
+                            "statement": kind,
+                            "per_request": round(count / done, 2),
+                            "ms_each": round(total / count * 1000, 3),
+                        }
+                        for kind, (count, total) in statements.items()
+                    ),
+                    key=lambda row: -row["per_request"] * row["ms_each"],
+                ),
+            }
+
+        result = {"send_private": measure(sender, private, 2.0, 5000)}
+        if connection.vendor == "postgresql":
+            # The statement's parts: a bare round trip to the server, and the same send without
+            # waiting for the WAL flush (this session only; the bridge's commits stay durable).
+            result["round_trip_ms"] = self._round_trip_ms(connection)
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+            try:
+                result["send_private_no_flush"] = measure(sender, private, 2.0, 5000)
+            finally:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET synchronous_commit")
+        if gid:
+            result["send_group_50"] = measure(admin, group, 2.0, 300)
+        # The rate limit shared by every bridge through Redis (MCHAT_RATE_LIMIT_REDIS_URL, by
+        # default Celery's Redis when that is Redis): one Redis round trip per batch.
+        with redis_server() as url:
+            if url:
+                from django.conf import settings
+
+                from bridge.ratelimit import SharedRateLimiter
+
+                plain = state["dispatcher"]
+                state["dispatcher"] = Dispatcher(
+                    outbox.current(), limiter=SharedRateLimiter(settings.MCHAT_RATE_LIMITS, url=url)
+                )
+                try:
+                    result["send_private_redis_rate_limit"] = measure(sender, private, 2.0, 5000)
+                finally:
+                    state["dispatcher"] = plain
+        # Where a lone request's time goes, by function.
+        result.update(self._single_profile("single", one, sender, private))
+        if gid:
+            group_profile = self._single_profile("single-group", one, admin, group)
+            result["group_raw_file"] = group_profile.get("raw_file")
+            result["group_profile"] = group_profile.get("profile")
+        outbox.install(None)
+        return result
+
+    @staticmethod
+    def _round_trip_ms(connection, seconds: float = 1.0) -> float:
+        """`SELECT 1` one after the other: loopback, the server's wake-up, the driver."""
+        with connection.cursor() as cursor:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+                done += 1
+        return round((time.perf_counter() - started) / done * 1000, 3)
+
+    def _single_profile(self, name: str, one, client: str, body: bytes) -> dict:
+        seconds = min(4.0, self.plan.profile_seconds)
+        output = self.work / f"{name}.raw"
+        spy = profile.record(os.getpid(), seconds, output)
+        time.sleep(0.5)  # py-spy attaches
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            self._single_loop(one, client, body)
+            done += 1
+        rate = done / (time.perf_counter() - started)
+        spy.communicate(timeout=seconds + 60)
+        if not output.exists():
+            return {}
+        stored = BENCH_DIR / "results" / f"{name}-{self.stamp}.raw"
+        shutil.copy(output, stored)
+        return {
+            "raw_file": str(stored.relative_to(REPO_DIR)),
+            "profile": profile.analyse(
+                output, requests_per_second=rate, thread_marker="SingleRequest._single_loop", only_marked=True
+            ),
+        }
+
+    @staticmethod
+    def _single_loop(one, sender: str, body: bytes) -> None:
+        one(sender, body)
