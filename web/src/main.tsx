@@ -2,12 +2,14 @@
 // dispatcher + actions), the Preact UI.
 import { render } from "preact";
 import { MChatClient, cookieValue, webCredentialProvider } from "./client";
+import { perfMark } from "./client/marks";
 import { mqttTransport } from "./client/mqttTransport";
 import { ChatApp } from "./state/app";
 import { App } from "./ui/App";
 import { AppContext } from "./ui/common";
 import "./ui/styles.css";
 
+perfMark("script-start");
 const client = new MChatClient({
   credentials: webCredentialProvider({ csrfToken: () => cookieValue(document.cookie, "csrftoken") }),
   transport: mqttTransport,
