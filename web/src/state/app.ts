@@ -512,6 +512,22 @@ export class ChatApp {
     this.store.changed();
   }
 
+  /** An agent's Agent Card (`agent.card`): its skills with descriptions and examples. Once per
+   * page unless `fresh`; the directory shows it when a person opens the agent's skills. */
+  async loadAgentCard(employeeId: string, fresh = false): Promise<void> {
+    const cards = this.store.state.agentCards;
+    const held = cards.get(employeeId);
+    if (held && (held.loading || (!fresh && "card" in held))) return;
+    cards.set(employeeId, { loading: true });
+    this.store.changed();
+    try {
+      cards.set(employeeId, { loading: false, card: await this.client.agentCard(employeeId) });
+    } catch (err) {
+      cards.set(employeeId, { loading: false, error: errorText(err) });
+    }
+    this.store.changed();
+  }
+
   async loadAgents(skill?: string): Promise<void> {
     const s = this.store.state;
     try {

@@ -2,6 +2,7 @@
 // one store and fed by one delivery dispatcher (dispatch.ts), in the spirit of Zulip's
 // server_events_dispatch. Components read it with useStore() and call the actions (actions.ts).
 import type {
+  AgentCard,
   AgentProfile,
   ConnectionState,
   Content,
@@ -89,6 +90,9 @@ export interface Conversation {
   peerReadSeq: number;
 }
 
+/** An agent's card as the page holds it: loading, loaded, or the error that came instead. */
+export type AgentCardEntry = { loading: true } | { loading: false; card: AgentCard } | { loading: false; error: string };
+
 export interface SystemNotice {
   id: string;
   title: string;
@@ -114,6 +118,8 @@ export interface AppState {
   groups: Map<string, GroupInfo>;
   agents: AgentProfile[] | null;
   agentsError: string;
+  /** Agent Cards (§13.8) by employee id, fetched when a person opens an agent's skills. */
+  agentCards: Map<string, AgentCardEntry>;
   systemNotices: SystemNotice[];
   /** Task states by msg_id (from task_status deliveries and from history). */
   tasks: Map<string, TaskInfo>;
@@ -141,6 +147,7 @@ export function initialState(): AppState {
     groups: new Map(),
     agents: null,
     agentsError: "",
+    agentCards: new Map(),
     systemNotices: [],
     tasks: new Map(),
     typing: new Map(),
