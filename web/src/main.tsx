@@ -31,6 +31,9 @@ app.setVisible(document.visibilityState === "visible");
 // For the browser tests and the bench (read-only use): the app's store and client.
 (window as unknown as { mchat: ChatApp }).mchat = app;
 
+// Connect first: the credential request goes out before the first render, not after it.
+const started = app.start();
+
 const root = document.getElementById("app");
 if (root) {
   render(
@@ -41,6 +44,6 @@ if (root) {
   );
 }
 
-app.start().catch((err) => {
+started.catch((err) => {
   console.error("mchat: start failed", err);
 });
