@@ -109,7 +109,7 @@ LOAD_TIMELINE = """() => {
 
 PAGE_LIST_TIMES = """async () => {
   const out = {};
-  for (const limit of [10, 25, 50, 100]) {
+  for (const limit of [10, 15, 18, 21, 25, 50, 100]) {
     const runs = [];
     let bytes = 0;
     for (let i = 0; i < 3; i++) {

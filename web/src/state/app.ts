@@ -270,10 +270,13 @@ export class ChatApp {
     }
     const c = ensureConversation(this.store, ref);
     c.lastActivityAt = new Date().toISOString();
+    // Publish first, then show the pending message: the render runs in this task's microtasks
+    // and would otherwise hold the publish back by the time it takes (Enter -> shown).
+    const sending = this.client.send(ref, content, { seqId, timeoutMs: SEND_TIMEOUT_MS, retries: 3 });
     this.store.changed();
     const find = () => thread.messages.find((m) => m.id === seqId);
     try {
-      const data = await this.client.send(ref, content, { seqId, timeoutMs: SEND_TIMEOUT_MS, retries: 3 });
+      const data = await sending;
       const current = find();
       if (current) {
         thread.messages.splice(thread.messages.indexOf(current), 1);
