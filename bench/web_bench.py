@@ -337,6 +337,32 @@ request; marks set by the page, see web/src/client/marks.ts):
 |---|---|
 {timeline_rows}
 
+What the breakdown says (issue 16's brief: where a first load spends its time):
+
+- **Structural, fixed:** the WebSockets leg of Debian's Mosquitto 2.0 sends a message larger
+  than one 8 KiB write of libwebsockets in pieces, one per turn of the broker's event loop,
+  ~100 ms apart (measured here; upstream: eclipse-mosquitto/mosquitto issue #1390). The
+  `conversation.list` row above shows it: the same request answers in ~20 ms to the Python SDK
+  over TCP and at 7 KiB to the page, and takes ~120 ms at 9 KiB and ~1 s at 40 KiB (100
+  conversations) in the page. The page asked for two pages of 100 (2 x ~1 s) and the list
+  waited for both; `org.tree` (every employee: tens of KiB, also in pieces) went out at the
+  same time and the one bridge thread answered it between the two pages. Now the page asks for
+  pages under 7 KB (the first one 15 conversations, a screenful; then as many as fit, judged by
+  the page before), shows each as it comes, and asks `org.tree` after the list.
+- **Structural, fixed:** the store rendered on the next animation frame even for a single
+  change (up to 16 ms on every delivery), and a send's pending bubble was rendered before the
+  request was published. A change after a quiet spell now renders in the same task; a burst
+  still renders once per frame; a send is published first.
+- **Left as it is:** the HTML and bundle (~150-200 ms to the script's start, warm cache), the
+  credential POST (Django, ~100-150 ms on this loaded machine), the WebSockets connection and
+  CONNACK with the plugin's token check (~120-180 ms) are serial by nature (the connection
+  needs the credential); they are mostly CPU starvation here (load average above). What is
+  left of Enter -> shown is the bridge and broker (`enter_to_delivered`); B's render is ~5 ms.
+  A's `conversation.typing` (sent when the bench fills the text, just before Enter) is queued
+  in the one bridge thread ahead of the send. A page of `msg.history` (30 messages) or
+  `org.tree` over 8 KiB still pays the broker's ~100 ms per extra piece: a broker-side fix (a
+  Mosquitto whose WebSockets listener writes a message at once) removes it for every size.
+
 Enter-to-shown is read from the two pages' clocks (`performance.timeOrigin + performance.now()`,
 one machine): the keydown in A, and B's MutationObserver seeing the text node. It includes A's
 publish over WebSockets, the bridge storing the message, the delivery to B and B's render.
