@@ -264,8 +264,9 @@ def test_two_employees_chat_in_the_browser(web_stack):
 
 
 def test_groups_and_agents_in_the_browser(web_stack):
-    """Group management (rename, add, remove, leave, dismiss with its confirmation step) and an
-    agent that does not acknowledge in time: "Agent 响应超时", then its late reply."""
+    """Group management (rename, add, remove, leave, dismiss with its confirmation step), an
+    agent's card with its skills in the directory, and an agent that does not acknowledge in
+    time: "Agent 响应超时", then its late reply."""
     assert _built(), "the web client is not built: run `make web`"
     alice = web_stack.make_employee(name="王小丽", web_password=PASSWORD)
     bob = web_stack.make_employee(name="赵大勇", web_password=PASSWORD)
@@ -273,7 +274,20 @@ def test_groups_and_agents_in_the_browser(web_stack):
     agent = web_stack.make_employee(
         name="订单助手",
         is_ai_agent=True,
-        agent={"capabilities": ["订单查询"], "skills_badge": ["实时响应"], "ack_deadline_seconds": 1},
+        agent={
+            "capabilities": ["订单查询"],
+            "skills_badge": ["实时响应"],
+            "ack_deadline_seconds": 1,
+            "skills": [
+                {
+                    "id": "track-parcel",
+                    "name": "物流跟踪",
+                    "description": "按订单号查询物流",
+                    "tags": ["物流"],
+                    "examples": ["订单 1001 到哪了？", "<b>加粗</b> 的单号"],
+                }
+            ],
+        },
     )
     a_id, b_id, c_id, g_id = alice.employee_id, bob.employee_id, carol.employee_id, agent.employee_id
     agent_login = {
@@ -298,6 +312,15 @@ def test_groups_and_agents_in_the_browser(web_stack):
             card = a.locator(".agent-card", has_text="订单助手")
             expect(card).to_contain_text("订单查询")
             expect(card).to_contain_text("实时响应")
+            # Its Agent Card (agent.card): skills with descriptions and examples, shown as text.
+            card.locator("[data-testid=agent-skills-toggle]").click()
+            skill = card.locator("[data-testid=agent-skill]", has_text="物流跟踪")
+            expect(skill).to_contain_text("按订单号查询物流")
+            expect(skill.locator("[data-testid=agent-skill-example]")).to_have_text(
+                ["订单 1001 到哪了？", "<b>加粗</b> 的单号"]
+            )
+            expect(card.locator("[data-testid=agent-skills]")).to_contain_text("1 秒内确认")
+            assert card.locator("[data-testid=agent-skills] b").count() == 0
             shot(a, "07-agents")
             card.locator("[data-testid=agent-chat]").click()
             expect(a).to_have_url(f"{base}/c/private/{g_id}")

@@ -2,12 +2,14 @@
 // dispatcher + actions), the Preact UI.
 import { render } from "preact";
 import { MChatClient, cookieValue, webCredentialProvider } from "./client";
+import { perfMark } from "./client/marks";
 import { mqttTransport } from "./client/mqttTransport";
 import { ChatApp } from "./state/app";
 import { App } from "./ui/App";
 import { AppContext } from "./ui/common";
 import "./ui/styles.css";
 
+perfMark("script-start");
 const client = new MChatClient({
   credentials: webCredentialProvider({ csrfToken: () => cookieValue(document.cookie, "csrftoken") }),
   transport: mqttTransport,
@@ -29,6 +31,9 @@ app.setVisible(document.visibilityState === "visible");
 // For the browser tests and the bench (read-only use): the app's store and client.
 (window as unknown as { mchat: ChatApp }).mchat = app;
 
+// Connect first: the credential request goes out before the first render, not after it.
+const started = app.start();
+
 const root = document.getElementById("app");
 if (root) {
   render(
@@ -39,6 +44,6 @@ if (root) {
   );
 }
 
-app.start().catch((err) => {
+started.catch((err) => {
   console.error("mchat: start failed", err);
 });

@@ -26,6 +26,7 @@ import {
   messageConversation,
 } from "./deliveries";
 import { ConnectionClosed, MChatError, RateLimited, RequestTimeout, errorFor } from "./errors";
+import { perfMark } from "./marks";
 import { Sequencer } from "./sequencer";
 import { StreamTracker } from "./streams";
 import { ConnectRefused, type Transport, type TransportFactory } from "./transport";
@@ -312,7 +313,9 @@ export class MChatClient {
     this.setState(reconnect ? "reconnecting" : "connecting");
     let transport: Transport;
     try {
+      if (!reconnect) perfMark("credential-start");
       const c = await this.freshCredential();
+      if (!reconnect) perfMark("credential-end");
       if (this.closed) return;
       const device = c.client_id.slice(c.employee.employee_id.length + 1);
       transport = await this.opts.transport({
@@ -355,6 +358,7 @@ export class MChatClient {
       await transport.end().catch(() => {});
       return;
     }
+    if (!reconnect) perfMark("connack");
     this.transport = transport;
     transport.onMessage((topic, payload) => this.onMessage(topic, payload));
     transport.onClose((reason) => {
@@ -384,6 +388,7 @@ export class MChatClient {
       if (!reconnect) throw err;
       return;
     }
+    if (!reconnect) perfMark("subscribed");
     this.attempt = 0;
     this.everConnected = true;
     this.setState("connected");

@@ -11,6 +11,7 @@ import {
   newSeqId,
   parseConversationKey,
 } from "../client";
+import { perfMark } from "../client/marks";
 import { t } from "../i18n";
 import {
   applyMessage,
@@ -24,6 +25,17 @@ import {
 import { type MessageItem, Store, messageItem, placeMessage } from "./store";
 
 const PAGE = 30;
+/** conversation.list: the first page (a screenful), and the size a page is kept under. */
+const FIRST_LIST_PAGE = 15;
+const LIST_PAGE_BYTES = 7_000;
+const MAX_LIST_PAGES = 200;
+
+/** How many conversations fit in a page of LIST_PAGE_BYTES (UTF-8), judged by the page before. */
+export function listPageSize(previous: unknown[]): number {
+  if (previous.length === 0) return FIRST_LIST_PAGE;
+  const perItem = new TextEncoder().encode(JSON.stringify(previous)).length / previous.length;
+  return Math.max(5, Math.min(100, Math.floor(LIST_PAGE_BYTES / perItem)));
+}
 const SEND_TIMEOUT_MS = 20_000;
 /** conversation.typing while I type: renewed after half a person's 6 s indicator (§13.7). */
 const TYPING_RENEW_MS = 3_500;
@@ -66,7 +78,10 @@ export class ChatApp {
     this.store.state.me = this.client.credential?.employee ?? null;
     if (this.store.state.me) this.store.state.employees.set(this.me, this.store.state.me);
     this.store.changed();
-    await Promise.all([this.loadConversations(), this.loadOrg().catch(() => {})]);
+    // The list first, org.tree after it: the bridge answers a client's requests in turn, and
+    // the directory (every employee) is not needed to show the list (bench/web/REPORT.md).
+    await this.loadConversations();
+    await this.loadOrg().catch(() => {});
   }
 
   /** After a reconnect the client emits `resync`; the org tree may have changed too. */
@@ -86,16 +101,25 @@ export class ChatApp {
 
   // --- conversations ---------------------------------------------------------------------------
 
+  /** The conversation list, page by page (newest first), each page shown as it comes. Pages
+   * are kept under one WebSockets write of the broker (LIST_PAGE_BYTES): Mosquitto 2.0 sends a
+   * larger message in 8 KiB pieces, one per turn of its event loop, ~100 ms apart, so one page
+   * of 100 conversations (~40 KiB) took a second where 7 pages of 15 take ~50 ms each
+   * (bench/web/REPORT.md). The first page is a screenful. */
   async loadConversations(): Promise<void> {
-    const all = [];
     let cursor: string | undefined;
-    for (let page = 0; page < 10; page++) {
-      const res = await this.client.conversationList({ limit: 100, ...(cursor ? { cursor } : {}) });
-      all.push(...res.conversations);
-      if (!res.next_cursor) break;
+    let limit = FIRST_LIST_PAGE;
+    for (let page = 0; page < MAX_LIST_PAGES; page++) {
+      perfMark(`list-${page}-request`);
+      const res = await this.client.conversationList({ limit, ...(cursor ? { cursor } : {}) });
+      perfMark(`list-${page}-response`);
+      applySummaries(this.store, res.conversations, this.hooks);
+      if (!res.next_cursor || res.conversations.length === 0) break;
       cursor = res.next_cursor;
+      limit = listPageSize(res.conversations);
     }
-    applySummaries(this.store, all, this.hooks);
+    this.store.state.conversationsComplete = true;
+    this.store.changed();
   }
 
   /** Show a conversation: load its newest page (once), move the read position. */
@@ -246,10 +270,13 @@ export class ChatApp {
     }
     const c = ensureConversation(this.store, ref);
     c.lastActivityAt = new Date().toISOString();
+    // Publish first, then show the pending message: the render runs in this task's microtasks
+    // and would otherwise hold the publish back by the time it takes (Enter -> shown).
+    const sending = this.client.send(ref, content, { seqId, timeoutMs: SEND_TIMEOUT_MS, retries: 3 });
     this.store.changed();
     const find = () => thread.messages.find((m) => m.id === seqId);
     try {
-      const data = await this.client.send(ref, content, { seqId, timeoutMs: SEND_TIMEOUT_MS, retries: 3 });
+      const data = await sending;
       const current = find();
       if (current) {
         thread.messages.splice(thread.messages.indexOf(current), 1);
@@ -474,7 +501,9 @@ export class ChatApp {
 
   async loadOrg(): Promise<void> {
     const s = this.store.state;
+    perfMark("org-request");
     const tree = await this.client.orgTree(s.orgVersion ?? undefined);
+    perfMark("org-response");
     if (!tree.unchanged) {
       s.departments = tree.departments ?? [];
       for (const e of tree.employees ?? []) s.employees.set(e.employee_id, { ...s.employees.get(e.employee_id), ...e });
@@ -483,6 +512,22 @@ export class ChatApp {
       }
     }
     s.orgVersion = tree.version;
+    this.store.changed();
+  }
+
+  /** An agent's Agent Card (`agent.card`): its skills with descriptions and examples. Once per
+   * page unless `fresh`; the directory shows it when a person opens the agent's skills. */
+  async loadAgentCard(employeeId: string, fresh = false): Promise<void> {
+    const cards = this.store.state.agentCards;
+    const held = cards.get(employeeId);
+    if (held && (held.loading || (!fresh && "card" in held))) return;
+    cards.set(employeeId, { loading: true });
+    this.store.changed();
+    try {
+      cards.set(employeeId, { loading: false, card: await this.client.agentCard(employeeId) });
+    } catch (err) {
+      cards.set(employeeId, { loading: false, error: errorText(err) });
+    }
     this.store.changed();
   }
 
