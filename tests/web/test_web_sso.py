@@ -14,10 +14,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from audit.models import AuditEvent
-from messaging import services as messaging_services
 from org import services, web_auth
 from org.models import Employee, WebAccount, WebSession
 from tests.browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS
+from tests.factories import private_message_send
 from tests.oidc_provider.running import provider_settings, running_provider
 from tests.web.test_browser_chat import _built, connected
 
@@ -213,9 +213,7 @@ def test_an_employee_signs_in_through_the_provider_and_reaches_the_conversation_
     base = web_stack.base_url
     person = web_stack.make_employee(name="王小丽", email="wang.xiaoli@corp.example")
     colleague = web_stack.make_employee(name="赵大勇")
-    messaging_services.message_send_private(
-        actor=colleague, to_employee_id=person.employee_id, content="欢迎加入，明早九点站会"
-    )
+    private_message_send(colleague, person, "欢迎加入，明早九点站会")
     other_browser = web_stack.sign_in(person.employee_id)  # a password sign-in elsewhere
     assert other_browser.credential().status_code == 200
 
