@@ -185,6 +185,17 @@ def render(r: dict) -> str:
                 _codes(multi.get("codes")),
             )
         )
+        inc = multi.get("incidents")
+        if inc:
+            lines += [
+                "",
+                f"During the {multi['bridges']}-bridge row: "
+                f"{inc.get('pg_stat_deadlocks', 'n/a')} deadlocks in `pg_stat_database` "
+                f"({inc.get('postgres_log_deadlocks', 'n/a')} in PostgreSQL's log), "
+                f"{inc['bridge_batches_served_one_by_one']} batches served again one by one, "
+                f"{inc['bridge_error_lines']} ERROR lines in the bridges' logs "
+                '(rows are locked in one order: docs/architecture.md, "Row locks").',
+            ]
 
     lines += [
         "",

@@ -191,7 +191,11 @@ class Bench(Stack, Scenarios):
                 self.start_bridge(f"b{n}")
             time.sleep(1.0)
             self.wait_bridge_ready()
+            before = self.lock_incidents()
             row = self.closed(f"send_private, 64 in flight, {self.args.bridges} bridges", 64)
+            time.sleep(1.5)  # a backend reports its deadlocks to pg_stat_database within a second
+            after = self.lock_incidents()
+            row["incidents"] = {key: after[key] - before[key] for key in after}
             base = raw["in_flight_64"]["per_second"]
             row["ratio_to_raw"] = round(row["per_second"] / base, 3) if base else None
             row["bridges"] = self.args.bridges
