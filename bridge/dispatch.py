@@ -302,16 +302,18 @@ class Dispatcher:
             except MChatError as exc:
                 work.decide(self._error(work, exc))
 
-    def _execute(self, works: list[_Work]) -> None:
+    def _execute(self, works: list[_Work], *, whole: bool = True) -> None:
         batch = [w for w in works if not w.decided]
-        transactions = _transactions(_runs(batch))
-        if len(transactions) > 1:
-            # One transaction per run that takes row locks (_transactions), each in turn.
-            for runs in transactions:
-                self._execute([work for run in runs for work in run])
-            return
-        self._database_down = False
-        if len(batch) == 1 and batch[0].route.batch is None:
+        if whole:
+            self._database_down = False
+            transactions = _transactions(_runs(batch))
+            if len(transactions) > 1:
+                # One transaction per run that may lock rows (_transactions), each in turn,
+                # each served as a batch (its answers stand once it has committed).
+                for runs in transactions:
+                    self._execute([work for run in runs for work in run], whole=False)
+                return
+        if whole and len(batch) == 1 and batch[0].route.batch is None:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
             committed = False
