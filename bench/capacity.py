@@ -1,0 +1,390 @@
+"""Capacity of one broker (issue 15 item 7): `python -m bench.capacity` (`make bench-capacity`).
+
+How many authenticated MQTT connections one Mosquitto with the mchat_auth plugin holds on
+this machine, each employee subscribed to its inbox and its status topic; how fast they log in
+through the plugin; and a reconnect storm after a broker restart, counting what persistent
+sessions were sent while offline. Writes bench/CAPACITY.md and bench/results/capacity-*.json.
+
+1. Credentials for N employees are written with the project's own writer (org.credentials
+   `$7$` hashes, bridge.broker.password_line, bridge.acl's ACL), as the bridge renders them;
+   the broker config is the one `make up` renders (plugin, WebSockets listener, persistence),
+   with the open-files limit raised (bridge.broker.open_files_limit_raise) and max_connections.
+2. Swarm processes (bench/capacity_clients.py, raw MQTT 5 over asyncio, from several
+   127.0.0.x source addresses) connect everyone: CONNECT with a persistent session and a
+   Will, SUBSCRIBE to mchat/inbox/{id} and mchat/status/{id}, a retained online status.
+   Logins/s = connections / time until the last SUBACK.
+3. Held for --hold seconds: broker RSS, descriptors, CPU while idle, connections dropped.
+4. Storm: --offline employees disconnect (sessions kept) and get --queued messages each; the
+   broker is stopped (SIGTERM: persistence saved) and started again (persistence loaded);
+   --storm-messages more go to random employees' inboxes while all are offline; then every
+   employee reconnects at once (--window connects in flight per swarm process). Measured:
+   time until all are connected with their sessions, and every message counted by id (lost,
+   duplicated).
+
+    python -m bench.capacity --connections 50000   # the full run (heavy: run it alone)
+    python -m bench.capacity --quick               # 2,000 connections, a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.capacity_clients import Peer, publish_many, worker_main
+from bench.services import REPO_DIR, free_port
+from bench.stack import BENCH_DIR, machine_info, proc_memory
+from bridge.broker import (
+    DEFAULT_BRIDGE_USER,
+    MosquittoProcess,
+    build_plugin,
+    max_connections_for,
+    open_files_limit_raise,
+    password_line,
+    render_config,
+    write_atomically,
+)
+from org.credentials import hash_password
+
+ACL_TEMPLATE_MODULE = "bridge.acl"  # ACL_TEXT, imported lazily (it imports Django's settings lazily)
+STORM_GOAL_SECONDS = 60
+
+
+def seed_credentials(directory: Path, count: int, bridge_password: str) -> list[tuple[str, str]]:
+    """passwd and acl for `count` employees (emp_cap_000000...) and the bridge user; returns
+    [(bridge user, password), (employee_id, password), ...]."""
+    from bridge.acl import ACL_TEXT
+
+    users = [(f"emp_cap_{i:06d}", f"pw-{i:06d}-{os.urandom(4).hex()}") for i in range(count)]
+    lines = [password_line(DEFAULT_BRIDGE_USER, hash_password(bridge_password))]
+    lines += [password_line(name, hash_password(password)) for name, password in users]
+    write_atomically(directory / "passwd", "\n".join(lines) + "\n")
+    write_atomically(directory / "acl", ACL_TEXT.format(bridge_user=DEFAULT_BRIDGE_USER))
+    return [(DEFAULT_BRIDGE_USER, bridge_password), *users]
+
+
+def source_addresses(count: int) -> list[str]:
+    """Loopback source addresses, one per 8,000 connections (28,000 ephemeral ports each)."""
+    return [f"127.0.1.{n}" for n in range(1, max(2, count // 8000 + 2))]
+
+
+def descriptors(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Swarm:
+    """The swarm processes; `call` sends one command to all and gathers their answers."""
+
+    def __init__(self, port: int, users: list[tuple[str, str]], processes: int, sources: list[str]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        employees = list(range(1, len(users)))
+        self.pipes, self.procs = [], []
+        for n in range(processes):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main,
+                args=(theirs, "127.0.0.1", port, users, employees[n::processes], sources),
+                daemon=True,
+            )
+            proc.start()
+            self.pipes.append(ours)
+            self.procs.append(proc)
+
+    def call(self, command: str, timeout: float = 600, **arguments) -> list[dict]:
+        for pipe in self.pipes:
+            pipe.send((command, arguments))
+        answers = []
+        for pipe in self.pipes:
+            if not pipe.poll(timeout):
+                raise TimeoutError(f"a swarm process did not answer {command} within {timeout} s")
+            answer = pipe.recv()
+            if isinstance(answer, dict) and "error" in answer:
+                raise RuntimeError(f"{command}: {answer['error']}")
+            answers.append(answer)
+        return answers
+
+    def memory_kib(self) -> int:
+        return sum(proc_memory(p.pid).get("VmRSS", 0) for p in self.procs if p.pid)
+
+    def stop(self) -> None:
+        try:
+            self.call("stop", timeout=30)
+        except Exception:
+            pass
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _sum(answers: list[dict], key: str) -> int:
+    return sum(a.get(key) or 0 for a in answers)
+
+
+def _failures(answers: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for answer in answers:
+        for key, n in (answer.get("failures") or {}).items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def _publish(port: int, bridge: tuple[str, str], messages: list[tuple[str, bytes]]) -> dict:
+    peer = Peer("127.0.0.1", port, [bridge], ["127.0.0.1"])
+    return asyncio.run(publish_many(peer, "capacity", messages))
+
+
+def run(args: argparse.Namespace) -> dict:
+    n = args.connections
+    open_files = open_files_limit_raise(max(n * 3 + 10_000, 65_536))
+    build_plugin()
+    work = Path(tempfile.mkdtemp(prefix="mchat-capacity-"))
+    work.chmod(0o755)
+    results: dict = {
+        "connections_wanted": n,
+        "machine": machine_info(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "open_files_limit": open_files,
+        "settings": {k: v for k, v in vars(args).items() if k != "no_write"},
+    }
+    directory = work / "broker"
+    port = free_port()
+    conf = render_config(
+        port=port,
+        ws_port=free_port(),
+        directory=directory,
+        max_connections=max_connections_for(open_files),
+    )
+    started = time.monotonic()
+    users = seed_credentials(directory, n, os.urandom(12).hex())
+    results["seed_seconds"] = round(time.monotonic() - started, 2)
+    broker = MosquittoProcess(conf)
+    broker.start(timeout=60)
+    sources = source_addresses(n)
+    swarm = Swarm(port, users, args.processes, sources)
+    rng = random.Random(15)
+    try:
+        results["broker_idle"] = {
+            "rss_kib": proc_memory(broker.pid).get("VmRSS"),
+            "fds": descriptors(broker.pid),
+        }
+        # 1. Everyone connects and subscribes.
+        cpu_before, t0 = cpu_seconds(broker.pid), time.monotonic()
+        answers = swarm.call("connect_all", window=args.window)
+        took = max(a["seconds"] or 0 for a in answers)
+        connected = _sum(answers, "connected")
+        results["connect"] = {
+            "connected": connected,
+            "seconds": round(took, 2),
+            "logins_per_second": round(connected / took, 1) if took else None,
+            "broker_cpu_seconds": round(cpu_seconds(broker.pid) - cpu_before, 2),
+            "wall_seconds": round(time.monotonic() - t0, 2),
+            "failures": _failures(answers),
+            "loadavg_after": os.getloadavg(),
+        }
+        print(f"connected {connected}/{n} in {took:.1f} s ({results['connect']['logins_per_second']}/s)")
+        # 2. Held.
+        cpu_before, t0 = cpu_seconds(broker.pid), time.monotonic()
+        time.sleep(args.hold)
+        status = swarm.call("status")
+        memory = proc_memory(broker.pid)
+        results["held"] = {
+            "seconds": args.hold,
+            "open": _sum(status, "open"),
+            "dropped": _sum(status, "lost"),
+            "broker_rss_kib": memory.get("VmRSS"),
+            "broker_peak_kib": memory.get("VmHWM"),
+            "broker_fds": descriptors(broker.pid),
+            "broker_cpu_share_idle": round(
+                (cpu_seconds(broker.pid) - cpu_before) / (time.monotonic() - t0), 3
+            ),
+            "swarm_rss_kib": swarm.memory_kib(),
+            "loadavg": os.getloadavg(),
+        }
+        print(f"held {results['held']['open']} for {args.hold} s; broker RSS {memory.get('VmRSS')} KiB")
+
+        # 3. Some go offline (sessions kept) and get messages queued.
+        offline = [
+            eid
+            for a in swarm.call("disconnect", count=args.offline // args.processes)
+            for eid in a["employee_ids"]
+        ]
+        queued = [
+            (f"mchat/inbox/{eid}", f"before-{eid}-{k}".encode())
+            for eid in offline
+            for k in range(args.queued)
+        ]
+        results["before_restart"] = {"offline": len(offline), **_publish(port, users[0], queued)}
+
+        # 4. Restart: SIGTERM saves the sessions; the start loads them.
+        t0 = time.monotonic()
+        broker.stop(timeout=300)
+        stop_seconds = time.monotonic() - t0
+        swarm.call("wait_all_lost", timeout=120.0)
+        db = directory / "data" / "mosquitto.db"
+        t0 = time.monotonic()
+        broker.start(timeout=300)
+        results["restart"] = {
+            "stop_seconds": round(stop_seconds, 2),
+            "start_seconds": round(time.monotonic() - t0, 2),
+            "persistence_mib": round(db.stat().st_size / 2**20, 1) if db.exists() else None,
+            "broker_rss_kib_after_start": proc_memory(broker.pid).get("VmRSS"),
+        }
+        # 5. While everyone is offline, more messages to random inboxes.
+        employees = [eid for eid, _pw in users[1:]]
+        during = [
+            (f"mchat/inbox/{eid}", f"during-{k}-{eid}".encode())
+            for k, eid in enumerate(rng.choice(employees) for _ in range(args.storm_messages))
+        ]
+        results["while_offline"] = _publish(port, users[0], during)
+
+        # 6. The storm: everyone reconnects at once.
+        cpu_before, t0 = cpu_seconds(broker.pid), time.monotonic()
+        answers = swarm.call("connect_all", window=args.window, subscribe=False)
+        took = max(a["seconds"] or 0 for a in answers)
+        reconnected = _sum(answers, "connected")
+        expected = {payload.decode() for _topic, payload in queued + during}
+        deadline = time.monotonic() + STORM_GOAL_SECONDS
+        while time.monotonic() < deadline:
+            status = swarm.call("status")
+            if _sum(status, "received") >= len(expected):
+                break
+            time.sleep(0.5)
+        delivered_at = time.monotonic() - t0
+        got = [i for a in swarm.call("received") for i in a["ids"]]
+        status = swarm.call("status")
+        memory = proc_memory(broker.pid)
+        results["storm"] = {
+            "reconnected": reconnected,
+            "seconds": round(took, 2),
+            "reconnects_per_second": round(reconnected / took, 1) if took else None,
+            "sessions_resumed": _sum(answers, "session_present"),
+            "failures": _failures(answers),
+            "messages_expected": len(expected),
+            "messages_received": len(expected & set(got)),
+            "lost": len(expected - set(got)),
+            "duplicates": _sum(status, "duplicates"),
+            "all_delivered_seconds": round(delivered_at, 2),
+            "broker_cpu_seconds": round(cpu_seconds(broker.pid) - cpu_before, 2),
+            "broker_rss_kib": memory.get("VmRSS"),
+            "broker_peak_kib": memory.get("VmHWM"),
+            "loadavg_after": os.getloadavg(),
+        }
+        print(
+            f"storm: {reconnected} back in {took:.1f} s, {results['storm']['lost']} of "
+            f"{len(expected)} messages lost"
+        )
+        log = (directory / "mosquitto.log").read_text(errors="replace")
+        results["broker_log"] = {
+            "lines": log.count("\n"),
+            "errors": [line for line in log.splitlines() if "rror" in line or "Too many" in line][:10],
+        }
+    finally:
+        swarm.stop()
+        broker.stop(timeout=300)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    return results
+
+
+def render(r: dict) -> str:
+    c, h, s, rs = r["connect"], r["held"], r["storm"], r["restart"]
+    mib = lambda kib: f"{(kib or 0) / 1024:,.0f} MiB"  # noqa: E731
+    storm_ok = s["reconnected"] == r["connections_wanted"] and s["seconds"] <= STORM_GOAL_SECONDS
+    return "\n".join(
+        [
+            "# Capacity of one broker",
+            "",
+            f"`python -m bench.capacity --connections {r['connections_wanted']}` (`make bench-capacity`), "
+            f"{r['started_at']} to {r['finished_at']}, on {r['machine']['cores']} cores "
+            f"({r['machine']['cpu']}), {r['machine']['memory_gib']} GiB, shared with other work: load "
+            f"average {', '.join(f'{x:.2f}' for x in r['machine']['loadavg_start'])} before, "
+            f"{', '.join(f'{x:.2f}' for x in r['machine']['loadavg_end'])} at the end. One Mosquitto "
+            "2.0 with the mchat_auth plugin and the config `make up` renders; the clients are raw "
+            f"MQTT 5 connections in {r['settings']['processes']} processes on the same 2 cores "
+            "(bench/capacity_clients.py). Every employee: CONNECT with username and password "
+            "(PBKDF2 checked by the plugin's login guard, then by Mosquitto's password_file), a "
+            "persistent session and a Will, SUBSCRIBE to its inbox and its status topic, a retained "
+            "online status.",
+            "",
+            "| measure | result | goal |",
+            "|---|---:|---|",
+            f"| connections held | {h['open']:,} of {r['connections_wanted']:,} ({h['dropped']} dropped in {h['seconds']} s) | 50,000 |",
+            f"| broker RSS, all connected | {mib(h['broker_rss_kib'])} (peak {mib(h['broker_peak_kib'])}) | < 2 GiB |",
+            f"| broker RSS after the storm | {mib(s['broker_rss_kib'])} (peak {mib(s['broker_peak_kib'])}) | < 2 GiB |",
+            f"| broker descriptors | {h['broker_fds']:,} (limit {r['open_files_limit']:,}) | |",
+            f"| logins through the plugin | {c['logins_per_second']:,.0f}/s ({c['connected']:,} in {c['seconds']} s, "
+            f"broker CPU {c['broker_cpu_seconds']} s) | |",
+            f"| broker CPU while holding them | {h['broker_cpu_share_idle']:.1%} of a core | |",
+            f"| restart | stop {rs['stop_seconds']} s, start {rs['start_seconds']} s, "
+            f"persistence file {rs['persistence_mib']} MiB | |",
+            f"| reconnect storm | {s['reconnected']:,} back in {s['seconds']} s ({s['reconnects_per_second']:,.0f}/s), "
+            f"{s['sessions_resumed']:,} sessions resumed | all within 60 s: {'yes' if storm_ok else 'NO'} |",
+            f"| messages to offline persistent sessions | {s['messages_received']:,} of {s['messages_expected']:,} "
+            f"delivered, {s['lost']} lost, {s['duplicates']} duplicated, all in {s['all_delivered_seconds']} s | 0 lost |",
+            "",
+            f"Connect failures (retried): {c['failures'] or 'none'}; in the storm: {s['failures'] or 'none'}. "
+            f"Broker log: {r['broker_log']['lines']:,} lines"
+            + (f"; errors: {r['broker_log']['errors']}" if r["broker_log"]["errors"] else ", no errors")
+            + ".",
+            "",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="2,000 connections, short hold")
+    parser.add_argument("--processes", type=int, default=2, help="swarm processes")
+    parser.add_argument("--window", type=int, default=256, help="connects in flight per swarm process")
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds to hold every connection")
+    parser.add_argument("--offline", type=int, default=1000, help="employees offline before the restart")
+    parser.add_argument("--queued", type=int, default=2, help="messages to each of them before the restart")
+    parser.add_argument("--storm-messages", type=int, default=10_000, help="messages while all are offline")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--no-write", action="store_true", help="print only; no CAPACITY.md / results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.connections, args.hold, args.offline, args.storm_messages = 2000, 5.0, 100, 1000
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = render(results)
+    print(text)
+    if not args.no_write:
+        (BENCH_DIR / "results").mkdir(exist_ok=True)
+        raw = BENCH_DIR / "results" / f"capacity-{stamp}.json"
+        raw.write_text(json.dumps(results, indent=2) + "\n")
+        (BENCH_DIR / "CAPACITY.md").write_text(text)
+        print(f"wrote {raw.relative_to(REPO_DIR)}, bench/CAPACITY.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
