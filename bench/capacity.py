@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.monotonic()
         broker.stop(timeout=300)
         stop_seconds = time.monotonic() - t0
-        swarm.call("wait_all_lost", timeout=120.0)
+        swarm.call("wait_all_lost", seconds=120.0)
         db = directory / "data" / "mosquitto.db"
         t0 = time.monotonic()
         broker.start(timeout=300)

@@ -92,6 +92,8 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.connack: asyncio.Future[tuple[bool, int]] = loop.create_future()
         self.suback: asyncio.Future[bytes] = loop.create_future()
+        for future in (self.connack, self.suback):  # a lost connection's, awaited or not
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.closed = False
 
     def connection_made(self, transport) -> None:
@@ -278,8 +280,8 @@ class SwarmWorker:
         await asyncio.sleep(0.2)
         return {"employee_ids": gone}
 
-    async def wait_all_lost(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
+    async def wait_all_lost(self, seconds: float) -> dict:
+        deadline = time.monotonic() + seconds
         while self.peer.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         return {"still_open": len(self.peer.connections)}
