@@ -311,7 +311,12 @@ class Dispatcher:
                 # One transaction per run that may lock rows (_transactions), each in turn,
                 # each served as a batch (its answers stand once it has committed).
                 for runs in transactions:
-                    self._execute([work for run in runs for work in run], whole=False)
+                    part = [work for run in runs for work in run]
+                    if self._database_down:  # found out by an earlier part: answer at once
+                        for work in part:
+                            work.decide(self._internal_error(work, OperationalError("database unreachable")))
+                        continue
+                    self._execute(part, whole=False)
                 return
         if whole and len(batch) == 1 and batch[0].route.batch is None:
             self._execute_one(batch[0], in_batch=False)
