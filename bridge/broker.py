@@ -199,7 +199,8 @@ def render_config(
     tls_listener = ""
     if tls is not None:
         tls.check()
-        tls_listener = f"listener {int(tls_port)} {bind_address}\nmax_connections {int(max_connections)}\n{tls_options(tls)}"
+        limit = f"max_connections {int(max_connections)}\n"
+        tls_listener = f"listener {int(tls_port)} {bind_address}\n{tls_options(tls)}{limit}"
     # Mosquitto splits config values at whitespace.
     for value in (str(paths.directory), str(PLUGIN_PATH), bind_address, bridge_user):
         if not value or any(ch.isspace() for ch in value):
@@ -210,8 +211,8 @@ def render_config(
             write_atomically(path, "")
     web_secret_ensure(paths.web_secret)
     websockets = (
-        f"listener {int(ws_port)} {bind_address}\nprotocol websockets\nmax_connections {int(max_connections)}\n"
-        f"{tls_options(tls) if tls else ''}"
+        f"listener {int(ws_port)} {bind_address}\nprotocol websockets\n{tls_options(tls) if tls else ''}"
+        f"max_connections {int(max_connections)}\n"
         if ws_port
         else "# (no WebSockets listener configured)"
     )
