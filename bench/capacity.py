@@ -83,6 +83,16 @@ def descriptors(pid: int) -> int:
         return 0
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (all
+    listeners of the machine: Mosquitto's queue is 100 long, whatever somaxconn says)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=False)).get("ListenOverflows", 0))
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -94,7 +104,15 @@ def cpu_seconds(pid: int) -> float:
 class Swarm:
     """The swarm processes; `call` sends one command to all and gathers their answers."""
 
-    def __init__(self, port: int, users: list[tuple[str, str]], processes: int, sources: list[str]) -> None:
+    def __init__(
+        self,
+        port: int,
+        users: list[tuple[str, str]],
+        processes: int,
+        sources: list[str],
+        *,
+        presence_all: bool = False,
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         employees = list(range(1, len(users)))
         self.pipes, self.procs = [], []
@@ -102,7 +120,7 @@ class Swarm:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=worker_main,
-                args=(theirs, "127.0.0.1", port, users, employees[n::processes], sources),
+                args=(theirs, "127.0.0.1", port, users, employees[n::processes], sources, presence_all),
                 daemon=True,
             )
             proc.start()
@@ -121,6 +139,9 @@ class Swarm:
                 raise RuntimeError(f"{command}: {answer['error']}")
             answers.append(answer)
         return answers
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs if p.pid)
 
     def memory_kib(self) -> int:
         return sum(proc_memory(p.pid).get("VmRSS", 0) for p in self.procs if p.pid)
@@ -178,6 +199,44 @@ def _probe(port: int, extra: list[tuple[str, str]], sources: list[str]) -> dict:
     return {"tried": len(extra), "outcomes": asyncio.run(tries())}
 
 
+def presence_probe(count: int, window: int) -> dict:
+    """`count` employees connect at once subscribed to mchat/status/+ (every colleague's
+    presence, as mchat_sdk and the web client subscribe), each with a retained status: each
+    connect is sent every status retained so far, and each status goes to everyone online,
+    so the deliveries grow with the square of the employees. On a broker of its own."""
+    with tempfile.TemporaryDirectory(prefix="mchat-presence-") as tmp:
+        directory = Path(tmp) / "broker"
+        port = free_port()
+        conf = render_config(port=port, directory=directory)
+        users = seed_credentials(directory, count, os.urandom(12).hex())
+        broker = MosquittoProcess(conf)
+        broker.start(timeout=60)
+        swarm = Swarm(port, users, 1, source_addresses(count), presence_all=True)
+        try:
+            cpu_before, t0 = cpu_seconds(broker.pid), time.monotonic()
+            (answer,) = swarm.call("connect_all", window=window)
+            expected = count * count  # every status (retained or live) to every subscriber
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                (status,) = swarm.call("status")
+                if status["status_received"] >= expected:
+                    break
+                time.sleep(0.5)
+            return {
+                "employees": count,
+                "connected": answer["connected"],
+                "connect_seconds": answer["seconds"],
+                "status_deliveries": status["status_received"],
+                "expected_deliveries": expected,
+                "all_delivered_seconds": round(time.monotonic() - t0, 2),
+                "broker_cpu_seconds": round(cpu_seconds(broker.pid) - cpu_before, 2),
+                "broker_rss_kib": proc_memory(broker.pid).get("VmRSS"),
+            }
+        finally:
+            swarm.stop()
+            broker.stop(timeout=60)
+
+
 def run(args: argparse.Namespace) -> dict:
     wanted = args.connections
     open_files_wanted = max(wanted * 3 + 10_000, 65_536)
@@ -222,7 +281,8 @@ def run(args: argparse.Namespace) -> dict:
             "fds": descriptors(broker.pid),
         }
         # 1. Everyone connects and subscribes.
-        cpu_before, t0 = cpu_seconds(broker.pid), time.monotonic()
+        cpu_before, t0, overflows = cpu_seconds(broker.pid), time.monotonic(), listen_overflows()
+        swarm_cpu = swarm.cpu_seconds()
         answers = swarm.call("connect_all", window=args.window)
         took = max(a["seconds"] or 0 for a in answers)
         connected = _sum(answers, "connected")
@@ -231,8 +291,10 @@ def run(args: argparse.Namespace) -> dict:
             "seconds": round(took, 2),
             "logins_per_second": round(connected / took, 1) if took else None,
             "broker_cpu_seconds": round(cpu_seconds(broker.pid) - cpu_before, 2),
+            "swarm_cpu_seconds": round(swarm.cpu_seconds() - swarm_cpu, 2),
             "wall_seconds": round(time.monotonic() - t0, 2),
             "failures": _failures(answers),
+            "listen_overflows": listen_overflows() - overflows,
             "loadavg_after": os.getloadavg(),
         }
         print(f"connected {connected}/{n} in {took:.1f} s ({results['connect']['logins_per_second']}/s)")
@@ -296,10 +358,11 @@ def run(args: argparse.Namespace) -> dict:
         results["while_offline"] = _publish(port, users[0], during)
 
         # 6. The storm: everyone reconnects at once.
-        cpu_before, t0 = cpu_seconds(broker.pid), time.monotonic()
+        cpu_before, t0, overflows = cpu_seconds(broker.pid), time.monotonic(), listen_overflows()
         answers = swarm.call("connect_all", window=args.window, subscribe=False)
         took = max(a["seconds"] or 0 for a in answers)
         reconnected = _sum(answers, "connected")
+        storm_overflows = listen_overflows() - overflows
         expected = {payload.decode() for _topic, payload in queued + during}
         deadline = time.monotonic() + STORM_GOAL_SECONDS
         while time.monotonic() < deadline:
@@ -317,6 +380,7 @@ def run(args: argparse.Namespace) -> dict:
             "reconnects_per_second": round(reconnected / took, 1) if took else None,
             "sessions_resumed": _sum(answers, "session_present"),
             "failures": _failures(answers),
+            "listen_overflows": storm_overflows,
             "messages_expected": len(expected),
             "messages_received": len(expected & set(got)),
             "lost": len(expected - set(got)),
@@ -341,6 +405,9 @@ def run(args: argparse.Namespace) -> dict:
         broker.stop(timeout=300)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if args.presence_probe:
+        results["presence_probe"] = presence_probe(args.presence_probe, args.window)
+        print(f"presence probe: {results['presence_probe']}")
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["machine"]["loadavg_end"] = os.getloadavg()
     return results
@@ -389,7 +456,7 @@ def render(r: dict) -> str:
         f"| broker descriptors | {h['broker_fds']:,} (open-files limit {r['open_files_limit']:,}) | |",
         f"| logins through the plugin | {c['logins_per_second']:,.0f}/s ({c['connected']:,} in {c['seconds']} s, "
         f"broker CPU {c['broker_cpu_seconds']} s: {1000 * c['broker_cpu_seconds'] / max(c['connected'], 1):.2f} ms "
-        "a login) | |",
+        f"a login; the swarm's {c.get('swarm_cpu_seconds', 'n/a')} s) | |",
         f"| broker CPU while holding them | {h['broker_cpu_share_idle']:.1%} of a core | |",
         f"| restart | stop {rs['stop_seconds']} s, start {rs['start_seconds']} s, "
         f"persistence file {rs['persistence_mib']} MiB | |",
@@ -418,9 +485,31 @@ def render(r: dict) -> str:
             "them. Under systemd `LimitNOFILE=200000` (docs/deploy.md) lifts it: PID 1 may raise "
             "the hard limit.",
         ]
+    p = r.get("presence_probe")
+    if p:
+        lines += [
+            "",
+            "**Presence as the clients subscribe to it.** The rows above subscribe each employee to "
+            "its own status topic. mchat_sdk and the web client subscribe to `mchat/status/+`: every "
+            "colleague's presence. Then each connect is sent every retained status and each status "
+            f"change goes to everyone online: {p['employees']:,} employees connecting at once (a broker "
+            f"of their own) took {p['connect_seconds']} s to connect and {p['all_delivered_seconds']} s "
+            f"until {p['status_deliveries']:,} of the {p['expected_deliveries']:,} status deliveries "
+            f"(employees squared) had arrived, broker CPU {p['broker_cpu_seconds']} s "
+            f"({1e6 * p['broker_cpu_seconds'] / max(p['status_deliveries'], 1):.0f} µs a delivery). At 50,000 "
+            "that is 2.5 billion deliveries for one storm, "
+            f"{p['broker_cpu_seconds'] / max(p['status_deliveries'], 1) * 2.5e9 / 3600:,.0f} hours of one core "
+            "at that cost: the presence subscription, not the connection "
+            "count, is what one broker cannot carry at that size. Past a few thousand employees "
+            "presence needs narrower topics (a client's contacts, its department) or a query.",
+        ]
     lines += [
         "",
         f"Connect failures (retried): {c['failures'] or 'none'}; in the storm: {s['failures'] or 'none'}. "
+        f"Listen queue overflows (the kernel dropped a SYN or an ACK because Mosquitto's accept "
+        f"queue, 100 long, was full; the client retransmits after a second): "
+        f"{c.get('listen_overflows', 'n/a')} while connecting, {s.get('listen_overflows', 'n/a')} in the storm "
+        f"({r['settings']['window']} connects in flight per swarm process). "
         f"Broker log: {r['broker_log']['lines']:,} lines"
         + (f"; errors: {r['broker_log']['errors']}" if r["broker_log"]["errors"] else ", no errors")
         + ".",
@@ -442,11 +531,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--beyond", type=int, default=500, help="tries past max_connections when it caps --connections"
     )
+    parser.add_argument(
+        "--presence-probe",
+        type=int,
+        default=1000,
+        help="then this many employees subscribed to mchat/status/+ on a broker of their own (0: skip)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--no-write", action="store_true", help="print only; no CAPACITY.md / results")
     args = parser.parse_args(argv)
     if args.quick:
         args.connections, args.hold, args.offline, args.storm_messages = 2000, 5.0, 100, 1000
+        args.presence_probe = min(args.presence_probe, 300)
     return args
 
 

@@ -165,6 +165,8 @@ class Peer:
     sources: list[str]
     device: str = "cap"
     will: bool = True  # leave an offline status, as mchat_sdk does
+    presence_all: bool = False  # subscribe to mchat/status/+ (as mchat_sdk does) instead of one's own
+    status_count: int = 0
     connections: dict[int, Connection] = field(default_factory=dict)
     inbox_ids: dict[str, int] = field(default_factory=dict)  # message id -> times received
     lost_count: int = 0
@@ -189,6 +191,8 @@ class Peer:
         if topic.startswith("mchat/inbox/"):
             key = payload.decode(errors="replace")
             self.inbox_ids[key] = self.inbox_ids.get(key, 0) + 1
+        else:
+            self.status_count += 1
 
     def acked(self, packet_id: int) -> None:
         self.pending_acks.discard(packet_id)
@@ -211,9 +215,8 @@ class Peer:
         self.connections[index] = connection
         if subscribe or not present:
             employee_id = self.users[index][0]
-            connection.transport.write(
-                subscribe_packet(1, [f"mchat/inbox/{employee_id}", f"mchat/status/{employee_id}"])
-            )
+            status = "mchat/status/+" if self.presence_all else f"mchat/status/{employee_id}"
+            connection.transport.write(subscribe_packet(1, [f"mchat/inbox/{employee_id}", status]))
             await asyncio.wait_for(connection.suback, CONNECT_TIMEOUT)
         # Online again, retained (as mchat_sdk announces itself on every connect).
         connection.transport.write(
@@ -292,6 +295,7 @@ class SwarmWorker:
             "lost": self.peer.lost_count,
             "received": len(self.peer.inbox_ids),
             "duplicates": sum(n - 1 for n in self.peer.inbox_ids.values()),
+            "status_received": self.peer.status_count,
         }
 
     async def received(self) -> dict:
@@ -340,14 +344,21 @@ async def publish_many(
 
 
 def worker_main(
-    pipe, host: str, port: int, users: list[tuple[str, str]], indexes: list[int], sources: list[str]
+    pipe,
+    host: str,
+    port: int,
+    users: list[tuple[str, str]],
+    indexes: list[int],
+    sources: list[str],
+    presence_all: bool = False,
 ) -> None:
     """A swarm process: raise the open-files limit, then serve the controller's commands."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = len(indexes) + 1000
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
-    asyncio.run(_serve(pipe, SwarmWorker(Peer(host, port, users, sources), indexes)))
+    if soft < wanted:  # up to the hard limit (the controller raised it as far as it could)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    peer = Peer(host, port, users, sources, presence_all=presence_all)
+    asyncio.run(_serve(pipe, SwarmWorker(peer, indexes)))
 
 
 async def _serve(pipe, worker: SwarmWorker) -> None:

@@ -20,6 +20,7 @@ def test_capacity_bench_holds_restarts_and_loses_nothing_on_200_connections():
             "--offline=20",
             "--queued=2",
             "--storm-messages=150",
+            "--presence-probe=40",
             "--no-write",
         ]
     )
@@ -36,4 +37,6 @@ def test_capacity_bench_holds_restarts_and_loses_nothing_on_200_connections():
     assert storm["lost"] == 0 and storm["messages_received"] == storm["messages_expected"]
     assert storm["duplicates"] == 0
     assert results["broker_log"]["errors"] == []
+    # With mchat/status/+ every status reaches every employee: 40 x 40.
+    assert results["presence_probe"]["status_deliveries"] == 40 * 40
     assert "| connections held | 200 of 200 tried" in capacity.render(results)
