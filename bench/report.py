@@ -302,6 +302,7 @@ def render(r: dict) -> str:
             _mib(_get(r, "memory", "broker_kib", "VmHWM")),
         ),
     ]
+    lines += _capacity_section()
     lines += _profile_section(r)
     lines += _analysis(r, measured)
     lines += _closing_note(r, measured)
@@ -571,6 +572,24 @@ def _population(r: dict) -> str:
         f"{_get(r, 'broker_files', 'passwd_lines', default=0):,} lines, groups file "
         f"{_get(r, 'broker_files', 'groups_lines', default=0):,} lines"
     )
+
+
+def _capacity_section() -> list[str]:
+    """The connection-capacity table of bench/CAPACITY.md (`make bench-capacity`, a run of its
+    own: 50,000 connections do not share the machine with this bench)."""
+    capacity = Path(__file__).with_name("CAPACITY.md")
+    if not capacity.exists():
+        return []
+    table = [line for line in capacity.read_text().splitlines() if line.startswith("|")]
+    return [
+        "",
+        "## Connection capacity of one broker",
+        "",
+        "From [CAPACITY.md](CAPACITY.md) (`make bench-capacity`, run on its own; the limits hit and "
+        "the load during that run are there):",
+        "",
+        *table,
+    ]
 
 
 def main() -> None:
