@@ -257,6 +257,8 @@ def run(args: argparse.Namespace) -> dict:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "open_files_limit": open_files,
         "open_files_wanted": open_files_wanted,
+        # root, yet the hard limit stayed: no CAP_SYS_RESOURCE (a container)
+        "open_files_raise_refused": open_files < open_files_wanted and os.geteuid() == 0,
         "settings": {k: v for k, v in vars(args).items() if k != "no_write"},
     }
     directory = work / "broker"
@@ -477,9 +479,14 @@ def render(r: dict) -> str:
             "",
             f"**The limit hit: open files.** Mosquitto needs one descriptor per connection. This "
             f"process asked for an open-files limit of {r['open_files_wanted']:,} and got "
-            f"{r['open_files_limit']:,}: the hard limit of this machine (a container whose root "
-            "lacks CAP_SYS_RESOURCE, so setrlimit cannot raise it: 'not allowed to raise maximum "
-            "limit'). One broker process here therefore holds at most `max_connections` = that "
+            f"{r['open_files_limit']:,}: "
+            + (
+                "the hard limit of this machine (a container whose root lacks CAP_SYS_RESOURCE, so "
+                "setrlimit cannot raise it: 'not allowed to raise maximum limit'). "
+                if r.get("open_files_raise_refused")
+                else "the hard limit of this process (`ulimit -Hn`; root may raise it). "
+            )
+            + "One broker process here therefore holds at most `max_connections` = that "
             f"limit less {r['open_files_limit'] - r['max_connections']:,} for its own files; the "
             "rows above are measured at that size, and the memory at 50,000 is projected from "
             "them. Under systemd `LimitNOFILE=200000` (docs/deploy.md) lifts it: PID 1 may raise "
