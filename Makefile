@@ -46,6 +46,11 @@ bench-login: system-deps venv plugin
 bench-audit: venv
 	@.ci/ensure-packages postgresql
 	$(PY) -m bench.audit_cost $(BENCH_ARGS)
+# Capacity of one broker (bench/CAPACITY.md): 50,000 MQTT connections, logins/s, a reconnect
+# storm after a restart. Heavy: run it alone. BENCH_ARGS="--quick" for 2,000 connections.
+.PHONY: bench-capacity
+bench-capacity: system-deps venv plugin
+	$(PY) -m bench.capacity $(BENCH_ARGS)
 
 system-deps:
 	@.ci/ensure-packages $(SYSTEM_PACKAGES)

@@ -189,6 +189,17 @@ def render(r: dict) -> str:
                 _codes(multi.get("codes")),
             )
         )
+        inc = multi.get("incidents")
+        if inc:
+            lines += [
+                "",
+                f"During the {multi['bridges']}-bridge row: "
+                f"{inc.get('pg_stat_deadlocks', 'n/a')} deadlocks in `pg_stat_database` "
+                f"({inc.get('postgres_log_deadlocks', 'n/a')} in PostgreSQL's log), "
+                f"{inc['bridge_batches_served_one_by_one']} batches served again one by one, "
+                f"{inc['bridge_error_lines']} ERROR lines in the bridges' logs "
+                '(rows are locked in one order: docs/architecture.md, "Row locks").',
+            ]
 
     lines += [
         "",
@@ -295,6 +306,7 @@ def render(r: dict) -> str:
             _mib(_get(r, "memory", "broker_kib", "VmHWM")),
         ),
     ]
+    lines += _capacity_section()
     lines += _profile_section(r)
     lines += _analysis(r, measured)
     lines += _closing_note(r, measured)
@@ -644,6 +656,24 @@ def _population(r: dict) -> str:
         f"{_get(r, 'broker_files', 'passwd_lines', default=0):,} lines, groups file "
         f"{_get(r, 'broker_files', 'groups_lines', default=0):,} lines"
     )
+
+
+def _capacity_section() -> list[str]:
+    """The connection-capacity table of bench/CAPACITY.md (`make bench-capacity`, a run of its
+    own: 50,000 connections do not share the machine with this bench)."""
+    capacity = Path(__file__).with_name("CAPACITY.md")
+    if not capacity.exists():
+        return []
+    table = [line for line in capacity.read_text().splitlines() if line.startswith("|")]
+    return [
+        "",
+        "## Connection capacity of one broker",
+        "",
+        "From [CAPACITY.md](CAPACITY.md) (`make bench-capacity`, run on its own; the limits hit and "
+        "the load during that run are there):",
+        "",
+        *table,
+    ]
 
 
 def main() -> None:

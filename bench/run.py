@@ -225,7 +225,11 @@ class Bench(Stack, Scenarios, peer.PeerPhases, SingleRequest):
                 self.start_bridge(f"b{n}")
             time.sleep(1.0)
             self.wait_bridge_ready()
+            before = self.lock_incidents()
             row = self.closed(f"send_private, 64 in flight, {self.args.bridges} bridges", 64)
+            time.sleep(1.5)  # a backend reports its deadlocks to pg_stat_database within a second
+            after = self.lock_incidents()
+            row["incidents"] = {key: after[key] - before[key] for key in after}
             ratio(row)
             row["bridges"] = self.args.bridges
             self.results["send_private"]["in_flight_64_multi_bridge"] = row

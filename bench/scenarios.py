@@ -430,6 +430,29 @@ class Scenarios:
             out["postgres_deadlock_example"] = examples
         return out
 
+    def lock_incidents(self) -> dict:
+        """Counters to take before and after a row (their difference is the row's): PostgreSQL's
+        deadlocks (pg_stat_database, and the "deadlock detected" lines of its log, which appear at
+        once), batches the bridges served again one by one, and ERROR lines in their logs."""
+        bridge_logs = "".join(b.log_tail(10**8) for b in self.bridges)
+        out = {
+            "bridge_batches_served_one_by_one": bridge_logs.count(
+                "failed to commit; serving them one by one"
+            ),
+            "bridge_error_lines": sum(" ERROR " in line for line in bridge_logs.splitlines()),
+        }
+        if self.pg is not None:
+            out["pg_stat_deadlocks"] = int(
+                self.pg.psql("SELECT deadlocks FROM pg_stat_database WHERE datname = 'mchat'")
+            )
+            try:
+                out["postgres_log_deadlocks"] = self.pg.log.read_text(errors="replace").count(
+                    "deadlock detected"
+                )
+            except FileNotFoundError:
+                out["postgres_log_deadlocks"] = 0
+        return out
+
     def memory(self) -> dict:
         out = {"bridge_kib": self.bridges[0].memory_kib()}
         if self.broker and self.broker.pid:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -41,6 +42,34 @@ CONFIG_TEMPLATE = BROKER_SRC_DIR / "mosquitto.conf.template"
 
 DEFAULT_BRIDGE_USER = "mchat-bridge"
 START_TIMEOUT = 10.0
+# Descriptors a broker keeps for itself beside its connections: listeners, log, persistence
+# file, the plugin's files. max_connections stays this far below the open-files limit, so a
+# full broker refuses a newcomer instead of failing to open its own files.
+FD_RESERVE = 1000
+OPEN_FILES_WANTED = 262_144  # room for 50,000+ connections per listener with margin
+
+
+def open_files_limit_raise(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise this process's open-files limit, which the broker (and every child) inherits:
+    the soft limit to `wanted` where the hard limit allows (as root, the hard limit too, up to
+    the kernel's fs.nr_open), else to the hard limit. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))  # root only
+            return wanted
+        except (ValueError, OSError):
+            pass
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def max_connections_for(open_files: int) -> int:
+    """The `max_connections` of each listener for a broker with this open-files limit."""
+    return max(1, open_files - FD_RESERVE)
 
 
 @dataclass(frozen=True)
@@ -155,6 +184,7 @@ def render_config(
     ws_port: int | None = None,
     tls: TlsFiles | None = None,
     tls_port: int = 8883,
+    max_connections: int = -1,
 ) -> Path:
     """Write `mosquitto.conf` for a broker whose files all live in `directory`.
 
@@ -162,13 +192,15 @@ def render_config(
     missing (existing ones are kept). `ws_port` adds a WebSockets listener on the same
     address. With `tls`, a second listener on `tls_port` speaks MQTT over TLS (the same
     plugin, passwords and ACL) and the WebSockets listener becomes WSS. Returns the path of
-    the config file.
+    the config file. `max_connections` caps each listener (-1: no cap but the open-files
+    limit; see max_connections_for).
     """
     paths = BrokerPaths(Path(directory).resolve())
     tls_listener = ""
     if tls is not None:
         tls.check()
-        tls_listener = f"listener {int(tls_port)} {bind_address}\n{tls_options(tls)}"
+        limit = f"max_connections {int(max_connections)}\n"
+        tls_listener = f"listener {int(tls_port)} {bind_address}\n{tls_options(tls)}{limit}"
     # Mosquitto splits config values at whitespace.
     for value in (str(paths.directory), str(PLUGIN_PATH), bind_address, bridge_user):
         if not value or any(ch.isspace() for ch in value):
@@ -180,6 +212,7 @@ def render_config(
     web_secret_ensure(paths.web_secret)
     websockets = (
         f"listener {int(ws_port)} {bind_address}\nprotocol websockets\n{tls_options(tls) if tls else ''}"
+        f"max_connections {int(max_connections)}\n"
         if ws_port
         else "# (no WebSockets listener configured)"
     )
@@ -199,6 +232,7 @@ def render_config(
         log_file=paths.log,
         bridge_user=bridge_user,
         tls_listener=tls_listener,
+        max_connections=int(max_connections),
     )
     write_atomically(paths.conf, text)
     return paths.conf

@@ -6,11 +6,12 @@ as a code; nothing escapes to the MQTT loop.
 
 Requests that arrive together are served together: one statement finds their employees (and
 those their payloads name, BatchExecutor.payload_employees) and their earlier answers, and their
-handlers run in one transaction. Consecutive requests of an
+handlers run in one transaction (or several: one per run that may take row locks, see
+_transactions). Consecutive requests of an
 action whose route has a BatchExecutor (msg.send_private) are served by its serve_many in a fixed number of
 statements, refusals included; any other request runs inside its own savepoint so a refusal
 or an error undoes only that request. One commit then covers the
-batch, and responses and deliveries go out after it. If the batch cannot commit, each request
+transaction's requests, and responses and deliveries go out after it. If the batch cannot commit, each request
 is served again on its own, so a bad neighbour never costs the others their answer.
 
 A batch that is one run of a route whose executor has serve_known (msg.send_private between pairs
@@ -81,6 +82,24 @@ def _runs(works: list[_Work]) -> list[list[_Work]]:
         else:
             runs.append([work])
     return runs
+
+
+def _transactions(runs: list[list[_Work]]) -> list[list[list[_Work]]]:
+    """The runs cut into transactions, in order, so that no transaction holds the row locks of
+    two runs: a run of a route that may take row locks (any action class but "read") shares
+    its transaction only with "read" runs. Each run takes its locks in the one global order
+    (docs/architecture.md, "Row locks"); two runs in one transaction would take theirs one
+    after the other, out of that order, and two bridges could then wait for each other."""
+    transactions: list[list[list[_Work]]] = []
+    locking = False
+    for run in runs:
+        takes_locks = run[0].route.action_class != "read"
+        if not transactions or (takes_locks and locking):
+            transactions.append([])
+            locking = False
+        transactions[-1].append(run)
+        locking = locking or takes_locks
+    return transactions
 
 
 @dataclass(frozen=True)
@@ -283,10 +302,23 @@ class Dispatcher:
             except MChatError as exc:
                 work.decide(self._error(work, exc))
 
-    def _execute(self, works: list[_Work]) -> None:
+    def _execute(self, works: list[_Work], *, whole: bool = True) -> None:
         batch = [w for w in works if not w.decided]
-        self._database_down = False
-        if len(batch) == 1 and batch[0].route.batch is None:
+        if whole:
+            self._database_down = False
+            transactions = _transactions(_runs(batch))
+            if len(transactions) > 1:
+                # One transaction per run that may lock rows (_transactions), each in turn,
+                # each served as a batch (its answers stand once it has committed).
+                for runs in transactions:
+                    part = [work for run in runs for work in run]
+                    if self._database_down:  # found out by an earlier part: answer at once
+                        for work in part:
+                            work.decide(self._internal_error(work, OperationalError("database unreachable")))
+                        continue
+                    self._execute(part, whole=False)
+                return
+        if whole and len(batch) == 1 and batch[0].route.batch is None:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
             committed = False

@@ -41,7 +41,9 @@ class BatchExecutor(Protocol):
 class Route:
     action: str
     target: str  # "module:function"
-    action_class: str  # rate-limit bucket: auth, read, write, message
+    # Rate-limit bucket: auth, read, write, message, stream. A "read" route writes no row that
+    # another request locks: the dispatcher lets it share a transaction (bridge.dispatch._transactions).
+    action_class: str
     # Optional "module:name" of the BatchExecutor serving many requests of this action at once.
     batch_target: str = ""
 

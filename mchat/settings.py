@@ -225,6 +225,9 @@ MCHAT_PUBLIC_MQTT_PORT = int(
 # Broker files rendered from the database (DESIGN §3) and the pid file used for SIGHUP.
 MCHAT_BROKER_DIR = Path(os.environ.get("MCHAT_BROKER_DIR", VAR_DIR / "broker"))
 MCHAT_BROKER_PORT = int(os.environ.get("MCHAT_BROKER_PORT", "1883"))
+# Connections each listener of the generated config accepts; 0: the open-files limit that
+# runstack raises for the broker, less a reserve (bridge.broker.max_connections_for).
+MCHAT_BROKER_MAX_CONNECTIONS = int(os.environ.get("MCHAT_BROKER_MAX_CONNECTIONS", "0"))
 # Seconds to gather changes before one re-render; 0 renders synchronously after commit.
 MCHAT_BROKER_SYNC_DEBOUNCE = float(os.environ.get("MCHAT_BROKER_SYNC_DEBOUNCE", "0.05"))
 

@@ -281,7 +281,8 @@ def _reserve(
     """Take the conversation's next seq for an open stream (under its row lock)."""
     from messaging.services import read_position_move
 
-    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    # FOR NO KEY UPDATE, as the store locks it (docs/architecture.md, "Row locks").
+    locked = Conversation.objects.select_for_update(no_key=True).get(pk=conversation.pk)
     if Message.objects.filter(conversation=locked, sender=actor, stream_state=OPEN).exists():
         raise Conflict(_("该会话中已有一条进行中的流式消息，请先结束它"))
     now = timezone.now()

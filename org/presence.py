@@ -75,7 +75,8 @@ def presence_status_received(
     with transaction.atomic():
         # The employee row serialises concurrent reports (several bridge processes).
         employee = (
-            Employee.objects.select_for_update()
+            # NO KEY: a message insert takes KEY SHARE on its sender's row (docs/architecture.md).
+            Employee.objects.select_for_update(no_key=True)
             .filter(employee_id=employee_id)
             .only("id", "employee_id", "is_active", "last_seen_at")
             .first()

@@ -47,7 +47,8 @@ def message_recall(*, actor: Employee | None, msg_id: str) -> Message:
     """
     with transaction.atomic():
         # Locked: of two concurrent recalls, the second sees the first and sends nothing.
-        message = Message.objects.select_for_update().get(pk=message_visible(actor, msg_id).pk)
+        # FOR NO KEY UPDATE: receipt tallies, tasks and waits that reference it may be inserted meanwhile.
+        message = Message.objects.select_for_update(no_key=True).get(pk=message_visible(actor, msg_id).pk)
         conversation = conversation_loaded(message.conversation_id)
         message.conversation = conversation
         if message.is_recalled:

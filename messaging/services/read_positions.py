@@ -67,7 +67,9 @@ def read_position_move(
     """
     at = at or timezone.now()
     position = (
-        ReadPosition.objects.select_for_update().filter(conversation=conversation, employee=employee).first()
+        ReadPosition.objects.select_for_update(no_key=True)
+        .filter(conversation=conversation, employee=employee)
+        .first()
     )
     if position is None:
         position, _created = ReadPosition.objects.get_or_create(conversation=conversation, employee=employee)

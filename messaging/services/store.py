@@ -187,7 +187,9 @@ def _store_sqlite(posts: Sequence[Post], messages: list[Message]) -> None:
 
 # store_sqlite as one PostgreSQL statement (one round trip instead of three). A post whose
 # request made a message before is left out first (`posts`), so it takes no number. The
-# conversations' rows are locked in id order (concurrent batches cannot deadlock); a message's
+# conversations' rows are locked in id order (concurrent batches cannot deadlock), FOR NO KEY
+# UPDATE: rows that reference a conversation (receipt tallies, new members' read positions) take
+# KEY SHARE on it, which FOR UPDATE would make wait (docs/architecture.md, "Row locks"); a message's
 # sent_at is the later of now and its conversation's last activity, read under the lock, so
 # sent_at never goes back as seq goes up; and all of it commits or rolls back with the
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
@@ -210,7 +212,7 @@ WITH given AS (
 ){checks}, counts AS (
     SELECT conversation_id, low, high, count(*) AS n FROM posts GROUP BY conversation_id, low, high
 ), locked AS (
-    SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR UPDATE
+    SELECT id FROM {conversation} WHERE id IN (SELECT conversation_id FROM counts) ORDER BY id FOR NO KEY UPDATE
 ){ready}, taken AS (
     UPDATE {conversation} AS c SET last_seq = c.last_seq + counts.n,
         last_activity_at = GREATEST(c.last_activity_at, %s::timestamptz)

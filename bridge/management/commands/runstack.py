@@ -8,7 +8,6 @@ CELERY_BROKER_URL is set, `manage.py runschedule` otherwise. A demo org admin is
 import json
 import logging
 import os
-import resource
 import secrets
 import shutil
 import signal
@@ -25,7 +24,15 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from bridge import acl
-from bridge.broker import MosquittoProcess, TlsConfigError, TlsFiles, build_plugin, render_config
+from bridge.broker import (
+    MosquittoProcess,
+    TlsConfigError,
+    TlsFiles,
+    build_plugin,
+    max_connections_for,
+    open_files_limit_raise,
+    render_config,
+)
 from mchat import local_state
 from org import services, web_auth
 from org.models import Employee
@@ -37,14 +44,6 @@ logger = logging.getLogger("mchat.runstack")
 DEFAULT_BRIDGE_METRICS_PORT = 9310
 LIVENESS_EVERY_SECONDS = 10
 START_GRACE_SECONDS = 120  # a bridge that is still starting is not reported
-
-
-def raise_open_files_limit() -> None:
-    """Every child (Mosquitto above all: one descriptor per connection) inherits the hard limit
-    instead of the usual soft 1024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class BridgeLiveness:
@@ -94,7 +93,8 @@ class Command(BaseCommand):
         if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
             # `make up` collects them; a bare runstack must not serve pages naming missing files.
             call_command("collectstatic", interactive=False, verbosity=0)
-        raise_open_files_limit()
+        # Mosquitto needs one descriptor per connection (bench/CAPACITY.md); every child inherits it.
+        open_files = open_files_limit_raise()
         demo = self._demo_admin()
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
@@ -105,6 +105,7 @@ class Command(BaseCommand):
             bridge_user=settings.MCHAT_BRIDGE_USERNAME,
             tls=tls,
             tls_port=settings.MCHAT_TLS_PORT,
+            max_connections=settings.MCHAT_BROKER_MAX_CONNECTIONS or max_connections_for(open_files),
         )
         broker = MosquittoProcess(conf)
         broker.start()
