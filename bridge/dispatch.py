@@ -352,7 +352,8 @@ class Dispatcher:
                     internal_error_reply(exc, context="an after-commit hook of a batch")
                     return
                 if isinstance(exc, IntegrityError):
-                    # Usually a repeat whose message exists though its record was purged.
+                    # A race, not a repeat (the store leaves repeats out without an error): two
+                    # processes inserting the same new row at once, e.g. the same request twice.
                     logger.info(
                         "a batch of %d requests clashed (%s); serving them one by one", len(batch), exc
                     )
