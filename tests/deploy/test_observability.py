@@ -20,6 +20,7 @@ from django.db import DatabaseError
 from bench.services import free_port
 from bridge import metrics
 from mchat.logs import JsonFormatter
+from tests.broker_harness import wait_until
 
 
 def _get(url: str, timeout: float = 10) -> tuple[int, str]:
@@ -94,8 +95,21 @@ def test_bridge_metrics_and_liveness(live):
         _, before = _get(f"{base}/metrics")
         assert device.request("auth.challenge")["code"] == 0
         assert device.request("no.such_action")["code"] == 400
-        status, text = _get(f"{base}/metrics")
-        assert status == 200
+
+        def counted() -> str | None:
+            # The bridge counts a batch after writing its answers, so a scrape right after an
+            # answer may come first: wait (bounded) until the 400 is counted, then compare.
+            status, text = _get(f"{base}/metrics")
+            assert status == 200
+            unknown = _sample(text, "mchat_bridge_requests_total", action="unknown", code="400")
+            return (
+                text
+                if unknown > _sample(before, "mchat_bridge_requests_total", action="unknown", code="400")
+                else None
+            )
+
+        text = wait_until(counted, timeout=10)
+        assert text, "the 400 was never counted"
         ok = _sample(text, "mchat_bridge_requests_total", action="auth.challenge", code="0")
         assert ok - _sample(before, "mchat_bridge_requests_total", action="auth.challenge", code="0") == 1
         unknown = _sample(text, "mchat_bridge_requests_total", action="unknown", code="400")
