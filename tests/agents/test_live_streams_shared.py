@@ -71,12 +71,14 @@ class Bridge:
 def two_bridges(live, redis_url, tmp_path):  # noqa: F811
     live.stop_bridge()  # the in-process bridge: these tests run real processes
     bridges = [Bridge(live, redis_url, name, tmp_path) for name in ("s1", "s2")]
-    for bridge in bridges:
-        bridge.start()
-    yield bridges
-    for bridge in bridges:
-        bridge.stop(signal.SIGKILL)
-        _discard_session(bridge.instance)
+    try:
+        for bridge in bridges:
+            bridge.start()
+        yield bridges
+    finally:  # also when the second one failed to start: no process outlives the test
+        for bridge in bridges:
+            bridge.stop(signal.SIGKILL)
+            _discard_session(bridge.instance)
 
 
 def deltas_of(client, msg_id: str) -> str:
