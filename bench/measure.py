@@ -318,7 +318,10 @@ class ReceiverPool:
             replies.append(json.loads(line))
         return replies
 
-    def connect(self, logins: list[tuple[str, str, str]], subscriptions: list[list[str]]) -> None:
+    def connect(
+        self, logins: list[tuple[str, str, str]], subscriptions: list[list[str]], *, whole: bool = False
+    ) -> None:
+        """`whole`: record each payload under its whole text after "bench " (bench.receivers)."""
         shares: list[dict] = [{"logins": [], "subscriptions": []} for _ in self._procs]
         for i, (login, topics) in enumerate(zip(logins, subscriptions, strict=True)):
             slot = i % len(self._procs)
@@ -326,7 +329,10 @@ class ReceiverPool:
             shares[slot]["subscriptions"].append(topics)
             self._topics[slot].update(topics)
         replies = self._ask_all(
-            [{"cmd": "connect", "port": self.port, "timeout": 180, **share} for share in shares]
+            [
+                {"cmd": "connect", "port": self.port, "timeout": 180, "whole": whole, **share}
+                for share in shares
+            ]
         )
         failures = [r.get("error") for r in replies if not r.get("ok")]
         if failures:

@@ -1,7 +1,8 @@
 """A receiver process: many subscriber clients in one Swarm, recording when bench messages
 arrive. Driven by JSON lines on stdin, answering JSON lines on stdout:
 
-    {"cmd": "connect", "port": P, "logins": [[user, pw, cid], ...], "subscriptions": [[topic...], ...]}
+    {"cmd": "connect", "port": P, "logins": [[user, pw, cid], ...], "subscriptions": [[topic...], ...],
+     "whole": false}
     {"cmd": "wait", "tokens": {"t1": expected_count, ...}, "timeout": 5.0}  -> {"counts": {...}}
     {"cmd": "dump"}   -> {"arrivals": {token: [count, first, last]}, "other": n}; then forgets
     {"cmd": "dump", "times": true}  -> the same, and "times": {token: [every arrival]}
@@ -9,7 +10,9 @@ arrive. Driven by JSON lines on stdin, answering JSON lines on stdout:
 
 A bench message is any payload containing the JSON string "bench <token>" (message content
 or a raw publish); its token is what follows "bench " up to a space or the closing quote
-(a body padded to the peer harness's size: "bench <token> xxx..."). Times are
+(a body padded to the peer harness's size: "bench <token> xxx..."); with "whole": true it is
+everything up to the closing quote (a coalesced stream delta carries several appends,
+"bench t1 bench t2 ": bench.streams needs them all). Times are
 time.monotonic(), comparable with the orchestrating process's.
 """
 
@@ -25,19 +28,21 @@ from bench.swarm import Swarm
 MARK = b'"bench '
 
 
-def token_of(payload: bytes) -> str | None:
-    """The bench token of a payload, or None when it carries none."""
+def token_of(payload: bytes, *, whole: bool = False) -> str | None:
+    """The bench token of a payload (`whole`: the whole string after the mark), or None when
+    it carries none."""
     start = payload.find(MARK)
     if start < 0:
         return None
     start += len(MARK)
     end = payload.find(b'"', start)
-    space = payload.find(b" ", start, end)
+    space = -1 if whole else payload.find(b" ", start, end)
     return payload[start : space if space >= 0 else end].decode()
 
 
 class Recorder:
     def __init__(self) -> None:
+        self.whole = False
         self.lock = threading.Lock()
         self.arrivals: dict[str, list] = {}
         self.times: dict[str, list[float]] = {}  # every arrival of a token (per-receiver latency)
@@ -45,7 +50,7 @@ class Recorder:
 
     def on_message(self, client, message) -> None:
         now = time.monotonic()
-        token = token_of(message.payload)
+        token = token_of(message.payload, whole=self.whole)
         if token is None:
             self.other += 1
             return
@@ -79,6 +84,7 @@ def main() -> None:
         command = json.loads(line)
         cmd = command["cmd"]
         if cmd == "connect":
+            recorder.whole = command.get("whole", False)
             swarm = Swarm("127.0.0.1", command["port"]).start()
             try:
                 swarm.connect_many(
