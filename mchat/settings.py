@@ -307,6 +307,9 @@ MCHAT_STREAM_BUFFER = (
     if MCHAT_STREAM_REDIS_URL
     else "messaging.stream_buffers:MemoryStreamBuffer"
 )
+# Seconds between two coalesced stream_delta deliveries of one stream: 0.1 = at most ~10 a
+# second (issue 17); an append waits half of it on average before it is sent.
+MCHAT_STREAM_DELTA_INTERVAL = float(os.environ.get("MCHAT_STREAM_DELTA_INTERVAL", "0.1"))
 MCHAT_CHALLENGE_TTL_SECONDS = int(os.environ.get("MCHAT_CHALLENGE_TTL_SECONDS", "300"))
 
 # --- Groups and messages (DESIGN §5) ------------------------------------------------------

@@ -7,7 +7,7 @@ operations are atomic per stream, so several processes sharing one buffer agree 
 offsets and on who delivers what:
 
 - `append` adds a delta and says whether to deliver now (at most one delivery per
-  STREAM_DELTA_INTERVAL per stream, counting every process);
+  delta_interval() per stream, counting every process);
 - `due` hands each coalesced delivery, each text to store (every STREAM_PERSIST_SECONDS)
   and each stream idle for STREAM_IDLE_SECONDS to exactly one caller;
 - `close` ends appends (end, cancel): later appends get "closed".
@@ -37,7 +37,15 @@ from mchat.targets import target_resolve
 
 STREAM_IDLE_SECONDS = 120
 STREAM_PERSIST_SECONDS = 2.0
-STREAM_DELTA_INTERVAL = 0.1  # at most ~10 deltas a second per stream
+
+
+def delta_interval() -> float:
+    """Seconds between two deliveries of one stream (settings.MCHAT_STREAM_DELTA_INTERVAL,
+    0.1: at most ~10 deltas a second per stream). An append waits for the next delivery half
+    of it on average: the trade between update rate and latency (bench/STREAMS.md)."""
+    return settings.MCHAT_STREAM_DELTA_INTERVAL
+
+
 REPEATS_REMEMBERED = 64  # (client_id, seq_id) of recent appends per stream: a redelivery appends nothing
 
 # What `append` and `close` found.
@@ -202,7 +210,7 @@ class MemoryStreamBuffer:
                 while len(held.repeats) > REPEATS_REMEMBERED:
                     held.repeats.popitem(last=False)
             delivery = None
-            if held.last_append - held.last_publish >= STREAM_DELTA_INTERVAL:
+            if held.last_append - held.last_publish >= delta_interval():
                 delivery = self._take_delivery(held, held.last_append)
             return Appended(OK, seq, offset, len(held.text), delivery)
 
@@ -235,12 +243,13 @@ class MemoryStreamBuffer:
 
     def due(self) -> Due:
         now = time.monotonic()
+        interval = delta_interval()
         due = Due()
         with self._lock:
             for held in self._streams.values():
                 if held.closed:
                     continue
-                if held.published < len(held.text) and now - held.last_publish >= STREAM_DELTA_INTERVAL:
+                if held.published < len(held.text) and now - held.last_publish >= interval:
                     due.deliveries.append(self._take_delivery(held, now))
                 if now - held.last_append >= STREAM_IDLE_SECONDS:
                     held.closed = True

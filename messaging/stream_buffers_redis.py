@@ -1,6 +1,6 @@
 """The stream buffer shared by every bridge process through Redis (issue 17): appends of one
 stream may land on any process (they share the request subscription) and still add up to one
-text, with one coalesced delivery per STREAM_DELTA_INTERVAL per stream in all.
+text, with one coalesced delivery per delta_interval() per stream in all.
 
 Per stream: a hash `mchat:stream:<msg_id>` (info, sender, seq, chars, pub_chars, pub_bytes,
 last_pub, dirty, stored_at, touched, closed), its text as a string `…:text` (APPEND; at most
@@ -216,7 +216,7 @@ class RedisStreamBuffer:
             len(delta),
             max_chars,
             repeat_key,
-            int(sb.STREAM_DELTA_INTERVAL * 1000),
+            int(sb.delta_interval() * 1000),
             int(sb.STREAM_PERSIST_SECONDS * 1000),
             self.TTL_MS,
             sb.REPEATS_REMEMBERED,

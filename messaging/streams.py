@@ -3,8 +3,9 @@
 - msg.stream_start reserves the message and its `seq` now (the conversation's numbers stay
   gap-free): a row with empty content and stream_state "open"; everyone gets `stream_start`.
 - msg.stream_append adds text to the stream buffer (messaging.stream_buffers), with no
-  database write: participants get `stream_delta` {offset, delta} at most STREAM_DELTA_INTERVAL
-  apart per stream (the first append at once, the rest coalesced by the periodic
+  database write: participants get `stream_delta` {offset, delta} at most
+  settings.MCHAT_STREAM_DELTA_INTERVAL (0.1 s) apart per stream (an append after a quiet
+  interval at once, the rest coalesced: by the next append due, or the periodic
   `streams_tick`). The text so far is written into the reserved row every
   STREAM_PERSIST_SECONDS, so losing the buffer loses at most that much; the stream then
   continues from the stored text.
@@ -35,8 +36,7 @@ from django.utils.translation import gettext as _
 from mchat.errors import BadRequest, Conflict, NotFound, PermissionDenied, RateLimited
 from messaging import events, ids, payloads, selectors, stream_buffers
 from messaging.models import Conversation, GroupMember, Message
-from messaging.stream_buffers import (  # noqa: F401 -- the limits, named here too
-    STREAM_DELTA_INTERVAL,
+from messaging.stream_buffers import (
     STREAM_IDLE_SECONDS,
     STREAM_PERSIST_SECONDS,
     BufferUnavailable,

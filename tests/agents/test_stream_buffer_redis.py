@@ -63,7 +63,7 @@ def test_deliveries_are_coalesced_across_processes_and_handed_out_once(two):
             (second, first)[n % 2].append("msg_1", sender_pk=7, delta=f"{n}", repeat_key="", max_chars=100)
         )
     # At most one delivery per interval in all (a slow machine may let an interval pass).
-    assert len(got) <= 2 + int((time.monotonic() - started) / stream_buffers.STREAM_DELTA_INTERVAL)
+    assert len(got) <= 2 + int((time.monotonic() - started) / stream_buffers.delta_interval())
 
     def due_deliveries():
         found = first.due().deliveries + second.due().deliveries
