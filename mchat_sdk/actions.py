@@ -203,9 +203,11 @@ class Actions:
             fields["reply_to"] = reply_to
         return self.request("msg.stream_start", **fields)
 
-    def stream_append(self, msg_id: str, delta: str, *, seq_id: str | None = None) -> dict:
-        """msg.stream_append -> {msg_id, seq, offset, length}."""
-        return self.request("msg.stream_append", seq_id=seq_id, msg_id=msg_id, delta=delta)
+    def stream_append(self, msg_id: str, delta: str, *, seq_id: str | None = None, retries: int = 5) -> dict:
+        """msg.stream_append -> {msg_id, seq, offset, length}. An agent that appends faster
+        than its rate limit is slowed down, not failed: a 429 (or a timeout) is retried with
+        the same seq_id, which the server appends once."""
+        return self.request("msg.stream_append", seq_id=seq_id, retries=retries, msg_id=msg_id, delta=delta)
 
     def stream_end(self, msg_id: str, *, content: str | None = None) -> dict:
         """msg.stream_end: stored once and delivered as a message with `stream: true`."""

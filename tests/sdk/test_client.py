@@ -18,6 +18,7 @@ from mchat_sdk import (
     RequestTimeout,
 )
 from mchat_sdk.events import Conversation
+from messaging.models import Message
 from org.models import AuthChallenge
 from tests.sdk.conftest import connection_for
 
@@ -302,3 +303,22 @@ def test_group_lifecycle_helpers(live, sdk):
     assert owner.group_dismiss(gid)["group_id"] == gid  # fetches the auth.challenge itself
     member.wait_event(lambda e: e.data.get("type") == "group_dismissed", kind="notification")
     assert gid not in member.groups
+
+
+def test_an_agent_appending_faster_than_its_rate_limit_is_slowed_not_failed(live, sdk):
+    alice, alice_pw = live.issue("Alice")
+    bob, _bob_pw = live.issue("Bob")
+    writer = sdk(alice, alice_pw)
+    msg_id = writer.stream_start(f"private:{bob.employee_id}")["msg_id"]
+    live.bridge.dispatcher.limiter = RateLimiter({"stream": [20, 2]})
+    pieces = [f"第{i}段。" for i in range(8)]  # a burst of 2, then 20 a second
+    for piece in pieces:
+        writer.stream_append(msg_id, piece)
+    with pytest.raises(RateLimited):  # without retries the same burst gets a 429
+        for piece in pieces:
+            writer.stream_append(msg_id, piece, retries=0)
+    live.bridge.dispatcher.limiter = RateLimiter({})
+    writer.stream_end(msg_id)
+    # Every append retried after a 429 was stored once, then what the burst got in before its 429.
+    stored, whole = Message.objects.get(msg_id=msg_id).content, "".join(pieces)
+    assert stored.startswith(whole) and whole.startswith(stored[len(whole) :])
