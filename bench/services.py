@@ -32,6 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM if it still runs, SIGKILL after `timeout`; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 class RedisUnavailable(RuntimeError):
     """No redis-server on this machine, or it did not answer."""
 
@@ -73,13 +85,8 @@ class RedisServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if proc is not None:
+            stop_process(proc)
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -316,16 +323,7 @@ class BridgeProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (the bridge answers what it holds, then disconnects), SIGKILL after `timeout`."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return None if proc is None else stop_process(proc, timeout)
 
     def memory_kib(self) -> dict[str, int]:
         """VmRSS and VmHWM (peak) of the process, in KiB."""
