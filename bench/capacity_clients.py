@@ -17,28 +17,12 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from bench.mqtt_packets import packet, utf8, varint
+
 SESSION_EXPIRY_SECONDS = 86_400
 KEEPALIVE_SECONDS = 300  # the broker's max_keepalive
 PING_EVERY_SECONDS = 120
 CONNECT_TIMEOUT = 30.0
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _varint(len(body)) + body
 
 
 def connect_packet(
@@ -57,25 +41,25 @@ def connect_packet(
     if will_topic:
         flags |= 0x04 | 0x08 | 0x20  # Will, QoS 1, retained
     properties = b"\x11" + struct.pack("!I", session_expiry) if session_expiry else b""
-    variable = _utf8("MQTT") + bytes([5, flags]) + struct.pack("!H", KEEPALIVE_SECONDS)
-    variable += _varint(len(properties)) + properties
-    payload = _utf8(client_id)
+    variable = utf8("MQTT") + bytes([5, flags]) + struct.pack("!H", KEEPALIVE_SECONDS)
+    variable += varint(len(properties)) + properties
+    payload = utf8(client_id)
     if will_topic:
-        payload += b"\x00" + _utf8(will_topic) + struct.pack("!H", len(will_payload)) + will_payload
-    payload += _utf8(username) + _utf8(password)
-    return _packet(0x10, variable + payload)
+        payload += b"\x00" + utf8(will_topic) + struct.pack("!H", len(will_payload)) + will_payload
+    payload += utf8(username) + utf8(password)
+    return packet(0x10, variable + payload)
 
 
 def subscribe_packet(packet_id: int, topics: list[str]) -> bytes:
-    body = struct.pack("!H", packet_id) + b"\x00" + b"".join(_utf8(t) + b"\x01" for t in topics)
-    return _packet(0x82, body)
+    body = struct.pack("!H", packet_id) + b"\x00" + b"".join(utf8(t) + b"\x01" for t in topics)
+    return packet(0x82, body)
 
 
 def publish_packet(topic: str, payload: bytes, *, packet_id: int = 0, retain: bool = False) -> bytes:
     """QoS 1 when packet_id is given, else QoS 0."""
     first = 0x30 | (0x02 if packet_id else 0) | (0x01 if retain else 0)
-    body = _utf8(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + b"\x00" + payload
-    return _packet(first, body)
+    body = utf8(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + b"\x00" + payload
+    return packet(first, body)
 
 
 PINGREQ = b"\xc0\x00"

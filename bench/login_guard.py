@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.mqtt_packets import packet, utf8
 from bench.services import free_port
 from bridge.broker import MosquittoProcess, build_plugin, password_line, render_config, write_atomically
 from org.credentials import hash_password
@@ -31,26 +32,10 @@ from org.credentials import hash_password
 VICTIM = "emp_victim"
 
 
-def _utf8(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def connect_packet(client_id: str, username: str, password: str) -> bytes:
     # Protocol "MQTT" level 5; flags: username, password, clean start; keepalive 30; no properties.
-    variable = _utf8("MQTT") + bytes([5, 0xC2]) + struct.pack("!H", 30) + b"\x00"
-    payload = _utf8(client_id) + _utf8(username) + _utf8(password)
-    body = variable + payload
-    return b"\x10" + _remaining_length(len(body)) + body
+    variable = utf8("MQTT") + bytes([5, 0xC2]) + struct.pack("!H", 30) + b"\x00"
+    return packet(0x10, variable + utf8(client_id) + utf8(username) + utf8(password))
 
 
 def login(port: int, username: str, password: str, source: str) -> int:

@@ -50,95 +50,53 @@ def _cpu(row: dict | None, peer: bool) -> str:
     return " / ".join(_num(c, 0) for c in cells)
 
 
-# (key, label, MChat value, peer value, higher is better); values from the phase rows.
+def _sends(label: str, mine: dict, theirs: dict, phase: str) -> tuple:
+    """(label, MChat value, ejabberd value, higher is better) for a phase's answered sends/s:
+    MChat's `per_second`, ejabberd's `msgs_per_s`."""
+    return label, _get(mine, phase, "per_second"), _get(theirs, phase, "msgs_per_s"), True
+
+
+def _ms(label: str, mine: dict, theirs: dict, phase: str, stats: str, q: str = "p50") -> tuple:
+    """The same for a latency percentile in ms (lower is better), read alike on both sides."""
+    return label, _get(mine, phase, stats, q), _get(theirs, phase, stats, q), False
+
+
 def _comparisons(mine: dict, theirs: dict, r: dict) -> list[tuple]:
-    m64 = _get(r, "send_private", "in_flight_64", default={})
+    """The side-by-side rows, from the phase rows of each (and MChat's 64 in flight)."""
     return [
-        (
-            "send 1 in flight: answered (acked) sends/s",
-            _get(mine, "send_1", "per_second"),
-            _get(theirs, "send_1", "msgs_per_s"),
-            True,
-        ),
-        (
-            "send 1 in flight: ack p50 ms",
-            _get(mine, "send_1", "ack_ms", "p50"),
-            _get(theirs, "send_1", "ack_ms", "p50"),
-            False,
-        ),
-        (
-            "send 1 in flight: ack p99 ms",
-            _get(mine, "send_1", "ack_ms", "p99"),
-            _get(theirs, "send_1", "ack_ms", "p99"),
-            False,
-        ),
-        (
-            "send 32 in flight: answered (acked) sends/s",
-            _get(mine, "send_32", "per_second"),
-            _get(theirs, "send_32", "msgs_per_s"),
-            True,
-        ),
-        (
-            "send 32 in flight: ack p50 ms",
-            _get(mine, "send_32", "ack_ms", "p50"),
-            _get(theirs, "send_32", "ack_ms", "p50"),
-            False,
-        ),
+        _sends("send 1 in flight: answered (acked) sends/s", mine, theirs, "send_1"),
+        _ms("send 1 in flight: ack p50 ms", mine, theirs, "send_1", "ack_ms"),
+        _ms("send 1 in flight: ack p99 ms", mine, theirs, "send_1", "ack_ms", "p99"),
+        _sends("send 32 in flight: answered (acked) sends/s", mine, theirs, "send_32"),
+        _ms("send 32 in flight: ack p50 ms", mine, theirs, "send_32", "ack_ms"),
         (
             "send 64 in flight (MChat) vs 32 (ejabberd): sends/s",
-            m64.get("per_second"),
+            _get(r, "send_private", "in_flight_64", "per_second"),
             _get(theirs, "send_32", "msgs_per_s"),
             True,
         ),
-        (
-            "delivery under 32 in flight p50 ms",
-            _get(mine, "send_32", "delivery_under_load_ms", "p50"),
-            _get(theirs, "send_32", "delivery_under_load_ms", "p50"),
-            False,
-        ),
-        (
-            "ping-pong send -> received p50 ms",
-            _get(mine, "pingpong", "e2e_ms", "p50"),
-            _get(theirs, "pingpong", "e2e_ms", "p50"),
-            False,
-        ),
-        (
-            "ping-pong send -> received p99 ms",
-            _get(mine, "pingpong", "e2e_ms", "p99"),
-            _get(theirs, "pingpong", "e2e_ms", "p99"),
-            False,
-        ),
-        (
-            "10 pairs at 10 msg/s: send -> received p50 ms",
-            _get(mine, "rate_10", "e2e_ms", "p50"),
-            _get(theirs, "rate_10", "e2e_ms", "p50"),
-            False,
-        ),
-        (
-            "10 pairs at 50 msg/s: send -> received p50 ms",
-            _get(mine, "rate_50", "e2e_ms", "p50"),
-            _get(theirs, "rate_50", "e2e_ms", "p50"),
-            False,
-        ),
-        (
-            "10 pairs at 50 msg/s: send -> received p99 ms",
-            _get(mine, "rate_50", "e2e_ms", "p99"),
-            _get(theirs, "rate_50", "e2e_ms", "p99"),
-            False,
-        ),
-        (
-            "fan-out to 50: all received p50 ms",
-            _get(mine, "fanout_50", "all_received_ms", "p50"),
-            _get(theirs, "fanout_50", "all_received_ms", "p50"),
-            False,
-        ),
-        (
-            "fan-out to 50: per receiver p50 ms",
-            _get(mine, "fanout_50", "per_receiver_ms", "p50"),
-            _get(theirs, "fanout_50", "per_receiver_ms", "p50"),
-            False,
-        ),
+        _ms("delivery under 32 in flight p50 ms", mine, theirs, "send_32", "delivery_under_load_ms"),
+        _ms("ping-pong send -> received p50 ms", mine, theirs, "pingpong", "e2e_ms"),
+        _ms("ping-pong send -> received p99 ms", mine, theirs, "pingpong", "e2e_ms", "p99"),
+        _ms("10 pairs at 10 msg/s: send -> received p50 ms", mine, theirs, "rate_10", "e2e_ms"),
+        _ms("10 pairs at 50 msg/s: send -> received p50 ms", mine, theirs, "rate_50", "e2e_ms"),
+        _ms("10 pairs at 50 msg/s: send -> received p99 ms", mine, theirs, "rate_50", "e2e_ms", "p99"),
+        _ms("fan-out to 50: all received p50 ms", mine, theirs, "fanout_50", "all_received_ms"),
+        _ms("fan-out to 50: per receiver p50 ms", mine, theirs, "fanout_50", "per_receiver_ms"),
     ]
+
+
+def _phase_row(label: str, who: str, row: dict, rate, received: str, peer: bool) -> str:
+    """One line of the per-phase table: rate, ack and received latencies, lost, CPU."""
+    return _row(
+        label,
+        who,
+        _num(rate),
+        _lat(row.get("ack_ms")),
+        _lat(row.get(received)),
+        row.get("lost", "–"),
+        _cpu(row, peer),
+    )
 
 
 def peer_section(r: dict) -> list[str]:
@@ -244,33 +202,11 @@ def peer_section(r: dict) -> list[str]:
         ("fan-out 50 (all received)", "fanout_50", "all_received_ms"),
     ]
     for label, key, received in phases:
-        m, p = mine.get(key), theirs.get(key)
-        rate = (m or {}).get(
-            "per_second", (m or {}).get("round_trips_per_second", (m or {}).get("answered_per_second"))
-        )
-        lines.append(
-            _row(
-                label,
-                "MChat",
-                _num(rate),
-                _lat((m or {}).get("ack_ms")),
-                _lat((m or {}).get(received)),
-                (m or {}).get("lost", "–"),
-                _cpu(m, False),
-            )
-        )
+        m, p = mine.get(key) or {}, theirs.get(key)
+        rate = m.get("per_second", m.get("round_trips_per_second", m.get("answered_per_second")))
+        lines.append(_phase_row(label, "MChat", m, rate, received, peer=False))
         if p:
-            lines.append(
-                _row(
-                    "",
-                    "ejabberd",
-                    _num(p.get("msgs_per_s")),
-                    _lat(p.get("ack_ms")),
-                    _lat(p.get(received)),
-                    p.get("lost", "–"),
-                    _cpu(p, True),
-                )
-            )
+            lines.append(_phase_row("", "ejabberd", p, p.get("msgs_per_s"), received, peer=True))
     fan_m, fan_p = mine.get("fanout_50") or {}, theirs.get("fanout_50") or {}
     lines += [
         "",
@@ -312,40 +248,22 @@ def issue19_gaps(r: dict) -> list[str]:
 
 
 def _goals(r: dict, mine: dict, theirs: dict) -> list[tuple]:
+    """(goal, MChat value, goal value, higher is better, unit); ejabberd's value where it is the goal."""
     p99_1000 = next((row for row in r.get("offered_load") or [] if row.get("offered_per_second") == 1000), {})
     raw64 = _get(r, "raw_broker", "in_flight_64", "per_second")
     sp64 = _get(r, "send_private", "in_flight_64", "per_second")
     ej32 = _get(theirs, "send_32", "msgs_per_s")
     goals = [
+        (*_sends("1 in flight: answered sends/s ≥ ejabberd's", mine, theirs, "send_1"), "/s"),
+        (*_ms("1 in flight: ack p50 ≤ ejabberd's", mine, theirs, "send_1", "ack_ms"), " ms"),
+        (*_ms("ping-pong p50 ≤ ejabberd's", mine, theirs, "pingpong", "e2e_ms"), " ms"),
         (
-            "1 in flight: answered sends/s ≥ ejabberd's",
-            _get(mine, "send_1", "per_second"),
-            _get(theirs, "send_1", "msgs_per_s"),
-            True,
-            "/s",
-        ),
-        (
-            "1 in flight: ack p50 ≤ ejabberd's",
-            _get(mine, "send_1", "ack_ms", "p50"),
-            _get(theirs, "send_1", "ack_ms", "p50"),
-            False,
+            *_ms(
+                "fan-out to 50, all received p50 ≤ ejabberd's", mine, theirs, "fanout_50", "all_received_ms"
+            ),
             " ms",
         ),
-        (
-            "ping-pong p50 ≤ ejabberd's",
-            _get(mine, "pingpong", "e2e_ms", "p50"),
-            _get(theirs, "pingpong", "e2e_ms", "p50"),
-            False,
-            " ms",
-        ),
-        (
-            "fan-out to 50, all received p50 ≤ ejabberd's",
-            _get(mine, "fanout_50", "all_received_ms", "p50"),
-            _get(theirs, "fanout_50", "all_received_ms", "p50"),
-            False,
-            " ms",
-        ),
-        ("32 in flight ≥ ejabberd at 32", _get(mine, "send_32", "per_second"), ej32, True, "/s"),
+        (*_sends("32 in flight ≥ ejabberd at 32", mine, theirs, "send_32"), "/s"),
         ("64 in flight ≥ ejabberd at 32", sp64, ej32, True, "/s"),
         (
             "response p99 at 1,000 msg/s offered < 25 ms",

@@ -1,6 +1,7 @@
 """Processes the benchmark (and tests/resilience) start and stop by pid: a private PostgreSQL
-cluster, `manage.py runbridge` subprocesses, and the environment a bridge process needs; and
-the free loopback ports they (and the tests' brokers and servers) listen on.
+cluster, a private redis-server (the tests' too), `manage.py runbridge` subprocesses, and the
+environment a bridge process needs; and the free loopback ports they (and the tests' brokers
+and servers) listen on.
 
 No Django import here: the benchmark configures Django only after the database exists.
 """
@@ -29,6 +30,69 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM if it still runs, SIGKILL after `timeout`; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+class RedisUnavailable(RuntimeError):
+    """No redis-server on this machine, or it did not answer."""
+
+
+class RedisServer:
+    """A private redis-server on a free 127.0.0.1 port, without persistence, stopped by its pid:
+    `with RedisServer() as redis: ... redis.url`, or `start()` and `stop()`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Returns once it accepts connections; RedisUnavailable (and nothing left running)
+        without redis-server or when it does not answer within `timeout`."""
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RedisUnavailable("redis-server is not installed (make system-deps installs it)")
+        self._proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the caller does not reach it first
+        )
+        answered = wait_until(lambda: self._proc.poll() is not None or self._answers(), timeout, 0.05)
+        if not answered or self._proc.poll() is not None:
+            self.stop()
+            raise RedisUnavailable(f"redis-server did not start on 127.0.0.1:{self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process(proc)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def postgres_bin_dir() -> Path | None:
@@ -259,16 +323,7 @@ class BridgeProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (the bridge answers what it holds, then disconnects), SIGKILL after `timeout`."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return None if proc is None else stop_process(proc, timeout)
 
     def memory_kib(self) -> dict[str, int]:
         """VmRSS and VmHWM (peak) of the process, in KiB."""

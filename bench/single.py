@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import suppress
 
 from bench import profile
-from bench.services import REPO_DIR, free_port
+from bench.services import REPO_DIR, RedisServer, RedisUnavailable
 from bench.stack import BENCH_DIR
 
 SAVEPOINT_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
@@ -51,36 +49,6 @@ class _Discard:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         pass
-
-
-@contextmanager
-def redis_server():
-    """A private redis-server on 127.0.0.1 (its URL), stopped by its pid; None without one."""
-    server = shutil.which("redis-server")
-    if server is None:
-        yield None
-        return
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    yield None
-                    return
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _json_bytes(payload: dict) -> bytes:
@@ -176,21 +144,21 @@ class SingleRequest:
         if gid:
             result["send_group_50"] = measure(admin, group, 2.0, 300)
         # The rate limit shared by every bridge through Redis (MCHAT_RATE_LIMIT_REDIS_URL, by
-        # default Celery's Redis when that is Redis): one Redis round trip per batch.
-        with redis_server() as url:
-            if url:
-                from django.conf import settings
+        # default Celery's Redis when that is Redis): one Redis round trip per batch. Without a
+        # redis-server, no such row.
+        with suppress(RedisUnavailable), RedisServer() as redis:
+            from django.conf import settings
 
-                from bridge.ratelimit import SharedRateLimiter
+            from bridge.ratelimit import SharedRateLimiter
 
-                plain = state["dispatcher"]
-                state["dispatcher"] = Dispatcher(
-                    outbox.current(), limiter=SharedRateLimiter(settings.MCHAT_RATE_LIMITS, url=url)
-                )
-                try:
-                    result["send_private_redis_rate_limit"] = measure(sender, private, 2.0, 5000)
-                finally:
-                    state["dispatcher"] = plain
+            plain = state["dispatcher"]
+            state["dispatcher"] = Dispatcher(
+                outbox.current(), limiter=SharedRateLimiter(settings.MCHAT_RATE_LIMITS, url=redis.url)
+            )
+            try:
+                result["send_private_redis_rate_limit"] = measure(sender, private, 2.0, 5000)
+            finally:
+                state["dispatcher"] = plain
         # Where a lone request's time goes, by function.
         result.update(self._single_profile("single", one, sender, private))
         if gid:

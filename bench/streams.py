@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,8 @@ from bench.services import (
     UNLIMITED_RATES,
     BridgeProcess,
     PostgresCluster,
+    RedisServer,
+    RedisUnavailable,
     bridge_env,
     free_port,
     wait_until,
@@ -54,37 +54,6 @@ from bench.services import (
 
 BRIDGE_USER = "mchat-bridge"
 PER_STREAM = 800  # appends of "bench t000000 " (14 characters) per stream: within 12,000
-
-
-class RedisServer:
-    """A private redis-server on 127.0.0.1 (no persistence), stopped by its PID."""
-
-    def __init__(self) -> None:
-        server = shutil.which("redis-server")
-        if not server:
-            raise SystemExit("redis-server is not installed (make system-deps installs it)")
-        self.port = free_port()
-        self._proc = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(answers, timeout=10)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -123,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     try:
         if args.redis or args.bridges > 1:
-            redis_server = RedisServer()
+            try:
+                redis_server = RedisServer().start()
+            except RedisUnavailable as exc:
+                raise SystemExit(str(exc)) from None
         if args.postgres:
             pg = PostgresCluster(work / "pg").init()
             pg.start()

@@ -52,6 +52,18 @@ def _nodelay(client, userdata, sock) -> None:
         pass
 
 
+class _PahoThreadLog(logging.LoggerAdapter):
+    """paho's log for a client run by paho's own thread (loop_start), but for one line: after a
+    connect attempt that failed (the broker not up yet, or restarting), that thread logs ERROR
+    "Client is not connected" before it tries again. That is the expected wait, not an error:
+    it goes to DEBUG, and the failed attempt itself is a warning (`server_publisher_client`)."""
+
+    def log(self, level, msg, *args, **kwargs) -> None:
+        if level == logging.ERROR and str(msg).startswith("Client is not connected"):
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
 def make_client(
     client_id: str, *, manual_ack: bool = False, client_class: type[mqtt.Client] = mqtt.Client
 ) -> mqtt.Client:
@@ -103,6 +115,13 @@ def server_publisher_client() -> mqtt.Client:
     """For processes that publish but serve no requests (web admin, Celery workers)."""
     device = f"srv-{socket.gethostname()[:40]}-{os.getpid()}".replace("_", "-")
     client = make_client(f"{settings.MCHAT_BRIDGE_USERNAME}_{device}")
+    client.enable_logger(_PahoThreadLog(logging.getLogger("mchat.bridge.mqtt")))
+    address = broker_address()
+    # Until the broker answers, paho's thread retries (1 s doubling to 10 s) and what is
+    # published waits for the connection (QoS 1).
+    client.on_connect_fail = lambda client, userdata: logger.warning(
+        "cannot reach the broker at %s:%d; retrying", address.host, address.port
+    )
     connect_async(client, persistent=False)
     client.loop_start()
     return client

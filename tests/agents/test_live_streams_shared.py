@@ -19,6 +19,7 @@ from bench.services import free_port
 from mchat_sdk.events import Conversation
 from messaging.models import Message
 from tests.agents.test_live_agents import _discard_session
+from tests.agents.test_live_streams import deltas_of
 from tests.broker_harness import wait_until
 from tests.notifications.test_celery_redis import redis_url  # noqa: F401 -- a fixture
 
@@ -79,19 +80,6 @@ def two_bridges(live, redis_url, tmp_path):  # noqa: F811
         for bridge in bridges:
             bridge.stop(signal.SIGKILL)
             _discard_session(bridge.instance)
-
-
-def deltas_of(client, msg_id: str) -> str:
-    text = ""
-    for event in client.history_events:
-        if (
-            event.kind == "stream"
-            and event.data.get("type") == "stream_delta"
-            and event.data["msg_id"] == msg_id
-        ):
-            assert event.data["offset"] == len(text)
-            text += event.data["delta"]
-    return text
 
 
 def test_appends_served_by_two_bridge_processes_become_one_message(live, two_bridges, sdk, issue_agent):

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bench.services import free_port
+from bench.services import free_port, stop_process
 from tests.factories import EmployeeFactory
 
 MOTO_START_TIMEOUT = 30.0
@@ -63,12 +63,7 @@ def moto_server(tmp_path_factory):
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
 
 
 @pytest.fixture

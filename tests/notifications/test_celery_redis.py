@@ -9,17 +9,14 @@ The suite otherwise runs Celery eagerly; this test starts its own redis-server a
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from django.conf import settings
 
-from bench.services import free_port
+from bench.services import RedisServer
 from tests.broker_harness import wait_until
 
 pytestmark = [pytest.mark.broker]
@@ -28,28 +25,8 @@ pytestmark = [pytest.mark.broker]
 @pytest.fixture
 def redis_url():
     """A private redis-server on 127.0.0.1, stopped by its PID at the end."""
-    server = shutil.which("redis-server")
-    assert server, "redis-server is not installed (make system-deps installs it)"
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with RedisServer() as redis:
+        yield redis.url
 
 
 WORKER_OPTIONS = [

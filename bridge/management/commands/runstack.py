@@ -95,7 +95,6 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
         # Mosquitto needs one descriptor per connection (bench/CAPACITY.md); every child inherits it.
         open_files = open_files_limit_raise()
-        demo = self._demo_admin()
         build_plugin()
         broker_dir = Path(settings.MCHAT_BROKER_DIR)
         conf = render_config(
@@ -109,7 +108,14 @@ class Command(BaseCommand):
         )
         broker = MosquittoProcess(conf)
         broker.start()
-        acl.sync()
+        try:
+            # With the broker up: creating the demo admin publishes its profile event, and this
+            # process's publisher would otherwise find nobody listening.
+            demo = self._demo_admin()
+            acl.sync()
+        except BaseException:
+            broker.stop()
+            raise
         metrics_port = settings.MCHAT_BRIDGE_METRICS_PORT or DEFAULT_BRIDGE_METRICS_PORT
         bridge_health = f"http://{settings.MCHAT_METRICS_HOST}:{metrics_port}/healthz"
         children = [self._spawn("runbridge", "--metrics-port", str(metrics_port)), self._web(web)]
