@@ -217,6 +217,7 @@ def peer_section(r: dict) -> list[str]:
         "K=32 are the recipient's delivery under that load (from the send).",
     ]
     lines += targets_section(r, mine, theirs)
+    lines += gaps_explained(r, mine, theirs)
     return lines
 
 
@@ -322,6 +323,102 @@ def targets_section(r: dict, mine: dict, theirs: dict) -> list[str]:
         ]
     else:
         lines += ["", "This run used SQLite: the goals are stated for PostgreSQL (`--postgres`)."]
+    return lines
+
+
+def gaps_explained(r: dict, mine: dict, theirs: dict) -> list[str]:
+    """For each goal of issue 19 this run missed, where MChat's time goes, from this run's own
+    measurements: the raw broker rows, the in-process single requests (bench.single) and the
+    CPU of each phase."""
+    missed = {
+        text
+        for text, value, goal, higher, _unit in _goals(r, mine, theirs)
+        if _verdict(value, goal, higher)[0] == "gap"
+    }
+    if not missed:
+        return []
+    single = r.get("single_request") or {}
+    lone, no_flush = single.get("send_private") or {}, single.get("send_private_no_flush") or {}
+    group = single.get("send_group_50") or {}
+    raw1 = _get(r, "raw_broker", "in_flight_1", "latency_ms", "p50")
+    lines = ["", "### Where the time of each remaining gap goes (this run)", ""]
+
+    def ms(value) -> str:
+        return "–" if value is None else f"{value:.2f} ms"
+
+    ack = _get(mine, "send_1", "ack_ms", "p50")
+    if (
+        missed
+        & {
+            "1 in flight: answered sends/s ≥ ejabberd's",
+            "1 in flight: ack p50 ≤ ejabberd's",
+            "ping-pong p50 ≤ ejabberd's",
+        }
+        and ack
+        and lone
+    ):
+        sql, sql_no_flush = lone.get("sql_ms_per_request"), no_flush.get("sql_ms_per_request")
+        flush = sql - sql_no_flush if sql is not None and sql_no_flush is not None else None
+        trip = single.get("round_trip_ms")
+        execution = sql_no_flush - trip if sql_no_flush is not None and trip is not None else None
+        rest = ack - (raw1 or 0) - lone.get("ms_per_request", 0)
+        lines += [
+            f"- **A lone send** (1 in flight, ack p50 {ms(ack)} against ejabberd's "
+            f"{ms(_get(theirs, 'send_1', 'ack_ms', 'p50'))}; ping-pong {ms(_get(mine, 'pingpong', 'e2e_ms', 'p50'))} "
+            f"against {ms(_get(theirs, 'pingpong', 'e2e_ms', 'p50'))}):",
+            f"  - the broker and the clients, a raw round trip: {ms(raw1)} (raw echo, 1 in flight);",
+            f"  - the bridge's work, in process: {ms(lone.get('ms_per_request'))}, of which the one statement "
+            f"{ms(sql)}: the WAL flush of its commit {ms(flush)} (the statement with `synchronous_commit=off` "
+            f"takes {ms(sql_no_flush)}), a bare round trip to PostgreSQL {ms(trip)}, its execution "
+            f"{ms(execution)}; Python {ms(lone.get('python_ms_per_request'))};",
+            f"  - the rest, {ms(rest)}: the bridge's MQTT read and write, and the two deliveries (the "
+            "recipient's, the copy for the sender's other devices) the broker routes beside the answer.",
+        ]
+        gap = ack - (_get(theirs, "send_1", "ack_ms", "p50") or ack)
+        if flush is not None and execution is not None and gap > 0:
+            lines.append(
+                f"  - ejabberd's ack covers one INSERT into its archive and routing to one session. The gap, "
+                f"{ms(gap)}, is {gap / (flush + execution):.0%} of the statement's execution and flush together "
+                f"({ms(flush + execution)})."
+            )
+    fan = _get(mine, "fanout_50", "all_received_ms", "p50")
+    if "fan-out to 50, all received p50 ≤ ejabberd's" in missed and fan:
+        statements = group.get("statements") or []
+        lines += [
+            f"- **Fan-out to 50** (all received p50 {ms(fan)} against ejabberd's "
+            f"{ms(_get(theirs, 'fanout_50', 'all_received_ms', 'p50'))}): the `msg.send_group` answer p50 "
+            f"{ms(_get(mine, 'fanout_50', 'ack_ms', 'p50'))} (sends 0.5 s apart: each one finds the processes "
+            f"idle); in process {ms(group.get('ms_per_request'))} per send with "
+            f"{_num(group.get('statements_per_request'), 0)} statements ("
+            + ", ".join(f"`{row['statement']}` {row['ms_each']:.2f}" for row in statements)
+            + f"); the broker's own fan-out of the published message to 50 subscribers, raw: "
+            f"{ms(_get(r, 'raw_broker', 'fanout', '50', 'all_received_ms', 'p50'))}.",
+        ]
+    goal_ratio = "`msg.send_private` at 64 in flight ≥ 0.45 of the raw broker echo"
+    row64 = _get(r, "send_private", "in_flight_64") or {}
+    raw64 = _get(r, "raw_broker", "in_flight_64") or {}
+    if goal_ratio in missed and row64.get("per_second") and raw64.get("per_second"):
+        cores, rate = row64.get("cpu_cores") or {}, row64["per_second"]
+        raw_cores, raw_rate = raw64.get("cpu_cores") or {}, raw64["per_second"]
+
+        def per(cores_used, per_second) -> str:
+            return "–" if cores_used is None else f"{cores_used / per_second * 1000:.3f} ms"
+
+        off = _get(r, "send_private", "in_flight_64_sync_commit_off", "per_second")
+        lines += [
+            f"- **64 in flight against the raw echo** ({_num(rate)}/s against {_num(raw_rate)}/s): a raw round "
+            f"trip costs the machine {per(raw_cores.get('all_processes'), raw_rate)} of CPU (broker "
+            f"{per(raw_cores.get('broker'), raw_rate)}, echo {per(raw_cores.get('echo'), raw_rate)}); a send "
+            f"costs {per(cores.get('all_processes'), rate)} (bridge {per(cores.get('bridge'), rate)}, PostgreSQL "
+            f"{per(cores.get('postgres'), rate)}, broker {per(cores.get('broker'), rate)}: three publishes "
+            f"instead of one) while the machine's {cores.get('cores', 2)} cores are not saturated "
+            f"({_num(cores.get('all_processes'), 2)} busy): the bridge serves a batch, then waits for its "
+            f"statement and the commit's flush, one batch at a time. Without the flush "
+            f"(`synchronous_commit=off`, a reference only) the same load gives {_num(off)}/s. 0.45 of the "
+            f"echo is {_num(0.45 * raw_rate)}/s: with every core busy, at most "
+            f"{cores.get('cores', 2) * 1000 / (0.45 * raw_rate):.3f} ms of the machine's CPU per send, "
+            f"against {per(cores.get('postgres'), rate)} for PostgreSQL alone today.",
+        ]
     return lines
 
 

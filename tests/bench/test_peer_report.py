@@ -125,6 +125,59 @@ def test_side_by_side_with_ratio_and_goals():
     assert "synchronous_commit=on | on | fsync=on, synchronous_commit=on | met |" in goals
 
 
+def test_each_missed_goal_says_where_the_time_goes():
+    measured = {
+        **MCHAT,
+        "raw_broker": {
+            "in_flight_1": {"latency_ms": _stats(0.2)},
+            "in_flight_64": {
+                "per_second": 10000.0,
+                "cpu_cores": {"all_processes": 1.0, "broker": 0.3, "echo": 0.3},
+            },
+            "fanout": {"50": {"all_received_ms": _stats(2.5)}},
+        },
+        "send_private": {
+            "in_flight_64": {
+                "per_second": 4000.0,
+                "cpu_cores": {
+                    "cores": 2,
+                    "all_processes": 1.2,
+                    "bridge": 0.4,
+                    "postgres": 0.4,
+                    "broker": 0.2,
+                },
+            },
+            "in_flight_64_sync_commit_off": {"per_second": 6000.0},
+        },
+        "single_request": {
+            "round_trip_ms": 0.1,
+            "send_private": {"ms_per_request": 0.8, "sql_ms_per_request": 0.6, "python_ms_per_request": 0.2},
+            "send_private_no_flush": {"sql_ms_per_request": 0.4},
+            "send_group_50": {
+                "ms_per_request": 4.0,
+                "statements_per_request": 2,
+                "statements": [
+                    {"statement": "WITH", "ms_each": 0.5},
+                    {"statement": "SELECT", "ms_each": 0.3},
+                ],
+            },
+        },
+    }
+    text = "\n".join(
+        peer_section({**measured, "peer": {"name": "ejabberd", "ran_here": True, "result": PEER}})
+    )
+    gaps = text.split("### Where the time of each remaining gap goes")[1]
+    # ack 1.1 = raw 0.2 + in process 0.8 + the rest 0.1; the statement 0.6 = flush 0.2 + round trip
+    # 0.1 + execution 0.3; the gap to ejabberd's 0.9 is 0.2, 40% of execution and flush.
+    assert "the WAL flush of its commit 0.20 ms" in gaps and "its execution 0.30 ms" in gaps
+    assert "the rest, 0.10 ms" in gaps and "The gap, 0.20 ms, is 40% of" in gaps
+    # fan-out: MChat's 5.0 against ejabberd's 6.0 is met, so it is not explained
+    assert "Fan-out to 50" not in gaps
+    # 0.45 of a 10,000/s echo = 4,500/s: 2 cores / 4,500 = 0.444 ms per send; PostgreSQL 0.4 / 4000 = 0.100 ms
+    assert "0.45 of the echo is 4,500.0/s: with every core busy, at most 0.444 ms" in gaps
+    assert "against 0.100 ms for PostgreSQL alone today" in gaps
+
+
 def test_without_a_peer_run_mchat_alone():
     text = "\n".join(peer_section(MCHAT))
     assert "No peer run in this invocation" in text
