@@ -51,7 +51,8 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("parse_request_topic", "bridge/protocol.py"), ("decode_envelope", "bridge/protocol.py")],
     ),
     (
-        "  optimistic: a run of msg.send_private between pairs seen before (one checked statement)",
+        "  optimistic: a run of msg.send_private between pairs seen before, or a lone msg.send_group"
+        " from a sender seen there before (one checked statement)",
         [("Dispatcher._serve_optimistically", "bridge/dispatch.py")],
     ),
     ("    send_private_known (handler)", [("send_private_known", "bridge/handlers/messages.py")]),
@@ -59,6 +60,11 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "      services.message_send_private, known pairs -> messages_post (checks, number, insert, read positions)",
         [("_sends_between_known_pairs", "messaging/services/private_sends.py")],
+    ),
+    ("    send_group_known (handler)", [("send_group_known", "bridge/handlers/messages.py")]),
+    (
+        "      services.message_send_group, a known group -> messages_post (checks, number, insert, read positions)",
+        [("_send_to_known_group", "messaging/services/messages.py")],
     ),
     (
         "  identity + idempotency SELECT (employees, earlier answers; the usual way)",
@@ -91,6 +97,10 @@ PHASES: list[tuple[str, list[tuple[str, str]]]] = [
         [("Dispatcher._execute_one", "bridge/dispatch.py")],
     ),
     ("      send_group (handler)", [("send_group", "bridge/handlers/messages.py")]),
+    (
+        "        services.message_send_group, the usual way (group looked up, then the store)",
+        [("_send_looked_up", "messaging/services/messages.py")],
+    ),
     (
         "        group_access + group_conversation (SELECTs)",
         [("group_access", "messaging/selectors.py"), ("group_conversation", "messaging/selectors.py")],

@@ -493,7 +493,8 @@ def _single_section(single: dict) -> list[str]:
         ("send_private", "`msg.send_private`, pair seen before"),
         ("send_private_no_flush", "the same, this session with `synchronous_commit=off` (reference)"),
         ("send_private_redis_rate_limit", "the same with the rate limit shared through Redis"),
-        ("send_group_50", "`msg.send_group`, 50 members"),
+        ("send_group_50", "`msg.send_group`, 50 members, a sender seen sending there before"),
+        ("send_group_50_usual", "the same, a sender this process has not seen (the usual way)"),
     ):
         row = single.get(key)
         if not row:

@@ -15,9 +15,10 @@ transaction's requests, and responses and deliveries go out after it. If the bat
 is served again on its own, so a bad neighbour never costs the others their answer.
 
 A batch that is one run of a route whose executor has serve_known (msg.send_private between pairs
-this process has served before) goes to it first, before anyone is looked up: one statement
-stores the batch and checks everything the handler assumed; if anything no longer holds,
-nothing is stored and the batch takes the path above (_serve_optimistically).
+this process has served before; a lone msg.send_group from a member this process has served
+in that group before) goes to it first, before anyone is looked up: one statement stores the
+batch and checks everything the handler assumed; if anything no longer holds, nothing is
+stored and the batch takes the path above (_serve_optimistically).
 
 A batch that is one run of a route whose executor commits itself (msg.send_private, the
 bulk of the traffic) gets no transaction here: its handler's one write statement is atomic, and
@@ -77,7 +78,7 @@ def _runs(works: list[_Work]) -> list[list[_Work]]:
     order keeps every client's requests in the order it sent them."""
     runs: list[list[_Work]] = []
     for work in works:
-        if runs and work.route.batch is not None and runs[-1][0].route is work.route:
+        if runs and work.route.serves_many and runs[-1][0].route is work.route:
             runs[-1].append(work)
         else:
             runs.append([work])
@@ -252,8 +253,8 @@ class Dispatcher:
         return employees, _with_resolved_waits(recorded)
 
     def _serve_optimistically(self, works: list[_Work]) -> bool:
-        """A batch that is one run of a route whose executor has serve_known (msg.send_private)
-        goes to it before anyone is looked up: from what this process has seen before, it
+        """A batch that is one run of a route whose executor has serve_known (msg.send_private,
+        msg.send_group) goes to it before anyone is looked up: from what this process has seen before, it
         stores the whole batch with one statement that checks all of that, and the batch
         costs one round trip. True when it did; False when it could not (nothing done), and
         the batch goes through identity, idempotency, the rate limit and the route.
@@ -318,7 +319,7 @@ class Dispatcher:
                         continue
                     self._execute(part, whole=False)
                 return
-        if whole and len(batch) == 1 and batch[0].route.batch is None:
+        if whole and len(batch) == 1 and not batch[0].route.serves_many:
             self._execute_one(batch[0], in_batch=False)
         elif batch:
             committed = False
@@ -329,11 +330,7 @@ class Dispatcher:
 
             runs = _runs(batch)
             try:
-                if (
-                    len(runs) == 1
-                    and runs[0][0].route.batch is not None
-                    and runs[0][0].route.batch.commits_itself
-                ):
+                if len(runs) == 1 and runs[0][0].route.serves_many and runs[0][0].route.batch.commits_itself:
                     # Its handler commits what it writes. Called inside someone's transaction
                     # (a test's), a savepoint keeps that transaction usable for the fallback.
                     with transaction.atomic() if connection.in_atomic_block else nullcontext():
@@ -342,7 +339,7 @@ class Dispatcher:
                     with transaction.atomic():
                         transaction.on_commit(mark_committed)  # the first hook to run after COMMIT
                         for run in runs:
-                            if len(run) > 1 or run[0].route.batch is not None:
+                            if run[0].route.serves_many:
                                 self._execute_many(run)
                             else:
                                 self._execute_one(run[0], in_batch=True)

@@ -18,7 +18,9 @@ from mchat.targets import target_resolve
 class BatchExecutor(Protocol):
     """How a route serves requests of its action that arrive together (bridge.dispatch).
 
-    `serve_many`: a list of Request -> a list of data, Deferred or MChatError, in order.
+    `serve_many`: a list of Request -> a list of data, Deferred or MChatError, in order; or
+    None (msg.send_group): requests of the action are served one by one like any other
+    route's, and the executor only adds serve_known.
     `commits_itself`: serve_many makes its own writes atomic and a repeat of a request it
     served is recognised by what it wrote (msg.send_private: the message's own (client_id,
     seq_id)); a batch that is one run of it then gets no transaction from the dispatcher, and
@@ -33,8 +35,7 @@ class BatchExecutor(Protocol):
     payload_employees: tuple[str, ...]
     commits_itself: bool
     serve_known: Callable[[list[Any]], list[dict] | None] | None
-
-    def serve_many(self, requests: list[Any]) -> list[Any]: ...
+    serve_many: Callable[[list[Any]], list[Any]] | None
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class Route:
     @cached_property
     def batch(self) -> BatchExecutor | None:
         return target_resolve(self.batch_target) if self.batch_target else None
+
+    @property
+    def serves_many(self) -> bool:
+        """Requests of this action that arrive together are served together (serve_many)."""
+        return self.batch is not None and self.batch.serve_many is not None
 
 
 def _table(*routes: Route) -> dict[str, Route]:
@@ -83,7 +89,8 @@ ROUTES: dict[str, Route] = _table(
     Route("group.info", f"{H}.groups:group_info", "read"),
     # messages (spec 3.11-3.13, plus history, conversations, recall)
     Route("msg.send_private", f"{H}.messages:send_private", "message", f"{H}.messages:SEND_PRIVATE_BATCH"),
-    Route("msg.send_group", f"{H}.messages:send_group", "message"),
+    # a lone one from a member seen sending to the group before: one checked statement
+    Route("msg.send_group", f"{H}.messages:send_group", "message", f"{H}.messages:SEND_GROUP_BATCH"),
     Route("msg.read_ack", f"{H}.messages:read_ack", "message"),
     Route("msg.recall", f"{H}.messages:recall", "message"),
     Route("msg.history", f"{H}.messages:history", "read"),

@@ -46,8 +46,10 @@ def _broker_files_per_test(settings, tmp_path):
 def _fresh_process_caches():
     # What one test created is rolled back: its conversations must not be remembered.
     services.private_conversation_ids_clear()
+    services.known_group_sends_clear()
     yield
     services.private_conversation_ids_clear()
+    services.known_group_sends_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from messaging.services.conversations import (
     private_conversation_get_or_create,
     private_conversations_get_or_create,
 )
+from messaging.services.group_cache import known_group_sends_clear
 from messaging.services.groups import (
     GroupCreated,
     GroupUpdated,
@@ -36,6 +37,7 @@ __all__ = [
     "group_receipt_counts",
     "group_receipts_flush",
     "group_update",
+    "known_group_sends_clear",
     "message_recall",
     "message_send_group",
     "message_send_private",

@@ -26,14 +26,15 @@ from django.utils.dateparse import parse_datetime
 from mchat.db import planned_rows, rows_insert, rows_source
 from messaging import events, ids
 from messaging.content import Content
-from messaging.models import Conversation, Message, ReadPosition
+from messaging.models import Conversation, Group, GroupMember, Message, ReadPosition
 from messaging.participants import Participant
 from org.models import Employee
 
 
 class AssumptionFailed(Exception):
-    """A checked store (the known-pairs strategy of messaging.services.private_sends) found that
-    something its caller assumed no longer holds: nothing was stored."""
+    """A checked store (the known-pairs strategy of messaging.services.private_sends, the
+    known-groups strategy of messaging.services.messages) found that something its caller
+    assumed no longer holds: nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +85,9 @@ _REQUEST_SEEN = (
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """A message the checked store (the known-pairs strategy) wrote, with what its answer and
-    its deliveries read (messaging.payloads): building a Django Message for each cost more
-    than the rest of that path's Python work."""
+    """A message the checked store (the known-pairs and known-groups strategies) wrote, with
+    what its answer and its deliveries read (messaging.payloads): building a Django Message
+    for each cost more than the rest of that path's Python work."""
 
     pk: int
     msg_id: str
@@ -143,8 +144,9 @@ def messages_post(
     constraint is broken, no number taken), and nothing is delivered for it; the caller
     answers with the earlier message (messages_of_requests).
 
-    `checked` (PostgreSQL, private posts): the statement also checks what the known-pairs
-    strategy assumed of each post, and stores nothing (AssumptionFailed) if anything is not so.
+    `checked` (PostgreSQL; posts all private or all to groups): the statement also checks
+    what the known-pairs (or known-groups) strategy assumed of each post, and stores nothing
+    (AssumptionFailed) if anything is not so.
     """
     msg_ids = [ids.message_id() for _post in posts]
     messages: list[Message | StoredMessage | None]
@@ -157,7 +159,7 @@ def messages_post(
             for post, msg_id in zip(posts, msg_ids, strict=True)
         ]
     else:
-        assert not checked, "checked posts are PostgreSQL's (the known-pairs strategy)"
+        assert not checked, "checked posts are PostgreSQL's (the known-pairs and known-groups ways)"
         written = [_message(post, msg_id) for post, msg_id in zip(posts, msg_ids, strict=True)]
         store_sqlite(posts, written)
         messages = [message if message.pk is not None else None for message in written]
@@ -247,17 +249,20 @@ def _store_sqlite(posts: Sequence[Post], messages: list[Message]) -> None:
 # transaction, so numbers stay gap-free. Each conversation is checked against the pair the
 # caller gave (low, high; none for a group): if one is not there, the statement writes nothing
 # and returns one row of NULLs instead of the messages, without an error (`ready`). Checked
-# posts (the known-pairs strategy) are stored only if every one also holds what the caller
-# assumed (sender and recipient the active employees it took them for, no message of the same
-# request yet, and the caller's `unanswered` condition): if one does not, the statement writes
-# nothing and returns no rows. (Should a conversation vanish while the statement runs, the NOT
-# NULL of messages.seq still fails it whole.)
+# posts (the known-pairs and known-groups strategies) are stored only if every one also holds
+# what the caller assumed (private: sender and recipient the active employees it took them
+# for; group: the sender the active employee it took it for, still a member of the group the
+# conversation is of, which is not dismissed; both: no message of the same request yet, and
+# the caller's `unanswered` condition): if one does not, the statement writes nothing and
+# returns no rows. (Should a conversation vanish while the statement runs, the NOT NULL of
+# messages.seq still fails it whole.)
 _STORE_IN_ONE_STATEMENT = """
 WITH given AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
         ord int, conversation_id bigint, low bigint, high bigint, sender_id bigint, msg_id text,
         content jsonb, content_type text, client_id text, seq_id text, file_key text,
-        sender_eid text, recipient_id bigint, recipient_eid text, recipient_agent boolean)
+        sender_eid text, recipient_id bigint, recipient_eid text, recipient_agent boolean,
+        group_eid text)
     LIMIT {rows}
 ), posts AS (
     SELECT * FROM given WHERE NOT {seen}
@@ -305,6 +310,7 @@ _STORE_READY = """, ready AS (
 _STORE_VERIFIED = "(SELECT count(*) FROM verified) = (SELECT count(*) FROM given)\n        AND "
 
 
+# What the known-pairs strategy assumed of a private post.
 _STORE_CHECKS = """, verified AS (
     SELECT posts.ord FROM posts
     JOIN {employee} AS s ON s.id = posts.sender_id AND s.employee_id = posts.sender_eid AND s.is_active
@@ -313,24 +319,39 @@ _STORE_CHECKS = """, verified AS (
     {unanswered}
 )"""
 
+# What the known-groups strategy assumed of a group post: what selectors.group_access checks
+# for a send (the group exists, is not dismissed, the sender is a member), and the sender the
+# active employee it took it for (the dispatcher's identity check), the conversation the group's.
+_STORE_GROUP_CHECKS = """, verified AS (
+    SELECT posts.ord FROM posts
+    JOIN {employee} AS s ON s.id = posts.sender_id AND s.employee_id = posts.sender_eid AND s.is_active
+    JOIN {conversation} AS gc ON gc.id = posts.conversation_id
+    JOIN {group} AS g ON g.id = gc.group_id AND g.group_id = posts.group_eid AND g.dismissed_at IS NULL
+    JOIN {member} AS gm ON gm.group_id = g.id AND gm.employee_id = posts.sender_id
+    {unanswered}
+)"""
+
 
 @functools.lru_cache(maxsize=64)
-def _store_sql(rows: int, checked: bool, unanswered: str) -> str:
-    """_STORE_IN_ONE_STATEMENT for `rows` posts (planned_rows: the planner's row count), checked
-    or not: a few texts per process, each built once (formatting it was ~20 us a request)."""
+def _store_sql(rows: int, checked: str, unanswered: str) -> str:
+    """_STORE_IN_ONE_STATEMENT for `rows` posts (planned_rows: the planner's row count),
+    unchecked (""), or checked as private ("pair") or group ("group") posts: a few texts per
+    process, each built once (formatting it was ~20 us a request)."""
     quote = connection.ops.quote_name
+    checks = {"pair": _STORE_CHECKS, "group": _STORE_GROUP_CHECKS, "": ""}[checked]
     return _STORE_IN_ONE_STATEMENT.format(
         conversation=quote(Conversation._meta.db_table),
         message=quote(Message._meta.db_table),
         read_position=quote(ReadPosition._meta.db_table),
         rows=rows,
         seen=_REQUEST_SEEN.format(message=quote(Message._meta.db_table), alias="given"),
-        checks=_STORE_CHECKS.format(
+        checks=checks.format(
             employee=quote(Employee._meta.db_table),
+            conversation=quote(Conversation._meta.db_table),
+            group=quote(Group._meta.db_table),
+            member=quote(GroupMember._meta.db_table),
             unanswered=f"WHERE {unanswered}" if unanswered else "",
-        )
-        if checked
-        else "",
+        ),
         checked="AND posts.ord IN (SELECT ord FROM verified)" if checked else "",
         ready=_STORE_READY.format(
             verified=_STORE_VERIFIED if checked else "", conversation=quote(Conversation._meta.db_table)
@@ -349,7 +370,12 @@ def store_postgresql(
 ) -> dict[str, tuple[int, int, datetime]]:
     """The posts stored under these msg_ids in one statement: (pk, seq, sent_at) by msg_id of
     each stored (a repeat is left out)."""
-    sql = _store_sql(planned_rows(len(posts)), checked, unanswered)
+    kind = ""
+    if checked:
+        kind = "group" if posts[0].group_id else "pair"
+        if any(bool(post.group_id) != (kind == "group") for post in posts):
+            raise ValueError("checked posts are all private or all to groups")
+    sql = _store_sql(planned_rows(len(posts)), kind, unanswered)
     document = []
     for ord_, (post, msg_id) in enumerate(zip(posts, msg_ids, strict=True)):
         low, high = post.pair
@@ -366,11 +392,14 @@ def store_postgresql(
             "seq_id": post.seq_id,
             "file_key": post.content.file_key or "",
         }
-        if checked:
+        if kind == "pair":
             row["sender_eid"] = post.sender.employee_id
             row["recipient_id"] = post.recipient.pk
             row["recipient_eid"] = post.recipient.employee_id
             row["recipient_agent"] = post.recipient.is_ai_agent
+        elif kind == "group":
+            row["sender_eid"] = post.sender.employee_id
+            row["group_eid"] = post.group_id
         document.append(row)
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(document), timezone.now()])

@@ -207,7 +207,10 @@ def test_take_all_spends_every_token_or_none():
 def test_every_route_resolves_to_a_callable():
     for route in ROUTES.values():
         assert callable(route.handler), route.action
-        assert route.batch is None or callable(route.batch.serve_many), route.action
+        if route.batch is not None:
+            assert route.batch.serve_many is None or callable(route.batch.serve_many), route.action
+            assert route.batch.serve_known is None or callable(route.batch.serve_known), route.action
+            assert route.batch.serve_many is not None or route.batch.serve_known is not None, route.action
 
 
 def _batch_routes():

@@ -180,3 +180,57 @@ def test_the_front_door_leaves_the_same_rows_for_one_send_many_repeats_and_refus
     # Each message delivered once to each side; repeats delivered nothing again.
     assert [m["content"] for m in published.to(f"mchat/inbox/{bob.employee_id}")] == ["一", "二", "三", "五"]
     assert [m["content"] for m in published.to(f"mchat/inbox/{carol.employee_id}")] == ["四", "六"]
+
+
+def _group_send(sender, seq_id, group_id, content):
+    topic = f"mchat/msg/req/{sender.employee_id}_dev1/{seq_id}"
+    return topic, encode({"action": "msg.send_group", "group_id": group_id, "content": content})
+
+
+def test_every_group_send_path_leaves_the_same_rows(
+    dispatcher, django_capture_on_commit_callbacks, failed_statements, make_group, alice, bob, carol
+):
+    group = make_group(alice, alice, bob, carol)
+    batches = [
+        # First sends of each member: the usual way on both databases (the process learns them).
+        [_group_send(alice, "g1", group.group_id, "一")],
+        [_group_send(bob, "g2", group.group_id, "二")],
+        # Lone sends of members seen before: PostgreSQL's one checked statement; SQLite's usual way.
+        [_group_send(alice, "g3", group.group_id, "三")],
+        [_group_send(bob, "g4", group.group_id, "四")],
+        # Several at once: one by one, the usual way.
+        [_group_send(alice, "g5", group.group_id, "五"), _group_send(carol, "g6", group.group_id, "六")],
+        [_group_send(carol, "g7", group.group_id, "七")],
+    ]
+    for batch in batches:
+        with django_capture_on_commit_callbacks(execute=True):
+            outcomes = dispatcher.handle_batch(batch)
+        assert [o.response["code"] for o in outcomes] == [0] * len(batch)
+    # A repeat of a send the one statement stored (on PostgreSQL, no answer was recorded for it).
+    with django_capture_on_commit_callbacks(execute=True):
+        (again,) = dispatcher.handle_batch([_group_send(bob, "g4", group.group_id, "四")])
+    assert again.response["code"] == 0 and again.response["data"]["seq"] == 4
+    assert failed_statements == []
+
+    stored = list(
+        Message.objects.filter(conversation__group=group)
+        .order_by("seq")
+        .values_list("seq", "sender__employee_id", "content", "seq_id")
+    )
+    assert stored == [
+        (1, "emp_alice_001", "一", "g1"),
+        (2, "emp_bob_002", "二", "g2"),
+        (3, "emp_alice_001", "三", "g3"),
+        (4, "emp_bob_002", "四", "g4"),
+        (5, "emp_alice_001", "五", "g5"),
+        (6, "emp_carol_003", "六", "g6"),
+        (7, "emp_carol_003", "七", "g7"),
+    ]
+    positions = sorted(
+        ReadPosition.objects.filter(conversation__group=group).values_list(
+            "employee__employee_id", "last_read_seq"
+        )
+    )
+    assert positions == [("emp_alice_001", 5), ("emp_bob_002", 4), ("emp_carol_003", 7)]
+    assert Conversation.objects.get(group=group).last_seq == 7
+    _assert_activity_follows_seq()
