@@ -202,6 +202,17 @@ class LiveStack:
         if not wait_until(loaded, timeout, interval=0.02):
             raise TimeoutError(f"the broker did not load {count} group memberships")
 
+    def broker_log_mark(self) -> int:
+        """Where the broker's log ends now, for `broker_log_since`."""
+        return self.broker.log_file.stat().st_size
+
+    def broker_log_since(self, mark: int, needles: tuple[str, ...]) -> list[str]:
+        """The broker's log lines written after `mark` that contain any of `needles`."""
+        with open(self.broker.log_file, "rb") as log:
+            log.seek(mark)
+            text = log.read().decode(errors="replace")
+        return [line for line in text.splitlines() if any(needle in line for needle in needles)]
+
     def close_clients(self) -> None:
         for client in self._clients:
             client.close()
