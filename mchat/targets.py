@@ -29,8 +29,10 @@ class Port(Generic[T]):
         self._lock = threading.Lock()
 
     def install(self, implementation: T | None) -> None:
-        """Use `implementation` from now on; None: the setting's again, created on next use."""
-        self._installed = implementation
+        """Use `implementation` from now on; None: the setting's again, created on next use.
+        Under the lock current() creates the default in: an install meanwhile is not overwritten."""
+        with self._lock:
+            self._installed = implementation
 
     def current(self) -> T:
         installed = self._installed
