@@ -117,7 +117,7 @@ class Conversation(models.Model):
 
 class Message(models.Model):
     """A message. Each index below is written by every send: only those a query needs, and
-    partial ones for columns that are set on few messages (file_key, recalled_by)."""
+    partial ones for what few messages have (a file, a recall, an open stream)."""
 
     class ContentType(models.TextChoices):
         TEXT = "text", _("文本")
@@ -172,6 +172,11 @@ class Message(models.Model):
             # An employee's deletion looks for the messages it recalled (PROTECT).
             models.Index(
                 fields=["recalled_by"], condition=Q(recalled_by__isnull=False), name="message_recalled_by"
+            ),
+            # The open streamed replies (messaging.streams: streams_expire every 10 s on every
+            # bridge, and a stream's start); without it each of those read the whole table.
+            models.Index(
+                fields=["stream_touched_at"], condition=Q(stream_state="open"), name="message_stream_open"
             ),
         ]
 

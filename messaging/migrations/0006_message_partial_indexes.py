@@ -1,6 +1,6 @@
-"""The partial indexes of messaging_message (file_key, recalled_by): on PostgreSQL built with
-CREATE INDEX CONCURRENTLY, which does not hold up sends while it reads the table (so this
-migration is not atomic). 0007 then drops the indexes they replace."""
+"""The partial indexes of messaging_message (file_key, recalled_by, open streams): on
+PostgreSQL built with CREATE INDEX CONCURRENTLY, which does not hold up sends while it reads
+the table (so this migration is not atomic). 0007 then drops the indexes the first two replace."""
 
 from django.db import migrations, models
 from django.db.models import Q
@@ -8,6 +8,7 @@ from django.db.models import Q
 INDEXES = [
     models.Index(fields=["file_key"], condition=~Q(file_key=""), name="message_file_key"),
     models.Index(fields=["recalled_by"], condition=Q(recalled_by__isnull=False), name="message_recalled_by"),
+    models.Index(fields=["stream_touched_at"], condition=Q(stream_state="open"), name="message_stream_open"),
 ]
 
 

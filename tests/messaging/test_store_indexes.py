@@ -1,8 +1,9 @@
 """What a send writes besides its message's row: an entry in each index of messaging_message,
 and an update of its conversation and of the sender's read position (messaging.services.store).
 Every send and every read writes these, so messaging.models keeps only the indexes a query
-needs (partial ones for file_key and recalled_by, set on few messages), and indexes no column
-those updates change: on PostgreSQL they are then HOT updates, which write no index entry."""
+needs (partial ones for what few messages have: a file, a recall, an open stream), and indexes
+no column those updates change: on PostgreSQL they are then HOT updates, which write no index
+entry."""
 
 from __future__ import annotations
 
@@ -35,13 +36,14 @@ def test_only_the_indexes_queries_need():
         ("msg_id",),  # message_msg_id_once, without a LIKE index
         ("recalled_by_id",),  # message_recalled_by (partial): an employee's deletion
         ("sender_id",),  # an employee's deletion
+        ("stream_touched_at",),  # message_stream_open (partial): the open streamed replies
     ]
     assert ("last_activity_at",) not in _indexed_columns(Conversation)
     assert _indexed_columns(ReadPosition) == [("conversation_id", "employee_id"), ("employee_id",), ("id",)]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="partial indexes as PostgreSQL reports them")
-def test_file_key_and_recalled_by_indexes_hold_only_the_messages_that_have_them():
+def test_the_partial_indexes_hold_only_the_messages_that_have_a_file_a_recall_or_an_open_stream():
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
@@ -50,6 +52,7 @@ def test_file_key_and_recalled_by_indexes_hold_only_the_messages_that_have_them(
         definitions = dict(cursor.fetchall())
     assert "WHERE (NOT ((file_key)::text = ''::text))" in definitions["message_file_key"]
     assert "WHERE (recalled_by_id IS NOT NULL)" in definitions["message_recalled_by"]
+    assert "WHERE ((stream_state)::text = 'open'::text)" in definitions["message_stream_open"]
 
 
 def _updates(model) -> tuple[int, int]:
