@@ -175,8 +175,9 @@ class Message(models.Model):
             ),
             # The open streamed replies (messaging.streams: streams_expire every 10 s on every
             # bridge, and a stream's start); without it each of those read the whole table.
+            # Keyed on conversation, which a stream's updates never change: they can be HOT.
             models.Index(
-                fields=["stream_touched_at"], condition=Q(stream_state="open"), name="message_stream_open"
+                fields=["conversation"], condition=Q(stream_state="open"), name="message_stream_open"
             ),
         ]
 

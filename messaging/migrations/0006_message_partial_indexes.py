@@ -8,7 +8,7 @@ from django.db.models import Q
 INDEXES = [
     models.Index(fields=["file_key"], condition=~Q(file_key=""), name="message_file_key"),
     models.Index(fields=["recalled_by"], condition=Q(recalled_by__isnull=False), name="message_recalled_by"),
-    models.Index(fields=["stream_touched_at"], condition=Q(stream_state="open"), name="message_stream_open"),
+    models.Index(fields=["conversation"], condition=Q(stream_state="open"), name="message_stream_open"),
 ]
 
 

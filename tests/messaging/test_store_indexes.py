@@ -30,13 +30,13 @@ def _indexed_columns(model) -> list[tuple[str, ...]]:
 def test_only_the_indexes_queries_need():
     assert _indexed_columns(Message) == [
         ("client_id", "seq_id"),  # message_request_once: a repeated request
+        ("conversation_id",),  # message_stream_open (partial): the open streamed replies
         ("conversation_id", "seq"),  # message_seq_once: history, numbering, any lookup by conversation
         ("file_key",),  # message_file_key (partial): who may download a file, retention
         ("id",),
         ("msg_id",),  # message_msg_id_once, without a LIKE index
         ("recalled_by_id",),  # message_recalled_by (partial): an employee's deletion
         ("sender_id",),  # an employee's deletion
-        ("stream_touched_at",),  # message_stream_open (partial): the open streamed replies
     ]
     assert ("last_activity_at",) not in _indexed_columns(Conversation)
     assert _indexed_columns(ReadPosition) == [("conversation_id", "employee_id"), ("employee_id",), ("id",)]
