@@ -521,6 +521,16 @@ def _single_section(single: dict) -> list[str]:
             f"{single['round_trip_ms']} ms: the rest of the statement's time is its execution and, "
             "with `synchronous_commit=on`, the WAL flush (the difference to the reference row).",
         ]
+    wal = (single.get("send_private") or {}).get("wal")
+    if wal and wal.get("fdatasyncs"):
+        each = round(wal["fdatasync_ms"] / wal["fdatasyncs"], 3)
+        lines += [
+            "",
+            f"What the first row wrote to the WAL per request (`pg_stat_wal`, the whole cluster): "
+            f"{wal['records']:.1f} records, {wal['bytes']:.0f} bytes, {wal['full_page_images']:g} full-page "
+            f"images; {wal['writes']:g} write() and {wal['fdatasyncs']:g} fdatasync of the WAL, "
+            f"{each} ms per fdatasync (PostgreSQL's own timing).",
+        ]
     if single.get("profile"):
         lines += ["", f"py-spy of the lone `msg.send_private` loop (`{single.get('raw_file')}`):", ""]
         rate = 1000 / single["send_private"]["ms_per_request"] if single.get("send_private") else None

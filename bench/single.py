@@ -4,7 +4,8 @@ Django's cursor: driver, loopback, server, the COMMIT's WAL flush) and Python's 
 `msg.send_private` between a pair seen before and for `msg.send_group` to the 50-member
 group (from a sender this process has seen sending there: one checked statement; and, for
 comparison, the usual way, what this process remembered forgotten before each); with py-spy
-profiles of the lone `msg.send_private` and the lone `msg.send_group`.
+profiles of the lone `msg.send_private` and the lone `msg.send_group`. On PostgreSQL also what
+the lone `msg.send_private` writes to the WAL and how long its flush takes (pg_stat_wal).
 
 At 1 in flight nothing overlaps: a request's answer time is the broker's hops (the raw echo)
 plus this.
@@ -53,6 +54,32 @@ class _Discard:
         pass
 
 
+# pg_stat_wal's totals (the whole cluster: the bridge is idle meanwhile), with the time spent
+# writing and flushing the WAL, which PostgreSQL times only with track_wal_io_timing.
+_WAL_COUNTERS = "SELECT wal_records, wal_fpi, wal_bytes, wal_write, wal_sync, wal_write_time, wal_sync_time FROM pg_stat_wal"
+_WAL_FIELDS = ("records", "full_page_images", "bytes", "writes", "fdatasyncs", "write_ms", "fdatasync_ms")
+
+
+def _wal_counters(connection) -> tuple:
+    """pg_stat_wal now, this session's own share included: a backend adds its share at most
+    once a second, when it goes idle, hence the pause and a statement after it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET track_wal_io_timing = on")
+        time.sleep(1.1)
+        cursor.execute("SELECT 1")
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(_WAL_COUNTERS)
+        return cursor.fetchone()
+
+
+def _wal_per_request(before: tuple, after: tuple, requests: int) -> dict:
+    """Per request: WAL records, full-page images, bytes, write() and fdatasync calls, and
+    the ms they took (pg_stat_wal's times are in ms)."""
+    return {
+        name: round(float(b - a) / requests, 3) for name, a, b in zip(_WAL_FIELDS, before, after, strict=True)
+    }
+
+
 def _json_bytes(payload: dict) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -98,9 +125,12 @@ class SingleRequest:
                 entry[0] += 1
                 entry[1] += time.perf_counter() - started
 
-        def measure(client: str, body: bytes, seconds: float, cap: int, *, forget=None) -> dict:
+        def measure(
+            client: str, body: bytes, seconds: float, cap: int, *, forget=None, wal: bool = False
+        ) -> dict:
             one(client, body)  # the pair or group is known from here on
             statements.clear()
+            wal_before = _wal_counters(connection) if wal else None
             done, started, cpu = 0, time.perf_counter(), time.thread_time()
             with connection.execute_wrapper(timed):
                 while done < cap and time.perf_counter() - started < seconds:
@@ -111,7 +141,11 @@ class SingleRequest:
             wall = time.perf_counter() - started
             cpu = time.thread_time() - cpu
             sql = sum(total for _count, total in statements.values())
+            wal_row = {}
+            if wal_before is not None:
+                wal_row["wal"] = _wal_per_request(wal_before, _wal_counters(connection), done)
             return {
+                **wal_row,
                 "requests": done,
                 "ms_per_request": round(wall / done * 1000, 3),
                 "sql_ms_per_request": round(sql / done * 1000, 3),
@@ -133,8 +167,9 @@ class SingleRequest:
                 ),
             }
 
-        result = {"send_private": measure(sender, private, 2.0, 5000)}
-        if connection.vendor == "postgresql":
+        postgresql = connection.vendor == "postgresql"
+        result = {"send_private": measure(sender, private, 2.0, 5000, wal=postgresql)}
+        if postgresql:
             # The statement's parts: a bare round trip to the server, and the same send without
             # waiting for the WAL flush (this session only; the bridge's commits stay durable).
             result["round_trip_ms"] = self._round_trip_ms(connection)

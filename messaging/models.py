@@ -71,9 +71,11 @@ class Conversation(models.Model):
         Employee, null=True, blank=True, related_name="+", on_delete=models.CASCADE
     )
     # Taken with UPDATE ... RETURNING inside the sender's transaction: the row lock orders
-    # concurrent senders across processes and a rollback gives the number back.
+    # concurrent senders across processes and a rollback gives the number back. Neither is
+    # indexed: every message updates both, and an update that changes no indexed column
+    # writes no index entry (a HOT update); a list of conversations sorts one employee's few.
     last_seq = models.BigIntegerField(_("最新序号"), default=0)
-    last_activity_at = models.DateTimeField(_("最近活动"), db_index=True)
+    last_activity_at = models.DateTimeField(_("最近活动"))
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
 
     class Meta:
@@ -114,14 +116,21 @@ class Conversation(models.Model):
 
 
 class Message(models.Model):
+    """A message. Each index below is written by every send: only those a query needs, and
+    partial ones for what few messages have (a file, a recall, an open stream)."""
+
     class ContentType(models.TextChoices):
         TEXT = "text", _("文本")
         IMAGE = "image", _("图片")
         FILE = "file", _("文件")
 
-    conversation = models.ForeignKey(Conversation, related_name="messages", on_delete=models.CASCADE)
+    # No index of its own: message_seq_once (conversation, seq) serves every lookup by conversation.
+    conversation = models.ForeignKey(
+        Conversation, related_name="messages", on_delete=models.CASCADE, db_index=False
+    )
     seq = models.BigIntegerField(_("会话内序号"))
-    msg_id = models.CharField(_("消息编号"), max_length=40, unique=True)
+    # Unique through message_msg_id_once: unique=True would add a LIKE index on PostgreSQL.
+    msg_id = models.CharField(_("消息编号"), max_length=40)
     sender = models.ForeignKey(
         Employee, verbose_name=_("发送者"), related_name="sent_messages", on_delete=models.PROTECT
     )
@@ -132,14 +141,14 @@ class Message(models.Model):
     sent_at = models.DateTimeField(_("发送时间"))
     recalled_at = models.DateTimeField(_("撤回时间"), null=True, blank=True)
     recalled_by = models.ForeignKey(
-        Employee, null=True, blank=True, related_name="+", on_delete=models.PROTECT
+        Employee, null=True, blank=True, related_name="+", on_delete=models.PROTECT, db_index=False
     )
     # The request that created it: a repeat of (client_id, seq_id) never makes a second message,
     # even after the bridge's idempotency record has expired.
     client_id = models.CharField(max_length=130, blank=True)
     seq_id = models.CharField(max_length=128, blank=True)
     # The uploaded object an image/file message refers to (content.key): who may download it.
-    file_key = models.CharField(_("文件对象键"), max_length=300, blank=True, db_index=True)
+    file_key = models.CharField(_("文件对象键"), max_length=300, blank=True)
     # A streamed reply (messaging.streams): "open" while its text is still coming (content is
     # the text so far, flushed every few seconds), then "ended" or "canceled"; "" otherwise.
     # db_default: the bulk insert paths of ordinary sends do not name these columns.
@@ -153,8 +162,22 @@ class Message(models.Model):
         verbose_name_plural = _("消息")
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq"], name="message_seq_once"),
+            models.UniqueConstraint(fields=["msg_id"], name="message_msg_id_once"),
             models.UniqueConstraint(
                 fields=["client_id", "seq_id"], condition=~Q(seq_id=""), name="message_request_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["file_key"], condition=~Q(file_key=""), name="message_file_key"),
+            # An employee's deletion looks for the messages it recalled (PROTECT).
+            models.Index(
+                fields=["recalled_by"], condition=Q(recalled_by__isnull=False), name="message_recalled_by"
+            ),
+            # The open streamed replies (messaging.streams: streams_expire every 10 s on every
+            # bridge, and a stream's start); without it each of those read the whole table.
+            # Keyed on conversation, which a stream's updates never change: they can be HOT.
+            models.Index(
+                fields=["conversation"], condition=Q(stream_state="open"), name="message_stream_open"
             ),
         ]
 
@@ -194,9 +217,15 @@ class AgentTask(models.Model):
 
 
 class ReadPosition(models.Model):
-    """How far one participant has read one conversation (the seq of the last read message)."""
+    """How far one participant has read one conversation (the seq of the last read message).
 
-    conversation = models.ForeignKey(Conversation, related_name="read_positions", on_delete=models.CASCADE)
+    Moved by every message its participant sends and every read: last_read_seq and updated_at
+    are not indexed, so these updates write no index entry (HOT); read_position_once
+    (conversation, employee) serves every lookup by conversation."""
+
+    conversation = models.ForeignKey(
+        Conversation, related_name="read_positions", on_delete=models.CASCADE, db_index=False
+    )
     employee = models.ForeignKey(Employee, related_name="read_positions", on_delete=models.CASCADE)
     last_read_seq = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
@@ -207,7 +236,6 @@ class ReadPosition(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["conversation", "employee"], name="read_position_once")
         ]
-        indexes = [models.Index(fields=["conversation", "last_read_seq"])]
 
 
 class ReceiptTally(models.Model):
