@@ -12,7 +12,7 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from messaging import ids
@@ -76,18 +76,7 @@ def seed(
         (group.group_id, [m.employee_id for m in members])
         for group, (_, members) in zip(groups[len(fanout_sizes) :], plans[len(fanout_sizes) :], strict=True)
     ]
-    _statistics_gathered()
     return population
-
-
-def _statistics_gathered() -> None:
-    """PostgreSQL: VACUUM ANALYZE what was just loaded, as a database in service has its
-    statistics. Without it the planner guesses until autovacuum analyzes the tables at some
-    point during the runs, and the plans (prepared statements too) change mid-measurement."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return  # (VACUUM cannot run inside a transaction)
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
 
 
 def _departments() -> list[Department]:
