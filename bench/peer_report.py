@@ -394,6 +394,14 @@ def gaps_explained(r: dict, mine: dict, theirs: dict) -> list[str]:
             + f"); the broker's own fan-out of the published message to 50 subscribers, raw: "
             f"{ms(_get(r, 'raw_broker', 'fanout', '50', 'all_received_ms', 'p50'))}.",
         ]
+        idle = single.get("send_group_50_idle") or {}
+        if idle.get("ms_per_request"):
+            lines.append(
+                f"  - The same send in process, each after 0.5 s of quiet: {ms(idle['ms_per_request'])} "
+                f"(its SQL {ms(idle.get('sql_ms_per_request'))}) against {ms(group.get('ms_per_request'))} "
+                "back to back: on this machine a process that has slept (PostgreSQL's backend, the "
+                "bridge, the broker) takes a while to wake, and a send after a pause pays it at each hop."
+            )
     goal_ratio = "`msg.send_private` at 64 in flight ≥ 0.45 of the raw broker echo"
     row64 = _get(r, "send_private", "in_flight_64") or {}
     raw64 = _get(r, "raw_broker", "in_flight_64") or {}

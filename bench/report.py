@@ -495,6 +495,8 @@ def _single_section(single: dict) -> list[str]:
         ("send_private_redis_rate_limit", "the same with the rate limit shared through Redis"),
         ("send_group_50", "`msg.send_group`, 50 members, a sender seen sending there before"),
         ("send_group_50_usual", "the same, a sender this process has not seen (the usual way)"),
+        ("send_private_idle", "`msg.send_private`, pair seen before, each after 0.5 s of quiet"),
+        ("send_group_50_idle", "`msg.send_group`, 50 members, seen before, each after 0.5 s of quiet"),
     ):
         row = single.get(key)
         if not row:

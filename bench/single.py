@@ -126,19 +126,31 @@ class SingleRequest:
                 entry[1] += time.perf_counter() - started
 
         def measure(
-            client: str, body: bytes, seconds: float, cap: int, *, forget=None, wal: bool = False
+            client: str,
+            body: bytes,
+            seconds: float,
+            cap: int,
+            *,
+            forget=None,
+            wal: bool = False,
+            gap: float = 0.0,
         ) -> dict:
+            """`gap`: seconds of idleness before each request (not counted): the processes
+            involved (this one, PostgreSQL) are asleep when it comes, as in a quiet hour."""
             one(client, body)  # the pair or group is known from here on
             statements.clear()
             wal_before = _wal_counters(connection) if wal else None
-            done, started, cpu = 0, time.perf_counter(), time.thread_time()
+            done, wall, cpu = 0, 0.0, time.thread_time()
             with connection.execute_wrapper(timed):
-                while done < cap and time.perf_counter() - started < seconds:
+                while done < cap and wall + done * gap < seconds:
                     if forget is not None:
                         forget()  # the usual way: as a process that has not seen the sender
+                    if gap:
+                        time.sleep(gap)
+                    started = time.perf_counter()
                     one(client, body)
+                    wall += time.perf_counter() - started
                     done += 1
-            wall = time.perf_counter() - started
             cpu = time.thread_time() - cpu
             sql = sum(total for _count, total in statements.values())
             wal_row = {}
@@ -187,6 +199,10 @@ class SingleRequest:
             result["send_group_50_usual"] = measure(
                 admin, group, 2.0, 300, forget=services.known_group_sends_clear
             )
+            # The same lone sends after 0.5 s of quiet each (the peer's fan-out gap): what
+            # waking the processes costs on this machine.
+            result["send_group_50_idle"] = measure(admin, group, 8.0, 16, gap=0.5)
+        result["send_private_idle"] = measure(sender, private, 8.0, 16, gap=0.5)
         # The rate limit shared by every bridge through Redis (MCHAT_RATE_LIMIT_REDIS_URL, by
         # default Celery's Redis when that is Redis): one Redis round trip per batch. Without a
         # redis-server, no such row.

@@ -173,6 +173,20 @@ def test_each_missed_goal_says_where_the_time_goes():
     assert "the rest, 0.10 ms" in gaps and "The gap, 0.20 ms, is 40% of" in gaps
     # fan-out: MChat's 5.0 against ejabberd's 6.0 is met, so it is not explained
     assert "Fan-out to 50" not in gaps
+    slower = {**measured["peer_phases"], "fanout_50": {"all_received_ms": _stats(7.0), "ack_ms": _stats(5.5)}}
+    measured["single_request"]["send_group_50_idle"] = {"ms_per_request": 2.5, "sql_ms_per_request": 2.1}
+    text = "\n".join(
+        peer_section(
+            {
+                **measured,
+                "peer_phases": slower,
+                "peer": {"name": "ejabberd", "ran_here": True, "result": PEER},
+            }
+        )
+    )
+    fanout = text.split("- **Fan-out to 50** (all received p50 7.00 ms against ejabberd's 6.00 ms)")[1]
+    assert "in process 4.00 ms per send with 2 statements (`WITH` 0.50, `SELECT` 0.30)" in fanout
+    assert "each after 0.5 s of quiet: 2.50 ms (its SQL 2.10 ms) against 4.00 ms back to back" in fanout
     # 0.45 of a 10,000/s echo = 4,500/s: 2 cores / 4,500 = 0.444 ms per send; PostgreSQL 0.4 / 4000 = 0.100 ms
     assert "0.45 of the echo is 4,500.0/s: with every core busy, at most 0.444 ms" in gaps
     assert "against 0.100 ms for PostgreSQL alone today" in gaps
