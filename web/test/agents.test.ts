@@ -2,21 +2,13 @@
 // when a person opens an agent's skills, kept by employee id; a refused card keeps its error.
 import { describe, expect, it } from "vitest";
 import { MChatClient } from "../src/client/client";
-import type { AgentCard, Credential } from "../src/client/types";
+import type { AgentCard } from "../src/client/types";
 import { ChatApp } from "../src/state/app";
-import { FakeBroker } from "./fakeBroker";
+import { FakeBroker, credentialFor } from "./fakeBroker";
 
 const ME = "emp_me_001";
 const AGENT = "ai_sales_001";
-const credential: Credential = {
-  employee: { employee_id: ME, name: "我" },
-  client_id: `${ME}_web-1`,
-  username: ME,
-  password: "t",
-  expires_at: new Date(Date.now() + 600_000).toISOString(),
-  refresh_in_seconds: 240,
-  ws_url: "ws://x",
-};
+const credential = credentialFor(ME);
 
 const card: AgentCard = {
   name: "订单助手",

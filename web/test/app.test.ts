@@ -2,9 +2,9 @@
 // back with before_seq, a failed send retried with its seq_id, reading moves the position.
 import { describe, expect, it } from "vitest";
 import { MChatClient } from "../src/client/client";
-import type { Credential, MessagePayload } from "../src/client/types";
+import type { MessagePayload } from "../src/client/types";
 import { ChatApp } from "../src/state/app";
-import { FakeBroker, waitFor } from "./fakeBroker";
+import { FakeBroker, waitFor, credentialFor } from "./fakeBroker";
 
 const ME = "emp_me_001";
 const PEER = "emp_peer_002";
@@ -14,15 +14,7 @@ function msg(seq: number): MessagePayload {
   return { msg_id: `msg_${seq}`, type: "private", from_employee_id: PEER, to_employee_id: ME, content: `m${seq}`, sent_at: "2026-12-02T06:00:00.000Z", seq };
 }
 
-const credential: Credential = {
-  employee: { employee_id: ME, name: "我" },
-  client_id: `${ME}_web-1`,
-  username: ME,
-  password: "t",
-  expires_at: new Date(Date.now() + 600_000).toISOString(),
-  refresh_in_seconds: 240,
-  ws_url: "ws://x",
-};
+const credential = credentialFor(ME);
 
 async function setup(handler: FakeBroker["handler"]) {
   const broker = new FakeBroker();

@@ -1,5 +1,6 @@
 // An in-memory broker + server for the client's unit tests: it keeps subscriptions (with the
 // `+` wildcard), routes publishes, and answers requests through a handler the test sets.
+import type { Credential } from "../src/client/types";
 import { ConnectRefused, type Transport, type TransportFactory, type TransportOptions } from "../src/client/transport";
 
 export interface Published {
@@ -129,4 +130,17 @@ export async function waitFor(predicate: () => boolean, timeoutMs = 2000): Promi
     if (Date.now() - start > timeoutMs) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** A web credential for `employeeId` as /web/api/mqtt-credentials hands it out (valid 10 min). */
+export function credentialFor(employeeId: string): Credential {
+  return {
+    employee: { employee_id: employeeId, name: "我" },
+    client_id: `${employeeId}_web-1`,
+    username: employeeId,
+    password: "t",
+    expires_at: new Date(Date.now() + 600_000).toISOString(),
+    refresh_in_seconds: 240,
+    ws_url: "ws://x",
+  };
 }

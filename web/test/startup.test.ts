@@ -3,21 +3,13 @@
 // only after the list; the store renders a lone change at once and a burst once.
 import { describe, expect, it } from "vitest";
 import { MChatClient } from "../src/client/client";
-import type { ConversationSummary, Credential } from "../src/client/types";
+import type { ConversationSummary } from "../src/client/types";
 import { ChatApp, listPageSize } from "../src/state/app";
 import { Store } from "../src/state/store";
-import { FakeBroker } from "./fakeBroker";
+import { FakeBroker, credentialFor } from "./fakeBroker";
 
 const ME = "emp_me_001";
-const credential: Credential = {
-  employee: { employee_id: ME, name: "我" },
-  client_id: `${ME}_web-1`,
-  username: ME,
-  password: "t",
-  expires_at: new Date(Date.now() + 600_000).toISOString(),
-  refresh_in_seconds: 240,
-  ws_url: "ws://x",
-};
+const credential = credentialFor(ME);
 
 function summary(i: number): ConversationSummary {
   const peer = `emp_peer_${String(i).padStart(3, "0")}`;

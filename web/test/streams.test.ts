@@ -3,26 +3,18 @@
 import { describe, expect, it } from "vitest";
 import { type ClientEvent, MChatClient } from "../src/client/client";
 import { classify } from "../src/client/deliveries";
-import type { Credential, MessagePayload } from "../src/client/types";
+import type { MessagePayload } from "../src/client/types";
 import { ChatApp } from "../src/state/app";
 import { dispatch, type DispatchHooks } from "../src/state/dispatch";
 import { Store } from "../src/state/store";
-import { FakeBroker, waitFor } from "./fakeBroker";
+import { FakeBroker, waitFor, credentialFor } from "./fakeBroker";
 
 const ME = "emp_me_001";
 const AGENT = "ai_writer_001";
 const INBOX = `mchat/inbox/${ME}`;
 const agentRef = { type: "private" as const, id: AGENT };
 
-const credential: Credential = {
-  employee: { employee_id: ME, name: "我" },
-  client_id: `${ME}_web-1`,
-  username: ME,
-  password: "t",
-  expires_at: new Date(Date.now() + 600_000).toISOString(),
-  refresh_in_seconds: 240,
-  ws_url: "ws://x",
-};
+const credential = credentialFor(ME);
 
 const where = { conversation_type: "private", from_employee_id: AGENT, to_employee_id: ME };
 
