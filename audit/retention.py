@@ -108,7 +108,12 @@ def messages_purge(
                     break
                 Message.objects.filter(pk__in=[pk for pk, _c, _k in batch]).delete()
                 keys = {key for _pk, _c, key in batch if key}
-                still_used = set(Message.objects.filter(file_key__in=keys).values_list("file_key", flat=True))
+                still_used = set(
+                    # exclude(""): the partial index message_file_key, also to a prepared plan
+                    Message.objects.filter(file_key__in=keys)
+                    .exclude(file_key="")
+                    .values_list("file_key", flat=True)
+                )
                 orphans = list(StoredFile.objects.filter(key__in=keys - still_used))
                 StoredFile.objects.filter(pk__in=[f.pk for f in orphans]).delete()
             deleted += len(batch)

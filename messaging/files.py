@@ -175,7 +175,10 @@ def file_reference_check(*, sender: Employee, key: str) -> StoredFile:
 
 def _referenced_for(actor: Employee, key: str) -> bool:
     return (
+        # The partial index message_file_key holds messages with a file only: saying so lets a
+        # prepared (generic) plan use it.
         Message.objects.filter(file_key=key, recalled_at__isnull=True)
+        .exclude(file_key="")
         .filter(
             Q(conversation__employee_low=actor)
             | Q(conversation__employee_high=actor)
